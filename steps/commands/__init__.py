@@ -1,0 +1,1 @@
+"""Subcommands of `slaprof`; each module exposes `register(subparsers)`."""

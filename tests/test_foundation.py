@@ -1,0 +1,178 @@
+"""Request loading, model-size detection, GPU catalog, candidate plan and the `plan` CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from steps.candidates import Candidate
+from steps.cli import main
+from steps.errors import UserError
+from steps.gpus import GPU_NAMES, get_gpu
+from steps.models import load_model_info
+from steps.plan import decode_concurrencies, make_plan
+from steps.request import build_request, load_request_file
+from tests.conftest import MODELS
+
+# Published sizes (model cards): total parameters in billions.
+PUBLISHED = {
+    "Qwen3-0.6B": 0.6, "Qwen3-32B": 32.8, "Llama-3.1-8B": 8.03, "Llama-3.1-70B": 70.6,
+    "Qwen3-30B-A3B": 30.5, "DeepSeek-V3": 671.0,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameter_counts_match_published_sizes(name):
+    info = load_model_info(str(MODELS / name))
+    assert info.total_params / 1e9 == pytest.approx(PUBLISHED[name], rel=0.02)
+
+
+def test_moe_and_mla_shapes():
+    ds = load_model_info(str(MODELS / "DeepSeek-V3"))
+    assert ds.is_moe and ds.is_mla and ds.weight_dtype == "fp8" and ds.quant_block_size == 128
+    assert ds.active_params / 1e9 == pytest.approx(37, rel=0.03)
+    assert ds.kv_bytes_per_token() == 61 * 576 * 2  # latent + rope per layer, bf16
+    q = load_model_info(str(MODELS / "Qwen3-30B-A3B"))
+    assert q.is_moe and not q.is_mla and q.num_experts == 128 and q.experts_per_token == 8
+    dense = load_model_info(str(MODELS / "Qwen3-32B"))
+    assert dense.kv_bytes_per_token() == 2 * 64 * 8 * 128 * 2
+    assert dense.weight_bytes() / 1e9 == pytest.approx(65.5, rel=0.01)
+    assert dense.weight_bytes("fp8") < 0.55 * dense.weight_bytes()
+
+
+def test_hf_quant_config_declares_fp4(tmp_path):
+    cfg = json.loads((MODELS / "Llama-3.1-8B" / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "hf_quant_config.json").write_text(
+        json.dumps({"quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8"}}))
+    info = load_model_info(str(tmp_path))
+    assert info.weight_dtype == "fp4" and info.kv_dtype == "fp8"
+
+
+def test_gpu_catalog_has_every_system_with_sources():
+    assert set(GPU_NAMES) == {"h100_sxm", "h200_sxm", "b200_sxm", "b300_sxm", "gb200", "gb300", "a100_sxm", "l40s"}
+    for name in GPU_NAMES:
+        g = get_gpu(name)
+        assert g.source and g.memory_bytes > 40e9 and g.peak_flops("fp8") >= g.peak_flops("bf16")
+    with pytest.raises(UserError, match="unknown GPU"):
+        get_gpu("h300")
+
+
+def _request(model="Qwen3-32B", gpu="h200_sxm", **extra):
+    data = {"model": str(MODELS / model), "hardware": {"gpu": gpu},
+            "sla": {"isl": 3000, "osl": 150, "ttft_ms": 200, "itl_ms": 20}}
+    data.update(extra)
+    return build_request(data)
+
+
+def test_plan_dense_h200_lists_tp1_to_tp8():
+    plan = make_plan(_request())
+    assert plan.runnable_ids() == ["tp1", "tp2", "tp4", "tp8"]
+    weights = [p.weight_gib_per_gpu for p in plan.candidates]
+    assert weights == sorted(weights, reverse=True)  # more TP, less weight per GPU
+    assert 3000 in plan.grid.prefill_isls and 3000 in plan.grid.decode_isls
+    assert plan.grid.prefill_isls[-1] <= 40960 and len(plan.grid.prefill_isls) >= 17
+
+
+def test_plan_dense_h100_drops_tp1_with_a_reason():
+    plan = make_plan(_request(gpu="h100_sxm"))
+    tp1 = plan.get("tp1")
+    assert tp1.status == "dropped" and "KV cache" in tp1.reason
+    assert plan.runnable_ids() == ["tp2", "tp4", "tp8"]
+
+
+def test_plan_deepseek_is_tep_dep_only_and_fits():
+    plan = make_plan(_request("DeepSeek-V3"))
+    runnable = plan.runnable()
+    assert runnable and {c.kind for c in runnable} <= {"tep", "dep"}
+    assert min(c.size for c in runnable) >= 8
+    for p in plan.candidates:
+        if p.status == "runnable":
+            assert p.weight_gib_per_gpu < get_gpu("h200_sxm").usable_memory_gib * 0.9
+            assert p.kv_tokens_estimate > 0
+
+
+def test_plan_drops_indivisible_mappings():
+    # Qwen3-0.6B has 16 attention heads: TP 32 cannot split them.
+    plan = make_plan(_request("Qwen3-0.6B", hardware={"gpu": "h200_sxm", "max_gpus_per_engine": 32}))
+    assert plan.get("tp32").status == "dropped" and "heads" in plan.get("tp32").reason
+    assert "tp16" in plan.runnable_ids()
+
+
+def test_decode_concurrencies_respect_kv_and_dp():
+    conc = decode_concurrencies(100_000, 3000, 500, 6, attn_dp=8)
+    assert conc and all(c % 8 == 0 for c in conc)
+    assert max(conc) * 3500 <= 100_000
+    assert decode_concurrencies(1000, 3000, 500, 6) == []
+
+
+def test_candidate_ids_roundtrip():
+    assert Candidate.parse("dep8").attn_dp == 8 and Candidate.parse("TEP4").label == "TEP:4"
+    with pytest.raises(UserError):
+        Candidate.parse("pp2")
+
+
+def test_dgdr_and_flags_give_equal_requests(tmp_path, capsys):
+    dgdr = {
+        "apiVersion": "nvidia.com/v1alpha1", "kind": "DynamoGraphDeploymentRequest",
+        "metadata": {"name": "q"},
+        "spec": {
+            "model": str(MODELS / "Qwen3-32B"), "backend": "sglang", "autoApply": True,
+            "profilingConfig": {"profilerImage": "x", "config": {
+                "sla": {"isl": 2048, "osl": 256, "ttft": 500, "itl": 50},
+                "hardware": {"minNumGpusPerEngine": 2, "maxNumGpusPerEngine": 4, "numGpusPerNode": 4},
+                "sweep": {"useAiConfigurator": True, "aicSystem": "h100_sxm", "aic_hf_id": "Qwen/Qwen3-32B",
+                          "aicBackendVersion": "0.5.0", "prefillInterpolationGranularity": 8,
+                          "decode_interpolation_granularity": 4},
+            }},
+        },
+    }
+    path = tmp_path / "dgdr.yaml"
+    path.write_text(yaml.safe_dump(dgdr))
+    from_file = build_request(load_request_file(path))
+    from steps.cli import build_parser, request_from_args
+    args = build_parser().parse_args([
+        "plan", "--model", str(MODELS / "Qwen3-32B"), "--backend", "sglang", "--isl", "2048", "--osl", "256",
+        "--ttft", "500", "--itl", "50", "--min-num-gpus-per-engine", "2", "--max-num-gpus-per-engine", "4",
+        "--num-gpus-per-node", "4", "--use-ai-configurator", "--aic-system", "h100_sxm",
+        "--aic-hf-id", "Qwen/Qwen3-32B", "--aic-backend-version", "0.5.0",
+        "--prefill-interpolation-granularity", "8", "--decode-interpolation-granularity", "4", "--auto-apply",
+    ])
+    assert request_from_args(args) == from_file
+    assert from_file.sweep.estimator == "aic" and from_file.hardware.gpu == "h100_sxm"
+    # flags override the file
+    args = build_parser().parse_args(["plan", "--config", str(path), "--isl", "1000"])
+    assert request_from_args(args).sla.isl == 1000
+
+
+def test_plan_cli_json(capsys):
+    rc = main(["plan", "--model", str(MODELS / "Qwen3-32B"), "--backend", "vllm", "--gpu", "h200_sxm",
+               "--isl", "3000", "--osl", "150", "--ttft", "200", "--itl", "20", "--json"])
+    assert rc == 0
+    plan = json.loads(capsys.readouterr().out)
+    ids = {c["candidate"]["kind"] + str(c["candidate"]["size"]): c for c in plan["candidates"]}
+    assert [i for i, c in ids.items() if c["status"] == "runnable"] == ["tp1", "tp2", "tp4", "tp8"]
+    assert ids["tp4"]["candidate"]["size"] == 4
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--ttft", "-5"], "sla.ttft_ms"),
+    (["--backend", "tensorflow"], "backend"),
+    (["--gpu", "h300"], "unknown GPU"),
+    (["--model", "/no/such/model"], "not a directory"),
+])
+def test_plan_cli_bad_input_is_one_line_exit_2(argv, needle):
+    base = ["plan", "--model", str(MODELS / "Qwen3-32B")]
+    proc = subprocess.run([sys.executable, "-m", "steps.cli", *base, *argv], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_missing_model_offline_says_what_to_provide(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="local folder"):
+        load_model_info("nobody/not-a-model")
