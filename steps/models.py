@@ -59,6 +59,7 @@ class ModelInfo(BaseModel):
     weight_dtype: WeightDtype = "bf16"
     kv_dtype: Literal["bf16", "fp8"] = "bf16"
     quant_block_size: int | None = None
+    checkpoint_bytes: int | None = None  # from the safetensors index or headers, when available
     source: str = ""
 
     # ---- structure -------------------------------------------------------
@@ -288,8 +289,18 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise UserError(f"cannot read {path}: {exc}") from None
 
 
-def _safetensors_param_count(directory: Path) -> int | None:
-    """Parameter count from safetensors headers (8-byte length + JSON), without reading tensors."""
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "I32": 4,
+                "I64": 8, "I16": 2, "BOOL": 1}
+
+
+def checkpoint_bytes(directory: Path) -> int | None:
+    """Bytes of the weights as stored: the index's total_size, else the safetensors headers
+    (an 8-byte length and a JSON table of tensor shapes and dtypes; tensors are not read)."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        total = (_read_json(index).get("metadata") or {}).get("total_size")
+        if total:
+            return int(total)
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         return None
@@ -300,7 +311,7 @@ def _safetensors_param_count(directory: Path) -> int | None:
             header = json.loads(fh.read(n))
         for key, meta in header.items():
             if key != "__metadata__":
-                total += math.prod(meta["shape"])
+                total += math.prod(meta["shape"]) * _DTYPE_BYTES.get(meta["dtype"], 2)
     return total
 
 
@@ -310,7 +321,9 @@ def load_model_info_from_dir(directory: Path, name: str | None = None) -> ModelI
         raise UserError(f"model directory {directory} has no config.json; point --model at a Hugging Face model folder")
     quant_path = directory / "hf_quant_config.json"
     quant = _read_json(quant_path) if quant_path.is_file() else None
-    return model_info_from_config(_read_json(cfg_path), name or directory.name, quant, source=str(directory))
+    info = model_info_from_config(_read_json(cfg_path), name or directory.name, quant, source=str(directory))
+    stored = checkpoint_bytes(directory)
+    return info.model_copy(update={"checkpoint_bytes": stored}) if stored else info
 
 
 def _from_hub(model_id: str) -> ModelInfo:
@@ -338,9 +351,22 @@ def _from_hub(model_id: str) -> ModelInfo:
             "holding its config.json, or allow access to the Hugging Face Hub (HF_TOKEN for gated models)"
         ) from None
     assert cfg is not None
-    return model_info_from_config(
-        _read_json(cfg), model_id, _read_json(quant) if quant else None, source=f"hf://{model_id}"
-    )
+    info = model_info_from_config(_read_json(cfg), model_id, _read_json(quant) if quant else None,
+                                  source=f"hf://{model_id}")
+    stored = _hub_checkpoint_bytes(model_id)
+    return info.model_copy(update={"checkpoint_bytes": stored}) if stored else info
+
+
+def _hub_checkpoint_bytes(model_id: str) -> int | None:
+    """Checkpoint bytes from the Hub's safetensors metadata (headers only); None when unavailable."""
+    from huggingface_hub import get_safetensors_metadata
+
+    try:
+        meta = get_safetensors_metadata(model_id)
+    except Exception:  # offline or not safetensors: sizes then come from config.json alone
+        return None
+    counts = getattr(meta, "parameter_count", None) or {}
+    return sum(n * _DTYPE_BYTES.get(dtype, 2) for dtype, n in counts.items()) or None
 
 
 def load_model_info(model: str) -> ModelInfo:

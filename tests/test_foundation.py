@@ -176,3 +176,15 @@ def test_missing_model_offline_says_what_to_provide(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="local folder"):
         load_model_info("nobody/not-a-model")
+
+
+def test_checkpoint_bytes_from_safetensors_headers_and_index(tmp_path):
+    import struct
+    cfg = (MODELS / "Qwen3-0.6B" / "config.json").read_text()
+    (tmp_path / "config.json").write_text(cfg)
+    header = json.dumps({"a": {"dtype": "BF16", "shape": [4, 8], "data_offsets": [0, 64]},
+                         "__metadata__": {"format": "pt"}}).encode()
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 64)
+    assert load_model_info(str(tmp_path)).checkpoint_bytes == 64
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 1234}}))
+    assert load_model_info(str(tmp_path)).checkpoint_bytes == 1234
