@@ -71,6 +71,7 @@ class PrefillChoice(BaseModel):
     ttft_ms: float
     thpt_per_gpu: float
     meets_sla: bool
+    interpolated: bool = False  # the profile lacked this ISL: values from the fitted curve
 
 
 class DecodeChoice(BaseModel):
@@ -82,6 +83,7 @@ class DecodeChoice(BaseModel):
     thpt_per_gpu: float
     max_kv_tokens: int
     meets_sla: bool
+    interpolated: bool = False  # the profile lacked this context: values from the fitted surface
 
 
 class ParetoPoint(BaseModel):

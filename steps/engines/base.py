@@ -6,18 +6,101 @@ DynamoGraphDeployment needs. Nothing else in slaprof says `if backend == ...`.
 """
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from steps.candidates import Candidate
 
 Role = Literal["prefill", "decode"]
+
+# One Dynamo release for every runtime image and worker module slaprof renders.
+DYNAMO_VERSION = "0.7.0"
+DYNAMO_IMAGE_REPO = "nvcr.io/nvidia/ai-dynamo"
+
+
+def dynamo_image(runtime: str) -> str:
+    """`nvcr.io/nvidia/ai-dynamo/<runtime>:<DYNAMO_VERSION>`, e.g. runtime=vllm-runtime."""
+    return f"{DYNAMO_IMAGE_REPO}/{runtime}:{DYNAMO_VERSION}"
+
+
+@dataclass
+class ServerOptions:
+    """How the bench step wants a standalone server started (same for every backend)."""
+
+    host: str = "127.0.0.1"
+    prefix_caching: bool = True  # decode surface needs warm prefixes; prefill uses unseen prompts
+    max_batched_tokens: int | None = None  # tokens per forward pass; large enough to avoid chunked prefill
+    max_context: int | None = None  # engine's max model length
+    memory_utilization: float | None = None
+    profile_dir: str | None = None  # torch-profiler output directory (when --torch-profile)
+    workdir: str = "."  # where files the command refers to are written
+
+
+@dataclass
+class ServerLaunch:
+    """A server's command line, extra environment, and files to write into the workdir first."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # name relative to workdir -> text
+
+
+_NUMBER = r"([0-9][0-9,]*)"
+
+
+def to_int(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def last_per_rank(matches: list[tuple[str | None, int]], attn_dp: int) -> int | None:
+    """Engine-wide total from (rank tag, value) log matches, keeping only each rank's last value.
+
+    Engines may print an intermediate estimate before the final allocation, so only the last
+    line per rank counts. Ranks that did not print (e.g. only rank 0 logs) are assumed equal
+    to the ones that did.
+    """
+    if not matches:
+        return None
+    last: dict[str | None, int] = {}
+    for rank, value in matches:
+        last[rank] = value
+    tagged = {r: v for r, v in last.items() if r is not None}
+    if tagged:
+        values = list(tagged.values())
+        if len(values) >= attn_dp:
+            return sum(values)
+        return round(sum(values) / len(values) * attn_dp)
+    return last[None] * attn_dp
+
+
+def prometheus_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample of metric `name` in Prometheus exposition text."""
+    out: list[tuple[dict[str, str], float]] = []
+    pattern = re.compile(r"^" + re.escape(name) + r"(\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)", re.M)
+    for m in pattern.finditer(text):
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group("labels") or ""))
+        try:
+            out.append((labels, float(m.group("value"))))
+        except ValueError:
+            continue
+    return out
 
 
 class EngineBackend(ABC):
     name: str  # vllm | sglang | trtllm | simulated
     dynamo_module: str  # python -m <module> in a Dynamo worker, e.g. dynamo.vllm
     default_image: str  # Dynamo runtime image for this backend
+
+    expected_startup_s: float = 120.0  # typical seconds from launch to ready (weights, graphs)
+    health_path: str = "/health"
+    models_path: str = "/v1/models"
+    metrics_path: str | None = "/metrics"
+    version_path: str | None = "/version"  # JSON {"version": ...}
+    # torch-profiler control endpoints (POST); None where the backend has none
+    profile_start_path: str | None = None
+    profile_stop_path: str | None = None
 
     # ---- parallel mapping ---------------------------------------------------
     @abstractmethod
@@ -29,16 +112,37 @@ class EngineBackend(ABC):
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
         """Arguments of a disaggregated Dynamo worker (`python3 -m <dynamo_module> ...`)."""
 
+    def engine_config(self, cand: Candidate, role: Role) -> dict[str, Any]:
+        """Engine-args file content for backends that take settings in a YAML (TRT-LLM); else {}."""
+        return {}
+
+    def engine_config_path(self, role: Role) -> str | None:
+        """Where `dgd_worker_args` expects the `engine_config` file inside the worker; None if unused."""
+        return None
+
     # ---- standalone server (online / simulate bench) -----------------------
     @abstractmethod
+    def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
+        """Command, environment and files of an OpenAI-compatible server for this mapping on `port`."""
+
     def server_command(self, model: str, cand: Candidate, port: int, *, prefix_caching: bool,
                        max_batched_tokens: int | None = None) -> list[str]:
         """Command line of an OpenAI-compatible server for this mapping on `port`."""
+        options = ServerOptions(prefix_caching=prefix_caching, max_batched_tokens=max_batched_tokens)
+        return self.server_launch(model, cand, port, options).argv
 
     @abstractmethod
-    def kv_tokens_from_log(self, log_text: str) -> int | None:
+    def kv_tokens_from_log(self, log_text: str, attn_dp: int = 1) -> int | None:
         """Total KV-cache tokens from the start-up log (the final value, not an intermediate one)."""
 
     def kv_tokens_from_metrics(self, metrics_text: str) -> int | None:
         """Total KV-cache tokens from Prometheus /metrics text, when the backend exposes it."""
         return None
+
+    def version_from_log(self, log_text: str) -> str | None:
+        """Engine version printed at start-up, when the version endpoint is missing."""
+        return None
+
+    def ready_in_log(self, log_text: str) -> bool:
+        """Whether the log says the server is ready (a hint only; readiness is /health + /v1/models)."""
+        return True

@@ -1,0 +1,55 @@
+"""Offline performance estimates for one (model, GPU, backend, mapping).
+
+`get_estimator` returns a PerfEstimator: the built-in calibrated roofline model
+(`roofline.py`, the default) or the AI Configurator adapter (`aic.py`, optional extra `aic`).
+Used by the offline `bench` (`surfaces.py`), the simulated engine and `slaprof estimate`.
+Importing this package stays light: numpy and pydantic only.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from steps.candidates import Candidate
+from steps.errors import UserError
+from steps.gpus import GpuSpec
+from steps.models import ModelInfo
+from steps.perf.roofline import AggEstimate, BuiltinEstimator
+
+ESTIMATORS: tuple[str, ...] = ("builtin", "aic")
+SIMULATED_AS = "vllm"  # the simulated engine times itself like vLLM
+
+__all__ = ["AggEstimate", "BuiltinEstimator", "ESTIMATORS", "PerfEstimator", "get_estimator"]
+
+
+@runtime_checkable
+class PerfEstimator(Protocol):
+    name: str
+
+    def prefill_ttft_ms(self, isl: int, batch: int = 1) -> float:
+        """Time to prefill `batch` prompts of `isl` tokens in one engine step, framework overhead included."""
+
+    def decode_itl_ms(self, batch: int, context: int) -> float:
+        """One decode step for `batch` sequences at mean context `context`."""
+
+    def max_kv_tokens(self) -> int:
+        """KV capacity of the whole engine, tokens."""
+
+    def agg(self, isl: int, osl: int, concurrency: int) -> AggEstimate:
+        """Aggregated serving at `concurrency`: TTFT (with interference and queueing), ITL, throughput/GPU."""
+
+
+def get_estimator(model: ModelInfo, gpu: GpuSpec, backend: str, cand: Candidate, estimator: str = "builtin",
+                  **opts: Any) -> PerfEstimator:
+    """The estimator named `estimator` for this model on `cand.size` GPUs of `gpu` with `backend`.
+
+    opts for `aic`: system (AI Configurator system name, default the GPU's), hf_id (the model id
+    AI Configurator knows it by), backend_version.
+    """
+    if estimator == "builtin":
+        return BuiltinEstimator(model, gpu, backend, cand)
+    if estimator == "aic":
+        from steps.perf.aic import AicEstimator
+
+        aic_backend = SIMULATED_AS if backend == "simulated" else backend
+        return AicEstimator(model, gpu, aic_backend, cand, **opts)
+    raise UserError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")

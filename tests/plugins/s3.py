@@ -58,9 +58,7 @@ def _weed_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    workdir = Path(tempfile.mkdtemp(prefix="slaprof-s3-"))
+def _start(workdir: Path) -> tuple[subprocess.Popen, int]:
     ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3", "admin")}
     cmd = [
         _weed_binary(), "mini", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -69,29 +67,47 @@ def s3_server():
         *(f"-{name}.port={port}" for name, port in ports.items()),
     ]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-    log = open(workdir / "weed.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(workdir / "weed.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{ports['s3']}/healthz"
     deadline = time.monotonic() + 60
-    while True:
+    while proc.poll() is None and time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
-                    break
+                    return proc, ports["s3"]
         except OSError:
             pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"weed mini did not start: {(workdir / 'weed.log').read_text()[-2000:]}")
         time.sleep(0.2)
+    _stop(proc)
+    raise RuntimeError(f"weed mini did not start: {(workdir / 'weed.log').read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        yield S3Server(f"127.0.0.1:{ports['s3']}", ACCESS_KEY, SECRET_KEY)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    # A port picked free can be taken by another process before weed binds it: retry with new ports.
+    for attempt in range(3):
+        workdir = Path(tempfile.mkdtemp(prefix="slaprof-s3-"))  # fresh -dir: weed reloads old options
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+            proc, port = _start(workdir)
+            break
+        except RuntimeError:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if attempt == 2:
+                raise
+    try:
+        yield S3Server(f"127.0.0.1:{port}", ACCESS_KEY, SECRET_KEY)
+    finally:
+        _stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)

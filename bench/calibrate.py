@@ -1,0 +1,177 @@
+"""Fit the built-in performance model's constants to measured H100/H200 rows.
+
+Reads AI Configurator's silicon_sample.csv (needs the `aic` extra: pip install 'slaprof[aic]'),
+fits the kernel efficiencies (shared by all backends) and each backend's overheads and load
+terms with scipy.optimize.least_squares on the
+log-ratio of predicted to measured TTFT and TPOT (soft-L1 loss, so a few overloaded runs do not
+dominate), and writes steps/perf/calibration.json with the data source, date and fit error.
+Only h100_sxm and h200_sxm rows are used: the other systems measure generalisation
+(bench/accuracy.py).
+
+    python bench/calibrate.py            # fit and write steps/perf/calibration.json
+    python bench/calibrate.py --check    # fit, print, do not write
+    python bench/calibrate.py --per-backend --out /tmp/c.json   # every constant per backend
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from steps.errors import UserError  # noqa: E402
+from steps.perf.constants import CALIBRATION_FILE, BackendConstants, Calibration  # noqa: E402
+
+# name: (start, lower, upper). The bounds are physical priors: kernels reach 30-90% of peak
+# FLOP/s and 50-95% of HBM bandwidth; a framework adds at most tens of ms to a request and a few
+# ms to a step. They keep the fit from trading a large fixed overhead against load effects.
+FITTED: dict[str, tuple[float, float, float]] = {
+    "gemm_eff": (0.6, 0.3, 0.9),
+    "moe_eff": (0.4, 0.1, 0.9),
+    "attn_eff": (0.4, 0.2, 0.9),
+    "mem_eff": (0.75, 0.5, 0.95),
+    "comm_latency_us": (10.0, 2.0, 50.0),
+    "layer_overhead_us": (10.0, 0.5, 60.0),
+    "step_overhead_ms": (2.0, 0.1, 10.0),
+    "request_overhead_ms": (10.0, 2.0, 40.0),
+    "agg_mix_factor": (1.0, 0.1, 2.0),
+    "burst_fraction": (0.15, 0.0, 1.0),
+}
+BACKENDS = ("vllm", "sglang", "trtllm")
+# Kernel efficiencies are properties of the GPU and its libraries more than of the serving framework:
+# they are fitted once for all backends (fewer constants, better transfer to unseen GPUs), the
+# overheads and load terms per backend. --per-backend fits everything per backend instead.
+SHARED = ("gemm_eff", "moe_eff", "attn_eff", "mem_eff", "comm_latency_us")
+
+
+def load(systems: tuple[str, ...]):
+    try:
+        from steps.perf.silicon import CALIBRATION_SYSTEMS, load_cases, silicon_csv_path
+    except UserError as exc:
+        sys.exit(f"calibrate: {exc}")
+    cases = load_cases()
+    return [c for c in cases if not c.skip and c.system in (systems or CALIBRATION_SYSTEMS)], silicon_csv_path()
+
+
+def residuals(theta: np.ndarray, cases, base: BackendConstants) -> np.ndarray:
+    from steps.perf.silicon import predict_case
+
+    k = base.model_copy(update=dict(zip(FITTED, (float(x) for x in theta))))
+    out = np.empty(2 * len(cases))
+    for i, c in enumerate(cases):
+        ttft, tpot = predict_case(c, k)
+        out[2 * i] = np.log(max(ttft, 1e-3) / c.ttft_ms)
+        out[2 * i + 1] = np.log(max(tpot, 1e-3) / c.tpot_ms)
+    return out
+
+
+def errors(cases, k: BackendConstants) -> dict[str, float]:
+    from steps.perf.silicon import predict_case
+
+    pred = np.array([predict_case(c, k) for c in cases])
+    meas = np.array([(c.ttft_ms, c.tpot_ms) for c in cases])
+    rel = pred / meas - 1.0
+    return {
+        "rows": len(cases),
+        "ttft_mape": round(float(np.mean(np.abs(rel[:, 0]))) * 100, 1),
+        "tpot_mape": round(float(np.mean(np.abs(rel[:, 1]))) * 100, 1),
+        "ttft_median_error": round(float(np.median(rel[:, 0])) * 100, 1),
+        "tpot_median_error": round(float(np.median(rel[:, 1])) * 100, 1),
+    }
+
+
+def fit_backend(cases, backend: str) -> tuple[BackendConstants, dict[str, float]]:
+    from scipy.optimize import least_squares
+
+    rows = [c for c in cases if c.backend == backend]
+    base = BackendConstants()
+    x0 = np.array([v[0] for v in FITTED.values()])
+    lo = np.array([v[1] for v in FITTED.values()])
+    hi = np.array([v[2] for v in FITTED.values()])
+    result = least_squares(residuals, x0, bounds=(lo, hi), args=(rows, base), loss="soft_l1", f_scale=0.3,
+                           x_scale=np.maximum(np.abs(x0), 0.1), max_nfev=400)
+    fitted = base.model_copy(update={n: round(float(x), 4) for n, x in zip(FITTED, result.x)})
+    return fitted, errors(rows, fitted)
+
+
+def fit_shared(cases) -> tuple[dict[str, BackendConstants], dict[str, dict[str, float]]]:
+    """One set of kernel efficiencies for all backends; overheads and load terms per backend."""
+    from scipy.optimize import least_squares
+
+    own = [n for n in FITTED if n not in SHARED]
+    names = list(SHARED) + [f"{b}.{n}" for b in BACKENDS for n in own]
+    bounds = {**{n: FITTED[n] for n in SHARED}, **{f"{b}.{n}": FITTED[n] for b in BACKENDS for n in own}}
+    rows = {b: [c for c in cases if c.backend == b] for b in BACKENDS}
+
+    def constants(theta: np.ndarray) -> dict[str, BackendConstants]:
+        values = dict(zip(names, (float(x) for x in theta)))
+        return {b: BackendConstants(**{n: values[n] for n in SHARED}, **{n: values[f"{b}.{n}"] for n in own})
+                for b in BACKENDS}
+
+    def all_residuals(theta: np.ndarray) -> np.ndarray:
+        ks = constants(theta)
+        return np.concatenate([residuals(np.array([getattr(ks[b], n) for n in FITTED]), rows[b], ks[b])
+                               for b in BACKENDS])
+
+    x0 = np.array([bounds[n][0] for n in names])
+    result = least_squares(all_residuals, x0, bounds=(np.array([bounds[n][1] for n in names]),
+                                                      np.array([bounds[n][2] for n in names])),
+                           loss="soft_l1", f_scale=0.3, x_scale=np.maximum(np.abs(x0), 0.1), max_nfev=400)
+    ks = {b: k.model_copy(update={n: round(getattr(k, n), 4) for n in FITTED}) for b, k in constants(result.x).items()}
+    return ks, {b: errors(rows[b], ks[b]) for b in BACKENDS}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="print the fit without writing the file")
+    parser.add_argument("--per-backend", action="store_true",
+                        help="fit every constant per backend (default: kernel efficiencies shared by all backends)")
+    parser.add_argument("--out", type=Path, default=ROOT / "steps" / "perf" / CALIBRATION_FILE)
+    args = parser.parse_args()
+    cases, csv_path = load(())
+    print(f"calibrating on {len(cases)} measured rows (h100_sxm, h200_sxm) from {csv_path.name}")
+    backends: dict[str, BackendConstants] = {}
+    fit_error: dict[str, dict[str, float]] = {}
+    t0 = time.perf_counter()
+    if not args.per_backend:
+        backends, fit_error = fit_shared(cases)
+    for backend in BACKENDS:
+        if args.per_backend:
+            backends[backend], fit_error[backend] = fit_backend(cases, backend)
+        e = fit_error[backend]
+        print(f"{backend:7s} rows {e['rows']:4d}  TTFT MAPE {e['ttft_mape']:5.1f}% (median {e['ttft_median_error']:+.1f}%)"
+              f"  TPOT MAPE {e['tpot_mape']:5.1f}% (median {e['tpot_median_error']:+.1f}%)")
+        print("        " + ", ".join(f"{n}={getattr(backends[backend], n):g}" for n in FITTED))
+    print(f"fitted in {time.perf_counter() - t0:.0f} s")
+    from importlib.metadata import version as dist_version
+
+    version = dist_version("aiconfigurator-core")
+    cal = Calibration(
+        version=1,
+        source=f"aiconfigurator_core {version} systems/silicon_sample.csv, rows of h100_sxm and h200_sxm "
+               "(agg, and disagg rows with batch sizes and worker counts)",
+        fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        systems=["h100_sxm", "h200_sxm"],
+        method=("scipy.optimize.least_squares, soft-L1 on log(predicted/measured) of TTFT and TPOT; "
+                + ("every constant per backend" if args.per_backend else
+                   f"{', '.join(SHARED)} shared by all backends, the rest per backend")),
+        fit_error=fit_error,
+        backends=backends,
+    )
+    if args.check:
+        print(json.dumps(cal.model_dump(), indent=2))
+        return 0
+    args.out.write_text(json.dumps(cal.model_dump(), indent=2) + "\n")
+    print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,491 @@
+"""DAG step `bench`: measure one candidate's prefill and decode surfaces with one engine start.
+
+Input: request.json and plan.json from the run's store, and a candidate id.
+Output: profiles/<id>.json (a `CandidateProfile`), plus the engine log (and torch-profiler
+traces with `torch_profile`) under logs/ and traces/.
+
+Methods:
+  online    the request's backend (vLLM, SGLang, TRT-LLM) started on this machine's GPUs;
+  simulate  the same path against `steps.simengine` (the `simulated` backend) on CPUs;
+  offline   no engine: `steps.perf.surfaces.offline_profile` estimates the same surfaces.
+
+Online and simulate measure with AIPerf (`steps.loadgen`):
+  prefill  one AIPerf run over an explicit trace: `prefill_repeats` fresh prompts per ISL of
+           the plan's grid, one at a time (DEP: as many at once as attention-DP ranks), each
+           prompt new to the engine so its prefix cache is not hit. TTFT per ISL, and
+           throughput/GPU = ISL x ranks / TTFT / GPUs.
+  decode   for each context in the grid, a concurrency sweep up to the KV capacity the engine
+           reports: the bench first sends the same prompts itself with max_tokens=1 (warming
+           the prefix cache, so the measured requests skip their prefill), then AIPerf runs
+           them at that concurrency. ITL, output throughput/GPU and kv_usage =
+           concurrency x (isl + osl/2) / max_kv_tokens.
+AIPerf runs are started gated and ahead of time (during engine start-up, or while the
+previous run measures), so their ~10 s start-up does not idle the engine.
+
+Failures: engine out of memory at start-up -> infeasible; engine not ready, crash mid-sweep,
+AIPerf failure -> failed. Either way the profile keeps the points measured so far and the
+engine and every AIPerf process are stopped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from steps.candidates import Candidate
+from steps.engines import EngineBackend, ServerOptions, get_backend
+from steps.engines.process import EngineFailed, EngineProcess
+from steps.loadgen import LoadResult, LoadRun, LoadSpec, TraceEntry
+from steps.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance, utc_now
+
+if TYPE_CHECKING:
+    from steps.plan import Plan
+    from steps.request import ProfileRequest
+    from steps.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[str, int, int], None]
+AIPERF_BOOT_S = 10.0  # AIPerf's start-up; engines that start faster are launched once AIPerf waits
+
+
+class BenchOptions(BaseModel):
+    """How to measure (not what: that is the request and the plan)."""
+
+    tokenizer: str | None = Field(None, description="tokenizer for AIPerf and prompts; default: the model")
+    time_scale: float = Field(1.0, gt=0, description="simulate: wall ms per modelled ms (results are rescaled)")
+    startup_s: float = Field(0.0, ge=0, description="simulate: simulated engine start-up time")
+    sim_max_kv_tokens: int | None = Field(None, description="simulate: override the engine's KV capacity")
+    prefill_repeats: int = Field(2, ge=1, description="requests per prefill ISL")
+    prefill_osl: int = Field(2, ge=1, description="output tokens of a prefill request")
+    decode_osl: int | None = Field(None, ge=2, description="output tokens of a decode request (default: plan)")
+    max_prefill_points: int | None = Field(None, ge=1, description="thin the plan's prefill ISLs to at most this many")
+    max_decode_isls: int | None = Field(None, ge=1, description="thin the plan's decode contexts to at most this many")
+    max_concurrency_points: int | None = Field(None, ge=1, description="concurrencies per context (default: plan)")
+    pipeline: bool = Field(True, description="start the next AIPerf run while the current one measures")
+    torch_profile: bool = Field(False, description="capture a torch-profiler trace after the sweeps")
+    ready_timeout_s: float = 1800.0
+    run_timeout_s: float = 3600.0
+    port: int | None = None
+    memory_utilization: float | None = None
+    random_seed: int = 0
+    keep_workdir: bool = False
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> BenchOptions:
+        """Defaults, then SLAPROF_TOKENIZER / SLAPROF_SIM_TIME_SCALE / SLAPROF_SIM_STARTUP_S, then overrides."""
+        env: dict[str, Any] = {}
+        if os.environ.get("SLAPROF_TOKENIZER"):
+            env["tokenizer"] = os.environ["SLAPROF_TOKENIZER"]
+        if os.environ.get("SLAPROF_SIM_TIME_SCALE"):
+            env["time_scale"] = float(os.environ["SLAPROF_SIM_TIME_SCALE"])
+        if os.environ.get("SLAPROF_SIM_STARTUP_S"):
+            env["startup_s"] = float(os.environ["SLAPROF_SIM_STARTUP_S"])
+        return cls(**{**env, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+class SweepFailed(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# prompts
+# ---------------------------------------------------------------------------
+_WORDS = ("time world life hand part child eye woman place work week case point number group problem fact "
+          "house river city light voice night story music paper water money table garden window morning "
+          "answer reason letter market ocean mountain forest winter summer bridge station engine signal "
+          "silver golden quiet bright early simple gentle ancient modern hidden open careful honest").split()
+
+
+class PromptBuilder:
+    """Prompts of an exact token length that start with a unique tag (so no two share a cached prefix)."""
+
+    def __init__(self, tokenizer: str, seed: int = 0) -> None:
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(tokenizer)
+        self.rng = random.Random(seed)
+
+    def make(self, isl: int, tag: str) -> str:
+        """`isl` tokens; `tag` must be unique and comes first, so the first cache block differs."""
+        words: list[str] = []
+        while True:
+            words.extend(self.rng.choice(_WORDS) for _ in range(max(16, isl)))
+            text = f"{tag}: " + " ".join(words)
+            ids = self.tok.encode(text, add_special_tokens=False)
+            if len(ids) >= isl:
+                return self.tok.decode(ids[:isl])
+
+
+# ---------------------------------------------------------------------------
+# warm-up and profiling traffic sent by the bench itself (not measured)
+# ---------------------------------------------------------------------------
+async def _send_all(url: str, model: str, prompts: list[str], max_tokens: int, timeout_s: float) -> list[str]:
+    import aiohttp
+
+    errors: list[str] = []
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        async def one(prompt: str) -> None:
+            body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                    "stream": False}
+            try:
+                async with session.post(url + "/v1/chat/completions", json=body) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors.append(f"HTTP {resp.status}")
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        await asyncio.gather(*(one(p) for p in prompts))
+    return errors
+
+
+def send_requests(url: str, model: str, prompts: list[str], max_tokens: int = 1, timeout_s: float = 600.0) -> list[str]:
+    """Send every prompt at once and wait for all; returns the errors."""
+    return asyncio.run(_send_all(url, model, prompts, max_tokens, timeout_s))
+
+
+# ---------------------------------------------------------------------------
+# one candidate
+# ---------------------------------------------------------------------------
+class _Job:
+    """One AIPerf run to do; its prompts (and so its spec) are made only when it is about to start."""
+
+    def __init__(self, label: str, kind: str, isl: int, concurrency: int, osl: int, warm: bool,
+                 make_prompts: Callable[[], list[str]], spec_for: Callable[[str, list[TraceEntry], int], LoadSpec]):
+        self.label, self.kind, self.isl, self.concurrency, self.osl, self.warm = label, kind, isl, concurrency, osl, warm
+        self._make_prompts, self._spec_for = make_prompts, spec_for
+        self._prompts: list[str] | None = None
+
+    @property
+    def prompts(self) -> list[str]:
+        if self._prompts is None:
+            self._prompts = self._make_prompts()
+        return self._prompts
+
+    def spec(self) -> LoadSpec:
+        trace = [TraceEntry(text_input=t, output_length=self.osl) for t in self.prompts]
+        return self._spec_for(self.label, trace, self.concurrency)
+
+
+def _thin(values: list[int], most: int | None, keep: int | None = None) -> list[int]:
+    """At most `most` values spread over the list (ends kept, and `keep` when present)."""
+    if not most or len(values) <= most:
+        return list(values)
+    if most == 1:
+        return [keep if keep in values else values[len(values) // 2]]
+    idx = {round(i * (len(values) - 1) / (most - 1)) for i in range(most)}
+    out = sorted(values[i] for i in idx)
+    if keep in values and keep not in out:
+        out[min(range(len(out)), key=lambda i: abs(out[i] - keep))] = keep
+    return sorted(set(out))
+
+
+def backend_for(request: ProfileRequest, options: BenchOptions, model_path: str | None = None) -> EngineBackend:
+    if request.method == "simulate":
+        # the built-in model times every engine step; AI Configurator is far too slow for that
+        return get_backend("simulated", emulate=request.backend, gpu=request.hardware.gpu,
+                           tokenizer=options.tokenizer, time_scale=options.time_scale, startup_s=options.startup_s,
+                           estimator="builtin", max_kv_tokens=options.sim_max_kv_tokens, model_path=model_path)
+    return get_backend(request.backend)
+
+
+class CandidateBench:
+    """Everything one candidate's measurement holds: engine, AIPerf runs, points so far, timings."""
+
+    def __init__(self, request: ProfileRequest, plan: Plan, candidate: Candidate, workdir: Path,
+                 options: BenchOptions, on_progress: ProgressFn | None) -> None:
+        self.request, self.plan, self.cand = request, plan, candidate
+        self.workdir = Path(workdir)
+        self.opts = options
+        self.on_progress = on_progress
+        self.backend = backend_for(request, options)
+        self.engine: EngineProcess | None = None
+        self.runs: list[LoadRun] = []
+        self.prefill: list[PrefillPoint] = []
+        self.decode: list[DecodePoint] = []
+        self.max_kv = 0
+        self.measuring_s = 0.0
+        self.warming_s = 0.0
+        self.aiperf_version: str | None = None
+        self.engine_version: str | None = None
+        self.artifacts: dict[str, str] = {}
+        self.nonce = uuid.uuid4().hex[:8]
+        self.scale = options.time_scale if request.method == "simulate" else 1.0
+        self.osl = options.decode_osl or plan.grid.decode_osl
+        self.tokenizer = options.tokenizer or request.model
+
+    # ---- plan of AIPerf runs ----------------------------------------------
+    def _spec(self, label: str, trace: list[TraceEntry], concurrency: int) -> LoadSpec:
+        assert self.engine is not None
+        return LoadSpec(label=label, url=self.engine.url, model=self.request.model, tokenizer=self.tokenizer,
+                        concurrency=concurrency, request_count=len(trace), trace=trace,
+                        random_seed=self.opts.random_seed, request_timeout_s=self.opts.run_timeout_s)
+
+    def prefill_isls(self) -> list[int]:
+        limit = self.plan.grid.max_context - self.opts.prefill_osl
+        isls = [i for i in self.plan.grid.prefill_isls if i <= limit]
+        return _thin(isls, self.opts.max_prefill_points, keep=self.request.sla.isl)
+
+    def prefill_job(self, prompts: PromptBuilder) -> _Job:
+        per_isl = self.opts.prefill_repeats * self.cand.attn_dp
+
+        def make() -> list[str]:
+            return [prompts.make(isl, f"{j} {isl} {self.nonce} prefill")
+                    for isl in self.prefill_isls() for j in range(per_isl)]
+
+        return _Job("prefill", "prefill", 0, self.cand.attn_dp, self.opts.prefill_osl, False, make, self._spec)
+
+    def decode_jobs(self, prompts: PromptBuilder) -> list[_Job]:
+        from steps.plan import decode_concurrencies
+
+        jobs: list[_Job] = []
+        granularity = self.opts.max_concurrency_points or self.plan.grid.decode_granularity
+        for isl in _thin(self.plan.grid.decode_isls, self.opts.max_decode_isls, keep=self.request.sla.isl):
+            concs = decode_concurrencies(self.max_kv, isl, self.osl, granularity, self.cand.attn_dp)
+            if not concs:
+                continue
+            # one prompt list per context, shared by its concurrencies: later points find warm prefixes
+            shared: dict[str, list[str]] = {}
+
+            def make(c: int, isl: int = isl, most: int = max(concs), shared: dict = shared) -> list[str]:
+                if "all" not in shared:
+                    shared["all"] = [prompts.make(isl, f"{j} {isl} {self.nonce} decode") for j in range(most)]
+                return shared["all"][:c]
+
+            for c in concs:
+                jobs.append(_Job(f"decode-isl{isl}-c{c}", "decode", isl, c, self.osl, True,
+                                 lambda c=c, make=make: make(c), self._spec))
+        return jobs
+
+    # ---- measuring ---------------------------------------------------------
+    def run(self) -> None:
+        prompts = PromptBuilder(self.tokenizer, seed=self.opts.random_seed)
+        self.engine = EngineProcess(
+            self.backend, self.request.model, self.cand, self.workdir / "engine",
+            options=ServerOptions(prefix_caching=True, max_batched_tokens=None, max_context=self.plan.grid.max_context,
+                                  memory_utilization=self.opts.memory_utilization,
+                                  profile_dir=str(self.workdir / "traces") if self.opts.torch_profile else None),
+            port=self.opts.port,
+        )
+        prefill = self.prefill_job(prompts)
+        first = LoadRun(prefill.spec(), self.workdir / "aiperf", gated=True).start()
+        self.runs.append(first)
+        if getattr(self.backend, "expected_startup_s", 120.0) < AIPERF_BOOT_S:
+            first.wait_at_gate(timeout_s=120.0)  # a fast engine would only idle while AIPerf boots
+        self.engine.start()
+        self.engine.wait_ready(self.opts.ready_timeout_s)
+        self.engine_version = self.engine.version()
+        kv = self.engine.kv_tokens()
+        if not kv:
+            kv = next((p.kv_tokens_estimate for p in self.plan.candidates if p.id == self.cand.id), 0)
+            log.warning("%s: the engine reported no KV capacity; using the plan's estimate %d", self.cand.id, kv)
+        self.max_kv = int(kv)
+        jobs = [prefill, *self.decode_jobs(prompts)]
+        self.total_decode = len(jobs) - 1
+        if self.total_decode == 0:
+            raise SweepFailed(f"KV cache of {self.max_kv:,} tokens holds no decode request of the grid "
+                              f"(osl {self.osl}); the candidate cannot serve this workload")
+        self._execute(jobs, first)
+        if self.opts.torch_profile:
+            self._torch_profile()
+
+    def _execute(self, jobs: list[_Job], first: LoadRun) -> None:
+        aiperf_dir = self.workdir / "aiperf"
+        current = first
+        ahead: LoadRun | None = None
+        for i, job in enumerate(jobs):
+            if i > 0:
+                current = ahead or LoadRun(job.spec(), aiperf_dir, gated=True).start()
+                if ahead is None:
+                    self.runs.append(current)
+                ahead = None
+            if not current.wait_at_gate(timeout_s=300.0):
+                self._consume(job, current.wait(timeout_s=60.0))  # it exited before its gate: a failure
+                raise SweepFailed(f"AIPerf run {job.label} did not start")
+            self._check_engine(job.label)
+            if job.warm:
+                t0 = time.monotonic()
+                errors = send_requests(self.engine.url, self.request.model, job.prompts, 1, self.opts.run_timeout_s)
+                self.warming_s += time.monotonic() - t0
+                if errors:
+                    self._check_engine(job.label)
+                    raise SweepFailed(f"warming the prefix cache for {job.label} failed: "
+                                      f"{len(errors)} of {len(job.prompts)} requests: {errors[0]}")
+            current.open_gate()
+            if self.opts.pipeline and i + 1 < len(jobs):
+                ahead = LoadRun(jobs[i + 1].spec(), aiperf_dir, gated=True).start()
+                self.runs.append(ahead)
+            self._consume(job, current.wait(timeout_s=self.opts.run_timeout_s))
+
+    def _check_engine(self, label: str) -> None:
+        assert self.engine is not None
+        if not self.engine.alive():
+            raise SweepFailed(f"engine died before {label}: {self.engine.exit_reason()}")
+
+    def _consume(self, job: _Job, result: LoadResult) -> None:
+        self.aiperf_version = result.aiperf_version or self.aiperf_version
+        measured = result.measured()
+        if measured:
+            self.measuring_s += (max(r.end_ns for r in measured) - min(r.start_ns for r in measured)) / 1e9
+        if not result.ok:
+            assert self.engine is not None
+            if not self.engine.alive():
+                raise SweepFailed(f"engine died during {job.label}: {self.engine.exit_reason()}")
+            raise SweepFailed(f"AIPerf run {job.label} failed ({result.failure}): {result.reason}")
+        if job.kind == "prefill":
+            self._prefill_points(job, measured)
+        else:
+            self._decode_point(job, result, measured)
+
+    def _prefill_points(self, job: _Job, measured: list) -> None:
+        isls = [e for e in self.prefill_isls() for _ in range(self.opts.prefill_repeats * self.cand.attn_dp)]
+        by_isl: dict[int, list[float]] = {}
+        for r in measured:
+            if r.ttft_ms is not None and r.session < len(isls):
+                by_isl.setdefault(isls[r.session], []).append(r.ttft_ms / self.scale)
+        for isl in sorted(by_isl):
+            ttft = sum(by_isl[isl]) / len(by_isl[isl])
+            thpt = isl * self.cand.attn_dp / ttft * 1000.0 / self.cand.num_gpus
+            self.prefill.append(PrefillPoint(isl=isl, ttft_ms=round(ttft, 4), thpt_per_gpu=round(thpt, 3)))
+        self._progress("prefill", len(self.prefill), len(self.prefill_isls()))
+        if not self.prefill:
+            raise SweepFailed("the prefill run returned no time-to-first-token")
+
+    def _decode_point(self, job: _Job, result: LoadResult, measured: list) -> None:
+        itls = [r.itl_ms for r in measured if r.itl_ms is not None]
+        if not itls:
+            raise SweepFailed(f"AIPerf run {job.label} returned no inter-token latency")
+        itl = sum(itls) / len(itls) / self.scale
+        thpt = result.summary.get("output_token_throughput", 0.0) * self.scale / self.cand.num_gpus
+        context = job.isl + self.osl // 2
+        self.decode.append(DecodePoint(isl=job.isl, context=context, concurrency=job.concurrency,
+                                       kv_usage=round(job.concurrency * context / self.max_kv, 6),
+                                       itl_ms=round(itl, 4), thpt_per_gpu=round(thpt, 3)))
+        self._progress("decode", len(self.decode), self.total_decode)
+
+    def _progress(self, phase: str, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            try:
+                self.on_progress(phase, done, total)
+            except Exception:  # noqa: BLE001 - a display problem must not fail a measurement
+                log.exception("progress callback failed")
+
+    def _torch_profile(self) -> None:
+        """A short torch-profiler trace under the SLA's load point (the middle decode concurrency)."""
+        assert self.engine is not None
+        isl = min(self.plan.grid.decode_isls, key=lambda x: abs(x - self.request.sla.isl))
+        points = [p for p in self.decode if p.isl == isl] or self.decode
+        conc = points[len(points) // 2].concurrency if points else 1
+        prompts = PromptBuilder(self.tokenizer, seed=self.opts.random_seed + 1)
+        texts = [prompts.make(isl, f"{j} {self.nonce} profile") for j in range(conc)]
+        self.engine.start_profile()
+        try:
+            send_requests(self.engine.url, self.request.model, texts, max_tokens=min(self.osl, 32))
+        finally:
+            self.engine.stop_profile()
+
+    def close(self) -> None:
+        for run in self.runs:
+            run.kill()
+        if self.engine is not None:
+            self.engine.stop()
+
+
+def measure_candidate(request: ProfileRequest, plan: Plan, candidate: Candidate, workdir: Path | str,
+                      on_progress: ProgressFn | None = None, options: BenchOptions | None = None) -> CandidateProfile:
+    """One candidate's CandidateProfile: offline estimate, or one engine start measured with AIPerf."""
+    if request.method == "offline":
+        from steps.perf.surfaces import offline_profile
+
+        profile = offline_profile(request, plan, candidate)
+        if on_progress is not None:
+            on_progress("prefill", len(profile.prefill), len(profile.prefill))
+            on_progress("decode", len(profile.decode), len(profile.decode))
+        return profile
+    opts = options or BenchOptions.from_env()
+    bench = CandidateBench(request, plan, candidate, Path(workdir), opts, on_progress)
+    provenance = Provenance(method=request.method, backend=request.backend, request_key=plan.request_key,
+                            estimator=None)
+    status, reason = "ok", ""
+    try:
+        bench.run()
+    except EngineFailed as exc:
+        status, reason = ("infeasible" if exc.infeasible else "failed"), exc.reason
+    except SweepFailed as exc:
+        status, reason = "failed", str(exc)
+        if "holds no decode request" in reason:
+            status = "infeasible"
+    finally:
+        bench.close()
+    engine = bench.engine
+    if engine is not None and engine.started_at is not None:
+        provenance.engine_up_s = round((engine.stopped_at or time.monotonic()) - engine.started_at, 3)
+    provenance.measuring_s = round(bench.measuring_s, 3)
+    provenance.engine_version = bench.engine_version
+    provenance.aiperf_version = bench.aiperf_version or _aiperf_version()
+    provenance.finished_at = utc_now()
+    if request.method == "simulate":
+        provenance.engine_version = f"simengine ({request.backend} timing) {bench.engine_version or ''}".strip()
+    return CandidateProfile(candidate=candidate, status=status, reason=reason, max_kv_tokens=bench.max_kv,
+                            prefill=bench.prefill, decode=bench.decode, provenance=provenance,
+                            artifacts={"workdir": str(bench.workdir)})
+
+
+def _aiperf_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("aiperf")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def run_step(store: ArtifactStore, candidate_id: str, on_progress: ProgressFn | None = None,
+             options: BenchOptions | None = None) -> CandidateProfile:
+    """DAG step `bench`: request.json + plan.json -> profiles/<candidate_id>.json (and logs, traces)."""
+    from steps.plan import Plan
+    from steps.request import ProfileRequest
+    from steps.store import Layout, read_model, write_model
+
+    request = read_model(store, Layout.REQUEST, ProfileRequest)
+    plan = read_model(store, Layout.PLAN, Plan)
+    candidate = plan.get(candidate_id).candidate
+    opts = options or BenchOptions.from_env()
+    workdir = Path(tempfile.mkdtemp(prefix=f"slaprof-bench-{candidate_id}-"))
+    try:
+        profile = measure_candidate(request, plan, candidate, workdir, on_progress, opts)
+        profile.artifacts = _upload_artifacts(store, candidate_id, workdir)
+        write_model(store, Layout.profile(candidate_id), profile)
+        return profile
+    finally:
+        if not opts.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _upload_artifacts(store: ArtifactStore, candidate_id: str, workdir: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    engine_log = workdir / "engine" / "engine.log"
+    if engine_log.is_file():
+        key = f"logs/{candidate_id}-engine.log"
+        store.put_bytes(key, engine_log.read_bytes(), "text/plain")
+        out["engine_log"] = key
+    traces = workdir / "traces"
+    if traces.is_dir():
+        for i, path in enumerate(sorted(p for p in traces.rglob("*") if p.is_file())):
+            key = f"traces/{candidate_id}/{path.relative_to(traces)}"
+            store.put_bytes(key, path.read_bytes())
+            out[f"torch_trace_{i}" if i else "torch_trace"] = key
+    return out

@@ -1,0 +1,108 @@
+"""`slaprof estimate`: one offline performance estimate (TTFT, ITL, throughput/GPU, KV capacity)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+MODES = ("prefill", "decode", "agg")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from steps.gpus import GPU_NAMES
+
+    p = sub.add_parser(
+        "estimate", help="estimate TTFT, ITL, throughput per GPU and KV capacity of one deployment, offline",
+        description="Estimate one engine's performance without GPUs: prefill (TTFT of a batch of prompts), "
+                    "decode (one step for a batch at context isl + osl/2) or aggregated serving at a "
+                    "concurrency (TTFT with queueing and interference, ITL, throughput). A tpN mapping on an "
+                    "MoE model splits the experts by tensor parallelism too.",
+    )
+    p.add_argument("--model", required=True, help="Hugging Face model id or local model directory")
+    p.add_argument("--gpu", required=True, help=f"GPU type: {', '.join(GPU_NAMES)}")
+    p.add_argument("--backend", required=True, help="vllm | sglang | trtllm")
+    p.add_argument("--mapping", required=True, help="parallel mapping: tpN, tepN or depN (e.g. tp4, dep8)")
+    p.add_argument("--isl", type=int, required=True, help="input tokens per request")
+    p.add_argument("--osl", type=int, required=True, help="output tokens per request")
+    p.add_argument("--batch", type=int, required=True, help="prompts (prefill), sequences (decode) or concurrency (agg)")
+    p.add_argument("--quantization", default="auto", help="weights: auto | bf16 | fp8 | fp4")
+    p.add_argument("--kv-cache-dtype", default="auto", help="KV cache: auto | bf16 | fp8")
+    p.add_argument("--mode", default="agg", help=f"{' | '.join(MODES)} (default agg)")
+    p.add_argument("--estimator", default="builtin", help="builtin (calibrated roofline) | aic (AI Configurator)")
+    p.add_argument("--aic-system", help="AI Configurator system name (default: --gpu)")
+    p.add_argument("--aic-hf-id", help="Hugging Face id AI Configurator knows the model by")
+    p.add_argument("--aic-backend-version", help="AI Configurator backend version (default: its latest)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from steps.errors import UserError
+    from steps.perf import ESTIMATORS
+    from steps.request import BACKENDS
+
+    choices = {
+        "--backend": (args.backend, BACKENDS), "--mode": (args.mode, MODES), "--estimator": (args.estimator, ESTIMATORS),
+        "--quantization": (args.quantization, ("auto", "bf16", "fp8", "fp4")),
+        "--kv-cache-dtype": (args.kv_cache_dtype, ("auto", "bf16", "fp8")),
+    }
+    for flag, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise UserError(f"{flag} {value!r} is not one of: {', '.join(allowed)}")
+    for flag, value in (("--isl", args.isl), ("--osl", args.osl), ("--batch", args.batch)):
+        if value <= 0:
+            raise UserError(f"{flag} must be a positive number of tokens/requests, got {value}")
+
+
+def estimate(args: argparse.Namespace) -> dict[str, float | int | str]:
+    """The numbers `slaprof estimate` prints, as a dict."""
+    from steps.candidates import Candidate
+    from steps.gpus import get_gpu
+    from steps.models import apply_overrides, load_model_info
+    from steps.perf import get_estimator
+    from steps.plan import divisibility_problem
+    from steps.errors import UserError
+
+    _check(args)
+    cand = Candidate.parse(args.mapping)
+    model = apply_overrides(load_model_info(args.model), args.quantization, args.kv_cache_dtype)
+    problem = divisibility_problem(model, cand)
+    if problem:
+        raise UserError(f"mapping {cand.id} does not fit {model.name}: {problem}; choose another --mapping")
+    gpu = get_gpu(args.gpu)
+    opts = {k: v for k, v in (("system", args.aic_system), ("hf_id", args.aic_hf_id),
+                              ("backend_version", args.aic_backend_version)) if v}
+    est = get_estimator(model, gpu, args.backend, cand, args.estimator, **opts)
+    isl, osl, batch = args.isl, args.osl, args.batch
+    if args.mode == "prefill":
+        ttft = float(est.prefill_ttft_ms(isl, batch))
+        itl = float(est.decode_itl_ms(batch, isl + osl // 2))
+        thpt = isl * batch / (ttft / 1e3) / cand.num_gpus
+    elif args.mode == "decode":
+        ttft = float(est.prefill_ttft_ms(isl, 1))
+        itl = float(est.decode_itl_ms(batch, isl + osl // 2))
+        thpt = batch / (itl / 1e3) / cand.num_gpus
+    else:
+        out = est.agg(isl, osl, batch)
+        ttft, itl, thpt = out.ttft_ms, out.itl_ms, out.thpt_per_gpu
+    return {
+        "ttft_ms": round(ttft, 3), "itl_ms": round(itl, 3), "thpt_per_gpu": round(thpt, 2),
+        "max_kv_tokens": int(est.max_kv_tokens()), "mode": args.mode, "estimator": args.estimator,
+        "model": model.name, "gpu": gpu.name, "backend": args.backend, "mapping": cand.id,
+        "weight_dtype": model.weight_dtype, "kv_dtype": model.kv_dtype,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    result = estimate(args)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    unit = "input" if args.mode == "prefill" else "output"
+    print(f"{result['model']} on {result['mapping']} x {result['gpu']}, {result['backend']}, "
+          f"{result['weight_dtype']} weights, {result['kv_dtype']} KV ({result['estimator']}, {args.mode}, "
+          f"isl {args.isl}, osl {args.osl}, batch {args.batch})")
+    print(f"  TTFT            {result['ttft_ms']:10.1f} ms")
+    print(f"  ITL             {result['itl_ms']:10.2f} ms")
+    print(f"  throughput/GPU  {result['thpt_per_gpu']:10.1f} {unit} tokens/s")
+    print(f"  KV capacity     {result['max_kv_tokens']:10,d} tokens")
+    return 0

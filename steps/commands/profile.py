@@ -1,0 +1,89 @@
+"""`slaprof profile`: the whole job on one machine (plan -> bench -> fit -> render), offline by default."""
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from steps.cli import add_request_options
+
+    p = sub.add_parser(
+        "profile",
+        help="profile a model end to end on this machine and recommend a disaggregated deployment",
+        description="Plan the candidate parallel mappings, measure each (offline estimate by default; "
+                    "--method simulate or online to measure served engines with AIPerf), select under the SLA, "
+                    "and write the selection, planner data, plots, report.html and the DGD to --out. "
+                    "Re-running with the same --out reuses the candidates already measured.",
+    )
+    add_request_options(p)
+    p.add_argument("--out", help="output folder or s3://bucket/prefix (endpoint and keys from SLAPROF_S3_ENDPOINT, "
+                                 "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); default: "
+                                 "./slaprof-out/<model>-<backend>-<gpu>-<method>")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="candidates measured at once (default: 1 offline, one per two CPU cores for simulate, "
+                        "as many as the GPUs allow online)")
+    p.add_argument("--force", action="store_true", help="measure every candidate again, even those already measured")
+    p.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto",
+                   help="progress display: live rows on a terminal (auto), log lines, or nothing")
+    p.set_defaults(func=run)
+
+
+def default_out(model: str, backend: str, gpu: str, method: str) -> str:
+    """A stable folder per (model, backend, GPU, method), so re-running the same command resumes."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", model.rstrip("/").split("/")[-1]).strip("-") or "model"
+    return f"slaprof-out/{name}-{backend}-{gpu}-{method}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from steps.cli import request_from_args
+    from steps.errors import UserError
+    from steps.local import Interrupted, RunOptions, run_profile
+    from steps.progress import make_progress
+
+    request = request_from_args(args)
+    out = args.out or default_out(request.model, request.backend, request.hardware.gpu, request.method)
+    if args.parallel is not None and args.parallel < 1:
+        raise UserError(f"--parallel {args.parallel}: must be at least 1")
+    reporter = make_progress(args.progress)
+    # in a pod the runner is stopped with SIGTERM: stop like Ctrl-C, engines included
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        result = run_profile(request, RunOptions(out=out, parallel=args.parallel, force=args.force), reporter)
+    except Interrupted as exc:
+        reporter.close()
+        running = f"; stopped the running candidates ({exc}) and their engines" if str(exc) else ""
+        print(f"slaprof: interrupted{running}. Profiles finished so far are kept in {out}: "
+              "run the same command again to resume.", file=sys.stderr)
+        return Interrupted.exit_code
+    else:
+        steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())
+        reporter.step("done", steps)
+    finally:
+        reporter.close()
+
+    if request.sweep.dry_run:
+        print(f"Dry run: plan written to {result.location}; nothing measured.")
+        return 0
+    for error in result.errors:
+        print(f"slaprof: error: {error}", file=sys.stderr)
+    selection = result.selection
+    if selection is not None:
+        for warning in selection.warnings:
+            print(f"slaprof: warning: {warning}", file=sys.stderr)
+    if not result.recommended:
+        failed = [o for o in result.outcomes if o.status in ("failed", "infeasible")]
+        why = "; ".join(f"{o.candidate_id}: {o.reason}" for o in failed) or "see the errors above"
+        print(f"slaprof: no recommendation could be made ({why})", file=sys.stderr)
+        if result.report:
+            print(f"Report: {result.report}")
+        return 1
+    assert selection is not None
+    for line in selection.recommendation:
+        print(line)
+    if result.dgd:
+        print(f"DGD: {result.dgd}")
+    print(f"Report: {result.report or result.location}")
+    return 0

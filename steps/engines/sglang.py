@@ -1,0 +1,88 @@
+"""SGLang backend: `python3 -m sglang.launch_server` for the bench step, `dynamo.sglang` workers.
+
+Parallel flags: TP `--tp N`; TEP adds `--ep-size N`; DEP adds `--dp N --enable-dp-attention`.
+KV capacity: `sglang:max_total_num_tokens` on /metrics (with --enable-metrics), else the log
+line `KV Cache is allocated. #tokens: N`, which is per attention-DP rank.
+"""
+from __future__ import annotations
+
+import re
+
+from steps.candidates import Candidate
+from steps.engines.base import (
+    EngineBackend,
+    Role,
+    ServerLaunch,
+    ServerOptions,
+    dynamo_image,
+    last_per_rank,
+    prometheus_samples,
+    to_int,
+)
+
+DISAGG_BOOTSTRAP_PORT = 12345
+_KV = re.compile(
+    r"^[^\n]*?(?:DP(?P<rank>\d+)\b[^\n]*?)?KV Cache is allocated\.\s*#tokens:\s*(?P<n>[0-9][0-9,]*)", re.M
+)
+_VERSION = re.compile(r"sglang(?: version|==)\s*v?([0-9][\w.+-]*)", re.I)
+
+
+class SglangBackend(EngineBackend):
+    name = "sglang"
+    dynamo_module = "dynamo.sglang"
+    default_image = dynamo_image("sglang-runtime")
+    version_path = "/get_server_info"  # JSON with "version"
+    profile_start_path = "/start_profile"
+    profile_stop_path = "/stop_profile"
+
+    def parallel_args(self, cand: Candidate) -> list[str]:
+        args = ["--tp", str(cand.size)]
+        if cand.kind in ("tep", "dep"):
+            args += ["--ep-size", str(cand.size)]
+        if cand.kind == "dep":
+            args += ["--dp", str(cand.size), "--enable-dp-attention"]
+        return args
+
+    def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
+        args = ["--model-path", model, "--served-model-name", model, *self.parallel_args(cand),
+                "--trust-remote-code", "--skip-tokenizer-init",
+                "--disaggregation-mode", role,
+                "--disaggregation-transfer-backend", "nixl",
+                "--disaggregation-bootstrap-port", str(DISAGG_BOOTSTRAP_PORT)]
+        if cand.kind != "tp" and role == "decode":
+            # the prefill side routes to DP ranks round-robin; decode must agree
+            args += ["--load-balance-method", "round_robin"]
+        return args
+
+    def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
+        argv = ["python3", "-m", "sglang.launch_server", "--model-path", model, "--served-model-name", model,
+                "--host", options.host, "--port", str(port), *self.parallel_args(cand), "--enable-metrics"]
+        if not options.prefix_caching:
+            argv.append("--disable-radix-cache")
+        if options.max_batched_tokens:
+            argv += ["--chunked-prefill-size", str(options.max_batched_tokens),
+                     "--max-prefill-tokens", str(options.max_batched_tokens)]
+        if options.max_context:
+            argv += ["--context-length", str(options.max_context)]
+        if options.memory_utilization:
+            argv += ["--mem-fraction-static", f"{options.memory_utilization:g}"]
+        env = {"SGLANG_TORCH_PROFILER_DIR": options.profile_dir} if options.profile_dir else {}
+        return ServerLaunch(argv=argv, env=env)
+
+    def kv_tokens_from_log(self, log_text: str, attn_dp: int = 1) -> int | None:
+        found = [(m.group("rank"), to_int(m.group("n"))) for m in _KV.finditer(log_text)]
+        return last_per_rank(found, attn_dp)
+
+    def kv_tokens_from_metrics(self, metrics_text: str) -> int | None:
+        # one sample per attention-DP rank when DP attention is on (label dp_rank), else one
+        per_rank: dict[str, float] = {}
+        for labels, value in prometheus_samples(metrics_text, "sglang:max_total_num_tokens"):
+            per_rank[labels.get("dp_rank", "0")] = value
+        return int(sum(per_rank.values())) if per_rank else None
+
+    def version_from_log(self, log_text: str) -> str | None:
+        m = _VERSION.search(log_text)
+        return m.group(1) if m else None
+
+    def ready_in_log(self, log_text: str) -> bool:
+        return "The server is fired up and ready to roll!" in log_text

@@ -1,0 +1,107 @@
+"""Simulated backend: `python -m steps.simengine`, a CPU-only OpenAI server timed by `steps.perf`.
+
+It starts, answers readiness probes, reports KV capacity (on /metrics and in its log) and
+stops exactly like a GPU engine, so the bench step cannot tell it apart. Its DGD parts are
+those of the backend it emulates (a simulated run still renders a deployable manifest).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from steps.candidates import Candidate
+from steps.engines.base import (
+    EngineBackend,
+    Role,
+    ServerLaunch,
+    ServerOptions,
+    last_per_rank,
+    prometheus_samples,
+    to_int,
+)
+
+KV_METRIC = "simengine:max_total_num_tokens"
+_KV = re.compile(r"^[^\n]*?KV cache capacity:\s*(?P<n>[0-9][0-9,]*)\s*tokens", re.M)
+_VERSION = re.compile(r"simengine version\s+(\S+)")
+
+
+@dataclass
+class SimulationSettings:
+    """What the simulated engine emulates and how fast its clock runs."""
+
+    emulate: str = "vllm"  # backend whose timing and DGD arguments it borrows
+    gpu: str = "h100_sxm"
+    tokenizer: str | None = None  # local tokenizer directory for token counts
+    estimator: str = "builtin"
+    time_scale: float = 1.0  # >1 slows every modelled step down (wall = model x time_scale)
+    startup_s: float = 0.0  # simulated weight loading / CUDA graph capture
+    max_kv_tokens: int | None = None  # override the modelled KV capacity
+    model_path: str | None = None  # model directory (config.json) when `model` is a served name
+
+
+class SimulatedBackend(EngineBackend):
+    name = "simulated"
+    profile_start_path = "/start_profile"
+    profile_stop_path = "/stop_profile"
+
+    def __init__(self, settings: SimulationSettings | None = None, **overrides: Any) -> None:
+        self.settings = settings or SimulationSettings(**overrides)
+        from steps.engines import get_backend
+
+        self.emulated = get_backend(self.settings.emulate)
+        self.dynamo_module = self.emulated.dynamo_module
+        self.default_image = self.emulated.default_image
+
+    @property
+    def expected_startup_s(self) -> float:  # type: ignore[override]
+        return self.settings.startup_s + 2.0  # python start-up and imports
+
+    def parallel_args(self, cand: Candidate) -> list[str]:
+        return ["--mapping", cand.id]
+
+    def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
+        return self.emulated.dgd_worker_args(model, cand, role)
+
+    def engine_config(self, cand: Candidate, role: Role) -> dict[str, Any]:
+        return self.emulated.engine_config(cand, role)
+
+    def engine_config_path(self, role: Role) -> str | None:
+        return self.emulated.engine_config_path(role)
+
+    def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
+        s = self.settings
+        argv = [sys.executable, "-m", "steps.simengine", "--model", s.model_path or model,
+                "--served-model-name", model, "--host", options.host, "--port", str(port),
+                *self.parallel_args(cand), "--gpu", s.gpu, "--emulate", s.emulate, "--estimator", s.estimator,
+                "--time-scale", f"{s.time_scale:g}", "--startup-s", f"{s.startup_s:g}"]
+        if s.tokenizer:
+            argv += ["--tokenizer", s.tokenizer]
+        if not options.prefix_caching:
+            argv.append("--no-prefix-caching")
+        if options.max_batched_tokens:
+            argv += ["--max-batched-tokens", str(options.max_batched_tokens)]
+        if options.max_context:
+            argv += ["--max-context", str(options.max_context)]
+        if s.max_kv_tokens:
+            argv += ["--max-kv-tokens", str(s.max_kv_tokens)]
+        if options.profile_dir:
+            argv += ["--profile-dir", options.profile_dir]
+        return ServerLaunch(argv=argv)
+
+    def kv_tokens_from_log(self, log_text: str, attn_dp: int = 1) -> int | None:
+        # simengine prints the whole engine's capacity once
+        found = [(None, to_int(m.group("n"))) for m in _KV.finditer(log_text)]
+        return last_per_rank(found, 1)
+
+    def kv_tokens_from_metrics(self, metrics_text: str) -> int | None:
+        samples = prometheus_samples(metrics_text, KV_METRIC)
+        return int(samples[-1][1]) if samples else None
+
+    def version_from_log(self, log_text: str) -> str | None:
+        m = _VERSION.search(log_text)
+        return m.group(1) if m else None
+
+    def ready_in_log(self, log_text: str) -> bool:
+        return "simengine ready" in log_text

@@ -1,0 +1,568 @@
+"""The local runner: the whole profiling DAG on one machine (`slaprof profile`).
+
+It calls exactly the step entry points the Argo workflow calls, on one artifact store (a
+folder, or an S3 prefix): request.json -> `plan.run_step` -> `bench.run_step` for every
+runnable candidate -> `fit.run_step` -> `render.run_step` (dgd.yaml) -> `apply.run_step` when
+the request asks for it. Outputs: the run's artifacts in the store (see `steps.store.Layout`).
+
+Candidates run in a small pool of worker processes (one process per candidate, so a crash,
+a stuck engine or Ctrl-C stays contained and the engine is always stopped); offline estimates
+take milliseconds, so by default they run in this process. Profiles already in the store are
+reused when they were measured under the same request key and succeeded, unless `force`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from pydantic import ValidationError
+
+from steps.errors import StepFailed, UserError
+from steps.progress import ProgressReporter, SilentProgress
+from steps.request import ProfileRequest
+from steps.results import CandidateProfile, Provenance, Selection, utc_now
+from steps.store import ArtifactStore, Layout, open_store, read_model, write_model
+
+if TYPE_CHECKING:
+    from steps.plan import Plan
+
+Outcome = Literal["ok", "infeasible", "failed", "reused"]
+STOP_GRACE_S = 30.0  # how long a worker gets to stop its engine after Ctrl-C before it is killed
+POLL_S = 0.2
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) stopped the run; running candidates were stopped."""
+
+    exit_code = 130
+
+
+@dataclass
+class RunOptions:
+    out: str
+    parallel: int | None = None  # candidates measured at once; None = sensible for the method
+    force: bool = False  # re-measure candidates even when a valid profile exists
+    # BenchOptions fields given to every bench step (e.g. point caps and the simulated engine's
+    # time scale for quick simulated sweeps); None = the bench step's defaults and environment
+    bench_overrides: dict[str, Any] | None = None
+
+
+@dataclass
+class CandidateOutcome:
+    candidate_id: str
+    status: Outcome
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    location: str
+    request: ProfileRequest
+    plan: Plan
+    outcomes: list[CandidateOutcome] = field(default_factory=list)
+    selection: Selection | None = None
+    report: str | None = None  # uri of report.html when written
+    dgd: str | None = None  # uri of dgd.yaml when written
+    errors: list[str] = field(default_factory=list)  # steps after bench that failed
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def recommended(self) -> bool:
+        return bool(self.selection and self.selection.recommendation)
+
+
+# ---------------------------------------------------------------------------
+# resume
+# ---------------------------------------------------------------------------
+def reusable_profile(store: ArtifactStore, candidate_id: str, request_key: str) -> CandidateProfile | None:
+    """The stored profile of `candidate_id` if it succeeded under this request key, else None."""
+    key = Layout.profile(candidate_id)
+    if not store.exists(key):
+        return None
+    try:
+        profile = read_model(store, key, CandidateProfile)
+    except (ValidationError, ValueError, UserError):
+        return None  # unreadable or from an older format: measure again
+    if profile.status != "ok" or profile.id != candidate_id or profile.provenance.request_key != request_key:
+        return None
+    return profile
+
+
+# ---------------------------------------------------------------------------
+# parallelism and GPUs
+# ---------------------------------------------------------------------------
+def default_parallel(method: str, n_candidates: int, cpus: int | None = None) -> int:
+    """Offline: 1 (in this process; a worker costs more to start than an estimate takes).
+    Simulate: one candidate per two cores (its engine and AIPerf's busy loop each hold one).
+    Online: every candidate at once; the GPU pool queues those that do not fit."""
+    cpus = cpus or os.cpu_count() or 2
+    if method == "offline":
+        return 1
+    if method == "simulate":
+        return max(1, min(n_candidates, cpus // 2))
+    return max(1, n_candidates)
+
+
+def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
+    """GPU ids this process may use: CUDA_VISIBLE_DEVICES when set, else what nvidia-smi lists."""
+    env = os.environ if env is None else env
+    if "CUDA_VISIBLE_DEVICES" in env:
+        ids = [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+        # CUDA stops at the first invalid entry (-1 hides every GPU)
+        out: list[str] = []
+        for g in ids:
+            if g.startswith("-"):
+                break
+            out.append(g)
+        return out
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        res = subprocess.run([smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if res.returncode != 0:
+        return []
+    return [line.strip() for line in res.stdout.splitlines() if line.strip()]
+
+
+class GpuPool:
+    """Hands out disjoint GPU sets; a candidate waits in the queue until enough are free."""
+
+    def __init__(self, gpus: list[str]) -> None:
+        self.all = list(gpus)
+        self.free = list(gpus)
+
+    @property
+    def total(self) -> int:
+        return len(self.all)
+
+    def acquire(self, n: int) -> list[str] | None:
+        if n > len(self.free):
+            return None
+        taken, self.free = self.free[:n], self.free[n:]
+        return taken
+
+    def release(self, gpus: list[str]) -> None:
+        self.free.extend(g for g in gpus if g not in self.free)
+        self.free.sort(key=self.all.index)
+
+
+# ---------------------------------------------------------------------------
+# the bench step, in this process or in a worker process
+# ---------------------------------------------------------------------------
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _call_bench(store: ArtifactStore, candidate_id: str, on_progress: ProgressFn | None,
+                overrides: dict[str, Any] | None = None) -> CandidateProfile:
+    """`steps.bench.run_step(store, candidate_id)`, with the progress callback and option overrides."""
+    from steps import bench
+
+    kwargs: dict[str, Any] = {}
+    if on_progress is not None:
+        kwargs["on_progress"] = on_progress
+    if overrides:
+        kwargs["options"] = bench.BenchOptions.from_env(**overrides)
+    return bench.run_step(store, candidate_id, **kwargs)
+
+
+def _interrupt_once(signum: int, frame: Any) -> None:
+    """First SIGINT/SIGTERM: stop measuring. Later ones are ignored, so they cannot cut short the
+    cleanup that stops the engine (a terminal's Ctrl-C and the runner's SIGTERM both arrive)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _bench_worker(location: str, candidate_id: str, env: dict[str, str], overrides: dict[str, Any] | None,
+                  events: Any) -> None:
+    """Worker process: measure one candidate and report through the `events` queue.
+
+    SIGTERM is turned into KeyboardInterrupt, so the bench step's cleanup (stopping the engine's
+    process group) runs whether the runner was interrupted on a terminal or killed in a pod."""
+    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGTERM, _interrupt_once)
+    os.environ.update(env)  # CUDA_VISIBLE_DEVICES for online candidates, before anything touches CUDA
+    try:
+        store = open_store(location, create=False)
+        profile = _call_bench(store, candidate_id, lambda phase, done, total: events.put(
+            ("progress", candidate_id, phase, int(done), int(total))), overrides)
+        events.put(("done", candidate_id, profile.status, profile.reason, _summary(profile)))
+    except KeyboardInterrupt:
+        events.put(("error", candidate_id, "interrupted", ""))
+    except (UserError, StepFailed) as exc:
+        events.put(("error", candidate_id, str(exc), ""))
+    except BaseException as exc:  # noqa: BLE001 - a crash of one candidate must not stop the run
+        events.put(("error", candidate_id, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+
+
+def _summary(profile: CandidateProfile) -> str:
+    if profile.status != "ok":
+        return profile.reason
+    return f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} tokens"
+
+
+def _failed_profile(request: ProfileRequest, plan: Plan, candidate_id: str, reason: str) -> CandidateProfile:
+    """What the runner records for a candidate whose bench step could not write a profile, so
+    that fit lists it with its reason instead of silently dropping it."""
+    return CandidateProfile(
+        candidate=plan.get(candidate_id).candidate,
+        status="failed",
+        reason=reason,
+        provenance=Provenance(method=request.method, estimator=request.sweep.estimator if request.method == "offline" else None,
+                              backend=request.backend, finished_at=utc_now(), request_key=plan.request_key),
+    )
+
+
+@dataclass
+class _Job:
+    process: Any
+    gpus: list[str]
+    started: float
+
+
+class _BenchScheduler:
+    """Runs candidates in worker processes, at most `parallel` at a time and, for online runs,
+    only when the GPU pool has enough free GPUs for the candidate."""
+
+    def __init__(self, run: _Run, ids: list[str], parallel: int, gpu_pool: GpuPool | None) -> None:
+        self.run = run
+        self.pending = deque(ids)
+        self.parallel = parallel
+        self.gpu_pool = gpu_pool
+        self.ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (live display, S3 pools)
+        self.events = self.ctx.Queue()
+        self.jobs: dict[str, _Job] = {}
+
+    def execute(self) -> None:
+        try:
+            while self.pending or self.jobs:
+                self._start_ready()
+                self._drain(block=True)
+                self._reap()
+        except KeyboardInterrupt:
+            stopped = sorted(self.jobs)
+            self.stop_all()
+            raise Interrupted(", ".join(stopped)) from None
+
+    def _start_ready(self) -> None:
+        while self.pending and len(self.jobs) < self.parallel:
+            cid = self.pending[0]
+            gpus: list[str] = []
+            if self.gpu_pool is not None:
+                need = self.run.plan.get(cid).candidate.num_gpus
+                if need > self.gpu_pool.total:
+                    self.pending.popleft()
+                    self.run.record_failure(cid, f"needs {need} GPUs; this machine has {self.gpu_pool.total} visible "
+                                                 f"({','.join(self.gpu_pool.all) or 'none'})", 0.0)
+                    continue
+                got = self.gpu_pool.acquire(need)
+                if got is None:
+                    return  # queued until a running candidate frees its GPUs
+                gpus = got
+            self.pending.popleft()
+            env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if self.gpu_pool is not None else {}
+            proc = self.ctx.Process(target=_bench_worker,
+                                    args=(self.run.location, cid, env, self.run.bench_overrides, self.events),
+                                    name=f"slaprof-bench-{cid}", daemon=False)
+            proc.start()
+            self.jobs[cid] = _Job(proc, gpus, time.monotonic())
+            self.run.reporter.candidate_started(cid, f"GPUs {','.join(gpus)}" if gpus else "")
+
+    def _drain(self, block: bool) -> None:
+        timeout = POLL_S if block else 0.0
+        while True:
+            try:
+                event = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
+            except queue_mod.Empty:
+                return
+            timeout = 0.0
+            self._handle(event)
+
+    def _handle(self, event: tuple) -> None:
+        kind, cid = event[0], event[1]
+        job = self.jobs.get(cid)
+        if kind == "progress":
+            self.run.reporter.phase(cid, event[2], event[3], event[4])
+            return
+        if job is None:
+            return
+        self._finish(cid, job)
+        seconds = time.monotonic() - job.started
+        if kind == "done":
+            status, reason, summary = event[2], event[3], event[4]
+            self.run.record(cid, status, reason, summary, seconds)
+        else:
+            self.run.record_failure(cid, event[2], seconds, event[3])
+
+    def _finish(self, cid: str, job: _Job) -> None:
+        del self.jobs[cid]
+        job.process.join(timeout=STOP_GRACE_S)
+        if self.gpu_pool is not None:
+            self.gpu_pool.release(job.gpus)
+
+    def _reap(self) -> None:
+        """A worker that died without reporting (killed, out of memory) fails its candidate."""
+        dead = [cid for cid, job in self.jobs.items() if not job.process.is_alive()]
+        if not dead:
+            return
+        self._drain(block=False)  # its last words may still be in the queue
+        for cid in dead:
+            job = self.jobs.get(cid)
+            if job is None:
+                continue
+            self._finish(cid, job)
+            code = job.process.exitcode
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            self.run.record_failure(cid, f"bench worker died ({how}) before writing a profile",
+                                    time.monotonic() - job.started)
+
+    def stop_all(self) -> None:
+        """Ctrl-C: workers got SIGINT from the terminal too (or get SIGTERM here); each stops its
+        engine; after a grace period whatever is left is killed."""
+        for job in self.jobs.values():
+            if job.process.is_alive():
+                try:
+                    os.kill(job.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for job in self.jobs.values():
+            job.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if job.process.is_alive():
+                job.process.kill()
+                job.process.join(timeout=5)
+        self.jobs.clear()
+
+
+# ---------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------
+class _Run:
+    def __init__(self, request: ProfileRequest, store: ArtifactStore, location: str, reporter: ProgressReporter) -> None:
+        self.request = request
+        self.store = store
+        self.location = location
+        self.reporter = reporter
+        self.plan: Plan | None = None
+        self.outcomes: dict[str, CandidateOutcome] = {}
+        self.bench_overrides: dict[str, Any] | None = None
+
+    def record(self, cid: str, status: str, reason: str, summary: str, seconds: float) -> None:
+        self.outcomes[cid] = CandidateOutcome(cid, status, reason, seconds)  # type: ignore[arg-type]
+        message = summary if status in ("ok", "reused") else reason
+        self.reporter.candidate_finished(cid, status, f"{message} ({seconds:.1f} s)" if seconds >= 0.05 else message)
+
+    def record_failure(self, cid: str, reason: str, seconds: float, details: str = "") -> None:
+        """A bench step that raised or died: write a failed profile (with the traceback kept as a log)."""
+        assert self.plan is not None
+        profile = _failed_profile(self.request, self.plan, cid, reason)
+        try:
+            if details:
+                log_key = f"logs/{cid}-bench-error.txt"
+                self.store.put_bytes(log_key, details.encode(), "text/plain")
+                profile.artifacts["error_log"] = log_key
+            write_model(self.store, Layout.profile(cid), profile)
+        except UserError as exc:
+            self.reporter.warn(f"could not record the failure of {cid}: {exc}")
+        self.record(cid, "failed", reason, "", seconds)
+
+
+def check_s3_endpoint(location: str, timeout_s: float = 5.0) -> None:
+    """Fail in a moment, not after the S3 client's retries, when an s3:// output's endpoint refuses
+    connections (the store's own call gives the same message after ~6 s of back-off)."""
+    if not location.startswith("s3://"):
+        return
+    endpoint = os.environ.get("SLAPROF_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL", "")
+    endpoint = endpoint.removeprefix("http://").removeprefix("https://").rstrip("/")
+    if not endpoint:
+        return  # open_store explains what to set
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit():
+        host, port = endpoint, "443" if os.environ.get("SLAPROF_S3_SECURE", "0") in ("1", "true") else "80"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"S3 endpoint {endpoint} is unreachable ({exc.strerror or type(exc).__name__}); "
+                        "check SLAPROF_S3_ENDPOINT and the network") from None
+
+
+def _optional_step(module: str) -> Any | None:
+    """A step module that may not exist in this version (render, apply)."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    return importlib.import_module(module)
+
+
+def run_profile(request: ProfileRequest, options: RunOptions, reporter: ProgressReporter | None = None,
+                store: ArtifactStore | None = None) -> RunResult:
+    """plan -> bench (every candidate) -> fit -> render [-> apply]; see the module docstring.
+
+    Raises UserError for problems the user can fix (unreachable S3, unwritable output) and
+    Interrupted on Ctrl-C; a failing candidate or a failing step after bench is recorded in
+    the result instead, so whatever could be decided is still reported."""
+    from steps import plan as plan_step
+    from steps.plan import Plan
+
+    reporter = reporter or SilentProgress()
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    if store is None:
+        check_s3_endpoint(options.out)
+        store = open_store(options.out)
+    run = _Run(request, store, options.out, reporter)
+    run.bench_overrides = options.bench_overrides
+    write_model(store, Layout.REQUEST, request)
+    ids = plan_step.run_step(store)
+    plan = read_model(store, Layout.PLAN, Plan)
+    run.plan = plan
+    timings["plan"] = time.monotonic() - t0
+    dropped = [p for p in plan.candidates if p.status != "runnable"]
+    reporter.step("plan", f"{plan.model.name} on {plan.gpu} ({request.backend}, {request.method}): "
+                          f"{len(ids)} candidate{'s' if len(ids) != 1 else ''} ({', '.join(ids)})"
+                          + (f"; {len(dropped)} dropped" if dropped else ""))
+    result = RunResult(options.out, request, plan, timings=timings)
+    if request.sweep.dry_run:
+        reporter.step("dry run", "nothing measured")
+        return result
+
+    t1 = time.monotonic()
+    todo = _resume(run, ids, options.force)
+    _bench(run, todo, options)
+    timings["bench"] = time.monotonic() - t1
+    result.outcomes = [run.outcomes[c] for c in ids if c in run.outcomes]
+
+    _after_bench(run, result)
+    timings["total"] = time.monotonic() - t0
+    return result
+
+
+def _delete(store: ArtifactStore, key: str) -> None:
+    """Remove one artifact (the store protocol has no delete; only the runner needs one)."""
+    from steps.store import LocalStore, S3Store
+
+    if isinstance(store, LocalStore):
+        store._path(key).unlink(missing_ok=True)
+    elif isinstance(store, S3Store):
+        store._call("delete", store.client.remove_object, store.bucket, store._key(key))
+
+
+def _discard_stale_profiles(run: _Run, ids: list[str]) -> None:
+    """Profiles of candidates that are not in this plan, left by a run of another request in the
+    same output: fit reads every profile under profiles/, so they would compete with this run's."""
+    assert run.plan is not None
+    for key in run.store.list(Layout.PROFILES):
+        cid = key[len(Layout.PROFILES):].removesuffix(".json")
+        if not key.endswith(".json") or "/" in cid or cid in ids:
+            continue
+        try:
+            stored_key = read_model(run.store, key, CandidateProfile).provenance.request_key
+        except (ValidationError, ValueError, UserError):
+            stored_key = ""
+        if stored_key != run.plan.request_key:
+            _delete(run.store, key)
+            run.reporter.step("resume", f"removed {key}: measured under another request, {cid} is not in this plan")
+
+
+def _resume(run: _Run, ids: list[str], force: bool) -> list[str]:
+    assert run.plan is not None
+    _discard_stale_profiles(run, ids)
+    if force:
+        return list(ids)
+    todo = []
+    for cid in ids:
+        profile = reusable_profile(run.store, cid, run.plan.request_key)
+        if profile is None:
+            todo.append(cid)
+        else:
+            run.record(cid, "reused", "", f"measured earlier ({_summary(profile)})", 0.0)
+    return todo
+
+
+def _bench(run: _Run, ids: list[str], options: RunOptions) -> None:
+    if not ids:
+        return
+    method = run.request.method
+    parallel = options.parallel or default_parallel(method, len(ids))
+    if parallel < 1:
+        raise UserError(f"--parallel {parallel}: must be at least 1")
+    if method == "offline" and parallel == 1:
+        _bench_in_process(run, ids)
+        return
+    pool = None
+    if method == "online":
+        gpus = visible_gpus()
+        if not gpus:
+            raise UserError("--method online needs local GPUs and none are visible (nvidia-smi found none, "
+                            "or CUDA_VISIBLE_DEVICES hides them); use --method offline or simulate on this machine, "
+                            "or run the Argo workflow on a GPU cluster")
+        pool = GpuPool(gpus)
+    _BenchScheduler(run, ids, parallel, pool).execute()
+
+
+def _bench_in_process(run: _Run, ids: list[str]) -> None:
+    for cid in ids:
+        started = time.monotonic()
+        try:
+            # an estimate takes milliseconds: one line when it is done says all a progress row would
+            profile = _call_bench(run.store, cid, None, run.bench_overrides)
+        except KeyboardInterrupt:
+            raise Interrupted(cid) from None
+        except (UserError, StepFailed) as exc:
+            run.record_failure(cid, str(exc), time.monotonic() - started)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one candidate's crash must not lose the others
+            run.record_failure(cid, f"{type(exc).__name__}: {exc}", time.monotonic() - started, traceback.format_exc())
+            continue
+        run.record(cid, profile.status, profile.reason, _summary(profile), time.monotonic() - started)
+
+
+def _after_bench(run: _Run, result: RunResult) -> None:
+    """fit, then render and apply; a failure is recorded and the run goes on as far as it can."""
+    from steps import fit
+
+    t = time.monotonic()
+    try:
+        result.selection = fit.run_step(run.store)
+    except (UserError, StepFailed) as exc:
+        result.errors.append(f"fit: {exc}")
+        return
+    result.timings["fit"] = time.monotonic() - t
+    if run.store.exists(Layout.REPORT):
+        result.report = run.store.uri(Layout.REPORT)
+    if not result.recommended:
+        return
+    render = _optional_step("steps.render")
+    if render is not None:
+        t = time.monotonic()
+        try:
+            render.run_step(run.store)
+            result.dgd = run.store.uri(Layout.DGD)
+        except (UserError, StepFailed) as exc:
+            result.errors.append(f"render: {exc}")
+            return
+        result.timings["render"] = time.monotonic() - t
+    if run.request.deployment.auto_apply:
+        apply = _optional_step("steps.apply")
+        if apply is None or render is None:
+            result.errors.append("apply: --auto-apply needs the render and apply steps, which this version lacks")
+            return
+        try:
+            apply.run_step(run.store)
+        except (UserError, StepFailed) as exc:
+            result.errors.append(f"apply: {exc}")

@@ -1,0 +1,67 @@
+"""Calibrated constants of the built-in performance model (read by `steps.perf.roofline`).
+
+The constants are few and physical (efficiencies, per-layer and per-step latencies, fixed
+overheads) so they carry over to GPUs they were not fitted on. They live in
+`steps/perf/calibration.json`, written by `bench/calibrate.py` with its data source, date and
+fit error; the defaults below are used for a backend the file does not list.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CALIBRATION_FILE = "calibration.json"
+
+
+class BackendConstants(BaseModel):
+    """How close one backend gets to the hardware, and what it costs on top."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    gemm_eff: float = Field(0.60, description="fraction of dense peak FLOP/s reached by large linear layers")
+    moe_eff: float = Field(0.45, description="fraction of peak reached by grouped expert GEMMs")
+    attn_eff: float = Field(0.45, description="fraction of bf16 peak reached by prefill attention kernels")
+    mem_eff: float = Field(0.75, description="fraction of HBM bandwidth reached streaming weights and KV")
+    link_eff: float = Field(0.70, description="fraction of NVLink bandwidth reached by collectives")
+    comm_latency_us: float = Field(12.0, description="latency of one all-reduce or all-to-all, microseconds")
+    layer_overhead_us: float = Field(15.0, description="per-layer per-step launch and sync cost, microseconds")
+    step_overhead_ms: float = Field(3.0, description="fixed cost of one engine step (scheduler, sampling), ms")
+    request_overhead_ms: float = Field(10.0, description="fixed TTFT cost of one request (tokenise, schedule, stream), ms")
+    prefill_chunk_tokens: int = Field(8192, description="tokens per prefill chunk (max batched tokens)")
+    agg_mix_factor: float = Field(1.0, description="share of other requests' prefill work that lands in each decode step")
+    burst_fraction: float = Field(0.15, description="share of requests that arrive in a burst and queue behind "
+                                  "the burst's other prefills (closed-loop benchmarks keep arrivals in waves)")
+    kv_transfer_gbps: float = Field(25.0, description="disaggregated KV transfer bandwidth, GB/s (not fitted)")
+
+
+class Calibration(BaseModel):
+    """The file: constants per backend plus where they came from."""
+
+    version: int = 1
+    source: str = "uncalibrated defaults"
+    fitted_at: str = ""
+    systems: list[str] = Field(default_factory=list)
+    method: str = ""
+    fit_error: dict[str, Any] = Field(default_factory=dict)
+    backends: dict[str, BackendConstants] = Field(default_factory=dict)
+
+
+@lru_cache(maxsize=1)
+def load_calibration() -> Calibration:
+    """The packaged calibration file, or uncalibrated defaults when it is absent."""
+    try:
+        text = resources.files("steps.perf").joinpath(CALIBRATION_FILE).read_text()
+    except (FileNotFoundError, OSError):
+        return Calibration()
+    return Calibration.model_validate(json.loads(text))
+
+
+def constants_for(backend: str) -> BackendConstants:
+    """Constants for `backend`; `simulated` behaves like vLLM."""
+    cal = load_calibration()
+    key = "vllm" if backend == "simulated" else backend
+    return cal.backends.get(key) or BackendConstants()

@@ -1,0 +1,252 @@
+"""Measured reference rows for calibrating and checking the built-in model (bench time only).
+
+Input: AI Configurator's `silicon_sample.csv` (measured TTFT/TPOT of real deployments) and the
+HF config.json files AI Configurator ships for its models (optional extra `aic`).
+Output: SiliconCase rows, each with a ModelInfo at the row's precision, its GPU, backend and
+parallel mapping, or a reason why the row cannot be evaluated.
+
+Nothing in the product's runtime path imports this module; `bench/calibrate.py`,
+`bench/accuracy.py` and the tests do.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from steps.errors import UserError
+from steps.gpus import GPU_NAMES, GpuSpec, get_gpu
+from steps.models import ModelInfo, model_info_from_config
+from steps.perf.constants import BackendConstants, constants_for
+from steps.perf.mapping import Mapping
+from steps.perf.roofline import BuiltinEstimator
+
+CALIBRATION_SYSTEMS: tuple[str, ...] = ("h100_sxm", "h200_sxm")
+HELD_OUT_SYSTEMS: tuple[str, ...] = ("b200_sxm", "gb200", "b300_sxm", "gb300")
+GPUS_PER_NODE = {"gb200": 72, "gb300": 72}  # NVL72 racks; HGX systems have 8 GPUs per NVLink domain
+_PRECISIONS = {"bf16": "bf16", "fp8": "fp8", "fp4": "fp4"}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One engine's mapping, its batch per engine, and how many engines serve."""
+
+    mapping: Mapping
+    batch: int  # concurrent requests per engine
+    workers: int = 1
+
+
+@dataclass
+class SiliconCase:
+    row_id: str
+    system: str
+    backend: str
+    backend_version: str
+    model_path: str
+    precision: str
+    mode: str  # agg | disagg
+    isl: int
+    osl: int
+    concurrency: int
+    ttft_ms: float
+    tpot_ms: float
+    model: ModelInfo | None = None
+    agg: Deployment | None = None
+    prefill: Deployment | None = None
+    decode: Deployment | None = None
+    skip: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gpu(self) -> GpuSpec:
+        return get_gpu(self.system)
+
+    @property
+    def calibration(self) -> bool:
+        return self.system in CALIBRATION_SYSTEMS
+
+
+def _aic_root():
+    try:
+        return resources.files("aiconfigurator_core")
+    except ModuleNotFoundError:
+        raise UserError(
+            "AI Configurator is not installed; its measured rows come with it: pip install 'slaprof[aic]'"
+        ) from None
+
+
+def silicon_csv_path() -> Path:
+    return Path(str(_aic_root() / "systems" / "silicon_sample.csv"))
+
+
+def _norm(name: str) -> str:
+    name = name.lower().split("/")[-1]
+    for suffix in ("-instruct", "-nvfp4", "-fp8"):
+        name = name.replace(suffix, "")
+    return re.sub(r"^meta-", "", name)
+
+
+@lru_cache(maxsize=1)
+def _config_index() -> dict[str, Path]:
+    """Normalised model name -> shipped config.json (plain checkpoints preferred over quantised copies)."""
+    folder = Path(str(_aic_root() / "model_configs"))
+    index: dict[str, Path] = {}
+    for path in sorted(folder.glob("*_config.json")):
+        if path.name.endswith("_hf_quant_config.json"):
+            continue
+        hf_id = path.name.removesuffix("_config.json").replace("--", "/", 1)
+        key = _norm(hf_id)
+        quantised = any(s in hf_id.lower() for s in ("fp8", "nvfp4"))
+        if key not in index or not quantised:
+            index[key] = path
+    return index
+
+
+def aic_model_id(model_path: str) -> str | None:
+    """The Hugging Face id AI Configurator ships a config for (offline), e.g. meta-llama/Meta-Llama-3.1-70B."""
+    path = _config_index().get(_norm(model_path))
+    return path.name.removesuffix("_config.json").replace("--", "/", 1) if path else None
+
+
+@lru_cache(maxsize=None)
+def model_for(model_path: str) -> tuple[ModelInfo | None, str]:
+    """ModelInfo from the config AI Configurator ships for `model_path`, or (None, why not)."""
+    path = _config_index().get(_norm(model_path))
+    if path is None:
+        return None, "no config.json shipped for this model"
+    cfg = json.loads(path.read_text())
+    text = cfg.get("text_config", cfg)
+    if "linear_attention" in (text.get("layer_types") or []):
+        return None, "hybrid linear-attention model (not modelled)"
+    return model_info_from_config(cfg, model_path, source=str(path)), ""
+
+
+def _int(value: str) -> int:
+    return int(float(value)) if value not in ("", None) else 0
+
+
+def _mapping(row: dict[str, str], prefix: str = "") -> Mapping | None:
+    # an empty or zero attention-DP / MoE size means "not used" (1)
+    tp, dp = _int(row[f"{prefix}tp_size"]), _int(row[f"{prefix}attention_dp_size"]) or 1
+    mtp, ep = _int(row[f"{prefix}moe_tp_size"]), _int(row[f"{prefix}moe_ep_size"])
+    pp = _int(row[f"{prefix}pp_size"]) or 1
+    if tp <= 0 or dp <= 0 or pp != 1:
+        return None
+    return Mapping(attn_tp=tp, attn_dp=dp, moe_tp=mtp or 1, moe_ep=ep or 1)
+
+
+def _consistent(model: ModelInfo, m: Mapping) -> bool:
+    """Experts must be spread over exactly the engine's GPUs (dense models ignore the MoE sizes)."""
+    return not model.is_moe or m.moe_tp * m.moe_ep == m.num_gpus
+
+
+def _case(row: dict[str, str]) -> SiliconCase:
+    conc = re.search(r"silicon_concurrency=(\d+)", row["silicon_data_source"])
+    case = SiliconCase(
+        row_id=row["id"], system=row["system"], backend=row["backend"], backend_version=row["backend_version"],
+        model_path=row["model_path"], precision=row["precision"] or "", mode=row["mode"],
+        isl=_int(row["isl"]), osl=_int(row["osl"]), concurrency=int(conc.group(1)) if conc else 0,
+        ttft_ms=float(row["silicon_ttft_ms"] or 0), tpot_ms=float(row["silicon_tpot_ms"] or 0),
+    )
+    if case.system not in GPU_NAMES:
+        case.skip = "system not in the GPU catalog"
+        return case
+    if case.ttft_ms <= 0 or case.tpot_ms <= 0:
+        case.skip = "no measurement"
+        return case
+    model, why = model_for(case.model_path)
+    if model is None:
+        case.skip = why
+        return case
+    if not case.precision and not row["gemm_quant_mode"]:
+        case.precision = model.weight_dtype  # no quantization given: the checkpoint as declared
+    if case.precision not in _PRECISIONS:
+        case.skip = f"precision {case.precision} not modelled"
+        return case
+    case.model = model.model_copy(update={"weight_dtype": _PRECISIONS[case.precision]})
+    per_domain = GPUS_PER_NODE.get(case.system, 8)
+    if case.mode == "agg":
+        m = _mapping(row)
+        if m is None:
+            case.skip = "mapping missing or pipeline-parallel"
+            return case
+        if not case.concurrency:
+            case.skip = "load not recorded (no silicon_concurrency)"
+            return case
+        case.agg = Deployment(m, case.concurrency)  # batch_size is per attention-DP rank; the load is the total
+        if m.num_gpus > per_domain:
+            case.skip = f"engine spans {m.num_gpus} GPUs, more than one NVLink domain ({per_domain})"
+    else:
+        p, d = _mapping(row, "prefill_"), _mapping(row, "decode_")
+        if not (_int(row["prefill_batch_size"]) and _int(row["decode_batch_size"]) and _int(row["decode_num_workers"])):
+            case.skip = "disaggregated row without batch sizes and worker counts"
+            return case
+        if p is None or d is None:
+            case.skip = "mapping missing or pipeline-parallel"
+            return case
+        case.prefill = Deployment(p, _int(row["prefill_batch_size"]) * p.attn_dp, _int(row["prefill_num_workers"]) or 1)
+        case.decode = Deployment(d, _int(row["decode_batch_size"]) * d.attn_dp, _int(row["decode_num_workers"]) or 1)
+        case.concurrency = case.concurrency or case.decode.batch * case.decode.workers
+        if max(p.num_gpus, d.num_gpus) > per_domain:
+            case.skip = "engine spans more than one NVLink domain"
+    deployments = [d for d in (case.agg, case.prefill, case.decode) if d is not None]
+    if not case.skip and not all(_consistent(case.model, d.mapping) for d in deployments):
+        case.skip = "MoE TP x EP differs from attention TP x DP (inconsistent row)"
+    if not case.skip and any(case.model.num_attention_heads % d.mapping.attn_tp for d in deployments):
+        case.skip = "attention TP does not divide the model's heads (mislabelled row)"
+    return case
+
+
+def _identity(case: SiliconCase) -> tuple:
+    dep = [(d.mapping, d.batch, d.workers) for d in (case.agg, case.prefill, case.decode) if d]
+    return (case.system, case.backend, case.model_path, case.precision, case.mode, case.isl, case.osl,
+            case.concurrency, tuple(dep), round(case.ttft_ms, 3), round(case.tpot_ms, 3))
+
+
+def load_cases(path: Path | None = None) -> list[SiliconCase]:
+    """Every row of the silicon CSV, evaluable or with a skip reason (a row listed twice counts once)."""
+    with (path or silicon_csv_path()).open(newline="") as fh:
+        cases = [_case(row) for row in csv.DictReader(fh)]
+    seen: set[tuple] = set()
+    for case in cases:
+        if case.skip:
+            continue
+        key = _identity(case)
+        if key in seen:
+            case.skip = "duplicate of another row"
+        seen.add(key)
+    return cases
+
+
+def skip_summary(cases: list[SiliconCase]) -> Counter[str]:
+    return Counter(c.skip for c in cases if c.skip)
+
+
+# ---------------------------------------------------------------------------
+# predictions of the built-in model for a row
+# ---------------------------------------------------------------------------
+def predict_case(case: SiliconCase, constants: BackendConstants | None = None) -> tuple[float, float]:
+    """(TTFT ms, TPOT ms) the built-in model predicts for an evaluable row."""
+    assert case.model is not None and not case.skip, case.row_id
+    k = constants or constants_for(case.backend)
+    if case.agg is not None:
+        est = BuiltinEstimator(case.model, case.gpu, case.backend, case.agg.mapping, k)
+        out = est.agg(case.isl, case.osl, case.agg.batch)
+        return out.ttft_ms, out.itl_ms
+    assert case.prefill is not None and case.decode is not None
+    pre = BuiltinEstimator(case.model, case.gpu, case.backend, case.prefill.mapping, k)
+    dec = BuiltinEstimator(case.model, case.gpu, case.backend, case.decode.mapping, k)
+    tpot = dec.decode_itl_ms(case.decode.batch, case.isl + case.osl / 2.0)
+    work = float(pre.prefill_work_s(case.isl, case.prefill.batch)) * 1e3
+    # requests per prefill engine arrive in the same closed-loop waves as in aggregated serving
+    per_engine = max(1.0, case.concurrency / (case.prefill.workers * case.prefill.batch))
+    burst_wait = k.burst_fraction * (per_engine - 1.0) / 2.0 * work
+    transfer = case.isl * case.model.kv_bytes_per_token() / (k.kv_transfer_gbps * 1e9) * 1e3
+    ttft = k.request_overhead_ms + work + burst_wait + transfer
+    return ttft, float(tpot)

@@ -1,0 +1,83 @@
+"""Offline bench surfaces (DAG step `bench` with method=offline): no engine, estimates only.
+
+Input: ProfileRequest, Plan (grids, model, GPU, backend) and one Candidate.
+Output: CandidateProfile with exactly the points the online bench would measure:
+  prefill  one point per `plan.grid.prefill_isls`, one request (DEP: one per attention-DP rank);
+  decode   for each `plan.grid.decode_isls`, the concurrencies `decode_concurrencies(...)` at
+           context isl + osl/2.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from steps.candidates import Candidate
+from steps.gpus import get_gpu
+from steps.perf import PerfEstimator, get_estimator
+from steps.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance, utc_now
+
+if TYPE_CHECKING:
+    from steps.plan import Plan
+    from steps.request import ProfileRequest
+
+
+def _aic_options(request: ProfileRequest) -> dict[str, str]:
+    sw = request.sweep
+    opts = {"system": sw.aic_system, "hf_id": sw.aic_hf_id, "backend_version": sw.aic_backend_version}
+    return {k: v for k, v in opts.items() if v}
+
+
+def estimator_for(request: ProfileRequest, plan: Plan, candidate: Candidate) -> PerfEstimator:
+    opts = _aic_options(request) if request.sweep.estimator == "aic" else {}
+    return get_estimator(plan.model, get_gpu(plan.gpu), plan.backend, candidate, request.sweep.estimator, **opts)
+
+
+def _values(fn, *args) -> list[float]:
+    """Call an estimator method on arrays when it is vectorised, else point by point."""
+    try:
+        out = fn(*(np.asarray(a) for a in args))
+        if np.ndim(out) == 1:
+            return [float(x) for x in out]
+    except (TypeError, ValueError):
+        pass
+    return [float(fn(*(int(x) for x in row))) for row in zip(*args)]
+
+
+def offline_profile(request: ProfileRequest, plan: Plan, candidate: Candidate) -> CandidateProfile:
+    """Estimated prefill and decode surfaces of `candidate`, as the online bench would measure them."""
+    from steps.plan import decode_concurrencies
+
+    started = utc_now()
+    est = estimator_for(request, plan, candidate)
+    provenance = Provenance(method="offline", estimator=request.sweep.estimator, backend=plan.backend,
+                            started_at=started, request_key=plan.request_key)
+    max_kv = int(est.max_kv_tokens())
+    if max_kv <= 0:
+        provenance.finished_at = utc_now()
+        return CandidateProfile(candidate=candidate, status="infeasible", max_kv_tokens=0, provenance=provenance,
+                                reason="no GPU memory left for the KV cache after weights and runtime reserve")
+    grid, gpus, dp = plan.grid, candidate.num_gpus, candidate.attn_dp
+
+    isls = [int(x) for x in grid.prefill_isls]
+    ttfts = _values(est.prefill_ttft_ms, isls, [dp] * len(isls))
+    prefill = [PrefillPoint(isl=isl, ttft_ms=t, thpt_per_gpu=isl * dp / (t / 1e3) / gpus) for isl, t in zip(isls, ttfts)]
+
+    osl = grid.decode_osl
+    rows: list[tuple[int, int, int]] = []  # (isl, context, concurrency)
+    for isl in grid.decode_isls:
+        context = int(isl) + osl // 2
+        for conc in decode_concurrencies(max_kv, int(isl), osl, grid.decode_granularity, dp):
+            rows.append((int(isl), context, conc))
+    itls = _values(est.decode_itl_ms, [r[2] for r in rows], [r[1] for r in rows]) if rows else []
+    decode = [
+        DecodePoint(isl=isl, context=ctx, concurrency=conc, kv_usage=min(1.0, conc * ctx / max_kv), itl_ms=itl,
+                    thpt_per_gpu=conc / (itl / 1e3) / gpus)
+        for (isl, ctx, conc), itl in zip(rows, itls)
+    ]
+    provenance.finished_at = utc_now()
+    status, reason = "ok", ""
+    if not decode:
+        status, reason = "infeasible", f"KV cache ({max_kv:,} tokens) holds no request of the decode sweep"
+    return CandidateProfile(candidate=candidate, status=status, reason=reason, max_kv_tokens=max_kv,
+                            prefill=prefill, decode=decode, provenance=provenance)

@@ -1,0 +1,476 @@
+"""DAG step `render`: turn the fit step's choice into a deployable disaggregated DynamoGraphDeployment.
+
+Inputs: `request.json`, `selection.json` (the chosen prefill and decode mappings, replicas when a
+request rate was given), `prefill_raw_data.json` and `decode_raw_data.json` (the planner's data),
+optionally a base DGD to start from. Output: `dgd.yaml`, a multi-document YAML: the ConfigMap
+`planner-profile-data`, an engine-args ConfigMap for backends that take their settings from a file
+(TensorRT-LLM), then the DGD.
+
+Only what the profile decides is changed in the base (or the built-in template,
+`steps/templates/<backend>.yaml`): the workers' images, model, parallel flags, GPU limits,
+`multinode.nodeCount`, replicas, Hugging Face token secret and model cache, and the Planner
+service with its mounted data. Every worker flag comes from the backend's module in
+`steps/engines/`; nothing here depends on which backend it is.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import posixpath
+import re
+from importlib import resources
+from string import Template
+from typing import Any
+
+import yaml
+
+from steps.candidates import Candidate
+from steps.engines import EngineBackend, get_backend
+from steps.errors import UserError
+from steps.planner_data import DecodePlannerData, PrefillPlannerData
+from steps.request import ProfileRequest
+from steps.results import Selection
+from steps.store import ArtifactStore, Layout, read_model
+
+DGD_API_VERSION = "nvidia.com/v1alpha1"
+DGD_KIND = "DynamoGraphDeployment"
+PLANNER_CONFIGMAP = "planner-profile-data"
+PLANNER_DATA_DIR = "/workspace/profiling_results"
+ENGINE_CONFIG_VOLUME = "engine-config"
+# The Dynamo admission webhook rejects a service when len(DGD name) + len(service) + len(service +
+# "-ldr") exceeds 45 (the leader pod of a multinode service); we hold every service to that rule.
+POD_NAME_LIMIT = 45
+ROLES = ("prefill", "decode")
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_NUMBER = re.compile(r"^-\d")
+
+
+# ---------------------------------------------------------------------------
+# names
+# ---------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug if slug[:1].isalpha() else f"m-{slug}".rstrip("-")
+
+
+def model_short_name(model: str) -> str:
+    """`Qwen/Qwen3-32B` -> `qwen3-32b`; `/models/Llama-3.1-8B/` -> `llama-3-1-8b`."""
+    return _slug(posixpath.basename(model.rstrip("/")) or model)
+
+
+def service_name_cost(service: str) -> int:
+    """Characters a service adds to the operator's longest derived name (`<dgd><svc><svc>-ldr`)."""
+    return 2 * len(service) + len("-ldr")
+
+
+def name_budget(service_names: list[str]) -> int:
+    return POD_NAME_LIMIT - max((service_name_cost(s) for s in service_names), default=0)
+
+
+def derive_name(model: str, backend: str, budget: int) -> str:
+    """`<model short name>-<backend>`, DNS-1035, cut to `budget` with a hash of the full name."""
+    full = f"{model_short_name(model)}-{backend}"
+    if len(full) <= budget:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:5]
+    keep = budget - len(backend) - len(digest) - 2
+    if keep < 1:  # not even the backend fits: the hash alone names it
+        return f"d{digest}"
+    return f"{model_short_name(model)[:keep].rstrip('-')}-{digest}-{backend}"
+
+
+def _check_name(name: str, services: list[str], given: bool) -> None:
+    budget = name_budget(services)
+    longest = max(services, key=service_name_cost)
+    if budget < 6:
+        raise UserError(f"service name {longest!r} is too long: Dynamo needs len(DGD name) + 2 x len(service) + 4 "
+                        f"<= {POD_NAME_LIMIT} for its pod names, leaving {budget} characters for the DGD name; "
+                        "rename the service in the base DGD (e.g. to 'prefill' or 'decode')")
+    if not _DNS_LABEL.match(name):
+        raise UserError(f"invalid DGD name {name!r}: use lowercase letters, digits and '-', starting with a letter "
+                        "and ending with a letter or digit")
+    if len(name) > budget:
+        raise UserError(f"DGD name {name!r} has {len(name)} characters; with service {longest!r} Dynamo's pod names "
+                        f"allow at most {budget} (len(name) + 2 x len(service) + 4 <= {POD_NAME_LIMIT}); "
+                        + ("choose a shorter deployment name" if given else "rename the service"))
+
+
+# ---------------------------------------------------------------------------
+# command-line argument lists
+# ---------------------------------------------------------------------------
+def _is_flag(token: str) -> bool:
+    return token.startswith("-") and not _NUMBER.match(token)
+
+
+def _groups(args: list[str]) -> list[tuple[str | None, list[str]]]:
+    """[(flag name or None for positionals, tokens)]; `--a=1` and `--a 1` both give flag `--a`."""
+    out: list[tuple[str | None, list[str]]] = []
+    for token in args:
+        if _is_flag(token):
+            out.append((token.split("=", 1)[0], [token]))
+        elif out:
+            out[-1][1].append(token)
+        else:
+            out.append((None, [token]))
+    return out
+
+
+def flag_names(args: list[str]) -> set[str]:
+    return {flag for flag, _ in _groups(args) if flag}
+
+
+def merge_args(base: list[str], ours: list[str], managed: set[str]) -> list[str]:
+    """`ours` first, then the base's arguments except the flags we manage or set."""
+    drop = managed | flag_names(ours)
+    kept = [tok for flag, toks in _groups(base) if flag not in drop for tok in toks]
+    return [*ours, *kept]
+
+
+def set_flag_values(args: list[str], values: dict[str, str]) -> list[str]:
+    """Set `--flag=value` for each entry: in place of either spelling already present, else appended."""
+    out: list[str] = []
+    done: set[str] = set()
+    for flag, toks in _groups(args):
+        if flag in values:
+            if flag not in done:
+                out.append(f"{flag}={values[flag]}")
+                done.add(flag)
+        else:
+            out += toks
+    return out + [f"{flag}={value}" for flag, value in values.items() if flag not in done]
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    for name, toks in _groups(args):
+        if name == flag:
+            return toks[0].split("=", 1)[1] if "=" in toks[0] else (toks[1] if len(toks) > 1 else "")
+    return None
+
+
+def _replace_flag(args: list[str], flag: str, value: str) -> list[str]:
+    out: list[str] = []
+    for name, toks in _groups(args):
+        out += [flag, value] if name == flag else toks
+    return out
+
+
+def managed_worker_flags(backend: EngineBackend) -> set[str]:
+    """Every flag the backend's worker arguments can carry, for any mapping and role: these are
+    replaced in a base DGD, so a stale one (e.g. an EP flag after switching to TP) cannot survive."""
+    flags: set[str] = set()
+    for kind in ("tp", "tep", "dep"):
+        for role in ROLES:
+            flags |= flag_names(backend.dgd_worker_args("model", Candidate(kind=kind, size=2), role))  # type: ignore[arg-type]
+    return flags
+
+
+def _split_invocation(container: dict[str, Any], service: str) -> list[str]:
+    """The worker's flags, whether the module sits in `command` or at the start of `args`."""
+    command = [str(t) for t in container.get("command") or []]
+    args = [str(t) for t in container.get("args") or []]
+    if command and posixpath.basename(command[0]) in ("sh", "bash") and "-c" in command:
+        raise UserError(f"service {service!r} of the base DGD runs a shell command line; slaprof edits worker flags "
+                        "only in list form: give command [python3, -m, dynamo.<backend>] and args as a list")
+    tokens = command + args
+    if "-m" in tokens:
+        i = tokens.index("-m")
+        return tokens[i + 2:]
+    return args
+
+
+# ---------------------------------------------------------------------------
+# services
+# ---------------------------------------------------------------------------
+def load_template(backend: str, engine_image: str, frontend_image: str) -> dict[str, Any]:
+    try:
+        text = resources.files("steps").joinpath("templates", f"{backend}.yaml").read_text()
+    except FileNotFoundError:
+        raise UserError(f"no built-in DGD template for backend {backend!r}; pass --base with a disaggregated "
+                        "DynamoGraphDeployment to start from") from None
+    return yaml.safe_load(Template(text).safe_substitute(engine_image=engine_image, frontend_image=frontend_image))
+
+
+def _check_base(base: dict[str, Any], origin: str = "base DGD") -> None:
+    if not isinstance(base, dict) or base.get("kind") != DGD_KIND:
+        kind = base.get("kind") if isinstance(base, dict) else None
+        raise UserError(f"{origin} must be a {DGD_KIND} (kind {kind!r})")
+    if base.get("apiVersion") != DGD_API_VERSION:
+        raise UserError(f"{origin} has apiVersion {base.get('apiVersion')!r}; slaprof renders {DGD_API_VERSION}")
+    services = (base.get("spec") or {}).get("services")
+    if not isinstance(services, dict) or not services:
+        raise UserError(f"{origin} has no spec.services")
+
+
+def _find_service(services: dict[str, Any], component: str, role: str | None = None) -> str | None:
+    """By componentType (and subComponentType); workers without one are matched by name."""
+    typed = [n for n, s in services.items() if (s or {}).get("componentType") == component]
+    if role is None:
+        return typed[0] if typed else None
+    exact = [n for n in typed if services[n].get("subComponentType") == role]
+    if exact:
+        return exact[0]
+    by_name = [n for n in typed if not services[n].get("subComponentType") and role in n.lower()]
+    return by_name[0] if by_name else None
+
+
+def _container(service: dict[str, Any]) -> dict[str, Any]:
+    return service.setdefault("extraPodSpec", {}).setdefault("mainContainer", {})
+
+
+def _ensure_named(items: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Update the list item with the same name as `entry` (keeping its other keys), or append it."""
+    for item in items:
+        if item.get("name") == entry["name"]:
+            item.update(entry)
+            return items
+    return [*items, entry]
+
+
+def _worker_model(request: ProfileRequest) -> str:
+    """What a worker loads: the model id, or its folder on the model-cache PVC when a path is given."""
+    dep = request.deployment
+    if dep.model_cache_pvc and dep.model_cache_pvc_path:
+        path = dep.model_cache_pvc_path
+        mount = dep.model_cache_mount_path.rstrip("/")
+        # a path already under the mount point must not be joined twice (/opt/model-cache/opt/model-cache/..)
+        return path if path == mount or path.startswith(mount + "/") else posixpath.join(mount, path.lstrip("/"))
+    return request.model
+
+
+def _set_worker(service: dict[str, Any], name: str, request: ProfileRequest, backend: EngineBackend,
+                cand: Candidate, role: str, replicas: int | None, managed: set[str]) -> None:
+    dep, per_node = request.deployment, request.hardware.gpus_per_node
+    service["componentType"] = "worker"
+    service["subComponentType"] = role
+    service["replicas"] = replicas if replicas is not None else service.get("replicas", 1)
+    service["envFromSecret"] = dep.hf_token_secret
+    gpus_per_pod = str(min(cand.num_gpus, per_node))
+    res = service.setdefault("resources", {})
+    res.setdefault("limits", {})["gpu"] = gpus_per_pod
+    if "gpu" in (res.get("requests") or {}):
+        res["requests"]["gpu"] = gpus_per_pod
+    if cand.num_gpus > per_node:
+        service.setdefault("multinode", {})["nodeCount"] = math.ceil(cand.num_gpus / per_node)
+    else:
+        service.pop("multinode", None)
+    container = _container(service)
+    if dep.engine_image:
+        container["image"] = dep.engine_image
+    container.setdefault("image", backend.default_image)
+    ours = backend.dgd_worker_args(_worker_model(request), cand, role)  # type: ignore[arg-type]
+    if _worker_model(request) != request.model:
+        # clients ask for the model by its id, not by its folder on the PVC
+        ours = (_replace_flag(ours, "--served-model-name", request.model) if "--served-model-name" in flag_names(ours)
+                else [*ours, "--served-model-name", request.model])
+    base_flags = _split_invocation(container, name)
+    container["command"] = ["python3", "-m", backend.dynamo_module]
+    container["args"] = merge_args(base_flags, ours, managed)
+
+
+def _mount_model_cache(dgd: dict[str, Any], names: list[str], request: ProfileRequest) -> None:
+    dep = request.deployment
+    if not dep.model_cache_pvc:
+        return
+    spec = dgd["spec"]
+    spec["pvcs"] = _ensure_named(spec.get("pvcs") or [], {"name": dep.model_cache_pvc, "create": False})
+    for name in names:
+        svc = spec["services"][name]
+        svc["volumeMounts"] = _ensure_named(svc.get("volumeMounts") or [],
+                                            {"name": dep.model_cache_pvc, "mountPoint": dep.model_cache_mount_path})
+        svc["envs"] = _ensure_named(svc.get("envs") or [], {"name": "HF_HOME", "value": dep.model_cache_mount_path})
+
+
+def _mount_configmap(service: dict[str, Any], volume: str, configmap: str, path: str) -> None:
+    pod = service.setdefault("extraPodSpec", {})
+    pod["volumes"] = _ensure_named(pod.get("volumes") or [], {"name": volume, "configMap": {"name": configmap}})
+    container = _container(service)
+    container["volumeMounts"] = _ensure_named(container.get("volumeMounts") or [],
+                                              {"name": volume, "mountPath": path, "readOnly": True})
+
+
+def _set_planner(service: dict[str, Any], selection: Selection, backend: EngineBackend, image: str | None,
+                 fallback_image: str | None, prefill: Candidate, decode: Candidate) -> None:
+    """`image`: the request's frontend image (wins); `fallback_image`: the Frontend's, for a new Planner."""
+    service["componentType"] = "planner"
+    service.setdefault("replicas", 1)
+    container = _container(service)
+    if image:
+        container["image"] = image
+    elif fallback_image:
+        container.setdefault("image", fallback_image)
+    if "command" not in container:  # a Planner we add: Dynamo's SLA planner entry point
+        container.update(workingDir="/workspace/components/src/dynamo/planner",
+                         command=["python3", "-m", "planner_sla"])
+    args = [str(a) for a in container.get("args") or []]
+    container["args"] = set_flag_values(args, {
+        "--environment": _flag_value(args, "--environment") or "kubernetes",
+        "--backend": backend.name,
+        "--ttft": f"{selection.ttft_ms:g}",
+        "--itl": f"{selection.itl_ms:g}",
+        "--profile-results-dir": PLANNER_DATA_DIR,
+        "--prefill-engine-num-gpu": str(prefill.num_gpus),
+        "--decode-engine-num-gpu": str(decode.num_gpus),
+    })
+    _mount_configmap(service, PLANNER_CONFIGMAP, PLANNER_CONFIGMAP, PLANNER_DATA_DIR)
+
+
+def _configmap(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "slaprof"}},
+            "data": data}
+
+
+def render_manifests(request: ProfileRequest, selection: Selection, prefill_json: str, decode_json: str,
+                     base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """[ConfigMap planner-profile-data, (engine-args ConfigMap), DGD] for the selected mappings."""
+    if selection.prefill is None or selection.decode is None:
+        missing = " and ".join(r for r in ROLES if getattr(selection, r) is None)
+        raise UserError(f"the selection has no {missing} engine (no candidate produced results), so there is "
+                        "nothing to deploy; see selection.json's verdicts for why each candidate lost")
+    PrefillPlannerData.from_json(prefill_json)  # refuse malformed planner data before it reaches a cluster
+    DecodePlannerData.from_json(decode_json)
+    backend = get_backend(request.backend)
+    dep = request.deployment
+    frontend_image = dep.frontend_image or dep.engine_image
+    if base is None:
+        dgd = load_template(request.backend, dep.engine_image or backend.default_image,
+                            frontend_image or backend.default_image)
+    else:
+        _check_base(base)
+        dgd = copy.deepcopy(base)
+        dgd.pop("status", None)
+    services: dict[str, Any] = dgd["spec"]["services"]
+
+    names: dict[str, str] = {}
+    for role in ROLES:
+        found = _find_service(services, "worker", role)
+        if found is None:
+            raise UserError(f"the base DGD has no {role} worker: give a service with componentType worker and "
+                            f"subComponentType {role} (services: {', '.join(services)})")
+        names[role] = found
+    frontend = _find_service(services, "frontend")
+    if frontend is None:
+        raise UserError(f"the base DGD has no service with componentType frontend (services: {', '.join(services)})")
+    if frontend_image:
+        _container(services[frontend])["image"] = frontend_image
+    planner = _find_service(services, "planner") or "Planner"
+    services.setdefault(planner, {})
+
+    managed = managed_worker_flags(backend)
+    choices = {"prefill": selection.prefill.candidate, "decode": selection.decode.candidate}
+    replicas = {r: getattr(selection.replicas, r) if selection.replicas else None for r in ROLES}
+    for role in ROLES:
+        _set_worker(services[names[role]], names[role], request, backend, choices[role], role, replicas[role], managed)
+    _set_planner(services[planner], selection, backend, frontend_image, _container(services[frontend]).get("image"),
+                 choices["prefill"], choices["decode"])
+    _mount_model_cache(dgd, [frontend, names["prefill"], names["decode"]], request)
+
+    name = dep.name or derive_name(request.model, request.backend, name_budget(list(services)))
+    _check_name(name, list(services), given=bool(dep.name))
+    meta = dgd.setdefault("metadata", {})
+    meta.update(name=name, namespace=dep.namespace)
+    meta.setdefault("annotations", {}).update({
+        "slaprof/model": request.model,
+        "slaprof/prefill": f"{choices['prefill'].label} x{services[names['prefill']]['replicas']}",
+        "slaprof/decode": f"{choices['decode'].label} x{services[names['decode']]['replicas']}",
+        "slaprof/sla": (f"isl={selection.isl} osl={selection.osl} ttft={selection.ttft_ms:g}ms "
+                        f"itl={selection.itl_ms:g}ms"),
+    })
+
+    docs = [_configmap(PLANNER_CONFIGMAP, dep.namespace,
+                       {"prefill_raw_data.json": prefill_json, "decode_raw_data.json": decode_json})]
+    engine_files: dict[str, str] = {}
+    for role in ROLES:
+        path = backend.engine_config_path(role)  # type: ignore[arg-type]
+        if path:
+            engine_files[posixpath.basename(path)] = yaml.safe_dump(
+                backend.engine_config(choices[role], role), sort_keys=False)  # type: ignore[arg-type]
+            _mount_configmap(services[names[role]], ENGINE_CONFIG_VOLUME, f"{name}-engine-config",
+                             posixpath.dirname(path))
+    if engine_files:
+        docs.append(_configmap(f"{name}-engine-config", dep.namespace, engine_files))
+    docs.append(dgd)
+    return docs
+
+
+# ---------------------------------------------------------------------------
+# YAML
+# ---------------------------------------------------------------------------
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the planner JSON, engine-args files) as readable `|` blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str)
+
+
+def to_yaml(docs: list[dict[str, Any]], header: str = "") -> str:
+    body = yaml.dump_all(docs, Dumper=_BlockDumper, sort_keys=False, width=120)
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    return comment + body
+
+
+def local_model_warning(request: ProfileRequest) -> str | None:
+    """A model given as a folder on this machine does not exist in the cluster's pods."""
+    import os
+
+    dep = request.deployment
+    model = request.model
+    local = model.startswith(("/", "./", "../", "~")) or os.path.isdir(model)
+    if not local or (dep.model_cache_pvc and dep.model_cache_pvc_path):
+        return None
+    return (f"warning: the model is the local folder {model!r}, which the workers cannot see; render with its "
+            "Hugging Face id, or with --model-cache-pvc and --model-cache-pvc-path pointing at a copy on a PVC")
+
+
+def describe(request: ProfileRequest, selection: Selection) -> str:
+    rep = selection.replicas
+    prefill = selection.prefill.candidate.label if selection.prefill else "-"
+    decode = selection.decode.candidate.label if selection.decode else "-"
+    lines = [f"Rendered by slaprof: {request.model} on {request.backend}, {selection.gpu}",
+             f"prefill {prefill}{f' x{rep.prefill}' if rep else ''}, "
+             f"decode {decode}{f' x{rep.decode}' if rep else ''}; "
+             f"SLA TTFT {selection.ttft_ms:g} ms, ITL {selection.itl_ms:g} ms"]
+    if rep:
+        lines.append(f"replicas sized for {rep.request_rate:g} requests/s ({rep.total_gpus} GPUs)")
+    warning = local_model_warning(request)
+    if warning:
+        lines.append(warning)
+    return "\n".join(lines)
+
+
+def load_base(path: str) -> dict[str, Any]:
+    """The DGD document of a base file (other documents in it, e.g. ConfigMaps, are ignored)."""
+    try:
+        with open(path) as fh:
+            docs = [d for d in yaml.safe_load_all(fh) if d]
+    except OSError as exc:
+        raise UserError(f"cannot read base DGD {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"base DGD {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    dgds = [d for d in docs if isinstance(d, dict) and d.get("kind") == DGD_KIND]
+    if len(dgds) != 1:
+        raise UserError(f"base file {path} must hold exactly one {DGD_KIND}, found {len(dgds)}")
+    _check_base(dgds[0], origin=f"base DGD {path}")
+    return dgds[0]
+
+
+# ---------------------------------------------------------------------------
+# DAG step
+# ---------------------------------------------------------------------------
+def run_step(store: ArtifactStore, base: dict[str, Any] | None = None) -> str:
+    """request.json + selection.json + planner JSON -> dgd.yaml; returns the YAML text."""
+    request = read_model(store, Layout.REQUEST, ProfileRequest)
+    selection = read_model(store, Layout.SELECTION, Selection)
+    prefill_json = store.get_bytes(Layout.PREFILL_JSON).decode()
+    decode_json = store.get_bytes(Layout.DECODE_JSON).decode()
+    docs = render_manifests(request, selection, prefill_json, decode_json, base=base)
+    text = to_yaml(docs, header=describe(request, selection))
+    store.put_bytes(Layout.DGD, text.encode(), "application/yaml")
+    return text

@@ -1,0 +1,120 @@
+"""The bench step: `slaprof bench --method simulate` with real AIPerf against simengine, an
+engine killed mid-sweep, and the offline method through `run_step` and the store."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steps.bench import BenchOptions, measure_candidate, run_step
+from steps.gpus import get_gpu
+from steps.plan import make_plan
+from steps.request import build_request
+from steps.results import CandidateProfile
+from steps.store import Layout, LocalStore, write_model
+from tests.conftest import MODELS, ROOT
+from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401
+
+MODEL = str(MODELS / "Qwen3-0.6B")
+TIME_SCALE = 20.0  # modelled steps of ~2-30 ms take 40-600 ms: CPU jitter stays far below 10 %
+REQUEST = ["--model", MODEL, "--backend", "vllm", "--gpu", "h100_sxm", "--max-num-gpus-per-engine", "1",
+           "--max-context-length", "1024", "--isl", "200", "--osl", "8",
+           "--prefill-interpolation-granularity", "2", "--decode-interpolation-granularity", "2"]
+
+
+def _request(method: str):
+    return build_request({"model": MODEL, "backend": "vllm", "method": method,
+                          "sla": {"isl": 200, "osl": 8, "ttft_ms": 100, "itl_ms": 10},
+                          "hardware": {"gpu": "h100_sxm", "max_gpus_per_engine": 1},
+                          "engine": {"max_context_length": 1024},
+                          "sweep": {"prefill_granularity": 2, "decode_granularity": 2}})
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if text in cmd and state != "Z":
+            found.append(f"{entry.name}: {cmd[:160]}")
+    return found
+
+
+def test_cli_bench_simulate_matches_the_model(tmp_path, tiny_tokenizer):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "steps.cli", "bench", *REQUEST, "--method", "simulate", "--candidate", "tp1",
+           "--out", str(out), "--max-prefill-points", "2", "--max-decode-contexts", "1",
+           "--tokenizer", str(tiny_tokenizer), "--time-scale", str(TIME_SCALE), "--sim-max-kv-tokens", "1000",
+           "--keep-workdir"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    profile = CandidateProfile.model_validate_json((out / "tp1.json").read_text())
+    assert profile.status == "ok" and profile.max_kv_tokens == 1000
+    assert profile.provenance.method == "simulate" and profile.provenance.aiperf_version == "0.13.0"
+    assert profile.provenance.measuring_s > 0 and profile.provenance.engine_up_s > profile.provenance.measuring_s
+
+    plan = make_plan(_request("simulate"))
+    from steps.perf import get_estimator
+
+    est = get_estimator(plan.model, get_gpu("h100_sxm"), "vllm", profile.candidate)
+    assert [p.isl for p in profile.prefill] == [200, 512]
+    for point in profile.prefill:  # TTFT at two ISLs of the grid
+        assert point.ttft_ms == pytest.approx(est.prefill_ttft_ms(point.isl, 1), rel=0.10), point
+    assert [(p.isl, p.concurrency) for p in profile.decode] == [(200, 1), (200, 4)]
+    for point in profile.decode:  # ITL at two concurrencies
+        assert point.itl_ms == pytest.approx(est.decode_itl_ms(point.concurrency, point.context), rel=0.10), point
+        assert point.kv_usage == pytest.approx(point.concurrency * point.context / 1000)
+    assert profile.decode[1].thpt_per_gpu > profile.decode[0].thpt_per_gpu
+
+    # nothing left running: neither the engine (by its port) nor any AIPerf process (by its folder)
+    command = json.loads((out / "tp1-work" / "engine" / "engine-command.json").read_text())["argv"]
+    port = command[command.index("--port") + 1]
+    assert not _processes_mentioning(f"--port {port}")
+    assert not _processes_mentioning(str(out))
+
+
+def test_engine_killed_mid_sweep_gives_failed_with_points_so_far(tmp_path, tiny_tokenizer):
+    request = _request("simulate")
+    plan = make_plan(request)
+    workdir = tmp_path / "work"
+    opts = BenchOptions(tokenizer=str(tiny_tokenizer), time_scale=TIME_SCALE, sim_max_kv_tokens=1000,
+                        max_prefill_points=1, max_decode_isls=1)
+    killed: list[int] = []
+
+    def kill_after_first_decode_point(phase: str, done: int, total: int) -> None:
+        if phase == "decode" and done == 1 and not killed:
+            pgid = int((workdir / "engine" / "engine.pid").read_text())
+            os.killpg(pgid, signal.SIGKILL)
+            killed.append(pgid)
+
+    profile = measure_candidate(request, plan, plan.runnable()[0], workdir, kill_after_first_decode_point, opts)
+    assert killed
+    assert profile.status == "failed"
+    assert "engine died" in profile.reason and "signal 9" in profile.reason
+    assert len(profile.prefill) == 1 and len(profile.decode) == 1  # what was measured before the kill
+    assert not _processes_mentioning(str(workdir))
+
+
+def test_offline_run_step_writes_the_profile(tmp_path):
+    store = LocalStore(tmp_path / "run")
+    request = _request("offline")
+    plan = make_plan(request)
+    write_model(store, Layout.REQUEST, request)
+    write_model(store, Layout.PLAN, plan)
+    seen: list[tuple[str, int, int]] = []
+    profile = run_step(store, "tp1", on_progress=lambda *a: seen.append(a))
+    stored = CandidateProfile.model_validate_json(store.get_bytes(Layout.profile("tp1")))
+    assert stored.status == profile.status == "ok" and stored.provenance.method == "offline"
+    assert [p.isl for p in stored.prefill] == plan.grid.prefill_isls
+    assert stored.decode and stored.max_kv_tokens > 0
+    assert seen and seen[-1][0] == "decode"

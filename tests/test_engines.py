@@ -1,0 +1,143 @@
+"""Engine backends: command lines per mapping, Dynamo worker arguments, and KV-capacity parsing
+against recorded start-up logs and /metrics text in each backend's published format."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+
+from steps.candidates import Candidate
+from steps.engines import DYNAMO_VERSION, get_backend
+from steps.engines.base import ServerOptions
+from steps.errors import UserError
+from tests.conftest import FIXTURES
+
+LOGS = FIXTURES / "engine_logs"
+
+
+def _log(name: str) -> str:
+    return (LOGS / name).read_text()
+
+
+def _flag(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_get_backend_names_and_images():
+    for name, runtime in (("vllm", "vllm-runtime"), ("sglang", "sglang-runtime"), ("trtllm", "tensorrtllm-runtime")):
+        b = get_backend(name)
+        assert b.name == name
+        assert b.dynamo_module == f"dynamo.{name}"
+        assert b.default_image == f"nvcr.io/nvidia/ai-dynamo/{runtime}:{DYNAMO_VERSION}"
+    with pytest.raises(UserError, match="unknown backend 'tgi'"):
+        get_backend("tgi")
+
+
+@pytest.mark.parametrize("mapping,expected", [
+    ("tp4", ["--tensor-parallel-size", "4"]),
+    ("tep8", ["--tensor-parallel-size", "8", "--enable-expert-parallel"]),
+    ("dep8", ["--tensor-parallel-size", "1", "--data-parallel-size", "8", "--enable-expert-parallel"]),
+])
+def test_vllm_parallel_flags(mapping, expected):
+    assert get_backend("vllm").parallel_args(Candidate.parse(mapping)) == expected
+
+
+@pytest.mark.parametrize("mapping,expected", [
+    ("tp2", ["--tp", "2"]),
+    ("tep8", ["--tp", "8", "--ep-size", "8"]),
+    ("dep4", ["--tp", "4", "--ep-size", "4", "--dp", "4", "--enable-dp-attention"]),
+])
+def test_sglang_parallel_flags(mapping, expected):
+    assert get_backend("sglang").parallel_args(Candidate.parse(mapping)) == expected
+
+
+def test_dgd_worker_args_per_role():
+    vllm, sglang, trt = get_backend("vllm"), get_backend("sglang"), get_backend("trtllm")
+    tp2 = Candidate.parse("tp2")
+    assert vllm.dgd_worker_args("Qwen/Qwen3-32B", tp2, "prefill") == [
+        "--model", "Qwen/Qwen3-32B", "--tensor-parallel-size", "2", "--is-prefill-worker"]
+    assert "--is-prefill-worker" not in vllm.dgd_worker_args("Qwen/Qwen3-32B", tp2, "decode")
+    args = sglang.dgd_worker_args("Qwen/Qwen3-30B-A3B", Candidate.parse("dep8"), "decode")
+    assert _flag(args, "--disaggregation-mode") == "decode"
+    assert _flag(args, "--dp") == "8" and "--enable-dp-attention" in args and _flag(args, "--ep-size") == "8"
+    assert _flag(args, "--load-balance-method") == "round_robin"
+    args = trt.dgd_worker_args("Qwen/Qwen3-32B", tp2, "prefill")
+    assert _flag(args, "--disaggregation-mode") == "prefill"
+    assert _flag(args, "--extra-engine-args") == trt.engine_config_path("prefill")
+
+
+def test_trtllm_engine_config_carries_the_mapping():
+    trt = get_backend("trtllm")
+    dep = trt.engine_config(Candidate.parse("dep8"), "decode")
+    assert dep["tensor_parallel_size"] == 8 and dep["moe_expert_parallel_size"] == 8
+    assert dep["enable_attention_dp"] is True
+    assert dep["kv_cache_config"]["enable_block_reuse"] is True
+    tep = trt.engine_config(Candidate.parse("tep4"), "prefill")
+    assert tep["enable_attention_dp"] is False and tep["moe_expert_parallel_size"] == 4
+    assert tep["kv_cache_config"]["enable_block_reuse"] is False and tep["disable_overlap_scheduler"] is True
+    tp = trt.engine_config(Candidate.parse("tp2"), "decode")
+    assert tp["moe_expert_parallel_size"] == 1 and tp["tensor_parallel_size"] == 2
+
+
+def test_server_commands(tmp_path):
+    opts = ServerOptions(prefix_caching=False, max_batched_tokens=16384, max_context=8192, workdir=str(tmp_path))
+    argv = get_backend("vllm").server_launch("Qwen/Qwen3-8B", Candidate.parse("tp2"), 9001, opts).argv
+    assert argv[:3] == ["vllm", "serve", "Qwen/Qwen3-8B"] and _flag(argv, "--port") == "9001"
+    assert "--no-enable-prefix-caching" in argv and _flag(argv, "--max-num-batched-tokens") == "16384"
+    assert _flag(argv, "--max-model-len") == "8192"
+    launch = get_backend("vllm").server_launch("m", Candidate.parse("tp1"), 9001, ServerOptions(profile_dir="/tmp/p"))
+    assert launch.env == {"VLLM_TORCH_PROFILER_DIR": "/tmp/p"} and "--enable-prefix-caching" in launch.argv
+
+    argv = get_backend("sglang").server_launch("m", Candidate.parse("dep4"), 9002, opts).argv
+    assert argv[:3] == ["python3", "-m", "sglang.launch_server"] and "--disable-radix-cache" in argv
+    assert _flag(argv, "--chunked-prefill-size") == "16384" and "--enable-dp-attention" in argv
+
+    launch = get_backend("trtllm").server_launch("m", Candidate.parse("tep4"), 9003, opts)
+    assert launch.argv[:2] == ["trtllm-serve", "m"] and _flag(launch.argv, "--ep_size") == "4"
+    cfg_path = _flag(launch.argv, "--extra_llm_api_options")
+    assert cfg_path.startswith(str(tmp_path))
+    cfg = yaml.safe_load(next(iter(launch.files.values())))
+    assert cfg["kv_cache_config"]["enable_block_reuse"] is False and cfg["moe_expert_parallel_size"] == 4
+
+    sim = get_backend("simulated", emulate="sglang", gpu="h200_sxm", tokenizer="/tok", time_scale=5)
+    argv = sim.server_launch("m", Candidate.parse("tp2"), 9004, opts).argv
+    assert argv[:3] == [sys.executable, "-m", "steps.simengine"]
+    assert _flag(argv, "--mapping") == "tp2" and _flag(argv, "--emulate") == "sglang"
+    assert _flag(argv, "--time-scale") == "5" and "--no-prefix-caching" in argv
+    # the simulated backend renders the emulated backend's Dynamo worker
+    assert sim.dynamo_module == "dynamo.sglang"
+    assert sim.dgd_worker_args("m", Candidate.parse("tp2"), "prefill") == \
+        get_backend("sglang").dgd_worker_args("m", Candidate.parse("tp2"), "prefill")
+
+
+def test_vllm_kv_from_logs_and_metrics():
+    vllm = get_backend("vllm")
+    assert vllm.kv_tokens_from_log(_log("vllm_v1_startup.log")) == 739_008
+    # one engine core per data-parallel rank: capacities add up
+    assert vllm.kv_tokens_from_log(_log("vllm_dp_startup.log"), attn_dp=4) == 1_502_336 * 3 + 1_498_240
+    # old engines: "Maximum concurrency" x tokens per request
+    assert vllm.kv_tokens_from_log(_log("vllm_v0_startup.log")) == round(8192 * 52.86)
+    assert vllm.kv_tokens_from_metrics(_log("vllm_metrics.txt")) == 46188 * 16
+    assert vllm.kv_tokens_from_log("no kv line here") is None
+    assert vllm.version_from_log(_log("vllm_v1_startup.log")) == "0.11.0"
+    assert vllm.ready_in_log(_log("vllm_v1_startup.log"))
+
+
+def test_sglang_kv_from_logs_and_metrics():
+    sglang = get_backend("sglang")
+    assert sglang.kv_tokens_from_log(_log("sglang_startup.log")) == 524_288
+    # #tokens is per attention-DP rank
+    assert sglang.kv_tokens_from_log(_log("sglang_dp_startup.log"), attn_dp=4) == 4 * 1_210_042
+    assert sglang.kv_tokens_from_metrics(_log("sglang_metrics.txt")) == 524_288
+    assert sglang.ready_in_log(_log("sglang_startup.log"))
+
+
+def test_trtllm_takes_the_last_kv_allocation():
+    trt = get_backend("trtllm")
+    text = _log("trtllm_startup.log")
+    assert text.count("paged KV cache") == 2  # an intermediate estimate, then the real allocation
+    assert trt.kv_tokens_from_log(text) == 220_480
+    assert trt.kv_tokens_from_log(text, attn_dp=8) == 8 * 220_480
+    assert trt.version_from_log(text) == "1.1.0rc5"
+    assert trt.kv_tokens_from_metrics("anything") is None

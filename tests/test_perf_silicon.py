@@ -1,0 +1,60 @@
+"""The calibrated model against measured deployments (AI Configurator's silicon_sample.csv).
+
+Guards the accuracy bench/accuracy.py reports: a change to the physics or the constants that
+makes held-out systems worse fails here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from steps.perf.aic import aic_available
+from steps.perf.constants import load_calibration
+
+pytestmark = pytest.mark.skipif(not aic_available(), reason="the measured rows ship with the 'aic' extra")
+
+
+@pytest.fixture(scope="module")
+def cases():
+    from steps.perf.silicon import load_cases
+
+    return load_cases()
+
+
+def errors(rows):
+    from steps.perf.silicon import predict_case
+
+    pred = np.array([predict_case(c) for c in rows])
+    meas = np.array([(c.ttft_ms, c.tpot_ms) for c in rows])
+    return np.abs(pred / meas - 1.0)
+
+
+def test_rows_are_read_with_their_mapping_and_precision(cases):
+    from steps.perf.silicon import skip_summary
+
+    usable = [c for c in cases if not c.skip]
+    assert len(cases) > 5000 and len(usable) > 2500
+    dep = [c for c in usable if c.agg and c.agg.mapping.attn_dp > 1]
+    assert dep and all(c.agg.batch == c.concurrency for c in dep)  # batch_size is per DP rank; load is total
+    assert {c.precision for c in usable} == {"bf16", "fp8", "fp4"}
+    assert {c.model.weight_dtype for c in usable if c.precision == "fp4"} == {"fp4"}
+    reasons = skip_summary(cases)
+    assert reasons["hybrid linear-attention model (not modelled)"] > 0
+    assert all(reasons.values())
+
+
+def test_held_out_systems_stay_accurate(cases):
+    held = [c for c in cases if not c.skip and not c.calibration]
+    assert {c.system for c in held} == {"b200_sxm", "gb200", "b300_sxm", "gb300"}
+    err = errors(held)
+    # median absolute error; bench/accuracy.py prints MAPE and the rest
+    assert np.median(err[:, 1]) < 0.20, "TPOT on held-out systems"
+    assert np.median(err[:, 0]) < 0.40, "TTFT on held-out systems"
+
+
+def test_calibration_used_only_h100_and_h200(cases):
+    cal = load_calibration()
+    assert cal.systems == ["h100_sxm", "h200_sxm"]
+    fitted = [c for c in cases if not c.skip and c.calibration]
+    assert {c.system for c in fitted} == {"h100_sxm", "h200_sxm"}
+    assert sum(e["rows"] for e in cal.fit_error.values()) == len(fitted)

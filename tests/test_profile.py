@@ -1,0 +1,172 @@
+"""`slaprof profile` end to end, as a user runs it: a subprocess, real steps, real files, real S3."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from steps.results import CandidateProfile, Selection
+from tests.conftest import MODELS, ROOT
+from tests.plugins.s3 import s3_server  # noqa: F401
+
+QWEN32B_SLA = ["--model", str(MODELS / "Qwen3-32B"), "--gpu", "h200_sxm", "--isl", "3000", "--osl", "150",
+               "--ttft", "200", "--itl", "20"]
+PREFILL_LINE = re.compile(r"^Suggested prefill (TP|TEP|DEP):(\d+) \(TTFT (\d+\.\d\d) ms, "
+                          r"throughput (\d+\.\d\d) tokens/s/GPU\)$")
+DECODE_LINE = re.compile(r"^Suggested decode (TP|TEP|DEP):(\d+) \(ITL (\d+\.\d\d) ms, "
+                         r"throughput (\d+\.\d\d) tokens/s/GPU\)$")
+
+
+def slaprof(*args: str, env: dict[str, str] | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "steps.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory):
+    """The acceptance run: Qwen3-32B on H200, ISL 3000, OSL 150, TTFT 200 ms, ITL 20 ms, offline."""
+    out = tmp_path_factory.mktemp("profile") / "qwen32b"
+    res = slaprof("profile", *QWEN32B_SLA, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    return out, res
+
+
+def test_offline_run_writes_every_output(offline_run):
+    out, res = offline_run
+    plan = json.loads((out / "plan.json").read_text())
+    ids = [c["candidate"]["kind"] + str(c["candidate"]["size"]) for c in plan["candidates"] if c["status"] == "runnable"]
+    assert ids, plan
+    assert json.loads((out / "request.json").read_text())["sla"] == {
+        "isl": 3000, "osl": 150, "ttft_ms": 200.0, "itl_ms": 20.0, "request_rate": None}
+    for cid in ids:
+        profile = CandidateProfile.model_validate_json((out / "profiles" / f"{cid}.json").read_text())
+        assert profile.status == "ok" and profile.prefill and profile.decode
+        assert profile.provenance.method == "offline" and profile.provenance.request_key == plan["request_key"]
+    selection = Selection.model_validate_json((out / "selection.json").read_text())
+    assert selection.prefill is not None and selection.decode is not None
+    assert {v.candidate_id for v in selection.verdicts} >= set(ids)
+
+    prefill = np.load(out / "prefill" / "raw_data.npz")
+    assert {"prefill_isl", "prefill_ttft", "prefill_thpt_per_gpu"} <= set(prefill.files)
+    assert np.all(np.isfinite(prefill["prefill_ttft"])) and len(prefill["prefill_isl"]) >= 2
+    decode = np.load(out / "decode" / "raw_data.npz")
+    assert {"x_kv_usage", "y_context_length", "z_itl", "z_thpt_per_gpu", "max_kv_tokens"} <= set(decode.files)
+    assert decode["max_kv_tokens"].shape == (1,) and np.all((decode["x_kv_usage"] >= 0) & (decode["x_kv_usage"] <= 1))
+    prefill_json = json.loads((out / "prefill_raw_data.json").read_text())
+    assert np.allclose(prefill_json["prefill_ttft"], prefill["prefill_ttft"])
+    decode_json = json.loads((out / "decode_raw_data.json").read_text())
+    assert np.allclose(decode_json["z_itl"], decode["z_itl"])
+
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    html = (out / "report.html").read_text()
+    assert "<html" in html.lower() and "data:image/png;base64," in html
+    assert not re.search(r"""(src|href)=["']https?://""", html)  # self-contained
+    for line in selection.recommendation:
+        assert line in html
+    if (ROOT / "steps" / "render.py").exists():
+        import yaml
+
+        docs = [d for d in yaml.safe_load_all((out / "dgd.yaml").read_text()) if d]
+        assert any(d.get("kind") == "DynamoGraphDeployment" for d in docs)
+    assert not list(out.rglob("*.part"))  # nothing half-written
+
+
+def test_offline_run_prints_recommendation_then_report(offline_run):
+    out, res = offline_run
+    lines = res.stdout.strip().splitlines()
+    selection = Selection.model_validate_json((out / "selection.json").read_text())
+    assert lines[:2] == selection.recommendation
+    prefill, decode = PREFILL_LINE.match(lines[0]), DECODE_LINE.match(lines[1])
+    assert prefill and decode, lines
+    assert prefill.group(1, 2) == (selection.prefill.candidate.kind.upper(), str(selection.prefill.candidate.size))
+    assert float(prefill.group(3)) == pytest.approx(selection.prefill.ttft_ms, abs=0.006)
+    assert float(prefill.group(3)) <= 200 and float(decode.group(3)) <= 20  # the SLA is reachable on H200
+    assert lines[-1] == f"Report: {out / 'report.html'}"
+    assert "plan:" in res.stderr and "bench tp" in res.stderr  # plain log lines, not a terminal
+
+
+def test_rerun_reuses_profiles_unless_forced(offline_run, tmp_path):
+    out, first = offline_run
+    before = {p.name: p.read_bytes() for p in (out / "profiles").glob("*.json")}
+    again = slaprof("profile", *QWEN32B_SLA, "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count(": reused") == len(before)
+    assert {p.name: p.read_bytes() for p in (out / "profiles").glob("*.json")} == before  # untouched
+    assert again.stdout == first.stdout
+
+    forced = slaprof("profile", *QWEN32B_SLA, "--out", str(out), "--force")
+    assert forced.returncode == 0 and ": reused" not in forced.stderr
+    # a request field that changes the measurement (OSL) invalidates every stored profile
+    changed = slaprof("profile", *QWEN32B_SLA[:-4], "--osl", "300", "--ttft", "200", "--itl", "20", "--out", str(out))
+    assert changed.returncode == 0 and ": reused" not in changed.stderr
+    assert json.loads((out / "request.json").read_text())["sla"]["osl"] == 300
+
+
+def test_profile_to_s3(s3_server, tmp_path):  # noqa: F811
+    res = slaprof("profile", *QWEN32B_SLA, "--out", "s3://slaprof-runs/qwen32b-run", env=s3_server.env())
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "Report: s3://slaprof-runs/qwen32b-run/report.html"
+
+    from minio import Minio
+
+    client = Minio(s3_server.endpoint, access_key=s3_server.access_key, secret_key=s3_server.secret_key, secure=False)
+    keys = {o.object_name.removeprefix("qwen32b-run/") for o in client.list_objects("slaprof-runs", prefix="qwen32b-run/",
+                                                                                   recursive=True)}
+    for key in ("request.json", "plan.json", "selection.json", "prefill/raw_data.npz", "decode/raw_data.npz",
+                "prefill_raw_data.json", "decode_raw_data.json", "report.html"):
+        assert key in keys, sorted(keys)
+    assert any(k.startswith("profiles/tp") for k in keys) and any(k.startswith("plots/") for k in keys)
+    assert not any(k.endswith(".part") for k in keys)
+    obj = client.get_object("slaprof-runs", "qwen32b-run/selection.json")
+    try:
+        selection = Selection.model_validate_json(obj.read())
+    finally:
+        obj.close()
+        obj.release_conn()
+    assert res.stdout.strip().splitlines()[:2] == selection.recommendation
+    assert obj.headers.get("Content-Type") == "application/json"
+
+
+def test_unreachable_s3_is_one_clear_line(tmp_path):
+    res = slaprof("profile", *QWEN32B_SLA, "--out", "s3://slaprof-runs/x",
+                  env={"SLAPROF_S3_ENDPOINT": "127.0.0.1:1", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"})
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("slaprof: error: S3 endpoint 127.0.0.1:1 is unreachable")
+    assert "Traceback" not in res.stderr
+
+
+def _limit_file_size() -> None:
+    # stands in for a full disk: writes past 1500 bytes fail (EFBIG) instead of killing the process
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+
+
+def test_failed_write_is_clear_and_leaves_no_partial_file(tmp_path):
+    out = tmp_path / "run"
+    res = slaprof("profile", *QWEN32B_SLA, "--out", str(out), preexec_fn=_limit_file_size)
+    assert res.returncode == 2
+    assert re.search(r"slaprof: error: cannot write .*plan\.json: File too large", res.stderr), res.stderr
+    assert not (out / "plan.json").exists() and not list(out.rglob("*.part"))
+    assert (out / "request.json").is_file()  # small enough to be written, and complete
+
+
+def test_online_without_gpus_is_a_clear_error(tmp_path):
+    res = slaprof("profile", *QWEN32B_SLA, "--method", "online", "--out", str(tmp_path / "run"),
+                  env={"CUDA_VISIBLE_DEVICES": ""})
+    assert res.returncode == 2
+    assert "--method online needs local GPUs and none are visible" in res.stderr
+    assert (tmp_path / "run" / "plan.json").is_file()
+
+
+def test_bad_parallel_value(tmp_path):
+    res = slaprof("profile", *QWEN32B_SLA, "--out", str(tmp_path / "run"), "--parallel", "0")
+    assert res.returncode == 2 and "--parallel 0: must be at least 1" in res.stderr

@@ -1,0 +1,140 @@
+"""`slaprof profile --method simulate`: simulated engines measured with real AIPerf, two candidates
+in worker processes, checked against the offline run; and Ctrl-C in the middle of a measurement."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from steps.candidates import Candidate
+from steps.gpus import get_gpu
+from steps.local import RunOptions, run_profile
+from steps.models import load_model_info
+from steps.perf import get_estimator
+from steps.progress import PlainProgress
+from steps.request import build_request
+from steps.results import CandidateProfile
+from tests.conftest import MODELS, ROOT
+from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401
+
+TOLERANCE = 0.15
+# Qwen3-0.6B on one or two H200s; short prompts and coarse grids keep AIPerf runs few (3 a candidate)
+REQUEST = {
+    "model": str(MODELS / "Qwen3-0.6B"),
+    "sla": {"isl": 300, "osl": 30, "ttft_ms": 200, "itl_ms": 50},
+    "hardware": {"gpu": "h200_sxm", "max_gpus_per_engine": 2},
+    "engine": {"max_context_length": 1024},
+    "sweep": {"prefill_granularity": 2, "decode_granularity": 2},
+}
+# time_scale 20: each modelled millisecond lasts 20 wall ms, so HTTP and CPU noise on a busy
+# machine stay small against the modelled step; a 20k-token KV cache caps the concurrency at 60
+QUICK_SWEEP = {"time_scale": 20.0, "sim_max_kv_tokens": 20_000, "max_prefill_points": 2, "max_decode_isls": 1,
+               "max_concurrency_points": 2}
+
+
+def _close(measured: float, expected: float) -> bool:
+    return abs(measured / expected - 1) <= TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_tokenizer):  # noqa: F811
+    base = tmp_path_factory.mktemp("simulate")
+    os.environ["SLAPROF_TOKENIZER"] = str(tiny_tokenizer)  # inherited by the worker processes
+    try:
+        offline = run_profile(build_request({**REQUEST, "method": "offline"}), RunOptions(out=str(base / "offline")))
+        simulate = run_profile(build_request({**REQUEST, "method": "simulate"}),
+                               RunOptions(out=str(base / "simulate"), parallel=2, bench_overrides=QUICK_SWEEP),
+                               PlainProgress(sys.stderr))
+    finally:
+        os.environ.pop("SLAPROF_TOKENIZER", None)
+    return base, offline, simulate
+
+
+def test_simulate_measures_both_candidates_in_parallel_workers(runs):
+    base, offline, simulate = runs
+    assert [o.candidate_id for o in simulate.outcomes] == ["tp1", "tp2"]
+    assert all(o.status == "ok" for o in simulate.outcomes), simulate.outcomes
+    for cid in ("tp1", "tp2"):
+        profile = CandidateProfile.model_validate_json((base / "simulate" / "profiles" / f"{cid}.json").read_text())
+        assert profile.provenance.method == "simulate" and profile.provenance.aiperf_version == "0.13.0"
+        assert profile.max_kv_tokens == QUICK_SWEEP["sim_max_kv_tokens"] and len(profile.decode) == 2
+    assert (base / "simulate" / "report.html").is_file() and (base / "simulate" / "decode" / "raw_data.npz").is_file()
+
+
+def test_simulate_agrees_with_offline_within_15_percent(runs):
+    base, offline, simulate = runs
+    # the same engines are chosen
+    assert simulate.selection.prefill.candidate == offline.selection.prefill.candidate
+    assert simulate.selection.decode.candidate == offline.selection.decode.candidate
+    # the chosen prefill point (request ISL, one request at a time) is directly comparable
+    assert _close(simulate.selection.prefill.ttft_ms, offline.selection.prefill.ttft_ms)
+    assert _close(simulate.selection.prefill.thpt_per_gpu, offline.selection.prefill.thpt_per_gpu)
+    # the planner's prefill data at the ISLs both runs measured
+    sim_pre = json.loads((base / "simulate" / "prefill_raw_data.json").read_text())
+    off_pre = json.loads((base / "offline" / "prefill_raw_data.json").read_text())
+    off_ttft = dict(zip(off_pre["prefill_isl"], off_pre["prefill_ttft"]))
+    common = [(isl, t) for isl, t in zip(sim_pre["prefill_isl"], sim_pre["prefill_ttft"]) if isl in off_ttft]
+    assert common
+    for isl, ttft in common:
+        assert _close(ttft, off_ttft[isl]), (isl, ttft, off_ttft[isl])
+    # every measured point against what the offline run estimates for the same point (the
+    # simulated KV cache is smaller, so decode concurrencies differ from the offline grid)
+    model = load_model_info(REQUEST["model"])
+    for cid in ("tp1", "tp2"):
+        sim = CandidateProfile.model_validate_json((base / "simulate" / "profiles" / f"{cid}.json").read_text())
+        off = CandidateProfile.model_validate_json((base / "offline" / "profiles" / f"{cid}.json").read_text())
+        off_prefill = {p.isl: p.ttft_ms for p in off.prefill}
+        est = get_estimator(model, get_gpu("h200_sxm"), "vllm", Candidate.parse(cid))
+        for p in sim.prefill:
+            assert _close(p.ttft_ms, off_prefill.get(p.isl) or est.prefill_ttft_ms(p.isl, 1)), (cid, p)
+        for p in sim.decode:
+            assert _close(p.itl_ms, est.decode_itl_ms(p.concurrency, p.context)), (cid, p)
+            assert p.kv_usage == pytest.approx(p.concurrency * p.context / sim.max_kv_tokens, rel=1e-3)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_ctrl_c_stops_engines_and_exits_130(tmp_path, tiny_tokenizer):  # noqa: F811
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "steps.cli", "profile", "--model", REQUEST["model"], "--method", "simulate",
+           "--isl", "300", "--osl", "30", "--ttft", "200", "--itl", "50", "--max-num-gpus-per-engine", "1",
+           "--max-context-length", "1024", "--out", str(out)]
+    env = {**os.environ, "SLAPROF_TOKENIZER": str(tiny_tokenizer), "SLAPROF_SIM_TIME_SCALE": "20"}
+    # its own process group, like a terminal's foreground job: Ctrl-C reaches every process in it
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    seen: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + 90
+    engine_up = False
+    while time.monotonic() < deadline and proc.poll() is None and not engine_up:
+        for child in _descendants(proc.pid):
+            seen[child.pid] = child
+            try:
+                engine_up = engine_up or any("simengine" in part for part in child.cmdline())
+            except psutil.Error:
+                pass
+        time.sleep(0.2)
+    assert engine_up, "the simulated engine never started"
+    time.sleep(1.0)
+    for child in _descendants(proc.pid):
+        seen[child.pid] = child
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "slaprof: interrupted" in stderr and "tp1" in stderr and "run the same command again to resume" in stderr
+    assert stdout == ""
+    time.sleep(0.5)
+    left = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [(p.pid, p.cmdline()) for p in left]
+    assert not (out / "profiles" / "tp1.json").exists()  # nothing presented as measured

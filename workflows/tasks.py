@@ -1,0 +1,481 @@
+"""Runner scripts: what each task of the `slaprof-profile` DAG runs inside the slaprof image.
+
+Argo concept: script templates run by Hera's runner (`python -m hera.workflows.runner -e
+workflows.tasks:<function> <inputs.json>`, https://hera.readthedocs.io/en/stable/user-guides/script-runner-io/).
+Each function opens the run's artifact store, the S3 prefix `<bucket>/<run>/` (endpoint, bucket
+and keys from the environment: the `slaprof-s3` ConfigMap and Secret), and calls the step
+entry point the local runner calls too. Output parameters and the files the Argo UI previews go
+to Hera's outputs directory; the store stays the source of truth, so `fit` can read every
+profile under the prefix (Argo cannot fan in artifacts).
+
+Exit codes: 0 done, 1 step failed, 2 bad request, 75 transient (S3 or API unreachable): the
+templates retry only 75 and pod-level errors.
+
+No `from __future__ import annotations` here: Hera reads these annotations at run time.
+"""
+import json
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+from hera.workflows import Input, NoneArchiveStrategy, Output, Parameter, S3Artifact
+from pydantic import create_model
+
+from steps.errors import StepFailed, UserError
+from workflows.params import (
+    AUTO_CHOICE,
+    PICK_SLOTS,
+    REQUEST_DOC_DESCRIPTION,
+    REQUEST_PARAMS,
+    RUN_LABEL,
+    request_overrides,
+)
+
+TRANSIENT_EXIT = 75  # EX_TEMPFAIL: the only step exit code the templates retry
+OUTPUTS_ENV = "hera__outputs_directory"
+DEFAULT_OUTPUTS = "/tmp/hera-outputs"
+RUN_DESCRIPTION = "the run's key prefix in the artifact bucket ({{workflow.name}})"
+
+
+# ---------------------------------------------------------------------------
+# plumbing shared by every task
+# ---------------------------------------------------------------------------
+def outputs_dir() -> Path:
+    return Path(os.environ.get(OUTPUTS_ENV, DEFAULT_OUTPUTS))
+
+
+def run_location(run: str, *parts: str) -> str:
+    """Where a run's artifacts live: `<root>/<run>[/parts]`.
+
+    The root is SLAPROF_STORE_ROOT when set (a folder or s3://bucket/prefix, e.g. to run a task by
+    hand), else `s3://$SLAPROF_S3_BUCKET`, the workflow's artifact bucket."""
+    root = os.environ.get("SLAPROF_STORE_ROOT", "").strip().rstrip("/")
+    if not root:
+        bucket = os.environ.get("SLAPROF_S3_BUCKET", "").strip()
+        if not bucket:
+            raise UserError("SLAPROF_S3_BUCKET is not set: install the slaprof-s3 ConfigMap (see the chart) "
+                            "or set SLAPROF_STORE_ROOT")
+        root = f"s3://{bucket}"
+    if not run.strip("/"):
+        raise UserError("empty run id: the task's `run` parameter must be {{workflow.name}}")
+    return "/".join([root, run.strip("/"), *parts])
+
+
+def run_store(run: str):  # type: ignore[no-untyped-def]
+    from steps.store import open_store
+
+    return open_store(run_location(run))
+
+
+def history_store(key: str):  # type: ignore[no-untyped-def]
+    from steps.store import open_store
+
+    return open_store(run_location("history", key))
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, UserError) and "unreachable" in str(exc):
+        return True  # steps.store reports a dead S3 endpoint this way
+    try:
+        from urllib3.exceptions import HTTPError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, HTTPError)
+
+
+@contextmanager
+def step_errors(task: str) -> Iterator[None]:
+    """One line on stderr and the documented exit code, instead of a traceback, for known errors."""
+    try:
+        yield
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to exit codes; anything unknown keeps its traceback
+        if _is_transient(exc):
+            print(f"slaprof {task}: transient error, will be retried: {exc}", file=sys.stderr)
+            sys.exit(TRANSIENT_EXIT)
+        if isinstance(exc, (UserError, StepFailed)):
+            print(f"slaprof {task}: error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        raise
+
+
+def _store_text(store: Any, key: str) -> Optional[str]:
+    return store.get_bytes(key).decode() if store.exists(key) else None
+
+
+def _copy_prefix(store: Any, prefix: str, artifact: str) -> None:
+    """Copy every object under `prefix` into the outputs directory as the directory artifact `artifact`."""
+    target = outputs_dir() / "artifacts" / artifact
+    shutil.rmtree(target, ignore_errors=True)
+    for key in store.list(prefix):
+        path = target / key[len(prefix):]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(store.get_bytes(key))
+
+
+def _artifact(name: str, key: str) -> S3Artifact:
+    """A key-only S3 output in the workflow's artifact repository, stored as-is so the UI previews it."""
+    return S3Artifact(name=name, key="{{workflow.name}}/" + key, archive=NoneArchiveStrategy(), optional=True)
+
+
+RunParam = Annotated[str, Parameter(name="run", description=RUN_DESCRIPTION)]
+
+
+# ---------------------------------------------------------------------------
+# plan
+# ---------------------------------------------------------------------------
+PlanInput = create_model(  # type: ignore[call-overload]
+    "PlanInput",
+    __base__=Input,
+    run=(RunParam, ...),
+    request=(Annotated[str, Parameter(name="request", description=REQUEST_DOC_DESCRIPTION)], ""),
+    **{p.name.replace("-", "_"): (Annotated[str, Parameter(name=p.name, description=p.description)], "")
+       for p in REQUEST_PARAMS},
+)
+
+
+class PlanOutput(Output):
+    candidates: Annotated[str, Parameter(name="candidates", description="bench fan-out: JSON list of {id, gpus}")] = "[]"
+    candidate_ids: Annotated[str, Parameter(name="candidate-ids", description="runnable candidates, JSON list of ids")] = "[]"
+    dropped: Annotated[str, Parameter(name="dropped", description="candidates left out and why")] = ""
+    method: Annotated[str, Parameter(name="method", description="offline | simulate | online")] = "offline"
+    measure: Annotated[str, Parameter(name="measure", description="false for a dry run (plan only)")] = "true"
+    auto_apply: Annotated[str, Parameter(name="auto-apply", description="apply the DGD when rendered")] = "false"
+    engine_image: Annotated[str, Parameter(name="engine-image", description="engine image for online benchmarks")] = ""
+    model: Annotated[str, Parameter(name="model", description="the model profiled")] = ""
+    history_key: Annotated[str, Parameter(name="history-key", description="stable key of model/backend/GPU")] = ""
+    request_json: Annotated[Optional[str], _artifact("request", "request.json")] = None
+    plan_json: Annotated[Optional[str], _artifact("plan", "plan.json")] = None
+
+
+def build_request_from_parameters(request_doc: str, values: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The ProfileRequest of a run: the `request` document overridden by non-empty parameters."""
+    import yaml
+
+    from steps.request import build_request, merge, parse_request_document
+
+    base: dict[str, Any] = {}
+    if request_doc.strip():
+        try:
+            doc = yaml.safe_load(request_doc)
+        except yaml.YAMLError as exc:
+            raise UserError(f"workflow parameter `request` is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+        base = parse_request_document(doc, origin="workflow parameter `request`")
+    data = merge(base, request_overrides(values))
+    if not data.get("model"):
+        raise UserError("no model given: set the workflow parameter `model` or name it in `request`")
+    return build_request(data)
+
+
+def plan(inputs: PlanInput) -> PlanOutput:  # type: ignore[valid-type]
+    """Task `plan`: request.json from the parameters, then steps.plan.run_step -> plan.json."""
+    from steps import plan as plan_step
+    from steps.drift import history_key
+    from steps.engines import get_backend
+    from steps.plan import Plan
+    from steps.store import Layout, read_model, write_model
+
+    with step_errors("plan"):
+        values = {p.name: getattr(inputs, p.name.replace("-", "_")) for p in REQUEST_PARAMS}
+        request = build_request_from_parameters(inputs.request, values)  # type: ignore[attr-defined]
+        store = run_store(inputs.run)  # type: ignore[attr-defined]
+        write_model(store, Layout.REQUEST, request)
+        ids = plan_step.run_step(store)
+        the_plan = read_model(store, Layout.PLAN, Plan)
+        online = request.method == "online"
+        fan_out = [] if request.sweep.dry_run else [
+            {"id": cid, "gpus": the_plan.get(cid).candidate.num_gpus if online else 0} for cid in ids]
+        dropped = "; ".join(f"{p.id}: {p.reason}" for p in the_plan.candidates if p.status != "runnable")
+        return PlanOutput(
+            candidates=json.dumps(fan_out),
+            candidate_ids=json.dumps(ids),
+            dropped=dropped or "none",
+            method=request.method,
+            measure="false" if request.sweep.dry_run else "true",
+            auto_apply=str(request.deployment.auto_apply).lower(),
+            engine_image=request.deployment.engine_image or get_backend(request.backend).default_image,
+            model=request.model,
+            history_key=history_key(request.model, request.backend, request.hardware.gpu),
+            request_json=_store_text(store, Layout.REQUEST),
+            plan_json=_store_text(store, Layout.PLAN),
+        )
+
+
+# ---------------------------------------------------------------------------
+# bench (one pod per candidate)
+# ---------------------------------------------------------------------------
+class BenchInput(Input):
+    run: RunParam
+    candidate: Annotated[str, Parameter(name="candidate", description="candidate id, e.g. tp4")]
+    gpus: Annotated[str, Parameter(name="gpus", description="GPUs of the engine (0 without an engine)")] = "0"
+
+
+class BenchOutput(Output):
+    status: Annotated[str, Parameter(name="status", description="ok | infeasible | failed")] = "failed"
+    reason: Annotated[str, Parameter(name="reason", description="why it is not ok")] = ""
+    max_kv_tokens: Annotated[str, Parameter(name="max-kv-tokens", description="engine KV cache, tokens")] = "0"
+    profile_json: Annotated[Optional[str], _artifact("profile", "profiles/{{inputs.parameters.candidate}}.json")] = None
+
+
+def bench(inputs: BenchInput) -> BenchOutput:
+    """Task `bench`: steps.bench.run_step for one candidate -> profiles/<id>.json.
+
+    A crash still leaves a failed profile (with its reason) for fit to report; the pod then
+    exits 1, and the DAG's continueOn lets the other candidates and fit go on."""
+    from steps import bench as bench_step
+    from steps.local import _failed_profile
+    from steps.plan import Plan
+    from steps.request import ProfileRequest
+    from steps.store import Layout, read_model, write_model
+
+    with step_errors("bench"):
+        store = run_store(inputs.run)
+        key = Layout.profile(inputs.candidate)
+        try:
+            profile = bench_step.run_step(store, inputs.candidate)
+        except (UserError, StepFailed) as exc:
+            if _is_transient(exc):
+                raise
+            request = read_model(store, Layout.REQUEST, ProfileRequest)
+            profile = _failed_profile(request, read_model(store, Layout.PLAN, Plan), inputs.candidate, str(exc))
+            write_model(store, key, profile)
+        return BenchOutput(
+            status=profile.status, reason=profile.reason or "", max_kv_tokens=str(profile.max_kv_tokens),
+            profile_json=_store_text(store, key), exit_code=1 if profile.status == "failed" else 0,
+        )
+
+
+# ---------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------
+def _choice_fields() -> dict[str, Any]:
+    return {f"choice_{i}": (Annotated[str, Parameter(name=f"choice-{i}", description=f"Pareto choice {i}")], AUTO_CHOICE)
+            for i in range(1, PICK_SLOTS + 1)}
+
+
+_FitOutputBase = create_model("_FitOutputBase", __base__=Output, **_choice_fields())  # type: ignore[call-overload]
+
+
+class FitOutput(_FitOutputBase):  # type: ignore[valid-type,misc]
+    prefill: Annotated[str, Parameter(name="prefill", description="chosen prefill mapping, e.g. TP:2")] = "none"
+    decode: Annotated[str, Parameter(name="decode", description="chosen decode mapping, e.g. TP:4")] = "none"
+    ttft_ms: Annotated[str, Parameter(name="ttft-ms", description="TTFT of the prefill choice at the SLA's ISL, ms")] = ""
+    itl_ms: Annotated[str, Parameter(name="itl-ms", description="ITL of the decode choice, ms")] = ""
+    prefill_thpt: Annotated[str, Parameter(name="prefill-thpt-per-gpu", description="input tokens/s/GPU")] = ""
+    decode_thpt: Annotated[str, Parameter(name="decode-thpt-per-gpu", description="output tokens/s/GPU")] = ""
+    meets_sla: Annotated[str, Parameter(name="meets-sla", description="true when both choices meet the SLA")] = "false"
+    recommendation: Annotated[str, Parameter(name="recommendation", description="the suggested deployment")] = ""
+    choices: Annotated[str, Parameter(name="choices", description="Pareto choices offered to pick, JSON list")] = "[]"
+    selection_json: Annotated[Optional[str], _artifact("selection", "selection.json")] = None
+    report_html: Annotated[Optional[str], _artifact("report", "report.html")] = None
+
+
+def fit_outputs(selection: Any) -> dict[str, str]:
+    """Output parameter values of fit for a Selection (what the node panel shows)."""
+    from workflows.pick import pareto_choices
+
+    choices = pareto_choices(selection)
+    slots = (choices + [choices[0] if choices else AUTO_CHOICE] * PICK_SLOTS)[:PICK_SLOTS]
+    out = {f"choice_{i + 1}": label for i, label in enumerate(slots)}
+    p, d = selection.prefill, selection.decode
+    out.update(
+        prefill=p.candidate.label if p else "none",
+        decode=d.candidate.label if d else "none",
+        ttft_ms=f"{p.ttft_ms:.2f}" if p else "",
+        itl_ms=f"{d.itl_ms:.3f}" if d else "",
+        prefill_thpt=f"{p.thpt_per_gpu:.1f}" if p else "",
+        decode_thpt=f"{d.thpt_per_gpu:.1f}" if d else "",
+        meets_sla=str(bool(p and d and p.meets_sla and d.meets_sla)).lower(),
+        recommendation="\n".join(selection.recommendation) or "; ".join(selection.warnings) or "no recommendation",
+        choices=json.dumps(choices),
+    )
+    return out
+
+
+def fit(run: RunParam) -> FitOutput:
+    """Task `fit`: steps.fit.run_step over every profile under the run -> selection.json, report, plots."""
+    from steps import fit as fit_step
+    from steps.store import Layout
+
+    with step_errors("fit"):
+        store = run_store(run)
+        selection = fit_step.run_step(store)
+        _copy_prefix(store, Layout.PLOTS, "plots")
+        return FitOutput(**fit_outputs(selection), selection_json=_store_text(store, Layout.SELECTION),
+                         report_html=_store_text(store, Layout.REPORT))
+
+
+# ---------------------------------------------------------------------------
+# pick (after the suspend node, pick=manual only)
+# ---------------------------------------------------------------------------
+AUTO_SELECTION = "selection.auto.json"
+
+
+class PickOutput(Output):
+    picked: Annotated[str, Parameter(name="picked", description="the deployed prefill+decode choice")] = ""
+    selection_json: Annotated[Optional[str], _artifact("selection", "selection.json")] = None
+
+
+def pick(run: RunParam, choice: Annotated[str, Parameter(name="choice", description="the label picked on resume")] = AUTO_CHOICE) -> PickOutput:
+    """Task `pick`: selection.json and planner data for the person's choice (fit's own stays in selection.auto.json)."""
+    from steps.fit import load_profiles, write_outputs
+    from steps.request import ProfileRequest
+    from steps.results import Selection
+    from steps.store import Layout, read_model, write_model
+    from workflows.pick import apply_choice
+
+    with step_errors("pick"):
+        store = run_store(run)
+        request = read_model(store, Layout.REQUEST, ProfileRequest)
+        selection = read_model(store, Layout.SELECTION, Selection)
+        profiles = {p.id: p for p in load_profiles(store)}
+        result = apply_choice(request, selection, profiles, choice)
+        if result is not None:
+            write_model(store, AUTO_SELECTION, selection)
+            write_outputs(store, result, request, report=False)
+            selection = result.selection
+        label = "; ".join(selection.recommendation) or choice
+        print(f"slaprof pick: {label}")
+        return PickOutput(picked=label, selection_json=_store_text(store, Layout.SELECTION))
+
+
+# ---------------------------------------------------------------------------
+# render, apply
+# ---------------------------------------------------------------------------
+class RenderOutput(Output):
+    dgd_yaml: Annotated[Optional[str], _artifact("dgd", "dgd.yaml")] = None
+
+
+def label_manifests(text: str, run: str) -> str:
+    """Every manifest in `text` labelled with the run, so the exit handler can find what a run deployed."""
+    import yaml
+
+    from steps.render import to_yaml
+
+    lines = text.splitlines()
+    top = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    header = "".join(line + "\n" for line in lines[:top])  # render's leading comment block stays
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    for doc in docs:
+        if isinstance(doc, dict):
+            doc.setdefault("metadata", {}).setdefault("labels", {})[RUN_LABEL] = run
+    return header + to_yaml(docs)  # render's own YAML style
+
+
+def render(run: RunParam) -> RenderOutput:
+    """Task `render`: steps.render.run_step -> dgd.yaml (labelled with the run)."""
+    from steps import render as render_step
+    from steps.store import Layout
+
+    with step_errors("render"):
+        store = run_store(run)
+        render_step.run_step(store)
+        labelled = label_manifests(store.get_bytes(Layout.DGD).decode(), run)
+        store.put_bytes(Layout.DGD, labelled.encode(), "application/yaml")
+        return RenderOutput(dgd_yaml=labelled)
+
+
+def apply(run: RunParam,
+          timeout: Annotated[str, Parameter(name="timeout", description="seconds to wait until the DGD is ready")] = "1800") -> None:
+    """Task `apply` (auto-apply only): steps.apply.run_step into the request's namespace, waiting until ready."""
+    from steps import apply as apply_step
+    from steps.request import ProfileRequest
+    from steps.store import Layout, read_model
+
+    with step_errors("apply"):
+        store = run_store(run)
+        request = read_model(store, Layout.REQUEST, ProfileRequest)
+        apply_step.run_step(store, namespace=request.deployment.namespace, wait=True, timeout=float(timeout))
+
+
+# ---------------------------------------------------------------------------
+# record (history + drift)
+# ---------------------------------------------------------------------------
+class RecordOutput(Output):
+    drift: Annotated[str, Parameter(name="drift", description="drift against the previous run of this model/backend/GPU")] = ""
+    drift_json: Annotated[Optional[str], _artifact("drift", "drift.json")] = None
+
+
+def record(run: RunParam,
+           history_key: Annotated[str, Parameter(name="history-key", description="stable key of model/backend/GPU")],
+           threshold: Annotated[str, Parameter(name="drift-threshold", description="percent; 0 = report only")] = "0") -> RecordOutput:
+    """Task `record`: steps.drift.run_step against history/<key>/; fails only when drift exceeds the threshold."""
+    from steps import drift as drift_step
+
+    with step_errors("record"):
+        try:
+            limit = float(threshold or 0)
+        except ValueError:
+            raise UserError(f"workflow parameter drift-threshold={threshold!r} must be a number of percent (0 = report only)") from None
+        store = run_store(run)
+        try:
+            report = drift_step.run_step(store, history_store(history_key), run, threshold_pct=limit)
+        except StepFailed as exc:
+            # keep the report visible in the node even though the step fails
+            return RecordOutput(drift=str(exc), drift_json=_store_text(store, drift_step.DRIFT_KEY), exit_code=1)
+        print(f"slaprof record: {report.summary()}")
+        return RecordOutput(drift=report.summary(), drift_json=_store_text(store, drift_step.DRIFT_KEY))
+
+
+# ---------------------------------------------------------------------------
+# exit handler
+# ---------------------------------------------------------------------------
+class CleanupOutput(Output):
+    removed: Annotated[str, Parameter(name="removed", description="what the exit handler deleted")] = ""
+
+
+def leftover_names(objects: list[dict[str, Any]], run: str) -> list[str]:
+    """Names of the objects labelled with this run."""
+    return sorted(o["metadata"]["name"] for o in objects
+                  if ((o.get("metadata") or {}).get("labels") or {}).get(RUN_LABEL) == run)
+
+
+def cleanup(run: RunParam = "{{workflow.name}}",
+            status: Annotated[str, Parameter(name="status", description="how the run ended")] = "{{workflow.status}}") -> CleanupOutput:
+    """Exit handler: when the run did not succeed, delete the DGDs it deployed (labelled with the run).
+
+    Engines of online benchmarks are sidecars and die with their pods; a DGD applied by a run that
+    then failed (or was stopped) would keep its GPUs, so it goes. Never fails the run itself: a
+    cleanup it cannot do is reported in its output parameter and log."""
+    with step_errors("cleanup"):
+        if status == "Succeeded":
+            return CleanupOutput(removed="nothing: the run succeeded")
+        from steps.request import ProfileRequest
+        from steps.store import Layout, read_model
+
+        store = run_store(run)
+        if not store.exists(Layout.REQUEST) or not store.exists(Layout.DGD):
+            return CleanupOutput(removed="nothing: the run stopped before rendering a deployment")
+        request = read_model(store, Layout.REQUEST, ProfileRequest)
+        if not request.deployment.auto_apply:
+            return CleanupOutput(removed="nothing: the run does not apply its deployment")
+        try:
+            removed = _delete_run_deployments(request.deployment.namespace, run)
+        except Exception as exc:  # noqa: BLE001 - an exit handler must not turn a result into a failure
+            message = f"could not clean up DGDs of {run} in {request.deployment.namespace}: {type(exc).__name__}: {exc}"
+            print(f"slaprof cleanup: warning: {message}", file=sys.stderr)
+            return CleanupOutput(removed=message[:500])
+        return CleanupOutput(removed=", ".join(removed) or "nothing")
+
+
+def _delete_run_deployments(namespace: str, run: str) -> list[str]:
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    api = client.CustomObjectsApi()
+    group, version, plural = "nvidia.com", "v1alpha1", "dynamographdeployments"
+    # label filtering on our side: selectors are not supported by every API emulator we test with
+    items = api.list_namespaced_custom_object(group, version, namespace, plural).get("items", [])
+    names = leftover_names(items, run)
+    for name in names:
+        api.delete_namespaced_custom_object(group, version, namespace, plural, name)
+    return [f"{namespace}/{n}" for n in names]
