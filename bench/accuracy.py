@@ -90,6 +90,7 @@ def aic(cases, n: int, seed: int) -> None:
     pool = [c for c in cases if c.agg is not None]
     sample = rng.sample(pool, min(n, len(pool)))
     results: dict[tuple[str, str], list] = defaultdict(list)
+    estimated = []
     failures: dict[str, int] = defaultdict(int)
     t0 = time.perf_counter()
     for c in sample:
@@ -101,13 +102,13 @@ def aic(cases, n: int, seed: int) -> None:
             failures[str(exc).split(";")[0][:90]] += 1
             continue
         results[(c.system, c.backend)].append((out.ttft_ms, c.ttft_ms, out.itl_ms, c.tpot_ms))
+        estimated.append(c)
     table(f"AI Configurator adapter on {len(sample)} sampled agg rows ({time.perf_counter() - t0:.0f} s)", results)
     if results:
         from steps.perf.silicon import predict_case
 
-        both = [c for c in sample if (c.system, c.backend) in results]
         same: dict[tuple[str, str], list] = defaultdict(list)
-        for c in both:
+        for c in estimated:
             ttft, tpot = predict_case(c)
             same[(c.system, c.backend)].append((ttft, c.ttft_ms, tpot, c.tpot_ms))
         table("built-in model on the same sampled rows", same)

@@ -37,7 +37,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +45,7 @@ from pydantic import BaseModel, Field
 from steps.candidates import Candidate
 from steps.engines import EngineBackend, ServerOptions, get_backend
 from steps.engines.process import EngineFailed, EngineProcess
-from steps.loadgen import LoadResult, LoadRun, LoadSpec, TraceEntry
+from steps.loadgen import LoadResult, LoadRun, LoadSpec, TraceEntry, stop_all
 from steps.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance, utc_now
 
 if TYPE_CHECKING:
@@ -56,7 +55,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[str, int, int], None]
-AIPERF_BOOT_S = 10.0  # AIPerf's start-up; engines that start faster are launched once AIPerf waits
+AIPERF_BOOT_S = 10.0
+# requests/s under the concurrency cap: all of a point's requests leave within milliseconds, and
+# AIPerf's timing loop sleeps instead of spinning (see LoadSpec.request_rate)
+REQUEST_RATE = 1000.0
+# tokens per engine step: a whole prompt of the prefill grid in one step (no chunked prefill), as Dynamo's
+# profiler configures its prefill engines
+MAX_BATCHED_TOKENS = 32768  # AIPerf's start-up; engines that start faster are launched once AIPerf waits
 
 
 class BenchOptions(BaseModel):
@@ -72,7 +77,8 @@ class BenchOptions(BaseModel):
     max_prefill_points: int | None = Field(None, ge=1, description="thin the plan's prefill ISLs to at most this many")
     max_decode_isls: int | None = Field(None, ge=1, description="thin the plan's decode contexts to at most this many")
     max_concurrency_points: int | None = Field(None, ge=1, description="concurrencies per context (default: plan)")
-    pipeline: bool = Field(True, description="start the next AIPerf run while the current one measures")
+    pipeline: bool = Field(True, description="start the next AIPerf runs while the current one measures")
+    pipeline_depth: int = Field(2, ge=1, description="AIPerf runs booting ahead of the one measuring")
     torch_profile: bool = Field(False, description="capture a torch-profiler trace after the sweeps")
     ready_timeout_s: float = 1800.0
     run_timeout_s: float = 3600.0
@@ -189,7 +195,8 @@ def _thin(values: list[int], most: int | None, keep: int | None = None) -> list[
     idx = {round(i * (len(values) - 1) / (most - 1)) for i in range(most)}
     out = sorted(values[i] for i in idx)
     if keep in values and keep not in out:
-        out[min(range(len(out)), key=lambda i: abs(out[i] - keep))] = keep
+        inner = list(range(1, len(out) - 1)) or list(range(len(out)))  # keep the ends when possible
+        out[min(inner, key=lambda i: abs(out[i] - keep))] = keep
     return sorted(set(out))
 
 
@@ -221,17 +228,20 @@ class CandidateBench:
         self.warming_s = 0.0
         self.aiperf_version: str | None = None
         self.engine_version: str | None = None
-        self.artifacts: dict[str, str] = {}
         self.nonce = uuid.uuid4().hex[:8]
         self.scale = options.time_scale if request.method == "simulate" else 1.0
         self.osl = options.decode_osl or plan.grid.decode_osl
         self.tokenizer = options.tokenizer or request.model
+        self._prompt_cache: dict[int, list[str]] = {}
+        self.total_decode = 0
+        self.notes: dict[str, str] = {}  # recorded in the profile's artifacts
 
     # ---- plan of AIPerf runs ----------------------------------------------
     def _spec(self, label: str, trace: list[TraceEntry], concurrency: int) -> LoadSpec:
         assert self.engine is not None
         return LoadSpec(label=label, url=self.engine.url, model=self.request.model, tokenizer=self.tokenizer,
                         concurrency=concurrency, request_count=len(trace), trace=trace,
+                        request_rate=REQUEST_RATE,
                         random_seed=self.opts.random_seed, request_timeout_s=self.opts.run_timeout_s)
 
     def prefill_isls(self) -> list[int]:
@@ -254,81 +264,121 @@ class CandidateBench:
         jobs: list[_Job] = []
         granularity = self.opts.max_concurrency_points or self.plan.grid.decode_granularity
         for isl in _thin(self.plan.grid.decode_isls, self.opts.max_decode_isls, keep=self.request.sla.isl):
-            concs = decode_concurrencies(self.max_kv, isl, self.osl, granularity, self.cand.attn_dp)
-            if not concs:
-                continue
-            # one prompt list per context, shared by its concurrencies: later points find warm prefixes
-            shared: dict[str, list[str]] = {}
-
-            def make(c: int, isl: int = isl, most: int = max(concs), shared: dict = shared) -> list[str]:
-                if "all" not in shared:
-                    shared["all"] = [prompts.make(isl, f"{j} {isl} {self.nonce} decode") for j in range(most)]
-                return shared["all"][:c]
-
-            for c in concs:
+            for c in decode_concurrencies(self.max_kv, isl, self.osl, granularity, self.cand.attn_dp):
                 jobs.append(_Job(f"decode-isl{isl}-c{c}", "decode", isl, c, self.osl, True,
-                                 lambda c=c, make=make: make(c), self._spec))
+                                 lambda isl=isl, c=c: self._decode_prompts(prompts, isl, c), self._spec))
         return jobs
+
+    def _decode_prompts(self, prompts: PromptBuilder, isl: int, count: int) -> list[str]:
+        """The first `count` prompts of context `isl`: every concurrency of a context shares them, so
+        later points find their prefixes warm, and a run started early sends what the bench warms."""
+        texts = self._prompt_cache.setdefault(isl, [])
+        while len(texts) < count:
+            texts.append(prompts.make(isl, f"{len(texts)} {isl} {self.nonce} decode"))
+        return texts[:count]
+
+    def predicted_kv_tokens(self) -> int:
+        """What the engine will report, as far as it can be known before it starts."""
+        if self.request.method == "simulate" and self.opts.sim_max_kv_tokens:
+            return self.opts.sim_max_kv_tokens
+        return next((p.kv_tokens_estimate for p in self.plan.candidates if p.id == self.cand.id), 0)
 
     # ---- measuring ---------------------------------------------------------
     def run(self) -> None:
         prompts = PromptBuilder(self.tokenizer, seed=self.opts.random_seed)
         self.engine = EngineProcess(
             self.backend, self.request.model, self.cand, self.workdir / "engine",
-            options=ServerOptions(prefix_caching=True, max_batched_tokens=None, max_context=self.plan.grid.max_context,
+            options=ServerOptions(prefix_caching=True, max_context=self.plan.grid.max_context,
+                                  max_batched_tokens=min(self.plan.grid.max_context, MAX_BATCHED_TOKENS),
                                   memory_utilization=self.opts.memory_utilization,
                                   profile_dir=str(self.workdir / "traces") if self.opts.torch_profile else None),
             port=self.opts.port,
         )
+        # AIPerf runs boot before and while the engine starts: the prefill run, and (speculatively,
+        # from the predicted KV capacity) the first decode runs; the engine's real capacity decides
+        # which of those are kept
         prefill = self.prefill_job(prompts)
-        first = LoadRun(prefill.spec(), self.workdir / "aiperf", gated=True).start()
-        self.runs.append(first)
-        if getattr(self.backend, "expected_startup_s", 120.0) < AIPERF_BOOT_S:
-            first.wait_at_gate(timeout_s=120.0)  # a fast engine would only idle while AIPerf boots
+        early: dict[str, LoadRun] = {"prefill": self._start_run(prefill)}
+        if self.opts.pipeline:
+            self.max_kv = self.predicted_kv_tokens()
+            for job in self.decode_jobs(prompts)[:self.opts.pipeline_depth] if self.max_kv else []:
+                early[job.label] = self._start_run(job)
+        if self.opts.pipeline and getattr(self.backend, "expected_startup_s", 120.0) < AIPERF_BOOT_S:
+            early["prefill"].wait_at_gate(timeout_s=120.0)  # a fast engine would only idle while AIPerf boots
         self.engine.start()
         self.engine.wait_ready(self.opts.ready_timeout_s)
         self.engine_version = self.engine.version()
         kv = self.engine.kv_tokens()
         if not kv:
-            kv = next((p.kv_tokens_estimate for p in self.plan.candidates if p.id == self.cand.id), 0)
+            kv = self.predicted_kv_tokens()
             log.warning("%s: the engine reported no KV capacity; using the plan's estimate %d", self.cand.id, kv)
         self.max_kv = int(kv)
         jobs = [prefill, *self.decode_jobs(prompts)]
         self.total_decode = len(jobs) - 1
+        labels = {job.label for job in jobs}
+        for label, run in early.items():
+            if label not in labels:
+                run.terminate()  # its concurrency does not fit the capacity the engine reported
         if self.total_decode == 0:
             raise SweepFailed(f"KV cache of {self.max_kv:,} tokens holds no decode request of the grid "
                               f"(osl {self.osl}); the candidate cannot serve this workload")
-        self._execute(jobs, first)
+        self._execute(jobs, {i: early[j.label] for i, j in enumerate(jobs) if j.label in early})
         if self.opts.torch_profile:
-            self._torch_profile()
+            try:
+                self._torch_profile()
+            except EngineFailed as exc:  # the surfaces are measured; a missing trace does not undo them
+                log.warning("%s: no torch-profiler trace: %s", self.cand.id, exc.reason)
+                self.notes["torch_trace_error"] = exc.reason
 
-    def _execute(self, jobs: list[_Job], first: LoadRun) -> None:
-        aiperf_dir = self.workdir / "aiperf"
-        current = first
-        ahead: LoadRun | None = None
+    def _start_run(self, job: _Job) -> LoadRun:
+        run = LoadRun(job.spec(), self.workdir / "aiperf", gated=True).start()
+        self.runs.append(run)
+        return run
+
+    def _execute(self, jobs: list[_Job], started: dict[int, LoadRun]) -> None:
+        depth = self.opts.pipeline_depth if self.opts.pipeline else 0
+        previous: tuple[_Job, LoadRun] | None = None
         for i, job in enumerate(jobs):
-            if i > 0:
-                current = ahead or LoadRun(job.spec(), aiperf_dir, gated=True).start()
-                if ahead is None:
-                    self.runs.append(current)
-                ahead = None
+            current = started.get(i) or started.setdefault(i, self._start_run(job))
             if not current.wait_at_gate(timeout_s=300.0):
+                if previous:
+                    self._consume(previous[0], previous[1].wait(timeout_s=self.opts.run_timeout_s))
                 self._consume(job, current.wait(timeout_s=60.0))  # it exited before its gate: a failure
                 raise SweepFailed(f"AIPerf run {job.label} did not start")
-            self._check_engine(job.label)
-            if job.warm:
-                t0 = time.monotonic()
-                errors = send_requests(self.engine.url, self.request.model, job.prompts, 1, self.opts.run_timeout_s)
-                self.warming_s += time.monotonic() - t0
-                if errors:
-                    self._check_engine(job.label)
-                    raise SweepFailed(f"warming the prefix cache for {job.label} failed: "
-                                      f"{len(errors)} of {len(job.prompts)} requests: {errors[0]}")
+            if previous:
+                # the previous run has its last response; AIPerf's own shutdown overlaps this one
+                previous[1].wait_requests_done(timeout_s=self.opts.run_timeout_s)
+            try:
+                self._check_engine(job.label)
+                if job.warm:
+                    self._warm(job)
+            except SweepFailed:
+                if previous:  # keep the point measured just before the failure
+                    self._consume(previous[0], previous[1].wait(timeout_s=self.opts.run_timeout_s))
+                raise
             current.open_gate()
-            if self.opts.pipeline and i + 1 < len(jobs):
-                ahead = LoadRun(jobs[i + 1].spec(), aiperf_dir, gated=True).start()
-                self.runs.append(ahead)
-            self._consume(job, current.wait(timeout_s=self.opts.run_timeout_s))
+            if previous:
+                self._consume(previous[0], previous[1].wait(timeout_s=self.opts.run_timeout_s))
+            for k in range(i + 1, min(len(jobs), i + 1 + depth)):
+                if k not in started:
+                    started[k] = self._start_run(jobs[k])  # boots while this run measures
+            previous = (job, current)
+            if depth == 0:
+                self._consume(job, current.wait(timeout_s=self.opts.run_timeout_s))
+                previous = None
+        if previous:
+            self._consume(previous[0], previous[1].wait(timeout_s=self.opts.run_timeout_s))
+
+    def _warm(self, job: _Job) -> None:
+        """Prefill the point's prompts (max_tokens=1) so its measured requests hit the prefix cache."""
+        assert self.engine is not None
+        t0 = time.monotonic()
+        errors = send_requests(self.engine.url, self.request.model, job.prompts, 1, self.opts.run_timeout_s)
+        self.warming_s += time.monotonic() - t0
+        if errors:
+            self._check_engine(job.label)
+            raise SweepFailed(f"warming the prefix cache for {job.label} failed: "
+                              f"{len(errors)} of {len(job.prompts)} requests: {errors[0]}")
 
     def _check_engine(self, label: str) -> None:
         assert self.engine is not None
@@ -351,11 +401,16 @@ class CandidateBench:
             self._decode_point(job, result, measured)
 
     def _prefill_points(self, job: _Job, measured: list) -> None:
-        isls = [e for e in self.prefill_isls() for _ in range(self.opts.prefill_repeats * self.cand.attn_dp)]
+        grid = self.prefill_isls()
+        order = [e for e in grid for _ in range(self.opts.prefill_repeats * self.cand.attn_dp)]
         by_isl: dict[int, list[float]] = {}
         for r in measured:
-            if r.ttft_ms is not None and r.session < len(isls):
-                by_isl.setdefault(isls[r.session], []).append(r.ttft_ms / self.scale)
+            if r.ttft_ms is None:
+                continue
+            # the prompt length AIPerf counted names the point; the trace order is the fallback
+            isl = min(grid, key=lambda g: abs(g - r.isl)) if r.isl else order[r.session] if r.session < len(order) else None
+            if isl is not None:
+                by_isl.setdefault(isl, []).append(r.ttft_ms / self.scale)
         for isl in sorted(by_isl):
             ttft = sum(by_isl[isl]) / len(by_isl[isl])
             thpt = isl * self.cand.attn_dp / ttft * 1000.0 / self.cand.num_gpus
@@ -398,8 +453,7 @@ class CandidateBench:
             self.engine.stop_profile()
 
     def close(self) -> None:
-        for run in self.runs:
-            run.kill()
+        stop_all(self.runs)
         if self.engine is not None:
             self.engine.stop()
 
@@ -418,7 +472,7 @@ def measure_candidate(request: ProfileRequest, plan: Plan, candidate: Candidate,
     opts = options or BenchOptions.from_env()
     bench = CandidateBench(request, plan, candidate, Path(workdir), opts, on_progress)
     provenance = Provenance(method=request.method, backend=request.backend, request_key=plan.request_key,
-                            estimator=None)
+                            estimator="builtin" if request.method == "simulate" else None)  # simengine's clock
     status, reason = "ok", ""
     try:
         bench.run()
@@ -439,9 +493,17 @@ def measure_candidate(request: ProfileRequest, plan: Plan, candidate: Candidate,
     provenance.finished_at = utc_now()
     if request.method == "simulate":
         provenance.engine_version = f"simengine ({request.backend} timing) {bench.engine_version or ''}".strip()
+    artifacts = {"workdir": str(bench.workdir), **bench.notes}
+    for i, trace in enumerate(torch_traces(bench.workdir)):
+        artifacts[f"torch_trace_{i}" if i else "torch_trace"] = str(trace)
     return CandidateProfile(candidate=candidate, status=status, reason=reason, max_kv_tokens=bench.max_kv,
-                            prefill=bench.prefill, decode=bench.decode, provenance=provenance,
-                            artifacts={"workdir": str(bench.workdir)})
+                            prefill=bench.prefill, decode=bench.decode, provenance=provenance, artifacts=artifacts)
+
+
+def torch_traces(workdir: Path) -> list[Path]:
+    """Trace files the engine wrote into the bench's profiler directory."""
+    traces = Path(workdir) / "traces"
+    return sorted(p for p in traces.rglob("*") if p.is_file()) if traces.is_dir() else []
 
 
 def _aiperf_version() -> str | None:
@@ -467,7 +529,9 @@ def run_step(store: ArtifactStore, candidate_id: str, on_progress: ProgressFn | 
     workdir = Path(tempfile.mkdtemp(prefix=f"slaprof-bench-{candidate_id}-"))
     try:
         profile = measure_candidate(request, plan, candidate, workdir, on_progress, opts)
-        profile.artifacts = _upload_artifacts(store, candidate_id, workdir)
+        notes = {k: v for k, v in profile.artifacts.items() if k != "workdir" and not k.startswith("torch_trace_")
+                 and k != "torch_trace"}
+        profile.artifacts = {**notes, **_upload_artifacts(store, candidate_id, workdir)}
         write_model(store, Layout.profile(candidate_id), profile)
         return profile
     finally:
@@ -482,10 +546,8 @@ def _upload_artifacts(store: ArtifactStore, candidate_id: str, workdir: Path) ->
         key = f"logs/{candidate_id}-engine.log"
         store.put_bytes(key, engine_log.read_bytes(), "text/plain")
         out["engine_log"] = key
-    traces = workdir / "traces"
-    if traces.is_dir():
-        for i, path in enumerate(sorted(p for p in traces.rglob("*") if p.is_file())):
-            key = f"traces/{candidate_id}/{path.relative_to(traces)}"
-            store.put_bytes(key, path.read_bytes())
-            out[f"torch_trace_{i}" if i else "torch_trace"] = key
+    for i, path in enumerate(torch_traces(workdir)):
+        key = f"traces/{candidate_id}/{path.relative_to(workdir / 'traces')}"
+        store.put_bytes(key, path.read_bytes())
+        out[f"torch_trace_{i}" if i else "torch_trace"] = key
     return out

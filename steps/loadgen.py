@@ -34,6 +34,7 @@ SUMMARY_FILE = "profile_export_aiperf.json"
 RECORDS_FILE = "profile_export.jsonl"
 MANIFEST_FILE = "phase_manifest.json"
 GATE_READY_SUFFIX = ".waiting"
+ALL_DONE_MARKER = b"All credits completed"  # AIPerf 0.13 logs this once every response is in
 
 
 class TraceEntry(BaseModel):
@@ -56,6 +57,9 @@ class LoadSpec(BaseModel):
     concurrency: int = Field(1, gt=0)
     request_count: int = Field(1, gt=0)
     warmup_request_count: int = Field(0, ge=0)
+    # AIPerf's concurrency-only mode busy-polls a core for the whole run; a (high) constant request
+    # rate capped by `concurrency` sends the same load and leaves the CPU to the engine and others
+    request_rate: float | None = Field(None, gt=0)
     isl: int | None = None  # synthetic prompts (when no trace)
     osl: int | None = None
     trace: list[TraceEntry] | None = None
@@ -146,6 +150,8 @@ def build_command(spec: LoadSpec, artifact_dir: Path, input_file: Path | None = 
             "--extra-inputs", f"min_tokens:{spec.osl}",
             "--num-dataset-entries", str(max(spec.request_count, spec.concurrency)),
         ]
+    if spec.request_rate:
+        args += ["--request-rate", f"{spec.request_rate:g}", "--arrival-pattern", "constant"]
     if spec.warmup_request_count:
         args += ["--warmup-request-count", str(spec.warmup_request_count)]
     return args
@@ -214,8 +220,39 @@ class LoadRun:
             self.gate_file.write_text("go")
             self.gate_opened_at = time.monotonic()
 
+    def wait_requests_done(self, timeout_s: float | None = None) -> bool:
+        """Block until AIPerf has every response (its log says so) or has exited; True if so.
+
+        AIPerf then needs about a second to process records and exit; the engine is free already.
+        """
+        log = self.artifact_dir / "logs" / "aiperf.log"
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        seen = 0
+        while deadline is None or time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return True
+            try:
+                with log.open("rb") as fh:
+                    fh.seek(seen)
+                    chunk = fh.read()
+            except OSError:
+                chunk = b""
+            if ALL_DONE_MARKER in chunk:
+                return True
+            seen += max(0, len(chunk) - len(ALL_DONE_MARKER))
+            time.sleep(0.02)
+        return False
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self) -> None:
+        """Ask AIPerf to stop without waiting (`stop_all` or `kill` reap it later)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
         """Stop AIPerf and all its worker processes (its own process group)."""
@@ -250,6 +287,29 @@ class LoadRun:
         result = parse_artifacts(self.artifact_dir, rc, self.spec.label, _tail(self.log_path), threshold)
         result.wall_s = time.monotonic() - self.started
         return result
+
+
+def stop_all(runs: list[LoadRun], grace_s: float = 3.0) -> None:
+    """Stop many AIPerf runs at once: SIGTERM every process group, SIGKILL what is left after `grace_s`."""
+    alive = [r for r in runs if r.proc is not None and r.proc.poll() is None]
+    for run in alive:
+        try:
+            os.killpg(run.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    for run in alive:
+        try:
+            run.proc.wait(timeout=max(0.0, deadline - time.monotonic()))  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            pass
+    for run in runs:
+        if run.proc is not None:
+            _reap_group(run.proc.pid)
+            try:
+                run.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def _reap_group(pgid: int) -> None:
@@ -289,6 +349,16 @@ def classify_error_text(text: str) -> FailureKind:
     if any(s in low for s in _TIMEOUT):
         return "timeout"
     return "errors"
+
+
+def _log_errors(log_text: str) -> str:
+    """': <last ERROR line> (first: <first ERROR line>)' from an AIPerf log, without timestamps."""
+    errors = [ln.split(" ERROR ", 1)[1].strip() for ln in log_text.splitlines() if " ERROR " in ln]
+    if not errors:
+        plain = [ln.strip() for ln in log_text.splitlines() if ln.strip() and ln.strip()[0].isalnum()]
+        return f": {plain[-1][:300]}" if plain else ""
+    text = f": {errors[-1][:300]}"
+    return text + (f" (first: {errors[0][:200]})" if errors[0] != errors[-1] else "")
 
 
 def _metric(summary: dict[str, Any], name: str, stat: str = "avg") -> float | None:
@@ -334,11 +404,10 @@ def parse_artifacts(artifact_dir: Path, returncode: int | None, label: str = "",
     res = LoadResult(label=label, ok=False, returncode=returncode, artifact_dir=str(artifact_dir))
     summary_path = artifact_dir / SUMMARY_FILE
     if not summary_path.is_file():
-        kind = classify_error_text(log_tail)
-        res.failure = "aiperf_failed" if kind == "errors" else kind
-        last = [ln for ln in log_tail.strip().splitlines() if "error" in ln.lower()][-1:] or log_tail.strip().splitlines()[-1:]
-        res.reason = (f"AIPerf exited with code {returncode} without {SUMMARY_FILE}"
-                      + (f": {last[0].strip()[:300]}" if last else ""))
+        errors = "\n".join(ln for ln in log_tail.splitlines() if " ERROR " in ln)
+        kind = classify_error_text(errors)
+        res.failure = "aiperf_failed" if kind == "errors" and "request(s) failed" not in errors else kind
+        res.reason = f"AIPerf exited with code {returncode} without {SUMMARY_FILE}" + _log_errors(log_tail)
         return res
     try:
         summary = json.loads(summary_path.read_text())

@@ -20,10 +20,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import ValidationError
@@ -189,8 +192,22 @@ def _interrupt_once(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGTERM this worker when the runner dies (even by SIGKILL), so its cleanup still stops
+    the engine instead of leaving it running for nobody."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the runner died before prctl took effect
+        raise KeyboardInterrupt
+
+
 def _bench_worker(location: str, candidate_id: str, env: dict[str, str], overrides: dict[str, Any] | None,
-                  events: Any) -> None:
+                  events: Any, parent_pid: int) -> None:
     """Worker process: measure one candidate and report through the `events` queue.
 
     SIGTERM is turned into KeyboardInterrupt, so the bench step's cleanup (stopping the engine's
@@ -198,7 +215,10 @@ def _bench_worker(location: str, candidate_id: str, env: dict[str, str], overrid
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     os.environ.update(env)  # CUDA_VISIBLE_DEVICES for online candidates, before anything touches CUDA
+    output = _capture_output(candidate_id)
+    store: ArtifactStore | None = None
     try:
+        _die_with_parent(parent_pid)
         store = open_store(location, create=False)
         profile = _call_bench(store, candidate_id, lambda phase, done, total: events.put(
             ("progress", candidate_id, phase, int(done), int(total))), overrides)
@@ -209,6 +229,31 @@ def _bench_worker(location: str, candidate_id: str, env: dict[str, str], overrid
         events.put(("error", candidate_id, str(exc), ""))
     except BaseException as exc:  # noqa: BLE001 - a crash of one candidate must not stop the run
         events.put(("error", candidate_id, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+    finally:
+        _keep_output(store, candidate_id, output)
+
+
+def _capture_output(candidate_id: str) -> str:
+    """Send this worker's stdout/stderr (and its children's: library warnings, AIPerf) to a file, so
+    they neither garble the live display nor interleave in the log; kept as logs/<id>-worker.log."""
+    fd, path = tempfile.mkstemp(prefix=f"slaprof-{candidate_id}-", suffix=".log")
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return path
+
+
+def _keep_output(store: ArtifactStore | None, candidate_id: str, path: str) -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        data = Path(path).read_bytes()
+        if data and store is not None:
+            store.put_bytes(f"logs/{candidate_id}-worker.log", data, "text/plain")
+    except (OSError, UserError):
+        pass  # the measurement's own result is already reported; its chatter is not worth a failure
+    finally:
+        Path(path).unlink(missing_ok=True)
 
 
 def _summary(profile: CandidateProfile) -> str:
@@ -278,7 +323,8 @@ class _BenchScheduler:
             self.pending.popleft()
             env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if self.gpu_pool is not None else {}
             proc = self.ctx.Process(target=_bench_worker,
-                                    args=(self.run.location, cid, env, self.run.bench_overrides, self.events),
+                                    args=(self.run.location, cid, env, self.run.bench_overrides, self.events,
+                                          os.getpid()),
                                     name=f"slaprof-bench-{cid}", daemon=False)
             proc.start()
             self.jobs[cid] = _Job(proc, gpus, time.monotonic())
@@ -532,37 +578,44 @@ def _bench_in_process(run: _Run, ids: list[str]) -> None:
         run.record(cid, profile.status, profile.reason, _summary(profile), time.monotonic() - started)
 
 
+def _step(run: _Run, result: RunResult, name: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
+    """Run one step after bench; a failure becomes an error line (its traceback a log artifact)."""
+    t = time.monotonic()
+    try:
+        value = fn()
+    except (UserError, StepFailed) as exc:
+        result.errors.append(f"{name}: {exc}")
+        return False, None
+    except Exception as exc:  # noqa: BLE001 - report what was decided so far instead of a traceback
+        key = f"logs/{name}-error.txt"
+        try:
+            run.store.put_bytes(key, traceback.format_exc().encode(), "text/plain")
+        except UserError:
+            key = "the log could not be written"
+        result.errors.append(f"{name} step crashed: {type(exc).__name__}: {exc} (traceback: {run.store.uri(key)})")
+        return False, None
+    result.timings[name] = time.monotonic() - t
+    return True, value
+
+
 def _after_bench(run: _Run, result: RunResult) -> None:
     """fit, then render and apply; a failure is recorded and the run goes on as far as it can."""
     from steps import fit
 
-    t = time.monotonic()
-    try:
-        result.selection = fit.run_step(run.store)
-    except (UserError, StepFailed) as exc:
-        result.errors.append(f"fit: {exc}")
-        return
-    result.timings["fit"] = time.monotonic() - t
+    ok, result.selection = _step(run, result, "fit", lambda: fit.run_step(run.store))
     if run.store.exists(Layout.REPORT):
         result.report = run.store.uri(Layout.REPORT)
-    if not result.recommended:
+    if not ok or not result.recommended:
         return
     render = _optional_step("steps.render")
     if render is not None:
-        t = time.monotonic()
-        try:
-            render.run_step(run.store)
-            result.dgd = run.store.uri(Layout.DGD)
-        except (UserError, StepFailed) as exc:
-            result.errors.append(f"render: {exc}")
+        ok, _ = _step(run, result, "render", lambda: render.run_step(run.store))
+        if not ok:
             return
-        result.timings["render"] = time.monotonic() - t
+        result.dgd = run.store.uri(Layout.DGD)
     if run.request.deployment.auto_apply:
         apply = _optional_step("steps.apply")
         if apply is None or render is None:
             result.errors.append("apply: --auto-apply needs the render and apply steps, which this version lacks")
             return
-        try:
-            apply.run_step(run.store)
-        except (UserError, StepFailed) as exc:
-            result.errors.append(f"apply: {exc}")
+        _step(run, result, "apply", lambda: apply.run_step(run.store))

@@ -21,7 +21,7 @@ from tests.conftest import MODELS, ROOT
 from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401
 
 MODEL = str(MODELS / "Qwen3-0.6B")
-TIME_SCALE = 20.0  # modelled steps of ~2-30 ms take 40-600 ms: CPU jitter stays far below 10 %
+TIME_SCALE = 50.0  # modelled steps of ~2-30 ms take 0.1-1.5 s: HTTP and CPU jitter on a busy machine stay far below 10 %
 REQUEST = ["--model", MODEL, "--backend", "vllm", "--gpu", "h100_sxm", "--max-num-gpus-per-engine", "1",
            "--max-context-length", "1024", "--isl", "200", "--osl", "8",
            "--prefill-interpolation-granularity", "2", "--decode-interpolation-granularity", "2"]
@@ -55,7 +55,7 @@ def test_cli_bench_simulate_matches_the_model(tmp_path, tiny_tokenizer):
     cmd = [sys.executable, "-m", "steps.cli", "bench", *REQUEST, "--method", "simulate", "--candidate", "tp1",
            "--out", str(out), "--max-prefill-points", "2", "--max-decode-contexts", "1",
            "--tokenizer", str(tiny_tokenizer), "--time-scale", str(TIME_SCALE), "--sim-max-kv-tokens", "1000",
-           "--keep-workdir"]
+           "--keep-workdir", "--torch-profile"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     profile = CandidateProfile.model_validate_json((out / "tp1.json").read_text())
@@ -75,6 +75,10 @@ def test_cli_bench_simulate_matches_the_model(tmp_path, tiny_tokenizer):
         assert point.itl_ms == pytest.approx(est.decode_itl_ms(point.concurrency, point.context), rel=0.10), point
         assert point.kv_usage == pytest.approx(point.concurrency * point.context / 1000)
     assert profile.decode[1].thpt_per_gpu > profile.decode[0].thpt_per_gpu
+
+    # --torch-profile: a trace of the engine under a decode load point, stored next to the profile
+    trace = Path(profile.artifacts["torch_trace"])
+    assert trace.parent == out / "tp1-traces" and json.loads(trace.read_text())["traceEvents"]
 
     # nothing left running: neither the engine (by its port) nor any AIPerf process (by its folder)
     command = json.loads((out / "tp1-work" / "engine" / "engine-command.json").read_text())["argv"]
@@ -118,3 +122,20 @@ def test_offline_run_step_writes_the_profile(tmp_path):
     assert [p.isl for p in stored.prefill] == plan.grid.prefill_isls
     assert stored.decode and stored.max_kv_tokens > 0
     assert seen and seen[-1][0] == "decode"
+
+
+def test_prompts_have_the_asked_length_and_distinct_first_blocks(tiny_tokenizer):
+    from transformers import AutoTokenizer
+
+    from steps.bench import PromptBuilder, _thin
+    from steps.simengine import BLOCK_TOKENS
+
+    builder = PromptBuilder(str(tiny_tokenizer))
+    tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer))
+    prompts = [builder.make(300, f"{j} 300 abcd1234 decode") for j in range(12)]
+    lengths = [len(tok.encode(p, add_special_tokens=False)) for p in prompts]
+    assert all(abs(n - 300) <= 2 for n in lengths), lengths
+    first_blocks = {tuple(tok.encode(p, add_special_tokens=False)[:BLOCK_TOKENS]) for p in prompts}
+    assert len(first_blocks) == len(prompts)  # no prompt can reuse another's cached prefix
+    assert _thin([100, 200, 300, 400, 500], 3, keep=200) == [100, 200, 500]
+    assert _thin([100, 200], 5) == [100, 200]

@@ -230,3 +230,37 @@ def test_estimate_cli_errors_are_one_line(capsys):
     assert "64 attention heads are not divisible by TP 3" in capsys.readouterr().err
     assert main(base + ["--mapping", "tp2", "--mode", "train"]) == 2
     assert "--mode 'train' is not one of: prefill, decode, agg" in capsys.readouterr().err
+
+
+class _PointByPoint:
+    """An estimator that only answers one point at a time, as the AI Configurator adapter does."""
+
+    name = "builtin"
+
+    def __init__(self, inner: BuiltinEstimator) -> None:
+        self.inner = inner
+
+    def prefill_ttft_ms(self, isl: int, batch: int = 1) -> float:
+        return float(self.inner.prefill_ttft_ms(int(isl), int(batch)))
+
+    def decode_itl_ms(self, batch: int, context: int) -> float:
+        return float(self.inner.decode_itl_ms(int(batch), int(context)))
+
+    def max_kv_tokens(self) -> int:
+        return self.inner.max_kv_tokens()
+
+    def agg(self, isl: int, osl: int, concurrency: int):
+        return self.inner.agg(isl, osl, concurrency)
+
+
+def test_offline_profile_takes_point_by_point_estimators():
+    from steps.perf.surfaces import estimator_for
+
+    req = request("Qwen3-30B-A3B")
+    plan = make_plan(req)
+    cand = Candidate.parse("dep4")
+    vectorised = offline_profile(req, plan, cand)
+    pointwise = offline_profile(req, plan, cand, _PointByPoint(estimator_for(req, plan, cand)))
+    assert [p.ttft_ms for p in pointwise.prefill] == pytest.approx([p.ttft_ms for p in vectorised.prefill])
+    assert [d.itl_ms for d in pointwise.decode] == pytest.approx([d.itl_ms for d in vectorised.decode])
+    assert len(pointwise.decode) == len(vectorised.decode) > 20

@@ -32,10 +32,11 @@ REQUEST = {
     "engine": {"max_context_length": 1024},
     "sweep": {"prefill_granularity": 2, "decode_granularity": 2},
 }
-# time_scale 20: each modelled millisecond lasts 20 wall ms, so HTTP and CPU noise on a busy
-# machine stay small against the modelled step; a 20k-token KV cache caps the concurrency at 60
-QUICK_SWEEP = {"time_scale": 20.0, "sim_max_kv_tokens": 20_000, "max_prefill_points": 2, "max_decode_isls": 1,
-               "max_concurrency_points": 2}
+# time_scale 50: each modelled millisecond lasts 50 wall ms, so HTTP and CPU noise on a busy
+# 2-core machine stay small against a modelled step of a few ms; a 10k-token KV cache caps the
+# concurrency at 30, so streaming to AIPerf does not starve the CPU either. The prefill ISLs are
+# the plan's (one AIPerf run measures them all), so both runs fit the same prefill points.
+QUICK_SWEEP = {"time_scale": 50.0, "sim_max_kv_tokens": 10_000, "max_decode_isls": 1, "max_concurrency_points": 2}
 
 
 def _close(measured: float, expected: float) -> bool:
@@ -45,14 +46,12 @@ def _close(measured: float, expected: float) -> bool:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_tokenizer):  # noqa: F811
     base = tmp_path_factory.mktemp("simulate")
-    os.environ["SLAPROF_TOKENIZER"] = str(tiny_tokenizer)  # inherited by the worker processes
-    try:
-        offline = run_profile(build_request({**REQUEST, "method": "offline"}), RunOptions(out=str(base / "offline")))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLAPROF_TOKENIZER", str(tiny_tokenizer))  # inherited by the worker processes
         simulate = run_profile(build_request({**REQUEST, "method": "simulate"}),
                                RunOptions(out=str(base / "simulate"), parallel=2, bench_overrides=QUICK_SWEEP),
                                PlainProgress(sys.stderr))
-    finally:
-        os.environ.pop("SLAPROF_TOKENIZER", None)
+        offline = run_profile(build_request({**REQUEST, "method": "offline"}), RunOptions(out=str(base / "offline")))
     return base, offline, simulate
 
 
@@ -105,7 +104,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def test_ctrl_c_stops_engines_and_exits_130(tmp_path, tiny_tokenizer):  # noqa: F811
+def test_ctrl_c_stops_every_measurement_process_and_exits_130(tmp_path, tiny_tokenizer):  # noqa: F811
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "steps.cli", "profile", "--model", REQUEST["model"], "--method", "simulate",
            "--isl", "300", "--osl", "30", "--ttft", "200", "--itl", "50", "--max-num-gpus-per-engine", "1",
@@ -116,17 +115,17 @@ def test_ctrl_c_stops_engines_and_exits_130(tmp_path, tiny_tokenizer):  # noqa: 
                             start_new_session=True)
     seen: dict[int, psutil.Process] = {}
     deadline = time.monotonic() + 90
-    engine_up = False
-    while time.monotonic() < deadline and proc.poll() is None and not engine_up:
+    measuring = False  # the worker has started its measurement processes (AIPerf first, then the engine)
+    while time.monotonic() < deadline and proc.poll() is None and not measuring:
         for child in _descendants(proc.pid):
             seen[child.pid] = child
             try:
-                engine_up = engine_up or any("simengine" in part for part in child.cmdline())
+                measuring = measuring or any("aiperf" in part or "simengine" in part for part in child.cmdline())
             except psutil.Error:
                 pass
         time.sleep(0.2)
-    assert engine_up, "the simulated engine never started"
-    time.sleep(1.0)
+    assert measuring, "the bench worker never started measuring"
+    time.sleep(2.0)
     for child in _descendants(proc.pid):
         seen[child.pid] = child
     os.killpg(proc.pid, signal.SIGINT)

@@ -22,7 +22,7 @@ from tests.conftest import MODELS
 from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401
 
 MODEL = str(MODELS / "Qwen3-0.6B")
-TIME_SCALE = 10.0
+TIME_SCALE = 50.0  # a modelled TTFT of ~6 ms lasts ~300 ms: HTTP and CPU jitter stay far below 10 %
 MAX_KV = 600  # tokens: two requests of 250 + 100 do not fit together
 
 

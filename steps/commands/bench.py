@@ -69,12 +69,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{planned.id}: the plan dropped this candidate ({planned.reason}); measuring it anyway", flush=True)
     try:
         profile = measure_candidate(request, plan, planned.candidate, workdir, show, options)
+        # torch-profiler traces are stored next to the profile
+        for name, path in list(profile.artifacts.items()):
+            if name.startswith("torch_trace"):
+                target = out / f"{planned.id}-traces" / Path(path).name
+                target.parent.mkdir(exist_ok=True)
+                shutil.copy2(path, target)
+                profile.artifacts[name] = str(target)
     finally:
         if not options.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    if options.keep_workdir:
-        profile.artifacts["workdir"] = str(workdir)
-    else:
+    if not options.keep_workdir:
         profile.artifacts.pop("workdir", None)
     path = out / f"{planned.id}.json"
     path.write_text(profile.model_dump_json(indent=2))

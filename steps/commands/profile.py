@@ -75,15 +75,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"slaprof: warning: {warning}", file=sys.stderr)
     if not result.recommended:
         failed = [o for o in result.outcomes if o.status in ("failed", "infeasible")]
-        why = "; ".join(f"{o.candidate_id}: {o.reason}" for o in failed) or "see the errors above"
+        if selection is None:  # fit did not run or failed: its warnings did not list the candidates
+            why = "; ".join(f"{o.candidate_id}: {o.reason}" for o in failed) or "see the errors above"
+        else:
+            why = f"{len(failed)} of {len(result.outcomes)} candidates failed or are infeasible, see above"
         print(f"slaprof: no recommendation could be made ({why})", file=sys.stderr)
         if result.report:
             print(f"Report: {result.report}")
         return 1
     assert selection is not None
+    if result.dgd:
+        print(f"DGD: {result.dgd}", file=sys.stderr)
     for line in selection.recommendation:
         print(line)
-    if result.dgd:
-        print(f"DGD: {result.dgd}")
     print(f"Report: {result.report or result.location}")
     return 0

@@ -27,14 +27,21 @@ class BackendConstants(BaseModel):
     attn_eff: float = Field(0.45, description="fraction of bf16 peak reached by prefill attention kernels")
     mem_eff: float = Field(0.75, description="fraction of HBM bandwidth reached streaming weights and KV")
     link_eff: float = Field(0.70, description="fraction of NVLink bandwidth reached by collectives")
+    act_passes: float = Field(0.0, description="activation read/write passes per layer of the memory-bound "
+                              "elementwise kernels (norms, activations, rotary, quantisation)")
     comm_latency_us: float = Field(12.0, description="latency of one all-reduce or all-to-all, microseconds")
     layer_overhead_us: float = Field(15.0, description="per-layer per-step launch and sync cost, microseconds")
+    prefill_layer_us: float = Field(0.0, description="per-layer cost of a prefill step (eager launches), microseconds")
+    prefill_moe_layer_us: float = Field(0.0, description="extra per-MoE-layer cost of a prefill step (routing, "
+                                        "token permutation), microseconds")
     step_overhead_ms: float = Field(3.0, description="fixed cost of one engine step (scheduler, sampling), ms")
     request_overhead_ms: float = Field(10.0, description="fixed TTFT cost of one request (tokenise, schedule, stream), ms")
     prefill_chunk_tokens: int = Field(8192, description="tokens per prefill chunk (max batched tokens)")
     agg_mix_factor: float = Field(1.0, description="share of other requests' prefill work that lands in each decode step")
-    burst_fraction: float = Field(0.15, description="share of requests that arrive in a burst and queue behind "
-                                  "the burst's other prefills (closed-loop benchmarks keep arrivals in waves)")
+    burst_fraction: float = Field(0.15, description="share of prompts that arrive in a wave with the others in "
+                                  "flight and are prefilled with them (closed-loop load keeps arrivals in waves)")
+    disagg_handoff_ms: float = Field(0.0, description="fixed cost of handing a prefilled request to a decode "
+                                     "worker (routing, KV transfer set-up), ms")
     kv_transfer_gbps: float = Field(25.0, description="disaggregated KV transfer bandwidth, GB/s (not fitted)")
 
 

@@ -12,7 +12,8 @@ bytes / achieved HBM bandwidth):
                   touches, E * (1 - (1 - k/E)^tokens)
   LM head         one row per sequence in prefill, one per token in decode
 plus TP all-reduces (2 per layer) or EP all-to-alls (dispatch and combine) over NVLink with a
-latency per collective, a per-layer launch cost and a fixed per-step overhead.
+latency per collective, a per-layer launch cost, a fixed per-step overhead, and the memory-bound elementwise kernels
+(norms, activations, rotary, quantisation) that stream every token's activations through HBM.
 Every function takes numpy arrays as well as scalars, so a whole surface is one call.
 """
 from __future__ import annotations
@@ -70,6 +71,7 @@ class _Shapes:
     attn_prefill_coef: float  # per GPU per layer: FLOPs = coef * isl^2 per sequence
     attn_decode_flops_per_ctx: float  # per GPU per layer per sequence per context token
     kv_bytes_per_ctx: float  # per GPU per layer per sequence per context token
+    act_elems_per_token: float  # per GPU per layer: activation width the memory-bound kernels stream
 
 
 def _shapes(model: ModelInfo, cand: Mapping) -> _Shapes:
@@ -93,6 +95,12 @@ def _shapes(model: ModelInfo, cand: Mapping) -> _Shapes:
     else:
         dense = attn + model.dense_mlp_params / tp
         moe_dense, expert, experts_per_gpu = 0.0, 0.0, 0.0
+    # norms, residual adds, activation functions, rotary and input quantisation read and write the
+    # hidden state (replicated on TP ranks) and the local MLP intermediate of every token
+    if model.is_moe:
+        inter = model.experts_per_token * model.moe_intermediate_size * cand.attn_dp / (cand.moe_tp * cand.moe_ep)
+    else:
+        inter = model.intermediate_size / tp
     return _Shapes(
         layers=model.num_layers,
         moe_layers=model.num_moe_layers,
@@ -109,6 +117,7 @@ def _shapes(model: ModelInfo, cand: Mapping) -> _Shapes:
         attn_prefill_coef=hq * (prefill_qk + prefill_v),  # 2*hq*(qk+v)*s^2, halved by the causal mask
         attn_decode_flops_per_ctx=2.0 * hq * (decode_qk + decode_v),
         kv_bytes_per_ctx=kv_elems * BYTES_PER_KV[model.kv_dtype],
+        act_elems_per_token=model.hidden_size + inter,
     )
 
 
@@ -130,9 +139,6 @@ class BuiltinEstimator:
         self._hbm = gpu.hbm_bytes_per_s * self.k.mem_eff
         self._link = gpu.link_bytes_per_s * self.k.link_eff
         self._max_kv: int | None = None
-
-    def with_constants(self, constants: BackendConstants) -> BuiltinEstimator:
-        return BuiltinEstimator(self.model, self.gpu, self.backend, self.cand, constants)
 
     # ---- one engine step -------------------------------------------------
     def _roof(self, flops, nbytes, flops_per_s: float):
@@ -176,6 +182,9 @@ class BuiltinEstimator:
         lm_rows = np.asarray(lm_rows_per_rank, dtype=float)
         t = t + self._roof(2 * lm_rows * s.lm_head_params, s.lm_head_params * 2.0, self._linear_flops)
         t = t + s.layers * self._comm_s(tokens)
+        # memory-bound elementwise kernels: their time follows HBM bandwidth, not Tensor-Core FLOP/s,
+        # so a GPU with k times the FLOP/s does not prefill k times faster
+        t = t + s.layers * tokens * s.act_elems_per_token * ACT_BYTES * k.act_passes / self._hbm
         return t + s.layers * k.layer_overhead_us * 1e-6 + k.step_overhead_ms * 1e-3
 
     # ---- public interface --------------------------------------------------
@@ -186,7 +195,10 @@ class BuiltinEstimator:
         tokens = isl * per_rank
         chunks = np.maximum(1.0, np.ceil(tokens / self.k.prefill_chunk_tokens))
         attn = per_rank * self.s.attn_prefill_coef * isl * isl / chunks
-        return chunks * self.step_s(tokens / chunks, per_rank, attn, 0.0, per_rank / chunks)
+        # prefill steps run without CUDA graphs: each layer pays host-side launch and MoE routing
+        # (token sort, expert offsets) costs that do not shrink on a faster GPU
+        launch = (self.s.layers * self.k.prefill_layer_us + self.s.moe_layers * self.k.prefill_moe_layer_us) * 1e-6
+        return chunks * (self.step_s(tokens / chunks, per_rank, attn, 0.0, per_rank / chunks) + launch)
 
     def prefill_ttft_ms(self, isl, batch=1):
         """TTFT of `batch` prompts of `isl` tokens prefilled together, framework overhead included."""
@@ -208,29 +220,49 @@ class BuiltinEstimator:
             self._max_kv = kv_capacity_tokens(self.model, self.gpu, cand, self.backend)
         return self._max_kv
 
+    def loaded_ttft_ms(self, isl: int, per_rank: float, t_dec: float = 0.0, work: float | None = None) -> float:
+        """TTFT of one prompt when `per_rank` prompts per rank are in flight (closed loop).
+
+        A share `burst_fraction` of prompts arrives in a wave with the others and is prefilled
+        together with them in chunks of the token budget (the average prompt finishes half-way
+        through the wave's chunks, or with all of them when they fit in one); the rest find the
+        engine free. Every prefill chunk shares its step with a decode step of `t_dec` ms.
+        """
+        k = self.k
+        if work is None:
+            work = float(self.prefill_work_s(isl, 1)) * 1e3
+        chunks = max(1.0, math.ceil(isl / k.prefill_chunk_tokens))
+        alone = work + chunks * t_dec
+        wave_tokens = per_rank * isl
+        wave_steps = max(1.0, math.ceil(wave_tokens / k.prefill_chunk_tokens))
+        step_ms = min(wave_tokens, k.prefill_chunk_tokens) / isl * work + t_dec
+        wave = (wave_steps + 1.0) / 2.0 * step_ms if wave_steps > 1 else per_rank * work + t_dec
+        return k.request_overhead_ms + (1.0 - k.burst_fraction) * alone + k.burst_fraction * max(alone, wave)
+
     def agg(self, isl: int, osl: int, concurrency: int) -> AggEstimate:
         """Steady-state aggregated serving with `concurrency` requests in flight (closed loop).
 
         - Requests beyond what the KV cache holds wait for running ones to finish.
         - Each running request's prefill runs inside the engine's mixed steps, so its work spreads
           over the others' decode steps: ITL = decode step + prefill work per output token.
-        - A prompt's own prefill shares its steps with the running decodes, and a share of
-          prompts arrives in bursts (closed-loop load stays in waves) and waits for the burst's
-          other prefills on the same rank.
+        - TTFT: `loaded_ttft_ms` (the prompt's prefill, the decode steps it shares, the wave it
+          arrives in).
         """
         k, dp = self.k, self.map.attn_dp
-        # engines admit a request when its current tokens fit: on average a running one holds isl + osl/2
-        fits = int(self.max_kv_tokens() // (isl + osl / 2.0)) if self.max_kv_tokens() > 0 else concurrency
+        kv = self.max_kv_tokens()
+        # the decode batch the KV cache holds: on average a running request holds isl + osl/2 tokens
+        fits = int(kv // (isl + osl / 2.0)) if kv > 0 else concurrency
         running = max(dp, min(concurrency, fits))
-        per_rank = max(1.0, running / dp)
+        # a prompt is admitted (and gets its first token) as soon as its own tokens fit; when decode
+        # later runs out of blocks the engine preempts or pauses running requests, which lengthens
+        # ITL, not TTFT. Only prompts that do not fit at all wait for whole request lifetimes.
+        admitted = max(dp, min(concurrency, int(kv // max(1, isl)) if kv > 0 else concurrency))
         t_dec = self.decode_itl_ms(running, isl + osl / 2.0)
         work = float(self.prefill_work_s(isl, 1)) * 1e3
-        chunks = max(1.0, math.ceil(isl / k.prefill_chunk_tokens))
-        itl = t_dec + k.agg_mix_factor * (per_rank - 1.0) * work / max(1, osl)
-        burst_wait = k.burst_fraction * (per_rank - 1.0) / 2.0 * work
-        ttft = k.request_overhead_ms + work + chunks * t_dec + burst_wait
+        itl = t_dec + k.agg_mix_factor * (max(1.0, running / dp) - 1.0) * work / max(1, osl)
+        ttft = self.loaded_ttft_ms(isl, max(1.0, admitted / dp), t_dec, work)
         latency = ttft + max(0, osl - 1) * itl
-        if concurrency > running:  # the rest queue for whole request lifetimes
-            ttft += (concurrency - running) / running * latency / 2.0
+        if concurrency > admitted:  # the rest queue for whole request lifetimes
+            ttft += (concurrency - admitted) / admitted * latency / 2.0
         thpt = running * osl / (latency / 1e3) / self.map.num_gpus
         return AggEstimate(ttft_ms=ttft, itl_ms=itl, thpt_per_gpu=thpt)

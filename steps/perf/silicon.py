@@ -14,23 +14,23 @@ import csv
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from steps.errors import UserError
 from steps.gpus import GPU_NAMES, GpuSpec, get_gpu
 from steps.models import ModelInfo, model_info_from_config
 from steps.perf.constants import BackendConstants, constants_for
 from steps.perf.mapping import Mapping
-from steps.perf.roofline import BuiltinEstimator
+from steps.perf.roofline import BuiltinEstimator, compute_dtype
 
 CALIBRATION_SYSTEMS: tuple[str, ...] = ("h100_sxm", "h200_sxm")
 HELD_OUT_SYSTEMS: tuple[str, ...] = ("b200_sxm", "gb200", "b300_sxm", "gb300")
 GPUS_PER_NODE = {"gb200": 72, "gb300": 72}  # NVL72 racks; HGX systems have 8 GPUs per NVLink domain
 _PRECISIONS = {"bf16": "bf16", "fp8": "fp8", "fp4": "fp4"}
+QUANTISED_KV_PRECISIONS = ("fp8", "fp4")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class Deployment:
 
 @dataclass
 class SiliconCase:
+    """One measured row: what ran (model at its precision, GPU, backend, mapping, load) and TTFT/TPOT."""
+
     row_id: str
     system: str
     backend: str
@@ -60,8 +62,7 @@ class SiliconCase:
     agg: Deployment | None = None
     prefill: Deployment | None = None
     decode: Deployment | None = None
-    skip: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    skip: str = ""  # why the row cannot be evaluated; empty when it can
 
     @property
     def gpu(self) -> GpuSpec:
@@ -169,7 +170,10 @@ def _case(row: dict[str, str]) -> SiliconCase:
     if case.precision not in _PRECISIONS:
         case.skip = f"precision {case.precision} not modelled"
         return case
-    case.model = model.model_copy(update={"weight_dtype": _PRECISIONS[case.precision]})
+    # quantised deployments store the KV cache in FP8 (AI Configurator's fp8 and nvfp4 profiles do;
+    # the CSV does not record it), so their engines hold twice the tokens of a bf16 cache
+    kv_dtype = "fp8" if case.precision in QUANTISED_KV_PRECISIONS else model.kv_dtype
+    case.model = model.model_copy(update={"weight_dtype": _PRECISIONS[case.precision], "kv_dtype": kv_dtype})
     per_domain = GPUS_PER_NODE.get(case.system, 8)
     if case.mode == "agg":
         m = _mapping(row)
@@ -200,12 +204,38 @@ def _case(row: dict[str, str]) -> SiliconCase:
         case.skip = "MoE TP x EP differs from attention TP x DP (inconsistent row)"
     if not case.skip and any(case.model.num_attention_heads % d.mapping.attn_tp for d in deployments):
         case.skip = "attention TP does not divide the model's heads (mislabelled row)"
+    if not case.skip and implied_prefill_utilisation(case) > 1.0:
+        case.skip = "measured load needs more than the GPUs' peak FLOP/s (inconsistent row)"
     return case
+
+
+def implied_prefill_utilisation(case: SiliconCase) -> float:
+    """Share of the prefill GPUs' dense peak FLOP/s the row's own numbers require.
+
+    A closed loop of `concurrency` clients completes concurrency / (TTFT + (OSL-1) * TPOT)
+    requests a second (Little's law); each needs at least 2 * active params * ISL FLOPs of linear
+    layers to prefill (attention and decode not counted). Above 1.0 the recorded TTFT, TPOT and
+    concurrency cannot all be true (for example prefix caching was on, or the load is
+    mislabelled), whatever model predicts them: such rows are excluded from calibration and
+    accuracy alike.
+    """
+    assert case.model is not None
+    latency_s = (case.ttft_ms + max(0, case.osl - 1) * case.tpot_ms) / 1e3
+    rate = case.concurrency / latency_s
+    flops = rate * 2.0 * (case.model.active_params - case.model.embedding_params) * case.isl
+    if case.agg is not None:
+        gpus = case.agg.mapping.num_gpus
+    else:
+        assert case.prefill is not None
+        gpus = case.prefill.mapping.num_gpus * case.prefill.workers
+    return flops / (gpus * case.gpu.peak_flops(compute_dtype(case.model.weight_dtype, case.gpu)))
 
 
 def _identity(case: SiliconCase) -> tuple:
     dep = [(d.mapping, d.batch, d.workers) for d in (case.agg, case.prefill, case.decode) if d]
-    return (case.system, case.backend, case.model_path, case.precision, case.mode, case.isl, case.osl,
+    # the model name is left out: the same measurement is listed under checkpoints of one
+    # architecture (DeepSeek-R1 and DeepSeek-V3) with TTFT and TPOT equal to the microsecond
+    return (case.system, case.backend, case.precision, case.mode, case.isl, case.osl,
             case.concurrency, tuple(dep), round(case.ttft_ms, 3), round(case.tpot_ms, 3))
 
 
@@ -243,10 +273,8 @@ def predict_case(case: SiliconCase, constants: BackendConstants | None = None) -
     pre = BuiltinEstimator(case.model, case.gpu, case.backend, case.prefill.mapping, k)
     dec = BuiltinEstimator(case.model, case.gpu, case.backend, case.decode.mapping, k)
     tpot = dec.decode_itl_ms(case.decode.batch, case.isl + case.osl / 2.0)
-    work = float(pre.prefill_work_s(case.isl, case.prefill.batch)) * 1e3
-    # requests per prefill engine arrive in the same closed-loop waves as in aggregated serving
-    per_engine = max(1.0, case.concurrency / (case.prefill.workers * case.prefill.batch))
-    burst_wait = k.burst_fraction * (per_engine - 1.0) / 2.0 * work
+    # requests reach each prefill rank in the same closed-loop waves as in aggregated serving
+    per_rank = max(1.0, case.concurrency / (case.prefill.workers * case.prefill.mapping.attn_dp))
     transfer = case.isl * case.model.kv_bytes_per_token() / (k.kv_transfer_gbps * 1e9) * 1e3
-    ttft = k.request_overhead_ms + work + burst_wait + transfer
+    ttft = pre.loaded_ttft_ms(case.isl, per_rank) + transfer + k.disagg_handoff_ms
     return ttft, float(tpot)

@@ -44,12 +44,17 @@ def _values(fn, *args) -> list[float]:
     return [float(fn(*(int(x) for x in row))) for row in zip(*args)]
 
 
-def offline_profile(request: ProfileRequest, plan: Plan, candidate: Candidate) -> CandidateProfile:
-    """Estimated prefill and decode surfaces of `candidate`, as the online bench would measure them."""
+def offline_profile(request: ProfileRequest, plan: Plan, candidate: Candidate,
+                    estimator: PerfEstimator | None = None) -> CandidateProfile:
+    """Estimated prefill and decode surfaces of `candidate`, as the online bench would measure them.
+
+    `estimator` defaults to the one the request's sweep names; one that answers a point at a
+    time (AI Configurator) works as well as a vectorised one.
+    """
     from steps.plan import decode_concurrencies
 
     started = utc_now()
-    est = estimator_for(request, plan, candidate)
+    est = estimator or estimator_for(request, plan, candidate)
     provenance = Provenance(method="offline", estimator=request.sweep.estimator, backend=plan.backend,
                             started_at=started, request_key=plan.request_key)
     max_kv = int(est.max_kv_tokens())
