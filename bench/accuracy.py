@@ -11,6 +11,8 @@ Needs the `aic` extra (the measured rows ship with AI Configurator): pip install
 
     python bench/accuracy.py
     python bench/accuracy.py --aic 24
+    python bench/accuracy.py --breakdown --speed 0   # where the held-out TTFT error comes from
+    python bench/accuracy.py --aic-surface --speed 0  # AIC surfaces: every point vs anchor points
 
 It ends with the speed of offline surfaces (one candidate, all candidates of a plan) against
 point-by-point estimation measured in the same run.
@@ -64,19 +66,67 @@ def table(title: str, results: dict[tuple[str, str], list[tuple[float, float, fl
         print(f"{'all':9s} {'':7s} {len(a):5d} | {fmt(stats(a[:, 0], a[:, 1]))} | {fmt(stats(a[:, 2], a[:, 3]))}")
 
 
-def builtin(cases) -> None:
+def builtin(cases, breakdown: bool = False) -> None:
     from steps.perf.silicon import predict_case
 
     groups: dict[str, dict[tuple[str, str], list]] = {"cal": defaultdict(list), "held": defaultdict(list)}
+    predictions: dict[str, tuple[float, float]] = {}
     t0 = time.perf_counter()
     for c in cases:
         ttft, tpot = predict_case(c)
+        predictions[c.row_id] = (ttft, tpot)
         groups["cal" if c.calibration else "held"][(c.system, f"{c.backend}/{c.mode[:3]}")].append(
             (ttft, c.ttft_ms, tpot, c.tpot_ms))
     elapsed = time.perf_counter() - t0
     table("built-in model, calibration systems (fitted on these rows)", groups["cal"])
     table("built-in model, held-out systems (never fitted)", groups["held"])
     print(f"\n{len(cases)} rows evaluated in {elapsed * 1e3:.0f} ms ({elapsed / max(1, len(cases)) * 1e6:.0f} us/row)")
+    if breakdown:
+        breakdown_table([c for c in cases if not c.calibration], predictions)
+
+
+def _bucket(value: int, edges: tuple[int, ...]) -> str:
+    lo = 0
+    for edge in edges:
+        if value <= edge:
+            return f"{lo + 1}-{edge}"
+        lo = edge
+    return f">{edges[-1]}"
+
+
+def _order(value: str) -> tuple[int, str]:
+    head = value.lstrip(">").split("-")[0]
+    return (int(head) + (value[0] == ">"), value) if head.isdigit() else (0, value)
+
+
+BREAKDOWN = {
+    "mode": lambda c: c.mode,
+    "backend": lambda c: c.backend,
+    "system": lambda c: c.system,
+    "concurrency": lambda c: _bucket(c.concurrency, (4, 16, 64, 256)),
+    "ISL": lambda c: _bucket(c.isl, (1024, 4096, 16384)),
+    "precision": lambda c: c.precision,
+    "architecture": lambda c: "MoE" if c.model.is_moe else "dense",
+}
+
+
+def breakdown_table(cases, predictions: dict[str, tuple[float, float]]) -> None:
+    """Held-out TTFT and TPOT error split by one property at a time, with each group's share of the
+    summed absolute TTFT error (where the MAPE comes from)."""
+    rows = [(c, *predictions[c.row_id]) for c in cases]
+    total = sum(abs(t / c.ttft_ms - 1.0) for c, t, _ in rows)
+    print("\nheld-out systems, TTFT and TPOT error by one property at a time")
+    print(f"{'property':12s} {'value':12s} {'rows':>5s} | {'TTFT MAPE':>9s} {'median':>7s} {'share':>6s} | {'TPOT MAPE':>9s}")
+    for name, key in BREAKDOWN.items():
+        groups: dict[str, list] = defaultdict(list)
+        for row in rows:
+            groups[key(row[0])].append(row)
+        for value, members in sorted(groups.items(), key=lambda kv: _order(kv[0])):
+            rel_t = np.array([t / c.ttft_ms - 1.0 for c, t, _ in members])
+            rel_p = np.array([p / c.tpot_ms - 1.0 for c, _, p in members])
+            share = np.abs(rel_t).sum() / total * 100
+            print(f"{name:12s} {value:12s} {len(members):5d} | {np.mean(np.abs(rel_t)) * 100:9.1f} "
+                  f"{np.median(rel_t) * 100:+7.1f} {share:5.0f}% | {np.mean(np.abs(rel_p)) * 100:9.1f}")
 
 
 def aic(cases, n: int, seed: int) -> None:
@@ -114,6 +164,42 @@ def aic(cases, n: int, seed: int) -> None:
         table("built-in model on the same sampled rows", same)
     for why, count in sorted(failures.items(), key=lambda kv: -kv[1]):
         print(f"  AIC could not estimate {count} rows: {why}")
+
+
+def aic_surface(model_name: str, mapping: str) -> None:
+    """AI Configurator surfaces for one candidate: every point asked (exact) against anchor points
+    filled with the built-in model's shape (what `bench` runs), in the same run."""
+    from steps.candidates import Candidate
+    from steps.perf.aic import _estimate, aic_available
+    from steps.perf.surfaces import estimator_for, offline_profile
+    from steps.plan import make_plan
+    from steps.request import build_request
+
+    if not aic_available():
+        print("\nAI Configurator surfaces: skipped (aiconfigurator is not installed)")
+        return
+    models = ROOT / "tests" / "fixtures" / "models"
+    req = build_request({"model": str(models / model_name), "backend": "vllm", "sla": {"isl": 3000, "osl": 300},
+                         "hardware": {"gpu": "h200_sxm"},
+                         "sweep": {"estimator": "aic", "aic_hf_id": f"Qwen/{model_name}"}})
+    plan = make_plan(req)
+    cand = Candidate.parse(mapping)
+    runs = {}
+    for label, anchored in (("exact", False), ("anchored", True)):
+        _estimate.cache_clear()  # AI Configurator answers are cached per process: time each run cold
+        est = estimator_for(req, plan, cand, anchored=anchored)
+        t0 = time.perf_counter()
+        prof = offline_profile(req, plan, cand, estimator=est)
+        runs[label] = (time.perf_counter() - t0, prof, getattr(est, "exact_calls", len(prof.prefill) + len(prof.decode)))
+    (t_exact, exact, n_exact), (t_anch, anch, n_anch) = runs["exact"], runs["anchored"]
+    pre = np.array([a.ttft_ms / e.ttft_ms - 1 for a, e in zip(anch.prefill, exact.prefill)]) * 100
+    dec = np.array([a.itl_ms / e.itl_ms - 1 for a, e in zip(anch.decode, exact.decode)]) * 100
+    print(f"\nAI Configurator surfaces, {model_name} {mapping} on h200_sxm, vllm "
+          f"({len(exact.prefill)} prefill + {len(exact.decode)} decode points)")
+    print(f"  exact:    {n_exact:3d} AIC calls, {t_exact:6.1f} s")
+    print(f"  anchored: {n_anch:3d} AIC calls, {t_anch:6.1f} s ({t_exact / max(t_anch, 1e-9):.1f}x faster)")
+    print(f"  anchored vs exact: prefill TTFT median |diff| {np.median(np.abs(pre)):.1f}%, max {np.max(np.abs(pre)):.1f}%;"
+          f" decode ITL median |diff| {np.median(np.abs(dec)):.1f}%, max {np.max(np.abs(dec)):.1f}%")
 
 
 def speed(repeats: int) -> None:
@@ -160,6 +246,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="accuracy of the offline performance model vs measured rows")
     parser.add_argument("--aic", type=int, default=0, metavar="N", help="also score the AIC adapter on N rows")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--aic-surface", action="store_true",
+                        help="time one candidate's AI Configurator surfaces, exact against anchored (minutes)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also split the held-out error by mode, backend, system, load, ISL, precision, MoE/dense")
     parser.add_argument("--speed", type=int, default=20, metavar="N", help="time offline surfaces over N runs (0: skip)")
     args = parser.parse_args()
     try:
@@ -174,9 +264,11 @@ def main() -> int:
     print(f"measured rows: {silicon_csv_path()}")
     print(f"calibration: {cal.source} (fitted {cal.fitted_at or 'never'})")
     usable = [c for c in cases if not c.skip]
-    builtin(usable)
+    builtin(usable, args.breakdown)
     if args.aic:
         aic(usable, args.aic, args.seed)
+    if args.aic_surface:
+        aic_surface("Qwen3-32B", "tp2")
     if args.speed:
         speed(args.speed)
     print(f"\nskipped {len(cases) - len(usable)} of {len(cases)} rows:")

@@ -172,10 +172,14 @@ def test_plan_cli_bad_input_is_one_line_exit_2(argv, needle):
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
 
 
-def test_missing_model_offline_says_what_to_provide(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(UserError, match="local folder"):
-        load_model_info("nobody/not-a-model")
+def test_missing_model_offline_says_what_to_provide():
+    # huggingface_hub reads HF_HUB_OFFLINE at import, so run in a fresh interpreter
+    import os
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "steps.cli", "plan", "--model", "nobody/not-a-model"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2
+    assert "local folder" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_checkpoint_bytes_from_safetensors_headers_and_index(tmp_path):
@@ -188,3 +192,14 @@ def test_checkpoint_bytes_from_safetensors_headers_and_index(tmp_path):
     assert load_model_info(str(tmp_path)).checkpoint_bytes == 64
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 1234}}))
     assert load_model_info(str(tmp_path)).checkpoint_bytes == 1234
+
+
+def test_every_subcommand_has_help():
+    from steps.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    names = set(sub.choices)
+    assert {"plan", "estimate", "bench", "fit", "select", "profile", "render", "apply", "workflow", "submit"} <= names
+    for name in sorted(names):
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0, name

@@ -139,10 +139,51 @@ def test_aggregated_serving_under_load():
     assert heavy.thpt_per_gpu > light.thpt_per_gpu
     assert light.ttft_ms >= est.prefill_ttft_ms(3000)  # never below a solo prefill
     assert light.itl_ms >= est.decode_itl_ms(2, 3150)
-    # beyond what the KV cache holds, requests queue for whole lifetimes
-    fits = est.max_kv_tokens() // 3150
+    # beyond what the KV cache holds for prompts, requests queue for whole lifetimes
+    fits = est.max_kv_tokens() // 3000
     over = est.agg(3000, 300, int(fits * 2))
     assert over.ttft_ms > 10 * heavy.ttft_ms
+
+
+def test_decode_overflow_lengthens_itl_not_ttft():
+    """Engines admit a prompt when its own tokens fit and preempt running requests later: past the
+    decode capacity ITL stops growing with load, and TTFT does not jump by request lifetimes."""
+    est = estimator("Qwen3-32B", "tp2")
+    kv = est.max_kv_tokens()
+    isl, osl = 3000, 3000
+    below = est.agg(isl, osl, int(kv // (isl + osl / 2) * 0.95))
+    above = est.agg(isl, osl, int(kv // (isl + osl / 2) * 1.3))  # decode overflows, prompts still fit
+    assert int(kv // (isl + osl / 2) * 1.3) < kv // isl
+    assert above.ttft_ms < 2.0 * below.ttft_ms
+    assert above.itl_ms < 1.2 * below.itl_ms
+
+
+def test_memory_bound_elementwise_kernels_follow_hbm_bandwidth():
+    m, h100, b200 = model("Llama-3.1-8B"), get_gpu("h100_sxm"), get_gpu("b200_sxm")
+    passes = 10.0
+    k = IDEAL.model_copy(update={"act_passes": passes})
+    tokens = 4096
+    for gpu in (h100, b200):
+        base = BuiltinEstimator(m, gpu, "vllm", Candidate(kind="tp", size=1), IDEAL).prefill_work_s(tokens)
+        with_act = BuiltinEstimator(m, gpu, "vllm", Candidate(kind="tp", size=1), k).prefill_work_s(tokens)
+        by_hand = m.num_layers * tokens * (m.hidden_size + m.intermediate_size) * 2.0 * passes / gpu.hbm_bytes_per_s
+        assert with_act - base == pytest.approx(by_hand, rel=1e-9)
+    # so a GPU with 2.3x the FLOP/s and 2.3x the HBM bandwidth of an H100 prefills less than 2.3x faster
+    t_h100 = BuiltinEstimator(m, h100, "vllm", Candidate(kind="tp", size=1)).prefill_ttft_ms(8000)
+    t_b200 = BuiltinEstimator(m, b200, "vllm", Candidate(kind="tp", size=1)).prefill_ttft_ms(8000)
+    assert 1.0 < t_h100 / t_b200 < b200.bf16_tflops / h100.bf16_tflops
+
+
+def test_prefill_steps_pay_a_per_layer_launch_cost():
+    m, gpu = model("Qwen3-30B-A3B"), get_gpu("h200_sxm")
+    k = IDEAL.model_copy(update={"prefill_layer_us": 50.0, "prefill_moe_layer_us": 200.0})
+    cand = Candidate.parse("tep4")
+    extra = (BuiltinEstimator(m, gpu, "vllm", cand, k).prefill_work_s(1000)
+             - BuiltinEstimator(m, gpu, "vllm", cand, IDEAL).prefill_work_s(1000))
+    assert extra == pytest.approx((m.num_layers * 50.0 + m.num_moe_layers * 200.0) * 1e-6)
+    # decode steps (CUDA graphs) do not pay it
+    assert BuiltinEstimator(m, gpu, "vllm", cand, k).decode_itl_ms(8, 1000) == pytest.approx(
+        BuiltinEstimator(m, gpu, "vllm", cand, IDEAL).decode_itl_ms(8, 1000))
 
 
 def test_simulated_backend_is_timed_like_vllm_and_unknown_estimator_is_refused():
@@ -264,3 +305,51 @@ def test_offline_profile_takes_point_by_point_estimators():
     assert [p.ttft_ms for p in pointwise.prefill] == pytest.approx([p.ttft_ms for p in vectorised.prefill])
     assert [d.itl_ms for d in pointwise.decode] == pytest.approx([d.itl_ms for d in vectorised.decode])
     assert len(pointwise.decode) == len(vectorised.decode) > 20
+
+
+class _Counting:
+    """A point-at-a-time estimator (like AI Configurator) that counts its calls."""
+
+    def __init__(self, inner):
+        self.inner, self.calls, self.name = inner, 0, "counting"
+
+    def prefill_ttft_ms(self, isl: int, batch: int = 1) -> float:
+        if np.ndim(isl):
+            raise TypeError("one point at a time")
+        self.calls += 1
+        return float(self.inner.prefill_ttft_ms(isl, batch))
+
+    def decode_itl_ms(self, batch: int, context: int) -> float:
+        if np.ndim(batch):
+            raise TypeError("one point at a time")
+        self.calls += 1
+        return float(self.inner.decode_itl_ms(batch, context))
+
+    def max_kv_tokens(self) -> int:
+        return self.inner.max_kv_tokens()
+
+    def agg(self, isl: int, osl: int, concurrency: int):
+        return self.inner.agg(isl, osl, concurrency)
+
+
+def test_anchored_surfaces_ask_the_slow_estimator_at_a_few_points_only():
+    from steps.perf.anchored import AnchoredEstimator, anchor_values
+
+    assert anchor_values([100, 200, 400, 800, 1600, 3200, 6400]) == [100, 800, 6400]
+    assert anchor_values([5, 7]) == [5, 7]
+    # the "exact" estimator is another GPU's model, so the shapes differ as two real estimators do
+    exact = _Counting(estimator("Qwen3-32B", "tp2", gpu="h100_sxm"))
+    shape = estimator("Qwen3-32B", "tp2", gpu="h200_sxm")
+    req = build_request({"model": str(MODELS / "Qwen3-32B"), "backend": "vllm", "sla": {"isl": 3000, "osl": 300}})
+    plan = make_plan(req)
+    cand = Candidate.parse("tp2")
+    full = offline_profile(req, plan, cand, estimator=exact)
+    every_point = exact.calls
+    exact.calls = 0
+    anchored = offline_profile(req, plan, cand, estimator=AnchoredEstimator(exact, shape))
+    assert every_point == len(full.prefill) + len(full.decode) > 40
+    assert exact.calls <= 3 + 9
+    pre = [a.ttft_ms / e.ttft_ms - 1 for a, e in zip(anchored.prefill, full.prefill)]
+    dec = [a.itl_ms / e.itl_ms - 1 for a, e in zip(anchored.decode, full.decode)]
+    assert max(map(abs, pre)) < 0.10 and max(map(abs, dec)) < 0.10
+    assert min(map(abs, pre)) < 1e-12 and min(map(abs, dec)) < 1e-12  # anchors are exact

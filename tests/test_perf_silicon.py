@@ -58,3 +58,40 @@ def test_calibration_used_only_h100_and_h200(cases):
     fitted = [c for c in cases if not c.skip and c.calibration]
     assert {c.system for c in fitted} == {"h100_sxm", "h200_sxm"}
     assert sum(e["rows"] for e in cal.fit_error.values()) == len(fitted)
+
+
+def test_rows_whose_own_numbers_are_impossible_are_excluded_by_one_rule(cases):
+    from steps.perf.silicon import implied_prefill_utilisation
+
+    why = "measured load needs more than the GPUs' peak FLOP/s (inconsistent row)"
+    flagged = [c for c in cases if c.skip == why]
+    assert 0 < len(flagged) < 10  # a handful of rows, not a way to drop hard ones
+    assert all(implied_prefill_utilisation(c) > 1.0 for c in flagged)
+    usable = [c for c in cases if not c.skip]
+    assert all(implied_prefill_utilisation(c) <= 1.0 for c in usable)  # same rule on both sides
+    assert any(c.calibration for c in usable) and any(not c.calibration for c in usable)
+
+
+def test_a_measurement_listed_under_two_checkpoint_names_counts_once(cases):
+    from steps.perf.silicon import _identity
+
+    usable = [c for c in cases if not c.skip]
+    keys = [_identity(c) for c in usable]
+    assert len(keys) == len(set(keys))
+    kept = {_identity(c): c.model_path for c in usable}
+    renamed = [c for c in cases if c.skip == "duplicate of another row" and kept[_identity(c)] != c.model_path]
+    assert renamed and {"DeepSeek-V3", "DeepSeek-R1"} <= {c.model_path.split("/")[-1] for c in renamed} | {
+        kept[_identity(c)].split("/")[-1] for c in renamed}
+
+
+def test_quantised_rows_hold_an_fp8_kv_cache(cases):
+    usable = [c for c in cases if not c.skip]
+    assert {c.model.kv_dtype for c in usable if c.precision in ("fp8", "fp4")} == {"fp8"}
+    assert {c.model.kv_dtype for c in usable if c.precision == "bf16"} == {"bf16"}
+
+
+def test_held_out_ttft_mape_improved_and_tpot_kept(cases):
+    held = [c for c in cases if not c.skip and not c.calibration]
+    mape = errors(held).mean(axis=0)
+    assert mape[0] < 0.45, f"TTFT MAPE on held-out systems {mape[0]:.1%}"
+    assert mape[1] < 0.20, f"TPOT MAPE on held-out systems {mape[1]:.1%}"

@@ -40,8 +40,6 @@ class BackendConstants(BaseModel):
     agg_mix_factor: float = Field(1.0, description="share of other requests' prefill work that lands in each decode step")
     burst_fraction: float = Field(0.15, description="share of prompts that arrive in a wave with the others in "
                                   "flight and are prefilled with them (closed-loop load keeps arrivals in waves)")
-    disagg_handoff_ms: float = Field(0.0, description="fixed cost of handing a prefilled request to a decode "
-                                     "worker (routing, KV transfer set-up), ms")
     kv_transfer_gbps: float = Field(25.0, description="disaggregated KV transfer bandwidth, GB/s (not fitted)")
 
 

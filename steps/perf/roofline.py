@@ -12,8 +12,9 @@ bytes / achieved HBM bandwidth):
                   touches, E * (1 - (1 - k/E)^tokens)
   LM head         one row per sequence in prefill, one per token in decode
 plus TP all-reduces (2 per layer) or EP all-to-alls (dispatch and combine) over NVLink with a
-latency per collective, a per-layer launch cost, a fixed per-step overhead, and the memory-bound elementwise kernels
-(norms, activations, rotary, quantisation) that stream every token's activations through HBM.
+latency per collective, a per-layer launch cost, a fixed per-step overhead, and the memory-bound
+elementwise kernels (norms, activations, rotary, quantisation) that stream every token's
+activations through HBM. Prefill steps also pay a per-layer launch and MoE-routing cost.
 Every function takes numpy arrays as well as scalars, so a whole surface is one call.
 """
 from __future__ import annotations
@@ -242,7 +243,9 @@ class BuiltinEstimator:
     def agg(self, isl: int, osl: int, concurrency: int) -> AggEstimate:
         """Steady-state aggregated serving with `concurrency` requests in flight (closed loop).
 
-        - Requests beyond what the KV cache holds wait for running ones to finish.
+        - The decode batch is what the KV cache holds (a running request holds isl + osl/2 tokens);
+          a prompt is admitted as soon as its own tokens fit, so only prompts beyond that wait
+          for running requests to finish.
         - Each running request's prefill runs inside the engine's mixed steps, so its work spreads
           over the others' decode steps: ITL = decode step + prefill work per output token.
         - TTFT: `loaded_ttft_ms` (the prompt's prefill, the decode steps it shares, the wave it

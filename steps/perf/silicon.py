@@ -276,5 +276,5 @@ def predict_case(case: SiliconCase, constants: BackendConstants | None = None) -
     # requests reach each prefill rank in the same closed-loop waves as in aggregated serving
     per_rank = max(1.0, case.concurrency / (case.prefill.workers * case.prefill.mapping.attn_dp))
     transfer = case.isl * case.model.kv_bytes_per_token() / (k.kv_transfer_gbps * 1e9) * 1e3
-    ttft = pre.loaded_ttft_ms(case.isl, per_rank) + transfer + k.disagg_handoff_ms
+    ttft = pre.loaded_ttft_ms(case.isl, per_rank) + transfer
     return ttft, float(tpot)

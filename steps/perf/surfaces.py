@@ -28,9 +28,19 @@ def _aic_options(request: ProfileRequest) -> dict[str, str]:
     return {k: v for k, v in opts.items() if v}
 
 
-def estimator_for(request: ProfileRequest, plan: Plan, candidate: Candidate) -> PerfEstimator:
-    opts = _aic_options(request) if request.sweep.estimator == "aic" else {}
-    return get_estimator(plan.model, get_gpu(plan.gpu), plan.backend, candidate, request.sweep.estimator, **opts)
+def estimator_for(request: ProfileRequest, plan: Plan, candidate: Candidate, anchored: bool = True) -> PerfEstimator:
+    """The request's estimator. AI Configurator (1.5-6 s a call) is asked only at anchor points of
+    each surface, the built-in model's shape filling the rest (`anchored.py`), unless `anchored`
+    is False."""
+    gpu = get_gpu(plan.gpu)
+    if request.sweep.estimator != "aic":
+        return get_estimator(plan.model, gpu, plan.backend, candidate, request.sweep.estimator)
+    exact = get_estimator(plan.model, gpu, plan.backend, candidate, "aic", **_aic_options(request))
+    if not anchored:
+        return exact
+    from steps.perf.anchored import AnchoredEstimator
+
+    return AnchoredEstimator(exact, get_estimator(plan.model, gpu, plan.backend, candidate, "builtin"))
 
 
 def _values(fn, *args) -> list[float]:
