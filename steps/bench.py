@@ -28,7 +28,6 @@ engine and every AIPerf process are stopped.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -43,12 +42,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from steps.candidates import Candidate
-from steps.engines import EngineBackend, ServerOptions, get_backend
-from steps.engines.process import EngineFailed, EngineProcess
-from steps.loadgen import LoadResult, LoadRun, LoadSpec, TraceEntry, stop_all
+from steps.errors import UserError
 from steps.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance, utc_now
 
+# The engine, load-generator and asyncio modules are imported on the online/simulate path only:
+# an offline run (the default of `slaprof profile`) never needs them.
 if TYPE_CHECKING:
+    from steps.engines import EngineBackend
+    from steps.engines.process import EngineProcess
+    from steps.loadgen import LoadResult, LoadRun, LoadSpec, TraceEntry
     from steps.plan import Plan
     from steps.request import ProfileRequest
     from steps.store import ArtifactStore
@@ -113,30 +115,90 @@ _WORDS = ("time world life hand part child eye woman place work week case point 
           "silver golden quiet bright early simple gentle ancient modern hidden open careful honest").split()
 
 
+# files a Hugging Face tokenizer folder holds (any one of them makes a loadable tokenizer)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "spiece.model")
+# a prompt grows by doubling its words; more rounds than this means the tokenizer cannot count tokens
+MAX_PROMPT_ROUNDS = 12
+
+
+def _no_tokenizer(tokenizer: str, why: str) -> UserError:
+    return UserError(
+        f"cannot count tokens with tokenizer {tokenizer!r}: {why}. Online and simulated measurements need "
+        f"the model's tokenizer: pass --tokenizer DIR (or set SLAPROF_TOKENIZER=DIR) to a folder with "
+        f"tokenizer.json, or use a model folder that includes its tokenizer files")
+
+
+def load_tokenizer(tokenizer: str) -> tuple[Callable[[str], list[int]], Callable[[list[int]], str]]:
+    """(encode without special tokens, decode) for a local folder or a Hugging Face id.
+
+    A folder with tokenizer.json is read with `tokenizers` alone (fast, and no transformers import);
+    anything else goes through transformers' AutoTokenizer. Raises UserError when the result cannot
+    count tokens: transformers quietly builds an empty tokenizer from a folder that has only a
+    config.json, and prompts of N tokens could then never be made."""
+    folder = Path(tokenizer).expanduser()
+    if folder.is_dir():
+        if (folder / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            try:
+                tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            except Exception as exc:  # noqa: BLE001 - any parse error means the same to the user
+                raise _no_tokenizer(tokenizer, f"tokenizer.json does not load ({exc})") from None
+            encode = lambda text: tok.encode(text, add_special_tokens=False).ids  # noqa: E731
+            decode = lambda ids: tok.decode(ids)  # noqa: E731
+            return _checked(tokenizer, encode, decode)
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise _no_tokenizer(tokenizer, f"the folder has none of {', '.join(TOKENIZER_FILES)}")
+    # transformers prints an advisory line about PyTorch on import; slaprof only needs its tokenizers
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers import AutoTokenizer
+
+    try:
+        auto = AutoTokenizer.from_pretrained(tokenizer)
+    except Exception as exc:  # noqa: BLE001 - missing files, no network, unknown id: all the user's to fix
+        raise _no_tokenizer(tokenizer, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return _checked(tokenizer, lambda text: list(auto.encode(text, add_special_tokens=False)),
+                    lambda ids: auto.decode(ids))
+
+
+def _checked(tokenizer: str, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str]
+             ) -> tuple[Callable[[str], list[int]], Callable[[list[int]], str]]:
+    probe = " ".join(_WORDS[:32])
+    try:
+        count = len(encode(probe))
+    except Exception as exc:  # noqa: BLE001 - e.g. a vocabulary without its unknown token
+        raise _no_tokenizer(tokenizer, f"it cannot encode plain text ({exc})") from None
+    if count < 8:  # 32 common words are at least 8 tokens in any real vocabulary
+        raise _no_tokenizer(tokenizer, f"it turns {len(probe.split())} common words into {count} tokens")
+    return encode, decode
+
+
 class PromptBuilder:
     """Prompts of an exact token length that start with a unique tag (so no two share a cached prefix)."""
 
     def __init__(self, tokenizer: str, seed: int = 0) -> None:
-        from transformers import AutoTokenizer
-
-        self.tok = AutoTokenizer.from_pretrained(tokenizer)
+        self.tokenizer = tokenizer
+        self.encode, self.decode = load_tokenizer(tokenizer)
         self.rng = random.Random(seed)
 
     def make(self, isl: int, tag: str) -> str:
         """`isl` tokens; `tag` must be unique and comes first, so the first cache block differs."""
         words: list[str] = []
-        while True:
-            words.extend(self.rng.choice(_WORDS) for _ in range(max(16, isl)))
-            text = f"{tag}: " + " ".join(words)
-            ids = self.tok.encode(text, add_special_tokens=False)
+        for _ in range(MAX_PROMPT_ROUNDS):  # bounded: each round at least doubles the text
+            words.extend(self.rng.choice(_WORDS) for _ in range(max(16, isl, len(words))))
+            ids = self.encode(f"{tag}: " + " ".join(words))
             if len(ids) >= isl:
-                return self.tok.decode(ids[:isl])
+                return self.decode(ids[:isl])
+        raise _no_tokenizer(self.tokenizer, f"{len(words)} words made only {len(ids)} of the {isl} tokens asked")
 
 
 # ---------------------------------------------------------------------------
 # warm-up and profiling traffic sent by the bench itself (not measured)
 # ---------------------------------------------------------------------------
 async def _send_all(url: str, model: str, prompts: list[str], max_tokens: int, timeout_s: float) -> list[str]:
+    import asyncio
+
     import aiohttp
 
     errors: list[str] = []
@@ -160,6 +222,8 @@ async def _send_all(url: str, model: str, prompts: list[str], max_tokens: int, t
 
 def send_requests(url: str, model: str, prompts: list[str], max_tokens: int = 1, timeout_s: float = 600.0) -> list[str]:
     """Send every prompt at once and wait for all; returns the errors."""
+    import asyncio
+
     return asyncio.run(_send_all(url, model, prompts, max_tokens, timeout_s))
 
 
@@ -182,6 +246,8 @@ class _Job:
         return self._prompts
 
     def spec(self) -> LoadSpec:
+        from steps.loadgen import TraceEntry
+
         trace = [TraceEntry(text_input=t, output_length=self.osl) for t in self.prompts]
         return self._spec_for(self.label, trace, self.concurrency)
 
@@ -201,6 +267,8 @@ def _thin(values: list[int], most: int | None, keep: int | None = None) -> list[
 
 
 def backend_for(request: ProfileRequest, options: BenchOptions, model_path: str | None = None) -> EngineBackend:
+    from steps.engines import get_backend
+
     if request.method == "simulate":
         # the built-in model times every engine step; AI Configurator is far too slow for that
         return get_backend("simulated", emulate=request.backend, gpu=request.hardware.gpu,
@@ -238,6 +306,8 @@ class CandidateBench:
 
     # ---- plan of AIPerf runs ----------------------------------------------
     def _spec(self, label: str, trace: list[TraceEntry], concurrency: int) -> LoadSpec:
+        from steps.loadgen import LoadSpec
+
         assert self.engine is not None
         return LoadSpec(label=label, url=self.engine.url, model=self.request.model, tokenizer=self.tokenizer,
                         concurrency=concurrency, request_count=len(trace), trace=trace,
@@ -285,6 +355,9 @@ class CandidateBench:
 
     # ---- measuring ---------------------------------------------------------
     def run(self) -> None:
+        from steps.engines import ServerOptions
+        from steps.engines.process import EngineProcess
+
         prompts = PromptBuilder(self.tokenizer, seed=self.opts.random_seed)
         self.engine = EngineProcess(
             self.backend, self.request.model, self.cand, self.workdir / "engine",
@@ -324,6 +397,8 @@ class CandidateBench:
                               f"(osl {self.osl}); the candidate cannot serve this workload")
         self._execute(jobs, {i: early[j.label] for i, j in enumerate(jobs) if j.label in early})
         if self.opts.torch_profile:
+            from steps.engines.process import EngineFailed
+
             try:
                 self._torch_profile()
             except EngineFailed as exc:  # the surfaces are measured; a missing trace does not undo them
@@ -331,6 +406,8 @@ class CandidateBench:
                 self.notes["torch_trace_error"] = exc.reason
 
     def _start_run(self, job: _Job) -> LoadRun:
+        from steps.loadgen import LoadRun
+
         run = LoadRun(job.spec(), self.workdir / "aiperf", gated=True).start()
         self.runs.append(run)
         return run
@@ -453,6 +530,8 @@ class CandidateBench:
             self.engine.stop_profile()
 
     def close(self) -> None:
+        from steps.loadgen import stop_all
+
         stop_all(self.runs)
         if self.engine is not None:
             self.engine.stop()
@@ -469,6 +548,8 @@ def measure_candidate(request: ProfileRequest, plan: Plan, candidate: Candidate,
             on_progress("prefill", len(profile.prefill), len(profile.prefill))
             on_progress("decode", len(profile.decode), len(profile.decode))
         return profile
+    from steps.engines.process import EngineFailed
+
     opts = options or BenchOptions.from_env()
     bench = CandidateBench(request, plan, candidate, Path(workdir), opts, on_progress)
     provenance = Provenance(method=request.method, backend=request.backend, request_key=plan.request_key,
@@ -484,6 +565,9 @@ def measure_candidate(request: ProfileRequest, plan: Plan, candidate: Candidate,
             status = "infeasible"
     finally:
         bench.close()
+        from steps.engines import sidecar
+
+        sidecar.release()  # on Argo: the engine container may exit now, so the pod completes
     engine = bench.engine
     if engine is not None and engine.started_at is not None:
         provenance.engine_up_s = round((engine.stopped_at or time.monotonic()) - engine.started_at, 3)

@@ -192,6 +192,7 @@ class LoadRun:
         (self.dir / "command.json").write_text(json.dumps(argv, indent=1))
         env = dict(os.environ)
         env.pop("HF_HUB_OFFLINE", None)  # a local tokenizer path fails under offline mode (aiperf 0.13)
+        env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # AIPerf's tokenizer import: no PyTorch advice
         self.started = time.monotonic()
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,

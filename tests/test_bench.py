@@ -58,6 +58,7 @@ def test_cli_bench_simulate_matches_the_model(tmp_path, tiny_tokenizer):
            "--keep-workdir", "--torch-profile"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PyTorch was not found" not in proc.stdout + proc.stderr  # no library noise on the terminal
     profile = CandidateProfile.model_validate_json((out / "tp1.json").read_text())
     assert profile.status == "ok" and profile.max_kv_tokens == 1000
     assert profile.provenance.method == "simulate" and profile.provenance.aiperf_version == "0.13.0"

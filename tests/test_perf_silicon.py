@@ -60,16 +60,18 @@ def test_calibration_used_only_h100_and_h200(cases):
     assert sum(e["rows"] for e in cal.fit_error.values()) == len(fitted)
 
 
-def test_rows_whose_own_numbers_are_impossible_are_excluded_by_one_rule(cases):
-    from steps.perf.silicon import implied_prefill_utilisation
+def test_rows_whose_own_numbers_are_impossible_are_excluded_by_stated_rules(cases):
+    from steps.perf.silicon import implied_kv_memory_share, implied_prefill_utilisation
 
-    why = "measured load needs more than the GPUs' peak FLOP/s (inconsistent row)"
-    flagged = [c for c in cases if c.skip == why]
-    assert 0 < len(flagged) < 10  # a handful of rows, not a way to drop hard ones
-    assert all(implied_prefill_utilisation(c) > 1.0 for c in flagged)
     usable = [c for c in cases if not c.skip]
-    assert all(implied_prefill_utilisation(c) <= 1.0 for c in usable)  # same rule on both sides
     assert any(c.calibration for c in usable) and any(not c.calibration for c in usable)
+    rules = {"measured load needs more than the GPUs' peak FLOP/s (inconsistent row)": implied_prefill_utilisation,
+             "measured load needs more KV memory than the GPUs have (inconsistent row)": implied_kv_memory_share}
+    for why, share in rules.items():
+        flagged = [c for c in cases if c.skip == why]
+        assert 0 < len(flagged) < 10  # a handful of rows, not a way to drop hard ones
+        assert all(share(c) > 1.0 for c in flagged)
+        assert all(share(c) <= 1.0 for c in usable)  # the same rule on calibration and held-out rows
 
 
 def test_a_measurement_listed_under_two_checkpoint_names_counts_once(cases):

@@ -17,18 +17,26 @@ from __future__ import annotations
 from hera.workflows import EmptyDirVolume, Env, Parameter, Script, UserContainer
 from hera.workflows.models import EmptyDirVolumeSource, EnvVar, EnvVarSource, SecretKeySelector, Volume, VolumeMount
 
+from steps.engines import sidecar
 from workflows import tasks
 from workflows.params import WorkflowSettings
 from workflows.scripts import runner_script
 
 ENGINE_DIR = "/slaprof-engine"
 ENGINE_CONTAINER = "engine"
-# The sidecar waits for the launch script the bench step writes, then becomes the engine.
-ENGINE_BOOT = (
-    f"until [ -f {ENGINE_DIR}/launch.sh ]; do "
-    f"if [ -f {ENGINE_DIR}/done ]; then exit 0; fi; sleep 1; done; "
-    f"exec sh {ENGINE_DIR}/launch.sh"
-)
+
+
+def engine_boot(engine_dir: str = ENGINE_DIR) -> str:
+    """The sidecar's command: wait for the launch script the bench step writes, then become the engine;
+    exit at once when the bench is done without launching one. The files are `steps.engines.sidecar`'s."""
+    return (
+        f"until [ -f {engine_dir}/{sidecar.SCRIPT} ]; do "
+        f"if [ -f {engine_dir}/{sidecar.DONE} ]; then exit 0; fi; sleep 1; done; "
+        f"exec sh {engine_dir}/{sidecar.SCRIPT}"
+    )
+
+
+ENGINE_BOOT = engine_boot()
 HF_TOKEN_SECRET = "hf-token-secret"
 
 
@@ -70,7 +78,7 @@ def online_bench_sidecar(settings: WorkflowSettings) -> Script:
     return _bench(
         "bench-online", settings,
         inputs=[Parameter(name="engine-image", description="image of the engine sidecar")],
-        env=[Env(name="SLAPROF_ENGINE_SIDECAR", value=ENGINE_DIR)],
+        env=[Env(name=sidecar.SIDECAR_ENV, value=ENGINE_DIR)],
         sidecars=[engine],
         volumes=[EmptyDirVolume(name="engine", mount_path=ENGINE_DIR),
                  Volume(name="dshm", empty_dir=EmptyDirVolumeSource(medium="Memory"))],  # the engine's /dev/shm

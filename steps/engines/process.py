@@ -1,9 +1,16 @@
 """One engine server process for the bench step: start, readiness, KV capacity, profiling, clean stop.
 
 Backend-neutral: the command, environment, readiness hints and KV parsing come from the
-`EngineBackend`. The server runs in its own session (process group) with its output in a
-log file; `stop()` signals the whole group (SIGTERM, then SIGKILL) and checks that nothing
-of it is left.
+`EngineBackend`. Two ways to run it:
+
+- subprocess (default): the server runs in its own session (process group) with its output in a
+  log file; `stop()` signals the whole group (SIGTERM, then SIGKILL) and checks that nothing of
+  it is left.
+- sidecar (`SLAPROF_ENGINE_SIDECAR=DIR`, the Argo `bench-online` pod): the engine runs in another
+  container of the pod (the engine image, with the GPUs) that shares DIR and the network with
+  this one. The bench writes the launch into DIR (`steps.engines.sidecar`); the sidecar runs it,
+  teeing the engine's output to DIR/engine.log; readiness, KV capacity and profiling go over
+  localhost as usual; `stop()` writes DIR/stop and waits for the sidecar to report the engine gone.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from steps.candidates import Candidate
+from steps.engines import sidecar
 from steps.engines.base import EngineBackend, ServerOptions
 
 # Log phrases of an engine that ran out of GPU memory at start-up: the mapping does not fit.
@@ -71,15 +79,26 @@ class EngineProcess:
 
     def __init__(self, backend: EngineBackend, model: str, cand: Candidate, workdir: Path, *,
                  options: ServerOptions | None = None, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, sidecar_dir: Path | str | None = None) -> None:
         self.backend, self.model, self.cand = backend, model, cand
         self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
         self.options = options or ServerOptions()
-        self.options.workdir = str(self.workdir)
         self.extra_env = env or {}
-        self.log_path = self.workdir / "engine.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # sidecar mode: files the engine reads or writes must be in the folder both containers share;
+        # the log and the traces are copied back into `workdir` when the engine stops
+        shared = sidecar_dir if sidecar_dir is not None else sidecar.sidecar_dir()
+        self.sidecar: sidecar.SidecarFolder | None = sidecar.SidecarFolder(shared) if shared else None
+        self.local_profile_dir = self.options.profile_dir
+        if self.sidecar is not None:
+            self.options.workdir = str(self.sidecar.dir)
+            if self.options.profile_dir:
+                self.options.profile_dir = str(self.sidecar.dir / "traces")
+            self.log_path = self.sidecar.log
+        else:
+            self.options.workdir = str(self.workdir)
+            self.log_path = self.workdir / "engine.log"
         self.started_at: float | None = None
         self.ready_at: float | None = None
         self.stopped_at: float | None = None
@@ -94,8 +113,13 @@ class EngineProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         launch = self.backend.server_launch(self.model, self.cand, self.port, self.options)
         for name, text in launch.files.items():
-            (self.workdir / name).write_text(text)
+            (Path(self.options.workdir) / name).write_text(text)
         (self.workdir / "engine-command.json").write_text(json.dumps({"argv": launch.argv, "env": launch.env}, indent=1))
+        if self.sidecar is not None:
+            # the sidecar has its own environment (the engine image's); only what the launch asks for is added
+            self.started_at = time.monotonic()
+            self.sidecar.launch(launch.argv, {**launch.env, **self.extra_env})
+            return self
         env = {**os.environ, **launch.env, **self.extra_env}
         self.started_at = time.monotonic()
         with self.log_path.open("wb") as log:
@@ -115,6 +139,8 @@ class EngineProcess:
         self.stop()
 
     def alive(self) -> bool:
+        if self.sidecar is not None:
+            return self.started_at is not None and self.sidecar.exit_code() is None
         return self.proc is not None and self.proc.poll() is None
 
     def log_text(self, tail: int | None = None) -> str:
@@ -126,7 +152,12 @@ class EngineProcess:
 
     def exit_reason(self) -> str:
         """Why the process is gone: exit code (or signal) and the most telling log line."""
-        code = self.proc.poll() if self.proc else None
+        if self.sidecar is not None:
+            code = self.sidecar.exit_code()
+            # a shell reports death by signal N as 128 + N
+            code = 128 - code if code is not None and code > 128 else code
+        else:
+            code = self.proc.poll() if self.proc else None
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
         lines = [ln.strip() for ln in self.log_text(20000).splitlines() if ln.strip()]
         telling = [ln for ln in lines if _OOM.search(ln) or "error" in ln.lower()][-1:] or lines[-1:]
@@ -148,6 +179,10 @@ class EngineProcess:
                     return self.ready_at - self.started_at
             time.sleep(poll_s)
         self.stop()
+        if self.sidecar is not None and not self.sidecar.picked_up():
+            raise EngineFailed(f"the engine sidecar did not start the launch script {self.sidecar.script} within "
+                               f"{timeout_s:.0f} s: is the pod's `engine` container running, and does it share "
+                               f"{self.sidecar.dir} with this one?")
         raise EngineFailed(f"{self.backend.name} engine not ready after {timeout_s:.0f} s "
                            f"(/health and /v1/models on {self.url}); see {self.log_path}")
 
@@ -159,7 +194,12 @@ class EngineProcess:
         return self.model in ids or not ids
 
     def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM the whole process group, SIGKILL what is left after `grace_s`; idempotent."""
+        """SIGTERM the whole process group, SIGKILL what is left after `grace_s`; idempotent.
+
+        Sidecar mode: ask the sidecar to do the same (DIR/stop) and wait until it reports the engine gone."""
+        if self.sidecar is not None:
+            self._stop_sidecar(grace_s)
+            return
         if self.proc is None:
             return
         pgid = self.proc.pid
@@ -178,6 +218,19 @@ class EngineProcess:
                 time.sleep(0.05)
         if self.stopped_at is None:
             self.stopped_at = time.monotonic()
+
+    def _stop_sidecar(self, grace_s: float) -> None:
+        assert self.sidecar is not None
+        if self.started_at is None or self.stopped_at is not None:
+            return
+        self.sidecar.stop(grace_s)
+        self.stopped_at = time.monotonic()
+        # keep the engine's log and traces with the bench's own files, as in subprocess mode
+        local_log = self.workdir / "engine.log"
+        self.sidecar.copy_out(self.sidecar.log, local_log)
+        if self.local_profile_dir and self.options.profile_dir:
+            self.sidecar.copy_out(Path(self.options.profile_dir), Path(self.local_profile_dir))
+        self.log_path = local_log
 
     @property
     def pgid(self) -> int | None:

@@ -24,6 +24,7 @@ from steps.gpus import GPU_NAMES, GpuSpec, get_gpu
 from steps.models import ModelInfo, model_info_from_config
 from steps.perf.constants import BackendConstants, constants_for
 from steps.perf.mapping import Mapping
+from steps.perf.memory import kv_bytes_per_token_per_gpu
 from steps.perf.roofline import BuiltinEstimator, compute_dtype
 
 CALIBRATION_SYSTEMS: tuple[str, ...] = ("h100_sxm", "h200_sxm")
@@ -206,7 +207,29 @@ def _case(row: dict[str, str]) -> SiliconCase:
         case.skip = "attention TP does not divide the model's heads (mislabelled row)"
     if not case.skip and implied_prefill_utilisation(case) > 1.0:
         case.skip = "measured load needs more than the GPUs' peak FLOP/s (inconsistent row)"
+    if not case.skip and implied_kv_memory_share(case) > 1.0:
+        case.skip = "measured load needs more KV memory than the GPUs have (inconsistent row)"
     return case
+
+
+def implied_kv_memory_share(case: SiliconCase) -> float:
+    """Share of one GPU's whole memory the KV cache of the row's decoding requests needs.
+
+    Of `concurrency` closed-loop clients, concurrency * (OSL-1) * TPOT / (TTFT + (OSL-1) * TPOT)
+    are past their first token at any time (Little's law), each holding at least its ISL tokens
+    of KV, spread over the decode engines' attention-DP ranks, at the smallest KV format engines
+    offer (FP8). Above 1.0 the recorded numbers cannot hold for the recorded mapping, whatever
+    the weights and the runtime take.
+    """
+    assert case.model is not None
+    deployment = case.agg or case.decode
+    assert deployment is not None
+    decode_s = max(0, case.osl - 1) * case.tpot_ms
+    decoding = case.concurrency * decode_s / (case.ttft_ms + decode_s)
+    ranks = deployment.mapping.attn_dp * deployment.workers
+    per_token = kv_bytes_per_token_per_gpu(case.model.model_copy(update={"kv_dtype": "fp8"}),
+                                           deployment.mapping.nearest_candidate())
+    return decoding / ranks * case.isl * per_token / case.gpu.memory_bytes
 
 
 def implied_prefill_utilisation(case: SiliconCase) -> float:
