@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from steps.errors import UserError  # noqa: E402
-from steps.perf.constants import CALIBRATION_FILE, BackendConstants, Calibration  # noqa: E402
+from steps.perf.constants import CALIBRATION_FILE, BackendConstants, Calibration, engine_defaults  # noqa: E402
 
 # name: (start, lower, upper). The bounds are physical priors: kernels reach 30-90% of peak
 # FLOP/s and 50-95% of HBM bandwidth; a framework adds at most a few hundred ms to a request
@@ -46,6 +46,7 @@ FITTED: dict[str, tuple[float, float, float]] = {
     "prefill_layer_us": (100.0, 0.0, 3000.0),
     "prefill_moe_layer_us": (500.0, 0.0, 10000.0),
     "request_overhead_ms": (10.0, 2.0, 300.0),
+    "request_token_us": (1.0, 0.0, 20.0),
     "agg_mix_factor": (1.0, 0.1, 2.0),
     "burst_fraction": (0.15, 0.0, 1.0),
 }
@@ -105,7 +106,7 @@ def fit_backend(cases, backend: str) -> tuple[BackendConstants, dict[str, float]
     from scipy.optimize import least_squares
 
     rows = [c for c in cases if c.backend == backend]
-    base = BackendConstants()
+    base = engine_defaults(backend)
     x0 = np.array([v[0] for v in FITTED.values()])
     lo = np.array([v[1] for v in FITTED.values()])
     hi = np.array([v[2] for v in FITTED.values()])
@@ -127,7 +128,8 @@ def fit_shared(cases) -> tuple[dict[str, BackendConstants], dict[str, dict[str, 
 
     def constants(theta: np.ndarray) -> dict[str, BackendConstants]:
         values = dict(zip(names, (float(x) for x in theta)))
-        return {b: BackendConstants(**{n: values[n] for n in SHARED}, **{n: values[f"{b}.{n}"] for n in own})
+        return {b: engine_defaults(b).model_copy(update={**{n: values[n] for n in SHARED},
+                                                         **{n: values[f"{b}.{n}"] for n in own}})
                 for b in BACKENDS}
 
     def all_residuals(theta: np.ndarray) -> np.ndarray:

@@ -17,8 +17,12 @@ Online and simulate measure with AIPerf (`steps.loadgen`):
   decode   for each context in the grid, a concurrency sweep up to the KV capacity the engine
            reports: the bench first sends the same prompts itself with max_tokens=1 (warming
            the prefix cache, so the measured requests skip their prefill), then AIPerf runs
-           them at that concurrency. ITL, output throughput/GPU and kv_usage =
+           them at that concurrency. ITL over the steps where the whole batch decodes
+           (`loadgen.steady_itl_ms`: requests entering one by one make the first steps longer),
+           throughput/GPU = concurrency / ITL / GPUs, and kv_usage =
            concurrency x (isl + osl/2) / max_kv_tokens.
+Tokenizer: the prompts are cut to exact token counts with the tokenizer AIPerf uses (`--tokenizer`,
+SLAPROF_TOKENIZER, else the model's own); one that cannot count tokens is a UserError up front.
 AIPerf runs are started gated and ahead of time (during engine start-up, or while the
 previous run measures), so their ~10 s start-up does not idle the engine.
 
@@ -497,11 +501,20 @@ class CandidateBench:
             raise SweepFailed("the prefill run returned no time-to-first-token")
 
     def _decode_point(self, job: _Job, result: LoadResult, measured: list) -> None:
+        from steps.loadgen import steady_itl_ms
+
         itls = [r.itl_ms for r in measured if r.itl_ms is not None]
         if not itls:
             raise SweepFailed(f"AIPerf run {job.label} returned no inter-token latency")
-        itl = sum(itls) / len(itls) / self.scale
-        thpt = result.summary.get("output_token_throughput", 0.0) * self.scale / self.cand.num_gpus
+        # the steps with the whole batch decoding, when the run had enough of them (see steady_itl_ms)
+        steady = steady_itl_ms(measured)
+        if steady is not None:
+            # steady state: `concurrency` tokens every ITL, as the offline model and the planner count it
+            itl = steady / self.scale
+            thpt = job.concurrency * 1000.0 / itl / self.cand.num_gpus
+        else:
+            itl = sum(itls) / len(itls) / self.scale
+            thpt = result.summary.get("output_token_throughput", 0.0) * self.scale / self.cand.num_gpus
         context = job.isl + self.osl // 2
         self.decode.append(DecodePoint(isl=job.isl, context=context, concurrency=job.concurrency,
                                        kv_usage=round(job.concurrency * context / self.max_kv, 6),

@@ -81,6 +81,16 @@ class RequestRecord(BaseModel):
     start_ns: int = 0
     end_ns: int = 0
     error: str | None = None
+    chunk_gaps_ms: list[float] = Field(default_factory=list)  # between consecutive streamed tokens
+
+    def token_times_ns(self) -> list[float]:
+        """Arrival time of every streamed token (the first at start + TTFT); empty when unknown."""
+        if self.ttft_ms is None or not self.start_ns or not self.chunk_gaps_ms:
+            return []
+        times = [self.start_ns + self.ttft_ms * 1e6]
+        for gap in self.chunk_gaps_ms:
+            times.append(times[-1] + gap * 1e6)
+        return times
 
 
 class LoadResult(BaseModel):
@@ -104,6 +114,26 @@ class LoadResult(BaseModel):
 
     def measured(self) -> list[RequestRecord]:
         return [r for r in self.records if r.phase == "profiling" and r.error is None]
+
+
+MIN_STEADY_GAPS = 8  # fewer token gaps than this in the steady window: use whole requests instead
+
+
+def steady_itl_ms(records: list[RequestRecord]) -> float | None:
+    """Mean gap between tokens while every request of the run was decoding, or None.
+
+    A decode point means `concurrency` requests decoding together. Requests never all arrive in
+    the same engine step (AIPerf sends them one by one; on a busy CPU over many steps), and a step
+    that also prefills a newcomer lasts longer; whole-request ITL counts those ramp-up steps (and
+    the ramp-down's shorter ones). The window from the last request's first token to the first
+    request's last token holds only steps with the whole batch decoding: only gaps that lie in it
+    are counted."""
+    times = [t for t in (r.token_times_ns() for r in records) if len(t) >= 2]
+    if not times or len(times) < len(records):
+        return None
+    start, end = max(t[0] for t in times), min(t[-1] for t in times)
+    gaps = [(b - a) / 1e6 for t in times for a, b in zip(t, t[1:]) if a >= start and b <= end]
+    return sum(gaps) / len(gaps) if len(gaps) >= MIN_STEADY_GAPS else None
 
 
 # ---------------------------------------------------------------------------
@@ -396,7 +426,16 @@ def _record(line: str) -> RequestRecord | None:
         start_ns=int(meta.get("request_start_ns") or 0),
         end_ns=int(meta.get("request_end_ns") or 0),
         error=str(error) if error else None,
+        chunk_gaps_ms=_gaps(metrics.get("inter_chunk_latency")),
     )
+
+
+def _gaps(metric: Any) -> list[float]:
+    """AIPerf's per-request inter_chunk_latency list (ms; converted when another unit is named)."""
+    if not isinstance(metric, dict) or not isinstance(metric.get("value"), list):
+        return []
+    per_ms = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}.get(str(metric.get("unit") or "ms"), 1.0)
+    return [float(v) * per_ms for v in metric["value"] if isinstance(v, (int, float))]
 
 
 def parse_artifacts(artifact_dir: Path, returncode: int | None, label: str = "", log_tail: str = "",

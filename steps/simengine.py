@@ -211,9 +211,12 @@ class Engine:
                 continue
             ms = self.step_ms(prefills, decodes)
             now = loop.time()
-            # a late wake-up shortens the next step (the schedule catches up) so that a busy
-            # CPU does not stretch every modelled step; only a long stall restarts the schedule
-            start = deadline if now - deadline < ms * self.time_scale / 1e3 else now
+            # a late wake-up shortens the next steps (the schedule catches up) so that a busy CPU
+            # does not stretch modelled steps. Decode-only steps always keep the schedule: a stall of
+            # the event loop longer than a step (a starved CPU) must not add to every running
+            # request's ITL. A step that admits new requests starts no earlier than one step ago,
+            # so their TTFT never counts time from before they could have arrived.
+            start = deadline if not prefills or now - deadline < ms * self.time_scale / 1e3 else now
             deadline = start + ms * self.time_scale / 1e3
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             self.steps += 1

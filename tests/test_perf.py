@@ -186,6 +186,37 @@ def test_prefill_steps_pay_a_per_layer_launch_cost():
         BuiltinEstimator(m, gpu, "vllm", cand, IDEAL).decode_itl_ms(8, 1000))
 
 
+def test_prompt_tokens_pay_a_host_cost_that_does_not_shrink_on_a_faster_gpu():
+    m, cand = model("Llama-3.1-8B"), Candidate.parse("tp1")
+    k = IDEAL.model_copy(update={"request_token_us": 2.0})
+    for gpu in (get_gpu("h100_sxm"), get_gpu("b200_sxm")):
+        extra = (BuiltinEstimator(m, gpu, "vllm", cand, k).prefill_ttft_ms(4000)
+                 - BuiltinEstimator(m, gpu, "vllm", cand, IDEAL).prefill_ttft_ms(4000))
+        assert extra == pytest.approx(4000 * 2.0e-3)  # 8 ms on either GPU
+        loaded = (BuiltinEstimator(m, gpu, "vllm", cand, k).loaded_ttft_ms(4000, 1.0)
+                  - BuiltinEstimator(m, gpu, "vllm", cand, IDEAL).loaded_ttft_ms(4000, 1.0))
+        assert loaded == pytest.approx(8.0)
+
+
+def test_sglang_chunk_budget_follows_gpu_memory_and_is_split_over_attention_dp():
+    from steps.perf.constants import engine_defaults
+
+    m = model("Qwen3-30B-A3B")
+    k = engine_defaults("sglang")
+    h200, b200 = get_gpu("h200_sxm"), get_gpu("b200_sxm")
+    assert BuiltinEstimator(m, h200, "sglang", Candidate.parse("tep4"), k).chunk_tokens == 8192
+    assert BuiltinEstimator(m, b200, "sglang", Candidate.parse("tep4"), k).chunk_tokens == 16384
+    assert BuiltinEstimator(m, b200, "sglang", Candidate.parse("dep4"), k).chunk_tokens == 4096
+    # vLLM keeps one budget per DP rank whatever the GPU
+    assert BuiltinEstimator(m, b200, "vllm", Candidate.parse("dep4"), engine_defaults("vllm")).chunk_tokens == 8192
+    # a smaller budget means more prefill steps, each paying its per-step costs
+    small = k.model_copy(update={"step_overhead_ms": 5.0})
+    dep = BuiltinEstimator(m, b200, "sglang", Candidate.parse("dep4"), small)
+    wide = BuiltinEstimator(m, b200, "sglang", Candidate.parse("dep4"),
+                            small.model_copy(update={"chunk_shared_by_dp": False}))
+    assert dep.prefill_work_s(8000) - wide.prefill_work_s(8000) >= 5.0e-3
+
+
 def test_simulated_backend_is_timed_like_vllm_and_unknown_estimator_is_refused():
     sim, vllm = estimator("Qwen3-0.6B", "tp1", backend="simulated"), estimator("Qwen3-0.6B", "tp1")
     assert sim.decode_itl_ms(8, 1000) == vllm.decode_itl_ms(8, 1000)

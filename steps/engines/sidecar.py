@@ -120,8 +120,8 @@ class SidecarFolder:
         if not self.picked_up() and not self.script.exists():
             return True
         # the script's own SIGTERM -> SIGKILL takes up to grace_s; a sidecar that never picked the
-        # script up gets a few seconds only (it then finds `stop` and exits right after starting)
-        deadline = time.monotonic() + (grace_s + 15.0 if self.picked_up() else 5.0)
+        # script up gets a moment only (it then finds `stop` and exits right after starting)
+        deadline = time.monotonic() + (grace_s + 15.0 if self.picked_up() else 1.0)
         while time.monotonic() < deadline:
             if (self.dir / FINISHED).is_file():
                 return True

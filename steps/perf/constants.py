@@ -36,11 +36,31 @@ class BackendConstants(BaseModel):
                                         "token permutation), microseconds")
     step_overhead_ms: float = Field(3.0, description="fixed cost of one engine step (scheduler, sampling), ms")
     request_overhead_ms: float = Field(10.0, description="fixed TTFT cost of one request (tokenise, schedule, stream), ms")
+    request_token_us: float = Field(0.0, description="host-side cost per prompt token before the prompt reaches "
+                                    "the GPU (tokenisation, input processing, prefix-cache block hashing), "
+                                    "microseconds; it does not shrink on a faster GPU")
     prefill_chunk_tokens: int = Field(8192, description="tokens per prefill chunk (max batched tokens)")
+    prefill_chunk_tokens_160g: int = Field(8192, description="tokens per prefill chunk on GPUs with 160 GiB or "
+                                           "more (SGLang's default chunked-prefill size grows with GPU memory)")
+    chunk_shared_by_dp: bool = Field(False, description="the chunk budget is the engine's and is split over its "
+                                     "attention-DP ranks (SGLang divides its chunked-prefill size by the DP size)")
     agg_mix_factor: float = Field(1.0, description="share of other requests' prefill work that lands in each decode step")
     burst_fraction: float = Field(0.15, description="share of prompts that arrive in a wave with the others in "
                                   "flight and are prefilled with them (closed-loop load keeps arrivals in waves)")
     kv_transfer_gbps: float = Field(25.0, description="disaggregated KV transfer bandwidth, GB/s (not fitted)")
+
+
+# Engine defaults that are not fitted: what each backend's scheduler does unless told otherwise.
+# SGLang sets --chunked-prefill-size from GPU memory (8,192 up to 160 GiB, 16,384 above) and, with
+# attention DP, divides it by the DP size.
+ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sglang": {"prefill_chunk_tokens_160g": 16384, "chunk_shared_by_dp": True},
+}
+
+
+def engine_defaults(backend: str) -> BackendConstants:
+    """Uncalibrated constants with the backend's own scheduler defaults."""
+    return BackendConstants(**ENGINE_DEFAULTS.get(backend, {}))
 
 
 class Calibration(BaseModel):
@@ -69,4 +89,4 @@ def constants_for(backend: str) -> BackendConstants:
     """Constants for `backend`; `simulated` behaves like vLLM."""
     cal = load_calibration()
     key = "vllm" if backend == "simulated" else backend
-    return cal.backends.get(key) or BackendConstants()
+    return cal.backends.get(key) or engine_defaults(key)

@@ -14,7 +14,8 @@ bytes / achieved HBM bandwidth):
 plus TP all-reduces (2 per layer) or EP all-to-alls (dispatch and combine) over NVLink with a
 latency per collective, a per-layer launch cost, a fixed per-step overhead, and the memory-bound
 elementwise kernels (norms, activations, rotary, quantisation) that stream every token's
-activations through HBM. Prefill steps also pay a per-layer launch and MoE-routing cost.
+activations through HBM. Prefill steps also pay a per-layer launch and MoE-routing cost, run in
+chunks of the engine's token budget, and each prompt pays a host-side cost per token.
 Every function takes numpy arrays as well as scalars, so a whole surface is one call.
 """
 from __future__ import annotations
@@ -140,6 +141,15 @@ class BuiltinEstimator:
         self._hbm = gpu.hbm_bytes_per_s * self.k.mem_eff
         self._link = gpu.link_bytes_per_s * self.k.link_eff
         self._max_kv: int | None = None
+        self.chunk_tokens = self._chunk_tokens()
+
+    def _chunk_tokens(self) -> int:
+        """Prefill tokens one attention-DP rank takes per step (the engine's chunked-prefill budget)."""
+        k = self.k
+        chunk = k.prefill_chunk_tokens_160g if self.gpu.usable_memory_gib >= 160 else k.prefill_chunk_tokens
+        if k.chunk_shared_by_dp:
+            chunk //= self.map.attn_dp
+        return max(1, chunk)
 
     # ---- one engine step -------------------------------------------------
     def _roof(self, flops, nbytes, flops_per_s: float):
@@ -194,16 +204,20 @@ class BuiltinEstimator:
         isl = np.asarray(isl, dtype=float)
         per_rank = np.ceil(np.asarray(batch, dtype=float) / self.map.attn_dp)
         tokens = isl * per_rank
-        chunks = np.maximum(1.0, np.ceil(tokens / self.k.prefill_chunk_tokens))
+        chunks = np.maximum(1.0, np.ceil(tokens / self.chunk_tokens))
         attn = per_rank * self.s.attn_prefill_coef * isl * isl / chunks
         # prefill steps run without CUDA graphs: each layer pays host-side launch and MoE routing
         # (token sort, expert offsets) costs that do not shrink on a faster GPU
         launch = (self.s.layers * self.k.prefill_layer_us + self.s.moe_layers * self.k.prefill_moe_layer_us) * 1e-6
         return chunks * (self.step_s(tokens / chunks, per_rank, attn, 0.0, per_rank / chunks) + launch)
 
+    def request_ms(self, isl):
+        """Fixed and per-prompt-token host costs of one request (not GPU time)."""
+        return self.k.request_overhead_ms + np.asarray(isl, dtype=float) * self.k.request_token_us * 1e-3
+
     def prefill_ttft_ms(self, isl, batch=1):
         """TTFT of `batch` prompts of `isl` tokens prefilled together, framework overhead included."""
-        ms = self.prefill_work_s(isl, batch) * 1e3 + self.k.request_overhead_ms
+        ms = self.prefill_work_s(isl, batch) * 1e3 + self.request_ms(isl)
         return float(ms) if np.ndim(ms) == 0 else ms
 
     def decode_itl_ms(self, batch, context):
@@ -232,13 +246,13 @@ class BuiltinEstimator:
         k = self.k
         if work is None:
             work = float(self.prefill_work_s(isl, 1)) * 1e3
-        chunks = max(1.0, math.ceil(isl / k.prefill_chunk_tokens))
+        chunks = max(1.0, math.ceil(isl / self.chunk_tokens))
         alone = work + chunks * t_dec
         wave_tokens = per_rank * isl
-        wave_steps = max(1.0, math.ceil(wave_tokens / k.prefill_chunk_tokens))
-        step_ms = min(wave_tokens, k.prefill_chunk_tokens) / isl * work + t_dec
+        wave_steps = max(1.0, math.ceil(wave_tokens / self.chunk_tokens))
+        step_ms = min(wave_tokens, self.chunk_tokens) / isl * work + t_dec
         wave = (wave_steps + 1.0) / 2.0 * step_ms if wave_steps > 1 else per_rank * work + t_dec
-        return k.request_overhead_ms + (1.0 - k.burst_fraction) * alone + k.burst_fraction * max(alone, wave)
+        return float(self.request_ms(isl)) + (1.0 - k.burst_fraction) * alone + k.burst_fraction * max(alone, wave)
 
     def agg(self, isl: int, osl: int, concurrency: int) -> AggEstimate:
         """Steady-state aggregated serving with `concurrency` requests in flight (closed loop).

@@ -299,5 +299,8 @@ def predict_case(case: SiliconCase, constants: BackendConstants | None = None) -
     # requests reach each prefill rank in the same closed-loop waves as in aggregated serving
     per_rank = max(1.0, case.concurrency / (case.prefill.workers * case.prefill.mapping.attn_dp))
     transfer = case.isl * case.model.kv_bytes_per_token() / (k.kv_transfer_gbps * 1e9) * 1e3
-    ttft = pre.loaded_ttft_ms(case.isl, per_rank) + transfer
+    # the decode worker emits the first token: the request joins its running batch once the step in
+    # flight ends (half a step on average) and the next step produces the token
+    first_step = 1.5 * float(tpot)
+    ttft = pre.loaded_ttft_ms(case.isl, per_rank) + transfer + first_step
     return ttft, float(tpot)
