@@ -226,8 +226,7 @@ def test_profile_dag_task_by_task(argo):
 
 def test_manual_pick_rewrites_the_selection(argo):
     """Resuming `choose` with the second choice: pick rewrites selection.json and the planner data."""
-    if "fit" not in argo.outputs:
-        pytest.skip("needs test_profile_dag_task_by_task")
+    assert "fit" in argo.outputs, "runs after test_profile_dag_task_by_task, on the run it left"
     argo.parameters["pick"] = "manual"
     assert argo.when("choose")
     choices = json.loads(argo.outputs["fit"]["choices"])
@@ -245,8 +244,7 @@ def test_manual_pick_rewrites_the_selection(argo):
 
 
 def test_bench_of_unknown_candidate_is_one_line_exit_2(argo):
-    if "plan" not in argo.outputs:
-        pytest.skip("needs test_profile_dag_task_by_task")
+    assert "plan" in argo.outputs, "runs after test_profile_dag_task_by_task, on the run it left"
     proc = argo.run("bench", item={"id": "tp16", "gpus": 0})
     assert proc.returncode == 2
     assert "tp16" in proc.stderr and "Traceback" not in proc.stderr
