@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             dm, dp95 = errors.stats(metric, "dynamo")
             om, op95 = errors.stats(metric, "ours")
             worst_ours = max(worst_ours, om)
-            print(f"{g:>11} {metric:<13} {dm:>12.2f}% {dp95:>10.2f}% {om:>10.2f}% {op95:>8.2f}% "
+            print(f"{g:>11} {metric:<13} {dm:>12.3f}% {dp95:>10.2f}% {om:>10.3f}% {op95:>8.2f}% "
                   f"{_ratio(dm, om):>12} {_ratio(dp95, op95):>10}")
     print()
     print(f"build time per engine (median): Dynamo {np.median(timings['dynamo']) * 1e3:.1f} ms, "

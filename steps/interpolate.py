@@ -174,8 +174,10 @@ class PrefillInterpolator:
             self.coef[1] = fitted[0]
         else:
             self.coef[: len(fitted)] = fitted
-        self._ttft_res = _Residual1D(x, np.log(y / self._shape(x)))
-        self._k_res = _Residual1D(x, np.log(t * y / x))
+        # residuals over log(ISL): the short-prompt regime (fixed costs, memory-bound steps)
+        # spans a decade of ISL between the first two sweep points
+        self._ttft_res = _Residual1D(np.log(x), np.log(y / self._shape(x)))
+        self._k_res = _Residual1D(np.log(x), np.log(t * y / x))
 
     @classmethod
     def from_points(cls, points: Sequence[PrefillPoint]) -> PrefillInterpolator:
@@ -190,7 +192,7 @@ class PrefillInterpolator:
         return np.maximum(a + b * x + c * x * x, 1e-9)
 
     def _ttft(self, x: np.ndarray) -> np.ndarray:
-        return self._shape(x) * np.exp(self._ttft_res(x))
+        return self._shape(x) * np.exp(self._ttft_res(np.log(x)))
 
     def ttft_ms(self, isl: ArrayLike) -> float | np.ndarray:
         x, scalar = _as_array(isl)
@@ -198,7 +200,7 @@ class PrefillInterpolator:
 
     def thpt_per_gpu(self, isl: ArrayLike) -> float | np.ndarray:
         x, scalar = _as_array(isl)
-        return _out(np.exp(self._k_res(x)) * x / self._ttft(x), scalar)
+        return _out(np.exp(self._k_res(np.log(x))) * x / self._ttft(x), scalar)
 
     def predict(self, isl: ArrayLike) -> tuple[float | np.ndarray, float | np.ndarray]:
         """(TTFT ms, throughput tokens/s/GPU)."""
