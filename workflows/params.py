@@ -19,7 +19,7 @@ IMAGE = f"ghcr.io/slaprof/slaprof:{VERSION}"
 TEMPLATE_NAME = "slaprof-profile"
 CRON_NAME = "slaprof-reprofile"
 SERVICE_ACCOUNT = "slaprof"
-# The chart installs these; a cluster without the chart needs them too (see docs/readme/argo.md).
+# The chart installs these; a cluster without the chart needs them too (see the README, "Profiling on a cluster").
 ARTIFACT_REPOSITORY_CONFIGMAP = "slaprof-artifact-repository"
 ARTIFACT_REPOSITORY_KEY = "default"
 S3_CONFIGMAP = "slaprof-s3"  # SLAPROF_S3_ENDPOINT, SLAPROF_S3_BUCKET, SLAPROF_S3_SECURE
