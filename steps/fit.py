@@ -19,8 +19,8 @@ Rules (Dynamo's profiler, made explicit):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from steps.candidates import Candidate
 from steps.errors import UserError
@@ -68,6 +68,11 @@ class DecodeOption:
     thpt_per_gpu: float
     max_kv_tokens: int
     interpolated: bool
+
+
+def _fields_of(option: PrefillOption | DecodeOption) -> dict[str, Any]:
+    """An option's fields: a choice is the chosen option plus whether it meets the SLA."""
+    return {f.name: getattr(option, f.name) for f in fields(option)}
 
 
 @dataclass
@@ -336,9 +341,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
     p_met = False
     if p_opts:
         p_pick, p_met = choose(p_opts, lambda o: o.ttft_ms, sla.ttft_ms, order)
-        prefill_choice = PrefillChoice(candidate=p_pick.candidate, isl=isl, ttft_ms=p_pick.ttft_ms,
-                                       thpt_per_gpu=p_pick.thpt_per_gpu, meets_sla=p_met,
-                                       interpolated=p_pick.interpolated)
+        prefill_choice = PrefillChoice(**_fields_of(p_pick), meets_sla=p_met)
         if not p_met:
             missed = True
             nearest["ttft_ms"] = round(p_pick.ttft_ms, 2)
@@ -352,10 +355,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
     d_met = False
     if d_opts:
         d_pick, d_met = choose(d_opts, lambda o: o.itl_ms, sla.itl_ms, order)
-        decode_choice = DecodeChoice(candidate=d_pick.candidate, context=context, concurrency=d_pick.concurrency,
-                                     kv_usage=d_pick.kv_usage, itl_ms=d_pick.itl_ms, thpt_per_gpu=d_pick.thpt_per_gpu,
-                                     max_kv_tokens=d_pick.max_kv_tokens, meets_sla=d_met,
-                                     interpolated=d_pick.interpolated)
+        decode_choice = DecodeChoice(**_fields_of(d_pick), meets_sla=d_met)
         if not d_met:
             missed = True
             nearest["itl_ms"] = round(d_pick.itl_ms, 2)
