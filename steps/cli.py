@@ -53,7 +53,8 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, type=typ, default=None, help=help_text, dest=flag[2:].replace("-", "_"))
     group.add_argument("--use-ai-configurator", action="store_true", default=None,
                        help="estimate with AI Configurator (offline, needs the 'aic' extra)")
-    group.add_argument("--dry-run", action="store_true", default=None, help="skip measuring: plan and render only")
+    group.add_argument("--dry-run", action="store_true", default=None,
+                       help="measure nothing: estimate every candidate offline, then fit and render as usual")
     group.add_argument("--auto-apply", action="store_true", default=None, help="apply the DGD to the cluster when done")
 
 

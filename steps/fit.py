@@ -301,6 +301,8 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
     order = {cid: i for i, cid in enumerate([p.id for p in plan.candidates] if plan else [p.id for p in profiles])}
     granularity = plan.grid.decode_granularity if plan else request.sweep.decode_granularity
     warnings: list[str] = []
+    if request.sweep.dry_run:
+        warnings.append("Dry run: every number is an offline estimate; nothing was measured")
     verdicts, usable = _profile_verdicts(plan, by_id)
     for v in verdicts:
         if v.status == "failed":

@@ -483,10 +483,6 @@ def run_profile(request: ProfileRequest, options: RunOptions, reporter: Progress
                           f"{len(ids)} candidate{'s' if len(ids) != 1 else ''} ({', '.join(ids)})"
                           + (f"; {len(dropped)} dropped" if dropped else ""))
     result = RunResult(options.out, request, plan, timings=timings)
-    if request.sweep.dry_run:
-        reporter.step("dry run", "nothing measured")
-        return result
-
     t1 = time.monotonic()
     todo = _resume(run, ids, options.force)
     _bench(run, todo, options)

@@ -92,6 +92,17 @@ class ProfileRequest(_Strict):
     sweep: Sweep = Field(default_factory=Sweep)
     deployment: Deployment = Field(default_factory=Deployment)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dry_run_estimates(cls, data: Any) -> Any:
+        """A dry run measures nothing: every candidate is estimated offline, on any runner."""
+        if isinstance(data, dict):
+            sweep = data.get("sweep")
+            dry = sweep.get("dry_run") if isinstance(sweep, dict) else getattr(sweep, "dry_run", False)
+            if dry:
+                data = {**data, "method": "offline"}
+        return data
+
     def measurement_key(self) -> str:
         """Hash of the fields that change what a candidate measures (not the SLA targets)."""
         relevant = {

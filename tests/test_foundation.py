@@ -203,3 +203,9 @@ def test_every_subcommand_has_help():
         with pytest.raises(SystemExit) as exc:
             main([name, "--help"])
         assert exc.value.code == 0, name
+
+
+def test_dry_run_request_is_estimated_offline():
+    request = _request(method="online", sweep={"dry_run": True})
+    assert request.method == "offline" and request.sweep.dry_run
+    assert _request(method="online").method == "online"

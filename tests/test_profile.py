@@ -204,3 +204,18 @@ def test_failed_candidates_are_reported_and_exit_1_when_nothing_is_left(tmp_path
 def test_bad_parallel_value(tmp_path):
     res = slaprof("profile", *QWEN32B_SLA, "--out", str(tmp_path / "run"), "--parallel", "0")
     assert res.returncode == 2 and "--parallel 0: must be at least 1" in res.stderr
+
+
+def test_dry_run_estimates_instead_of_measuring(tmp_path):
+    """--dry-run with --method online starts no engine and needs no GPU: every candidate is
+    estimated offline, and the run still ends in a selection and a DGD, flagged as a dry run."""
+    out = tmp_path / "dry"
+    res = slaprof("profile", *QWEN32B_SLA, "--method", "online", "--dry-run", "--out", str(out),
+                  env={"CUDA_VISIBLE_DEVICES": ""})
+    assert res.returncode == 0, res.stderr
+    assert PREFILL_LINE.match(res.stdout.splitlines()[0]) and "Dry run" in res.stderr
+    selection = Selection.model_validate_json((out / "selection.json").read_text())
+    assert any(w.startswith("Dry run") for w in selection.warnings)
+    profile = CandidateProfile.model_validate_json(next((out / "profiles").glob("*.json")).read_text())
+    assert profile.provenance.method == "offline"
+    assert (out / "dgd.yaml").is_file()

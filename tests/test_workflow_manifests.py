@@ -112,7 +112,7 @@ def test_bench_fans_out_over_plan_candidates_and_tolerates_failures(wt):
     for name in BENCHES:  # fit waits for every bench group and runs even when candidates failed
         assert f"{name}.Failed" in fit["depends"] and f"{name}.Succeeded" in fit["depends"]
         assert f"{name}.Skipped" in fit["depends"]
-    assert "measure" in fit["when"]
+    assert "when" not in fit  # a dry run is estimated offline, so fit always has profiles
 
 
 def test_pick_render_apply_record_order(wt):

@@ -184,7 +184,7 @@ def test_profile_dag_task_by_task(argo):
     plan = argo.outputs["plan"]
     fan_out = json.loads(plan["candidates"])
     assert fan_out == [{"id": "tp1", "gpus": 0}, {"id": "tp2", "gpus": 0}]  # offline: no GPUs asked for
-    assert plan["method"] == "offline" and plan["measure"] == "true" and plan["auto-apply"] == "false"
+    assert plan["method"] == "offline" and plan["auto-apply"] == "false"
     assert plan["history-key"].endswith("/vllm/h200_sxm")
     request = json.loads(argo.get(f"{WORKFLOW}/request.json"))
     assert request["sla"] == {"isl": 1500, "osl": 200, "ttft_ms": 400.0, "itl_ms": 25.0, "request_rate": None}

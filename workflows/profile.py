@@ -140,8 +140,7 @@ def profile_template(settings: WorkflowSettings | None = None) -> WorkflowTempla
                     args["engine-image"] = _plan_out("engine-image")
                 Task(name=name, template=script, arguments=args, with_param=_plan_out("candidates"),
                      when=conditions[name], continue_on=ContinueOn(failed=True, error=True), depends="plan")
-            Task(name="fit", template=fit_t, arguments={"run": RUN}, depends=_after_bench(),
-                 when=f"'{_plan_out('measure')}' == 'true'")
+            Task(name="fit", template=fit_t, arguments={"run": RUN}, depends=_after_bench())
             Task(name="choose", template=choose_t, depends="fit.Succeeded", when=f"'{_wp('pick')}' == 'manual'",
                  arguments={"choice": "{{tasks.fit.outputs.parameters.choice-1}}",
                             **{f"choice-{i}": f"{{{{tasks.fit.outputs.parameters.choice-{i}}}}}"

@@ -145,7 +145,6 @@ class PlanOutput(Output):
     candidate_ids: Annotated[str, Parameter(name="candidate-ids", description="runnable candidates, JSON list of ids")] = "[]"
     dropped: Annotated[str, Parameter(name="dropped", description="candidates left out and why")] = ""
     method: Annotated[str, Parameter(name="method", description="offline | simulate | online")] = "offline"
-    measure: Annotated[str, Parameter(name="measure", description="false for a dry run (plan only)")] = "true"
     auto_apply: Annotated[str, Parameter(name="auto-apply", description="apply the DGD when rendered")] = "false"
     engine_image: Annotated[str, Parameter(name="engine-image", description="engine image for online benchmarks")] = ""
     model: Annotated[str, Parameter(name="model", description="the model profiled")] = ""
@@ -189,15 +188,13 @@ def plan(inputs: PlanInput) -> PlanOutput:  # type: ignore[valid-type]
         ids = plan_step.run_step(store)
         the_plan = read_model(store, Layout.PLAN, Plan)
         online = request.method == "online"
-        fan_out = [] if request.sweep.dry_run else [
-            {"id": cid, "gpus": the_plan.get(cid).candidate.num_gpus if online else 0} for cid in ids]
+        fan_out = [{"id": cid, "gpus": the_plan.get(cid).candidate.num_gpus if online else 0} for cid in ids]
         dropped = "; ".join(f"{p.id}: {p.reason}" for p in the_plan.candidates if p.status != "runnable")
         return PlanOutput(
             candidates=json.dumps(fan_out),
             candidate_ids=json.dumps(ids),
             dropped=dropped or "none",
             method=request.method,
-            measure="false" if request.sweep.dry_run else "true",
             auto_apply=str(request.deployment.auto_apply).lower(),
             engine_image=request.deployment.engine_image or get_backend(request.backend).default_image,
             model=request.model,

@@ -64,9 +64,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         reporter.close()
 
-    if request.sweep.dry_run:
-        print(f"Dry run: plan written to {result.location}; nothing measured.")
-        return 0
     for error in result.errors:
         print(f"slaprof: error: {error}", file=sys.stderr)
     selection = result.selection
