@@ -169,6 +169,23 @@ def choose(options: Sequence[O], latency: Callable[[O], float], target: float,
     return min(tied, key=lambda o: (o.candidate.num_gpus, -o.thpt_per_gpu, order.get(o.candidate.id, 0))), False
 
 
+def _decide(phase: str, options: Sequence[O], latency: str, target: float, order: dict[str, int], where: str,
+            nearest: dict[str, float], warnings: list[str]) -> tuple[O | None, bool]:
+    """One phase's pick: the best option within `target`, else the lowest latency, said loudly."""
+    if not options:
+        warnings.append(f"No {phase} results produced; no {phase} recommendation")
+        return None, False
+    pick, met = choose(options, lambda o: getattr(o, latency), target, order)
+    if not met:
+        value = getattr(pick, latency)
+        nearest[latency] = round(value, 2)
+        at = f", concurrency {pick.concurrency}" if isinstance(pick, DecodeOption) else ""
+        name = latency.removesuffix("_ms").upper()
+        warnings.append(f"No engine configuration satisfies the {name} target of {target:g} ms at {where}: "
+                        f"the lowest is {value:.2f} ms ({pick.candidate.label}{at}), chosen anyway")
+    return pick, met
+
+
 def pareto_front(points: Sequence[tuple[str, float, float, int]]) -> list[ParetoPoint]:
     """Non-dominated (lower latency, higher throughput) points of (id, latency, thpt, concurrency)."""
     front: list[ParetoPoint] = []
@@ -337,35 +354,11 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         d_opts += d_by[cid]
 
     nearest: dict[str, float] = {"ttft_ms": sla.ttft_ms, "itl_ms": sla.itl_ms}
-    missed = False
-    prefill_choice: PrefillChoice | None = None
-    p_pick: PrefillOption | None = None
-    p_met = False
-    if p_opts:
-        p_pick, p_met = choose(p_opts, lambda o: o.ttft_ms, sla.ttft_ms, order)
-        prefill_choice = PrefillChoice(**_fields_of(p_pick), meets_sla=p_met)
-        if not p_met:
-            missed = True
-            nearest["ttft_ms"] = round(p_pick.ttft_ms, 2)
-            warnings.append(f"No engine configuration satisfies the TTFT target of {sla.ttft_ms:g} ms at ISL {isl}: "
-                            f"the lowest is {p_pick.ttft_ms:.2f} ms ({p_pick.candidate.label}), chosen anyway")
-    else:
-        warnings.append("No prefill results produced; no prefill recommendation")
-
-    decode_choice: DecodeChoice | None = None
-    d_pick: DecodeOption | None = None
-    d_met = False
-    if d_opts:
-        d_pick, d_met = choose(d_opts, lambda o: o.itl_ms, sla.itl_ms, order)
-        decode_choice = DecodeChoice(**_fields_of(d_pick), meets_sla=d_met)
-        if not d_met:
-            missed = True
-            nearest["itl_ms"] = round(d_pick.itl_ms, 2)
-            warnings.append(f"No engine configuration satisfies the ITL target of {sla.itl_ms:g} ms at context {context}: "
-                            f"the lowest is {d_pick.itl_ms:.2f} ms ({d_pick.candidate.label}, concurrency "
-                            f"{d_pick.concurrency}), chosen anyway")
-    else:
-        warnings.append("No decode results produced; no decode recommendation")
+    p_pick, p_met = _decide("prefill", p_opts, "ttft_ms", sla.ttft_ms, order, f"ISL {isl}", nearest, warnings)
+    d_pick, d_met = _decide("decode", d_opts, "itl_ms", sla.itl_ms, order, f"context {context}", nearest, warnings)
+    missed = (p_pick is not None and not p_met) or (d_pick is not None and not d_met)
+    prefill_choice = PrefillChoice(**_fields_of(p_pick), meets_sla=p_met) if p_pick else None
+    decode_choice = DecodeChoice(**_fields_of(d_pick), meets_sla=d_met) if d_pick else None
 
     for cid in usable:
         verdicts.append(_prefill_verdict(cid, p_by[cid], p_pick, p_met, sla.ttft_ms, isl))
