@@ -51,8 +51,9 @@ class BackendConstants(BaseModel):
 
 
 # Engine defaults that are not fitted: what each backend's scheduler does unless told otherwise.
-# SGLang sets --chunked-prefill-size from GPU memory (8,192 up to 160 GiB, 16,384 above) and, with
-# attention DP, divides it by the DP size.
+# SGLang's server_args sets --chunked-prefill-size from GPU memory (2,048 under 35 GiB, 8,192 under
+# 160 GiB, 16,384 above; every GPU in the catalog has 35 GiB or more) and, with attention DP,
+# divides it by the DP size.
 ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
     "sglang": {"prefill_chunk_tokens_160g": 16384, "chunk_shared_by_dp": True},
 }
