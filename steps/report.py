@@ -50,6 +50,18 @@ def _style(ax: Any) -> None:
     ax.title.set_fontsize(9)
 
 
+def _target_line(ax: Any, x: float, label: str) -> None:
+    ax.axvline(x, color="red", linestyle="--", label=label)
+
+
+def _finish(fig: Any, ax: Any, **labels: str) -> bytes:
+    """Axis labels and title, the shared style, a legend, and the PNG bytes."""
+    ax.set(**labels)
+    _style(ax)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})  # zlib level 6 costs 3x the time
@@ -70,12 +82,9 @@ def prefill_performance(result: FitResult) -> bytes | None:
         chosen = sel.prefill is not None and o.candidate.id == sel.prefill.candidate.id
         ax.scatter([o.ttft_ms], [o.thpt_per_gpu], s=70 if chosen else 40, marker="*" if chosen else "o",
                    label=f"{o.candidate.label} ({o.candidate.num_gpus} GPU{'s' if o.candidate.num_gpus > 1 else ''})")
-    ax.axvline(sel.ttft_ms, color="red", linestyle="--", label=f"target TTFT {sel.ttft_ms:g} ms")
-    ax.set(xlabel="TTFT (ms)", ylabel="prefill throughput (tokens/s/GPU)",
-           title=f"Prefill at ISL {sel.isl}")
-    _style(ax)
-    ax.legend(fontsize=7)
-    return _png(fig)
+    _target_line(ax, sel.ttft_ms, f"target TTFT {sel.ttft_ms:g} ms")
+    return _finish(fig, ax, xlabel="TTFT (ms)", ylabel="prefill throughput (tokens/s/GPU)",
+                   title=f"Prefill at ISL {sel.isl}")
 
 
 def decode_performance(result: FitResult) -> bytes | None:
@@ -94,12 +103,9 @@ def decode_performance(result: FitResult) -> bytes | None:
     if sel.decode is not None:
         ax.scatter([sel.decode.itl_ms], [sel.decode.thpt_per_gpu], s=120, marker="*", color="black", zorder=5,
                    label=f"chosen {sel.decode.candidate.label}")
-    ax.axvline(sel.itl_ms, color="red", linestyle="--", label=f"target ITL {sel.itl_ms:g} ms")
-    ax.set(xlabel="ITL (ms)", ylabel="decode throughput (tokens/s/GPU)",
-           title=f"Decode at context {sel.isl + sel.osl // 2} over concurrency")
-    _style(ax)
-    ax.legend(fontsize=7)
-    return _png(fig)
+    _target_line(ax, sel.itl_ms, f"target ITL {sel.itl_ms:g} ms")
+    return _finish(fig, ax, xlabel="ITL (ms)", ylabel="decode throughput (tokens/s/GPU)",
+                   title=f"Decode at context {sel.isl + sel.osl // 2} over concurrency")
 
 
 def cost_curves(result: FitResult) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -128,12 +134,10 @@ def cost_sla(result: FitResult) -> bytes | None:
     ax = fig.add_subplot()
     for label, x, y in curves:
         ax.plot(x, y, marker="o", ms=3, label=label)
-    ax.axvline(1000.0 / sel.itl_ms, color="red", linestyle="--", label=f"ITL target ({1000.0 / sel.itl_ms:.1f} tokens/s/user)")
-    ax.set(xlabel="tokens/s/user", ylabel="$ per 1000 requests",
-           title=f"Cost Per 1000 i{sel.isl}o{sel.osl} requests (GPU/hour = ${GPU_COST_PER_HOUR:g}) Under Different SLA")
-    _style(ax)
-    ax.legend(fontsize=7)
-    return _png(fig)
+    _target_line(ax, 1000.0 / sel.itl_ms, f"ITL target ({1000.0 / sel.itl_ms:.1f} tokens/s/user)")
+    return _finish(fig, ax, xlabel="tokens/s/user", ylabel="$ per 1000 requests",
+                   title=f"Cost Per 1000 i{sel.isl}o{sel.osl} requests (GPU/hour = ${GPU_COST_PER_HOUR:g}) "
+                   "Under Different SLA")
 
 
 def _prefill_curve(ax: Any, result: FitResult) -> bool:
