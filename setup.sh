@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
-# One command to set up slaprof for development: a virtual environment in .venv
-# with slaprof installed editable, plus every test-only tool.
+# One command to set up slaprof for development: a virtual environment in .venv holding exactly
+# the versions in uv.lock (hash-checked), slaprof installed editable, and every test tool.
+# It fails when uv.lock no longer matches pyproject.toml: refresh it with images/lock.py --upgrade.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+
+# uv itself comes from the lock: its pinned version and wheel hashes, installed with pip.
+uv_requirement="$(mktemp)"
+trap 'rm -f "$uv_requirement"' EXIT
+.venv/bin/python images/lock.py --uv-requirement > "$uv_requirement"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$uv_requirement"
+
+# Exactly the lock (--locked: refuse a lock that pyproject.toml has drifted from), every extra.
+export UV_PYTHON_DOWNLOADS=never
+if ! .venv/bin/uv sync --locked --all-extras --quiet; then
+    echo "setup.sh: uv.lock and pyproject.toml disagree (or a locked package could not be installed)." >&2
+    echo "setup.sh: after changing dependencies on purpose, run: .venv/bin/python images/lock.py --upgrade" >&2
+    exit 1
+fi
 echo "slaprof is set up: .venv/bin/slaprof --help"

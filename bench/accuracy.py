@@ -17,6 +17,7 @@ Needs the `aic` extra (the measured rows ship with AI Configurator): pip install
 It ends with the speed of offline surfaces (one candidate, all candidates of a plan) against
 point-by-point estimation measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,10 @@ def fmt(s: dict[str, float]) -> str:
     return f"{s['mape']:7.1f} {s['median']:+7.1f} {s['mdape']:6.1f} {s['within20']:5.0f}%"
 
 
-HEADER = (f"{'system':9s} {'backend':7s} {'rows':>5s} | {'TTFT MAPE':>9s} {'median':>7s} {'MdAPE':>6s} {'<=20%':>6s}"
-          f" | {'TPOT MAPE':>9s} {'median':>7s} {'MdAPE':>6s} {'<=20%':>6s}")
+HEADER = (
+    f"{'system':9s} {'backend':7s} {'rows':>5s} | {'TTFT MAPE':>9s} {'median':>7s} {'MdAPE':>6s} {'<=20%':>6s}"
+    f" | {'TPOT MAPE':>9s} {'median':>7s} {'MdAPE':>6s} {'<=20%':>6s}"
+)
 
 
 def table(title: str, results: dict[tuple[str, str], list[tuple[float, float, float, float]]]) -> None:
@@ -76,7 +79,8 @@ def builtin(cases, breakdown: bool = False) -> None:
         ttft, tpot = predict_case(c)
         predictions[c.row_id] = (ttft, tpot)
         groups["cal" if c.calibration else "held"][(c.system, f"{c.backend}/{c.mode[:3]}")].append(
-            (ttft, c.ttft_ms, tpot, c.tpot_ms))
+            (ttft, c.ttft_ms, tpot, c.tpot_ms)
+        )
     elapsed = time.perf_counter() - t0
     table("built-in model, calibration systems (fitted on these rows)", groups["cal"])
     table("built-in model, held-out systems (never fitted)", groups["held"])
@@ -116,7 +120,9 @@ def breakdown_table(cases, predictions: dict[str, tuple[float, float]]) -> None:
     rows = [(c, *predictions[c.row_id]) for c in cases]
     total = sum(abs(t / c.ttft_ms - 1.0) for c, t, _ in rows)
     print("\nheld-out systems, TTFT and TPOT error by one property at a time")
-    print(f"{'property':12s} {'value':12s} {'rows':>5s} | {'TTFT MAPE':>9s} {'median':>7s} {'share':>6s} | {'TPOT MAPE':>9s}")
+    print(
+        f"{'property':12s} {'value':12s} {'rows':>5s} | {'TTFT MAPE':>9s} {'median':>7s} {'share':>6s} | {'TPOT MAPE':>9s}"
+    )
     for name, key in BREAKDOWN.items():
         groups: dict[str, list] = defaultdict(list)
         for row in rows:
@@ -125,8 +131,10 @@ def breakdown_table(cases, predictions: dict[str, tuple[float, float]]) -> None:
             rel_t = np.array([t / c.ttft_ms - 1.0 for c, t, _ in members])
             rel_p = np.array([p / c.tpot_ms - 1.0 for c, _, p in members])
             share = np.abs(rel_t).sum() / total * 100
-            print(f"{name:12s} {value:12s} {len(members):5d} | {np.mean(np.abs(rel_t)) * 100:9.1f} "
-                  f"{np.median(rel_t) * 100:+7.1f} {share:5.0f}% | {np.mean(np.abs(rel_p)) * 100:9.1f}")
+            print(
+                f"{name:12s} {value:12s} {len(members):5d} | {np.mean(np.abs(rel_t)) * 100:9.1f} "
+                f"{np.median(rel_t) * 100:+7.1f} {share:5.0f}% | {np.mean(np.abs(rel_p)) * 100:9.1f}"
+            )
 
 
 def aic(cases, n: int, seed: int) -> None:
@@ -179,9 +187,15 @@ def aic_surface(model_name: str, mapping: str) -> None:
         print("\nAI Configurator surfaces: skipped (aiconfigurator is not installed)")
         return
     models = ROOT / "tests" / "fixtures" / "models"
-    req = build_request({"model": str(models / model_name), "backend": "vllm", "sla": {"isl": 3000, "osl": 300},
-                         "hardware": {"gpu": "h200_sxm"},
-                         "sweep": {"estimator": "aic", "aic_hf_id": f"Qwen/{model_name}"}})
+    req = build_request(
+        {
+            "model": str(models / model_name),
+            "backend": "vllm",
+            "sla": {"isl": 3000, "osl": 300},
+            "hardware": {"gpu": "h200_sxm"},
+            "sweep": {"estimator": "aic", "aic_hf_id": f"Qwen/{model_name}"},
+        }
+    )
     plan = make_plan(req)
     cand = Candidate.parse(mapping)
     runs = {}
@@ -190,16 +204,24 @@ def aic_surface(model_name: str, mapping: str) -> None:
         est = estimator_for(req, plan, cand, anchored=anchored)
         t0 = time.perf_counter()
         prof = offline_profile(req, plan, cand, estimator=est)
-        runs[label] = (time.perf_counter() - t0, prof, getattr(est, "exact_calls", len(prof.prefill) + len(prof.decode)))
+        runs[label] = (
+            time.perf_counter() - t0,
+            prof,
+            getattr(est, "exact_calls", len(prof.prefill) + len(prof.decode)),
+        )
     (t_exact, exact, n_exact), (t_anch, anch, n_anch) = runs["exact"], runs["anchored"]
     pre = np.array([a.ttft_ms / e.ttft_ms - 1 for a, e in zip(anch.prefill, exact.prefill)]) * 100
     dec = np.array([a.itl_ms / e.itl_ms - 1 for a, e in zip(anch.decode, exact.decode)]) * 100
-    print(f"\nAI Configurator surfaces, {model_name} {mapping} on h200_sxm, vllm "
-          f"({len(exact.prefill)} prefill + {len(exact.decode)} decode points)")
+    print(
+        f"\nAI Configurator surfaces, {model_name} {mapping} on h200_sxm, vllm "
+        f"({len(exact.prefill)} prefill + {len(exact.decode)} decode points)"
+    )
     print(f"  exact:    {n_exact:3d} AIC calls, {t_exact:6.1f} s")
     print(f"  anchored: {n_anch:3d} AIC calls, {t_anch:6.1f} s ({t_exact / max(t_anch, 1e-9):.1f}x faster)")
-    print(f"  anchored vs exact: prefill TTFT median |diff| {np.median(np.abs(pre)):.1f}%, max {np.max(np.abs(pre)):.1f}%;"
-          f" decode ITL median |diff| {np.median(np.abs(dec)):.1f}%, max {np.max(np.abs(dec)):.1f}%")
+    print(
+        f"  anchored vs exact: prefill TTFT median |diff| {np.median(np.abs(pre)):.1f}%, max {np.max(np.abs(pre)):.1f}%;"
+        f" decode ITL median |diff| {np.median(np.abs(dec)):.1f}%, max {np.max(np.abs(dec)):.1f}%"
+    )
 
 
 def speed(repeats: int) -> None:
@@ -212,8 +234,10 @@ def speed(repeats: int) -> None:
 
     models = ROOT / "tests" / "fixtures" / "models"
     print(f"\noffline surface speed (median of {repeats} runs)")
-    print(f"{'model':15s} {'cands':>5s} {'points/cand':>11s} | {'one cand ms':>11s} {'point-by-point ms':>17s} "
-          f"{'ratio':>6s} | {'all cands ms':>12s}")
+    print(
+        f"{'model':15s} {'cands':>5s} {'points/cand':>11s} | {'one cand ms':>11s} {'point-by-point ms':>17s} "
+        f"{'ratio':>6s} | {'all cands ms':>12s}"
+    )
     for name in ("Qwen3-32B", "Qwen3-30B-A3B", "DeepSeek-V3"):
         req = build_request({"model": str(models / name), "backend": "vllm", "sla": {"isl": 3000, "osl": 300}})
         plan = make_plan(req)
@@ -229,8 +253,9 @@ def speed(repeats: int) -> None:
                 est.prefill_ttft_ms(isl, cands[0].attn_dp)
             kv = est.max_kv_tokens()
             for isl in plan.grid.decode_isls:
-                for conc in decode_concurrencies(kv, isl, plan.grid.decode_osl, plan.grid.decode_granularity,
-                                                 cands[0].attn_dp):
+                for conc in decode_concurrencies(
+                    kv, isl, plan.grid.decode_osl, plan.grid.decode_granularity, cands[0].attn_dp
+                ):
                     est.decode_itl_ms(conc, isl + plan.grid.decode_osl // 2)
             each.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
@@ -246,11 +271,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="accuracy of the offline performance model vs measured rows")
     parser.add_argument("--aic", type=int, default=0, metavar="N", help="also score the AIC adapter on N rows")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--aic-surface", action="store_true",
-                        help="time one candidate's AI Configurator surfaces, exact against anchored (minutes)")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also split the held-out error by mode, backend, system, load, ISL, precision, MoE/dense")
-    parser.add_argument("--speed", type=int, default=20, metavar="N", help="time offline surfaces over N runs (0: skip)")
+    parser.add_argument(
+        "--aic-surface",
+        action="store_true",
+        help="time one candidate's AI Configurator surfaces, exact against anchored (minutes)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also split the held-out error by mode, backend, system, load, ISL, precision, MoE/dense",
+    )
+    parser.add_argument(
+        "--speed", type=int, default=20, metavar="N", help="time offline surfaces over N runs (0: skip)"
+    )
     args = parser.parse_args()
     try:
         from steps.perf.silicon import load_cases, silicon_csv_path, skip_summary

@@ -13,13 +13,14 @@ Only h100_sxm and h200_sxm rows are used: the other systems measure generalisati
     python bench/calibrate.py --check    # fit, print, do not write
     python bench/calibrate.py --per-backend --out /tmp/c.json   # every constant per backend
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +74,9 @@ def load(systems: tuple[str, ...]):
     return [c for c in cases if not c.skip and c.system in (systems or CALIBRATION_SYSTEMS)], silicon_csv_path()
 
 
-def residuals(theta: np.ndarray, cases, base: BackendConstants,
-              sweep_overheads: dict[tuple[str, str], float] | None = None) -> np.ndarray:
+def residuals(
+    theta: np.ndarray, cases, base: BackendConstants, sweep_overheads: dict[tuple[str, str], float] | None = None
+) -> np.ndarray:
     from steps.perf.silicon import predict_case
 
     k = base.model_copy(update=dict(zip(FITTED, (float(x) for x in theta))))
@@ -110,8 +112,16 @@ def fit_backend(cases, backend: str) -> tuple[BackendConstants, dict[str, float]
     x0 = np.array([v[0] for v in FITTED.values()])
     lo = np.array([v[1] for v in FITTED.values()])
     hi = np.array([v[2] for v in FITTED.values()])
-    result = least_squares(residuals, x0, bounds=(lo, hi), args=(rows, base), loss="soft_l1", f_scale=0.05,
-                           x_scale=np.maximum(np.abs(x0), 0.1), max_nfev=400)
+    result = least_squares(
+        residuals,
+        x0,
+        bounds=(lo, hi),
+        args=(rows, base),
+        loss="soft_l1",
+        f_scale=0.05,
+        x_scale=np.maximum(np.abs(x0), 0.1),
+        max_nfev=400,
+    )
     fitted = base.model_copy(update={n: round(float(x), 4) for n, x in zip(FITTED, result.x)})
     return fitted, errors(rows, fitted)
 
@@ -122,28 +132,41 @@ def fit_shared(cases) -> tuple[dict[str, BackendConstants], dict[str, dict[str, 
 
     own = [n for n in FITTED if n not in SHARED]
     names = list(SHARED) + [f"{b}.{n}" for b in BACKENDS for n in own] + [f"sweep.{b}.{v}" for b, v in OWN_OVERHEAD]
-    bounds = {**{n: FITTED[n] for n in SHARED}, **{f"{b}.{n}": FITTED[n] for b in BACKENDS for n in own},
-              **{f"sweep.{b}.{v}": (100.0, 2.0, 400.0) for b, v in OWN_OVERHEAD}}
+    bounds = {
+        **{n: FITTED[n] for n in SHARED},
+        **{f"{b}.{n}": FITTED[n] for b in BACKENDS for n in own},
+        **{f"sweep.{b}.{v}": (100.0, 2.0, 400.0) for b, v in OWN_OVERHEAD},
+    }
     rows = {b: [c for c in cases if c.backend == b] for b in BACKENDS}
 
     def constants(theta: np.ndarray) -> dict[str, BackendConstants]:
         values = dict(zip(names, (float(x) for x in theta)))
-        return {b: engine_defaults(b).model_copy(update={**{n: values[n] for n in SHARED},
-                                                         **{n: values[f"{b}.{n}"] for n in own}})
-                for b in BACKENDS}
+        return {
+            b: engine_defaults(b).model_copy(
+                update={**{n: values[n] for n in SHARED}, **{n: values[f"{b}.{n}"] for n in own}}
+            )
+            for b in BACKENDS
+        }
 
     def all_residuals(theta: np.ndarray) -> np.ndarray:
         ks = constants(theta)
-        sweeps = {key: float(x) for key, x in zip(OWN_OVERHEAD, theta[len(names) - len(OWN_OVERHEAD):])}
-        return np.concatenate([residuals(np.array([getattr(ks[b], n) for n in FITTED]), rows[b], ks[b], sweeps)
-                               for b in BACKENDS])
+        sweeps = {key: float(x) for key, x in zip(OWN_OVERHEAD, theta[len(names) - len(OWN_OVERHEAD) :])}
+        return np.concatenate(
+            [residuals(np.array([getattr(ks[b], n) for n in FITTED]), rows[b], ks[b], sweeps) for b in BACKENDS]
+        )
 
     x0 = np.array([bounds[n][0] for n in names])
-    result = least_squares(all_residuals, x0, bounds=(np.array([bounds[n][1] for n in names]),
-                                                      np.array([bounds[n][2] for n in names])),
-                           loss="soft_l1", f_scale=0.05, x_scale=np.maximum(np.abs(x0), 0.1), max_nfev=400)
+    result = least_squares(
+        all_residuals,
+        x0,
+        bounds=(np.array([bounds[n][1] for n in names]), np.array([bounds[n][2] for n in names])),
+        loss="soft_l1",
+        f_scale=0.05,
+        x_scale=np.maximum(np.abs(x0), 0.1),
+        max_nfev=400,
+    )
     ks = {b: k.model_copy(update={n: round(getattr(k, n), 4) for n in FITTED}) for b, k in constants(result.x).items()}
-    for key, x in zip(OWN_OVERHEAD, result.x[len(names) - len(OWN_OVERHEAD):]):
+    for key, x in zip(OWN_OVERHEAD, result.x[len(names) - len(OWN_OVERHEAD) :]):
         print(f"nuisance: request overhead of the {key[0]} {key[1]} sweep {x:.1f} ms (used in the fit only)")
     return ks, {b: errors(rows[b], ks[b]) for b in BACKENDS}
 
@@ -151,8 +174,11 @@ def fit_shared(cases) -> tuple[dict[str, BackendConstants], dict[str, dict[str, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="print the fit without writing the file")
-    parser.add_argument("--per-backend", action="store_true",
-                        help="fit every constant per backend (default: kernel efficiencies shared by all backends)")
+    parser.add_argument(
+        "--per-backend",
+        action="store_true",
+        help="fit every constant per backend (default: kernel efficiencies shared by all backends)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "steps" / "perf" / CALIBRATION_FILE)
     args = parser.parse_args()
     cases, csv_path = load(())
@@ -166,8 +192,10 @@ def main() -> int:
         if args.per_backend:
             backends[backend], fit_error[backend] = fit_backend(cases, backend)
         e = fit_error[backend]
-        print(f"{backend:7s} rows {e['rows']:4d}  TTFT MAPE {e['ttft_mape']:5.1f}% (median {e['ttft_median_error']:+.1f}%)"
-              f"  TPOT MAPE {e['tpot_mape']:5.1f}% (median {e['tpot_median_error']:+.1f}%)")
+        print(
+            f"{backend:7s} rows {e['rows']:4d}  TTFT MAPE {e['ttft_mape']:5.1f}% (median {e['ttft_median_error']:+.1f}%)"
+            f"  TPOT MAPE {e['tpot_mape']:5.1f}% (median {e['tpot_median_error']:+.1f}%)"
+        )
         print("        " + ", ".join(f"{n}={getattr(backends[backend], n):g}" for n in FITTED))
     print(f"fitted in {time.perf_counter() - t0:.0f} s")
     from importlib.metadata import version as dist_version
@@ -176,14 +204,20 @@ def main() -> int:
     cal = Calibration(
         version=1,
         source=f"aiconfigurator_core {version} systems/silicon_sample.csv, rows of h100_sxm and h200_sxm "
-               "(agg, and disagg rows with batch sizes and worker counts)",
-        fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "(agg, and disagg rows with batch sizes and worker counts)",
+        fitted_at=datetime.now(UTC).isoformat(timespec="seconds"),
         systems=["h100_sxm", "h200_sxm"],
-        method=("scipy.optimize.least_squares, soft-L1 (scale 0.05) on predicted/measured - 1 of TTFT and TPOT; "
-                + "own request overhead for the " + ", ".join(" ".join(k) for k in OWN_OVERHEAD)
-                + " sweep during the fit; "
-                + ("every constant per backend" if args.per_backend else
-                   f"{', '.join(SHARED)} shared by all backends, the rest per backend")),
+        method=(
+            "scipy.optimize.least_squares, soft-L1 (scale 0.05) on predicted/measured - 1 of TTFT and TPOT; "
+            + "own request overhead for the "
+            + ", ".join(" ".join(k) for k in OWN_OVERHEAD)
+            + " sweep during the fit; "
+            + (
+                "every constant per backend"
+                if args.per_backend
+                else f"{', '.join(SHARED)} shared by all backends, the rest per backend"
+            )
+        ),
         fit_error=fit_error,
         backends=backends,
     )

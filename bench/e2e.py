@@ -10,6 +10,7 @@ interpreter (`python -c pass`) and `slaprof plan` (CLI import + plan). Target: m
 --breakdown adds where the time goes: the runner's per-step times (from its log) and the
 slowest imports (`python -X importtime`), grouped by top-level package.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,12 @@ def measure(name: str, make_cmd, runs: int) -> tuple[str, list[float], subproces
 def import_breakdown(top: int = 12) -> list[tuple[str, float]]:
     """Cumulative import time per top-level package of one offline run (self time summed)."""
     with tempfile.TemporaryDirectory() as tmp:
-        res = subprocess.run([sys.executable, "-X", "importtime", "-m", "steps.cli", "profile", *REQUEST,
-                              "--out", f"{tmp}/run"], capture_output=True, text=True, cwd=ROOT)
+        res = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "steps.cli", "profile", *REQUEST, "--out", f"{tmp}/run"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
     per_pkg: dict[str, float] = defaultdict(float)
     for line in res.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
@@ -69,13 +74,17 @@ def main() -> None:
     rows = [
         measure("python -c pass (interpreter floor)", lambda: [py, "-c", "pass"], args.runs),
         measure("slaprof plan (CLI import + plan)", lambda: [py, "-m", "steps.cli", "plan", *REQUEST], args.runs),
-        measure("slaprof profile, offline (whole job)",
-                lambda: [py, "-m", "steps.cli", "profile", *REQUEST, "--out", str(tmp / f"run{next(counter)}")],
-                args.runs),
+        measure(
+            "slaprof profile, offline (whole job)",
+            lambda: [py, "-m", "steps.cli", "profile", *REQUEST, "--out", str(tmp / f"run{next(counter)}")],
+            args.runs,
+        ),
     ]
     floor = statistics.median(rows[0][1])
-    print(f"Offline main job: Qwen3-32B on h200_sxm, ISL 3000 OSL 150, TTFT 200 ms ITL 20 ms; "
-          f"median of {args.runs} fresh processes\n")
+    print(
+        f"Offline main job: Qwen3-32B on h200_sxm, ISL 3000 OSL 150, TTFT 200 ms ITL 20 ms; "
+        f"median of {args.runs} fresh processes\n"
+    )
     print(f"| {'command':<40} | median s | min s | max s | x interpreter |")
     print(f"|{'-' * 42}|----------|-------|-------|---------------|")
     for name, walls, _ in rows:

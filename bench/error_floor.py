@@ -14,12 +14,13 @@ Needs the `aic` extra (the measured rows ship with AI Configurator).
 
     python bench/error_floor.py
 """
+
 from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -43,26 +44,40 @@ def replicate_floor(cases) -> None:
     groups: dict[tuple, list] = defaultdict(list)
     for c in cases:
         if c.agg is not None:
-            groups[(c.calibration, c.system, c.backend, c.model_path, c.precision, _mapping(c), c.isl,
-                    c.concurrency)].append(c.ttft_ms)
+            groups[
+                (c.calibration, c.system, c.backend, c.model_path, c.precision, _mapping(c), c.isl, c.concurrency)
+            ].append(c.ttft_ms)
     print("\n1. replicate floor: agg rows alike except for OSL, best single TTFT per group")
     print(f"{'systems':12s} {'backend':8s} {'rows':>5s} {'groups':>6s} | {'floor MAPE':>10s}")
     for cal in (True, False):
         for backend in ("vllm", "sglang", "trtllm", "all"):
-            sel = [(np.array(v), key) for key, v in groups.items()
-                   if len(v) > 1 and key[0] == cal and backend in ("all", key[2])]
+            sel = [
+                (np.array(v), key)
+                for key, v in groups.items()
+                if len(v) > 1 and key[0] == cal and backend in ("all", key[2])
+            ]
             rows = sum(len(v) for v, _ in sel)
             if rows:
                 floor = sum(best_constant_mape(v) * len(v) for v, _ in sel) / rows
-                print(f"{'calibration' if cal else 'held out':12s} {backend:8s} {rows:5d} {len(sel):6d} | {floor * 100:9.1f}%")
+                print(
+                    f"{'calibration' if cal else 'held out':12s} {backend:8s} {rows:5d} {len(sel):6d} | {floor * 100:9.1f}%"
+                )
 
 
 def oracle_scales(cases, predictions: dict[str, tuple[float, float]]) -> None:
     keys: dict[str, Callable] = {
         "none (the model as fitted)": lambda c: c.row_id,
         "per model, system, precision": lambda c: (c.system, c.backend, c.model_path, c.precision),
-        "per configuration (+ mapping, ISL, OSL, mode)": lambda c: (c.system, c.backend, c.model_path, c.precision,
-                                                                    _mapping(c), c.isl, c.osl, c.mode),
+        "per configuration (+ mapping, ISL, OSL, mode)": lambda c: (
+            c.system,
+            c.backend,
+            c.model_path,
+            c.precision,
+            _mapping(c),
+            c.isl,
+            c.osl,
+            c.mode,
+        ),
     }
     print("\n2. TTFT MAPE with an oracle scale factor per group (fitted on the rows it scores)")
     print(f"{'scale factor':46s} | {'calibration':>11s} {'held out':>9s}")
@@ -97,8 +112,19 @@ def overhead_oracle(cases) -> None:
             if key[0] != cal:
                 continue
             base = constants_for(members[0].backend)
-            best = min((np.abs([predict_case(c, base.model_copy(update={"request_overhead_ms": float(ov)}))[0]
-                                / c.ttft_ms - 1.0 for c in members]) for ov in grid), key=np.mean)
+            best = min(
+                (
+                    np.abs(
+                        [
+                            predict_case(c, base.model_copy(update={"request_overhead_ms": float(ov)}))[0] / c.ttft_ms
+                            - 1.0
+                            for c in members
+                        ]
+                    )
+                    for ov in grid
+                ),
+                key=np.mean,
+            )
             errors.extend(best)
         result[cal] = float(np.mean(errors)) * 100
     print(f"{'per sweep, its own request overhead (0-400 ms)':46s} | {result[True]:10.1f}% {result[False]:8.1f}%")
@@ -120,7 +146,9 @@ def gpu_scaling(cases, predictions: dict[str, tuple[float, float]]) -> None:
     print(f"{'backend':8s} {'model':22s} {'prec':5s} {'ISL':>5s} {'pairs':>5s} | {'measured':>8s} {'model':>6s}")
     for (backend, model, prec, isl), values in sorted(pairs.items()):
         v = np.array(values)
-        print(f"{backend:8s} {model:22s} {prec:5s} {isl:5d} {len(v):5d} | {np.median(v[:, 0]):7.2f}x {np.median(v[:, 1]):5.2f}x")
+        print(
+            f"{backend:8s} {model:22s} {prec:5s} {isl:5d} {len(v):5d} | {np.median(v[:, 0]):7.2f}x {np.median(v[:, 1]):5.2f}x"
+        )
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ Dynamo / ours (above 1: ours is better).
     python bench/interpolation.py
     python bench/interpolation.py --granularities 4 6 --per-case
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,9 +80,14 @@ def held_out_decode(max_kv: int, isl_lo: int, isl_hi: int, osl: int) -> tuple[np
     return np.array(batch, dtype=float), np.array(context, dtype=float)
 
 
-def score_case(model: str, gpu: str, cid: str, granularity: int, errors: Errors, timings: dict[str, list[float]]) -> dict[str, float] | None:
-    request = ProfileRequest(model=str(MODELS / model), hardware={"gpu": gpu},
-                             sweep={"prefill_granularity": granularity, "decode_granularity": granularity})
+def score_case(
+    model: str, gpu: str, cid: str, granularity: int, errors: Errors, timings: dict[str, list[float]]
+) -> dict[str, float] | None:
+    request = ProfileRequest(
+        model=str(MODELS / model),
+        hardware={"gpu": gpu},
+        sweep={"prefill_granularity": granularity, "decode_granularity": granularity},
+    )
     plan = make_plan(request)
     cand = next((c for c in plan.runnable() if c.id == cid), None)
     if cand is None:
@@ -102,12 +108,18 @@ def score_case(model: str, gpu: str, cid: str, granularity: int, errors: Errors,
     timings["ours"].append(t2 - t1)
 
     sampled = set(plan.grid.prefill_isls)
-    isl = np.array([x for x in np.linspace(plan.grid.prefill_isls[0], plan.grid.prefill_isls[-1], DENSE_ISLS).round()
-                    if x not in sampled])
+    isl = np.array(
+        [
+            x
+            for x in np.linspace(plan.grid.prefill_isls[0], plan.grid.prefill_isls[-1], DENSE_ISLS).round()
+            if x not in sampled
+        ]
+    )
     ttft = est.prefill_ttft_ms(isl, np.full_like(isl, dp))
     p_thpt = isl * dp / (ttft / 1e3) / gpus
-    batch, context = held_out_decode(profile.max_kv_tokens, plan.grid.decode_isls[0], plan.grid.decode_isls[-1],
-                                     plan.grid.decode_osl)
+    batch, context = held_out_decode(
+        profile.max_kv_tokens, plan.grid.decode_isls[0], plan.grid.decode_isls[-1], plan.grid.decode_osl
+    )
     itl = est.decode_itl_ms(batch, context)
     d_thpt = batch / (itl / 1e3) / gpus
 
@@ -122,7 +134,8 @@ def score_case(model: str, gpu: str, cid: str, granularity: int, errors: Errors,
         sink.add("decode thpt", "dynamo", dyn_d.thpt_per_gpu(batch, context), d_thpt)
         sink.add("decode thpt", "ours", ours_d.thpt_per_gpu(batch, context), d_thpt)
     return {f"{m} {meth}": case.stats(m, meth)[0] for m in ("TTFT", "ITL") for meth in ("dynamo", "ours")} | {
-        "points": len(pre.prefill_isl) + len(dec.z_itl)}
+        "points": len(pre.prefill_isl) + len(dec.z_itl)
+    }
 
 
 def _ratio(a: float, b: float) -> str:
@@ -148,31 +161,39 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 cases += 1
                 if args.per_case:
-                    print(f"  g={g:<2} {model:<14} {gpu:<9} {cid:<5} sweep points {per['points']:>4}  "
-                          f"TTFT dynamo {per['TTFT dynamo']:6.2f}% ours {per['TTFT ours']:6.2f}%  "
-                          f"ITL dynamo {per['ITL dynamo']:6.2f}% ours {per['ITL ours']:6.2f}%")
+                    print(
+                        f"  g={g:<2} {model:<14} {gpu:<9} {cid:<5} sweep points {per['points']:>4}  "
+                        f"TTFT dynamo {per['TTFT dynamo']:6.2f}% ours {per['TTFT ours']:6.2f}%  "
+                        f"ITL dynamo {per['ITL dynamo']:6.2f}% ours {per['ITL ours']:6.2f}%"
+                    )
         rows.append((g, cases, errors))
 
     print()
     print("Relative error on a dense held-out grid, ground truth = built-in performance model")
     print("cases: " + ", ".join(f"{m} {gpu} ({'/'.join(ids)})" for m, gpu, ids in CASES))
     print()
-    header = (f"{'granularity':>11} {'metric':<13} {'Dynamo median':>13} {'Dynamo p95':>11} "
-              f"{'ours median':>11} {'ours p95':>9} {'median ratio':>12} {'p95 ratio':>10}")
+    header = (
+        f"{'granularity':>11} {'metric':<13} {'Dynamo median':>13} {'Dynamo p95':>11} "
+        f"{'ours median':>11} {'ours p95':>9} {'median ratio':>12} {'p95 ratio':>10}"
+    )
     print(header)
     print("-" * len(header))
     worst_ours = 0.0
-    for g, cases, errors in rows:
+    for g, _cases, errors in rows:
         for metric in METRICS:
             dm, dp95 = errors.stats(metric, "dynamo")
             om, op95 = errors.stats(metric, "ours")
             worst_ours = max(worst_ours, om)
-            print(f"{g:>11} {metric:<13} {dm:>12.3f}% {dp95:>10.2f}% {om:>10.3f}% {op95:>8.2f}% "
-                  f"{_ratio(dm, om):>12} {_ratio(dp95, op95):>10}")
+            print(
+                f"{g:>11} {metric:<13} {dm:>12.3f}% {dp95:>10.2f}% {om:>10.3f}% {op95:>8.2f}% "
+                f"{_ratio(dm, om):>12} {_ratio(dp95, op95):>10}"
+            )
     print()
-    print(f"build time per engine (median): Dynamo {np.median(timings['dynamo']) * 1e3:.1f} ms, "
-          f"ours {np.median(timings['ours']) * 1e3:.1f} ms; {len(timings['ours'])} fits in "
-          f"{time.perf_counter() - started:.1f} s")
+    print(
+        f"build time per engine (median): Dynamo {np.median(timings['dynamo']) * 1e3:.1f} ms, "
+        f"ours {np.median(timings['ours']) * 1e3:.1f} ms; {len(timings['ours'])} fits in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
     print(f"worst median error of ours: {worst_ours:.2f}% (target <= 2%)")
     return 0 if worst_ours <= 2.0 else 1
 

@@ -17,6 +17,7 @@ Needs a CUDA GPU and PyTorch (neither is a slaprof dependency); random weights, 
 
     python bench/kernels.py
 """
+
 from __future__ import annotations
 
 import statistics
@@ -33,8 +34,14 @@ from steps.perf.mapping import Mapping  # noqa: E402
 from steps.perf.roofline import ACT_BYTES, BuiltinEstimator  # noqa: E402
 
 LLAMA_8B = ROOT / "tests" / "fixtures" / "models" / "Llama-3.1-8B"
-GPU_NAMES = (("H200", "h200_sxm"), ("H100", "h100_sxm"), ("B300", "b300_sxm"), ("B200", "b200_sxm"),
-             ("GB200", "gb200"), ("GB300", "gb300"))
+GPU_NAMES = (
+    ("H200", "h200_sxm"),
+    ("H100", "h100_sxm"),
+    ("B300", "b300_sxm"),
+    ("B200", "b200_sxm"),
+    ("GB200", "gb200"),
+    ("GB300", "gb300"),
+)
 
 
 def detect_gpu(torch) -> GpuSpec:
@@ -80,13 +87,22 @@ def main() -> int:
     gpu = detect_gpu(torch)
     k = constants_for("vllm")
     # framework costs are not kernels: leave them out of the model side
-    kernel_k = k.model_copy(update={"layer_overhead_us": 0.0, "step_overhead_ms": 0.0, "prefill_layer_us": 0.0,
-                                    "prefill_moe_layer_us": 0.0, "prefill_chunk_tokens": 1 << 20})
+    kernel_k = k.model_copy(
+        update={
+            "layer_overhead_us": 0.0,
+            "step_overhead_ms": 0.0,
+            "prefill_layer_us": 0.0,
+            "prefill_moe_layer_us": 0.0,
+            "prefill_chunk_tokens": 1 << 20,
+        }
+    )
     ideal_k = kernel_k.model_copy(update={"gemm_eff": 1.0, "attn_eff": 1.0, "mem_eff": 1.0, "act_passes": 0.0})
     hbm, bf16 = gpu.hbm_bytes_per_s, gpu.peak_flops("bf16")
     print(f"GPU {torch.cuda.get_device_name(0)} -> catalog {gpu.name}; torch {torch.__version__}")
-    print(f"calibrated (vllm): gemm_eff {k.gemm_eff}, attn_eff {k.attn_eff}, mem_eff {k.mem_eff}, "
-          f"act_passes {k.act_passes}\n")
+    print(
+        f"calibrated (vllm): gemm_eff {k.gemm_eff}, attn_eff {k.attn_eff}, mem_eff {k.mem_eff}, "
+        f"act_passes {k.act_passes}\n"
+    )
     print(f"{'kernel':44s} {'meas ms':>9s} {'model ms':>9s} {'model/meas':>6s}  measured efficiency")
     dev, bf = "cuda", torch.bfloat16
 
@@ -118,7 +134,12 @@ def main() -> int:
                 break
             flops = 2.0 * m * K * N
             fp8 = gpu.peak_flops("fp8")
-            row(f"fp8 GEMM {m}x{K} @ {K}x{N}", ms, flops / (fp8 * k.gemm_eff) * 1e3, f"{flops / (ms / 1e3) / fp8:.2f} of fp8 peak")
+            row(
+                f"fp8 GEMM {m}x{K} @ {K}x{N}",
+                ms,
+                flops / (fp8 * k.gemm_eff) * 1e3,
+                f"{flops / (ms / 1e3) / fp8:.2f} of fp8 peak",
+            )
     del w
 
     # attention: 32 query heads, 8 KV heads, head dim 128
@@ -128,13 +149,23 @@ def main() -> int:
         kv = torch.randn(1, hkv, s, d, dtype=bf, device=dev)
         ms = timed_ms(torch, lambda: F.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=True))
         flops = 2.0 * hq * (d + d) * s * s / 2  # QK^T and PV, halved by the causal mask
-        row(f"prefill attention causal S={s}", ms, flops / (bf16 * k.attn_eff) * 1e3, f"{flops / (ms / 1e3) / bf16:.2f} of bf16 peak")
+        row(
+            f"prefill attention causal S={s}",
+            ms,
+            flops / (bf16 * k.attn_eff) * 1e3,
+            f"{flops / (ms / 1e3) / bf16:.2f} of bf16 peak",
+        )
     for batch, ctx in ((16, 4096), (64, 4096), (128, 2048)):
         q = torch.randn(batch, hq, 1, d, dtype=bf, device=dev)
         kc = torch.randn(batch, hkv, ctx, d, dtype=bf, device=dev)
         ms = timed_ms(torch, lambda: F.scaled_dot_product_attention(q, kc, kc, enable_gqa=True))
         nbytes = 2.0 * batch * hkv * ctx * d * 2  # K and V read once
-        row(f"decode attention B={batch} ctx={ctx}", ms, nbytes / (hbm * k.mem_eff) * 1e3, f"mem_eff {nbytes / (ms / 1e3) / hbm:.2f}")
+        row(
+            f"decode attention B={batch} ctx={ctx}",
+            ms,
+            nbytes / (hbm * k.mem_eff) * 1e3,
+            f"mem_eff {nbytes / (ms / 1e3) / hbm:.2f}",
+        )
         del kc
 
     layer_checks(torch, F, gpu, kernel_k, ideal_k, k.act_passes)
@@ -145,7 +176,13 @@ def layer_checks(torch, F, gpu: GpuSpec, kernel_k, ideal_k, fitted_passes: float
     """One eager Llama-3.1-8B layer (RMSNorm, QKV, rotary, GQA attention, O, RMSNorm, SwiGLU MLP)."""
     model = one_layer_model(load_model_info_from_dir(LLAMA_8B, "meta-llama/Llama-3.1-8B"))
     dev, bf = "cuda", torch.bfloat16
-    h, inter, hq, hkv, d = model.hidden_size, model.intermediate_size, model.num_attention_heads, model.num_kv_heads, model.head_dim
+    h, inter, hq, hkv, d = (
+        model.hidden_size,
+        model.intermediate_size,
+        model.num_attention_heads,
+        model.num_kv_heads,
+        model.head_dim,
+    )
     wqkv = torch.randn((hq + 2 * hkv) * d, h, dtype=bf, device=dev) / 64
     wo = torch.randn(h, hq * d, dtype=bf, device=dev) / 64
     wgu = torch.randn(2 * inter, h, dtype=bf, device=dev) / 64
@@ -156,7 +193,7 @@ def layer_checks(torch, F, gpu: GpuSpec, kernel_k, ideal_k, fitted_passes: float
         return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-5).to(x.dtype) * wt
 
     def rotary(t, cos, sin):
-        a, b = t[..., : d // 2], t[..., d // 2:]
+        a, b = t[..., : d // 2], t[..., d // 2 :]
         return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
 
     def layer(x, batch, seq, kcache=None, vcache=None):
@@ -178,28 +215,43 @@ def layer_checks(torch, F, gpu: GpuSpec, kernel_k, ideal_k, fitted_passes: float
     angles = torch.arange(8192, device=dev)[:, None] * torch.rand(d // 2, device=dev)[None, :]
     cos, sin = angles.cos().to(bf), angles.sin().to(bf)
     print(f"\none eager Llama-3.1-8B layer (unfused PyTorch) vs the model's per-layer step on {gpu.name}")
-    print(f"{'step':28s} {'meas ms':>9s} {'model ms':>9s} {'ideal ms':>9s} {'implied act passes':>19s} (fitted {fitted_passes:g})")
+    print(
+        f"{'step':28s} {'meas ms':>9s} {'model ms':>9s} {'ideal ms':>9s} {'implied act passes':>19s} (fitted {fitted_passes:g})"
+    )
     fitted = BuiltinEstimator(model, gpu, "vllm", Mapping(attn_tp=1, attn_dp=1, moe_tp=1, moe_ep=1), kernel_k)
-    no_act = BuiltinEstimator(model, gpu, "vllm", Mapping(attn_tp=1, attn_dp=1, moe_tp=1, moe_ep=1),
-                              kernel_k.model_copy(update={"act_passes": 0.0}))
+    no_act = BuiltinEstimator(
+        model,
+        gpu,
+        "vllm",
+        Mapping(attn_tp=1, attn_dp=1, moe_tp=1, moe_ep=1),
+        kernel_k.model_copy(update={"act_passes": 0.0}),
+    )
     ideal = BuiltinEstimator(model, gpu, "vllm", Mapping(attn_tp=1, attn_dp=1, moe_tp=1, moe_ep=1), ideal_k)
-    one_pass_ms = (model.hidden_size + model.intermediate_size) * ACT_BYTES / (gpu.hbm_bytes_per_s * kernel_k.mem_eff) * 1e3
+    one_pass_ms = (
+        (model.hidden_size + model.intermediate_size) * ACT_BYTES / (gpu.hbm_bytes_per_s * kernel_k.mem_eff) * 1e3
+    )
     for seq in (2048, 8192):
         x = torch.randn(1, seq, h, dtype=bf, device=dev)
         ms = timed_ms(torch, lambda: layer(x, 1, seq))
         model_ms = float(fitted.prefill_work_s(seq, 1)) * 1e3
         passes = (ms - float(no_act.prefill_work_s(seq, 1)) * 1e3) / (seq * one_pass_ms)
-        print(f"{'prefill ' + str(seq) + ' tokens':28s} {ms:9.3f} {model_ms:9.3f} {float(ideal.prefill_work_s(seq, 1)) * 1e3:9.3f} {passes:19.1f}")
+        print(
+            f"{'prefill ' + str(seq) + ' tokens':28s} {ms:9.3f} {model_ms:9.3f} {float(ideal.prefill_work_s(seq, 1)) * 1e3:9.3f} {passes:19.1f}"
+        )
     for batch, ctx in ((32, 2048), (128, 2048)):
         x = torch.randn(batch, 1, h, dtype=bf, device=dev)
         kc = torch.randn(batch, hkv, ctx, d, dtype=bf, device=dev)
         ms = timed_ms(torch, lambda: layer(x, batch, 1, kc, kc))
         model_ms = float(fitted.decode_itl_ms(batch, ctx))
         passes = (ms - float(no_act.decode_itl_ms(batch, ctx))) / (batch * one_pass_ms)
-        print(f"{f'decode B={batch} ctx={ctx}':28s} {ms:9.3f} {model_ms:9.3f} {float(ideal.decode_itl_ms(batch, ctx)):9.3f} {passes:19.1f}")
+        print(
+            f"{f'decode B={batch} ctx={ctx}':28s} {ms:9.3f} {model_ms:9.3f} {float(ideal.decode_itl_ms(batch, ctx)):9.3f} {passes:19.1f}"
+        )
         del kc
-    print("\nmodel/meas < 1 on a kernel means the model assumes more than the GPU delivers there; "
-          "'ideal' is the pure roofline (no row may measure below it).")
+    print(
+        "\nmodel/meas < 1 on a kernel means the model assumes more than the GPU delivers there; "
+        "'ideal' is the pure roofline (no row may measure below it)."
+    )
 
 
 if __name__ == "__main__":

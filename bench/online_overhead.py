@@ -12,6 +12,7 @@ With --repeats N it prints medians over N runs of each mode.
     .venv/bin/python bench/online_overhead.py                      # ~3 min on 2 cores
     .venv/bin/python bench/online_overhead.py --osl 500 --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,17 @@ sys.path.insert(0, str(ROOT))
 def _request(args: argparse.Namespace):
     from steps.request import build_request
 
-    return build_request({
-        "model": args.model, "backend": "vllm", "method": "simulate",
-        "sla": {"isl": args.isl, "osl": args.osl, "ttft_ms": 1000, "itl_ms": 100},
-        "hardware": {"gpu": args.gpu, "max_gpus_per_engine": 1},
-        "engine": {"max_context_length": args.max_context},
-        "sweep": {"prefill_granularity": 2, "decode_granularity": args.concurrency_points},
-    })
+    return build_request(
+        {
+            "model": args.model,
+            "backend": "vllm",
+            "method": "simulate",
+            "sla": {"isl": args.isl, "osl": args.osl, "ttft_ms": 1000, "itl_ms": 100},
+            "hardware": {"gpu": args.gpu, "max_gpus_per_engine": 1},
+            "engine": {"max_context_length": args.max_context},
+            "sweep": {"prefill_granularity": 2, "decode_granularity": args.concurrency_points},
+        }
+    )
 
 
 def run_once(args: argparse.Namespace, tokenizer: Path, pipeline: bool, workdir: Path) -> dict[str, float]:
@@ -43,16 +48,28 @@ def run_once(args: argparse.Namespace, tokenizer: Path, pipeline: bool, workdir:
 
     request = _request(args)
     plan = make_plan(request)
-    opts = BenchOptions(tokenizer=str(tokenizer), time_scale=args.time_scale, sim_max_kv_tokens=args.kv_tokens,
-                        startup_s=args.startup, max_prefill_points=2, max_decode_isls=1, pipeline=pipeline)
+    opts = BenchOptions(
+        tokenizer=str(tokenizer),
+        time_scale=args.time_scale,
+        sim_max_kv_tokens=args.kv_tokens,
+        startup_s=args.startup,
+        max_prefill_points=2,
+        max_decode_isls=1,
+        pipeline=pipeline,
+    )
     t0 = time.monotonic()
     profile = measure_candidate(request, plan, plan.runnable()[0], workdir, None, opts)
     wall = time.monotonic() - t0
     if profile.status != "ok":
         raise SystemExit(f"bench failed ({'pipelined' if pipeline else 'baseline'}): {profile.reason}")
     p = profile.provenance
-    return {"engine_up_s": p.engine_up_s, "measuring_s": p.measuring_s, "ratio": p.measuring_s / p.engine_up_s,
-            "wall_s": wall, "points": len(profile.prefill) + len(profile.decode)}
+    return {
+        "engine_up_s": p.engine_up_s,
+        "measuring_s": p.measuring_s,
+        "ratio": p.measuring_s / p.engine_up_s,
+        "wall_s": wall,
+        "points": len(profile.prefill) + len(profile.decode),
+    }
 
 
 def main() -> int:
@@ -64,8 +81,12 @@ def main() -> int:
     ap.add_argument("--max-context", type=int, default=2048)
     ap.add_argument("--kv-tokens", type=int, default=2000, help="simulated KV capacity (caps the concurrencies)")
     ap.add_argument("--concurrency-points", type=int, default=3)
-    ap.add_argument("--time-scale", type=float, default=25.0,
-                    help="wall ms per modelled ms: 25 makes a decode point of OSL 200 last ~10 s, like a GPU engine's")
+    ap.add_argument(
+        "--time-scale",
+        type=float,
+        default=25.0,
+        help="wall ms per modelled ms: 25 makes a decode point of OSL 200 last ~10 s, like a GPU engine's",
+    )
     ap.add_argument("--startup", type=float, default=0.0, help="simulated engine start-up seconds")
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
@@ -84,14 +105,20 @@ def main() -> int:
     def med(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in rows[mode])
 
-    print(f"\nsimulate, {Path(args.model).name} on {args.gpu}, time scale {args.time_scale:g}, ISL {args.isl}, "
-          f"OSL {args.osl}, {int(med('pipelined', 'points'))} points, medians of {args.repeats} run(s)")
+    print(
+        f"\nsimulate, {Path(args.model).name} on {args.gpu}, time scale {args.time_scale:g}, ISL {args.isl}, "
+        f"OSL {args.osl}, {int(med('pipelined', 'points'))} points, medians of {args.repeats} run(s)"
+    )
     print(f"{'mode':<10} {'engine up s':>12} {'measuring s':>12} {'measuring/up':>13} {'wall s':>8}")
     for mode in ("baseline", "pipelined"):
-        print(f"{mode:<10} {med(mode, 'engine_up_s'):>12.1f} {med(mode, 'measuring_s'):>12.1f} "
-              f"{med(mode, 'ratio'):>12.0%} {med(mode, 'wall_s'):>8.1f}")
-    print(f"pipelined / baseline: engine-up x{med('pipelined', 'engine_up_s') / med('baseline', 'engine_up_s'):.2f}, "
-          f"measuring share x{med('pipelined', 'ratio') / med('baseline', 'ratio'):.2f}")
+        print(
+            f"{mode:<10} {med(mode, 'engine_up_s'):>12.1f} {med(mode, 'measuring_s'):>12.1f} "
+            f"{med(mode, 'ratio'):>12.0%} {med(mode, 'wall_s'):>8.1f}"
+        )
+    print(
+        f"pipelined / baseline: engine-up x{med('pipelined', 'engine_up_s') / med('baseline', 'engine_up_s'):.2f}, "
+        f"measuring share x{med('pipelined', 'ratio') / med('baseline', 'ratio'):.2f}"
+    )
     return 0
 
 

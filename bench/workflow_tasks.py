@@ -11,6 +11,7 @@ Job: Qwen3-32B (config fixture) on h200_sxm, ISL 3000, OSL 150, TTFT 200 ms, ITL
 
     .venv/bin/python bench/workflow_tasks.py [--runs 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,18 +27,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 MODEL = ROOT / "tests" / "fixtures" / "models" / "Qwen3-32B"
-PARAMS = {"model": str(MODEL), "gpu": "h200_sxm", "isl": "3000", "osl": "150", "ttft": "200", "itl": "20",
-          "max-gpus-per-engine": "4"}
+PARAMS = {
+    "model": str(MODEL),
+    "gpu": "h200_sxm",
+    "isl": "3000",
+    "osl": "150",
+    "ttft": "200",
+    "itl": "20",
+    "max-gpus-per-engine": "4",
+}
 
 
 def _runner(task: str, inputs: dict[str, str], root: Path, out: Path) -> float:
     args = out / f"{task}.json"
     args.write_text(json.dumps([{"name": k, "value": v} for k, v in inputs.items()]))
-    env = {**os.environ, "SLAPROF_STORE_ROOT": str(root), "hera__outputs_directory": str(out / task),
-           "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "SLAPROF_STORE_ROOT": str(root),
+        "hera__outputs_directory": str(out / task),
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": str(ROOT),
+    }
     start = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "hera.workflows.runner", "-e", f"workflows.tasks:{task}", str(args)],
-                         env=env, capture_output=True, text=True, cwd=out)
+    res = subprocess.run(
+        [sys.executable, "-m", "hera.workflows.runner", "-e", f"workflows.tasks:{task}", str(args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=out,
+    )
     wall = time.perf_counter() - start
     if res.returncode != 0:
         sys.exit(f"{task} failed ({res.returncode}):\n{res.stderr[-3000:]}")
@@ -52,7 +70,8 @@ def run_as_pods(run: str, root: Path) -> dict[str, float]:
     times = {"plan": _runner("plan", every_input, root, out)}
     ids = json.loads((out / "plan" / "parameters" / "candidate-ids").read_text())
     times["bench (per candidate)"] = statistics.mean(
-        _runner("bench", {"run": run, "candidate": cid, "gpus": "0"}, root, out) for cid in ids)
+        _runner("bench", {"run": run, "candidate": cid, "gpus": "0"}, root, out) for cid in ids
+    )
     times["fit"] = _runner("fit", {"run": run}, root, out)
     times["render"] = _runner("render", {"run": run}, root, out)
     return times

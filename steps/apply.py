@@ -11,6 +11,7 @@ in the annotation `slaprof/applied-fields` (the 3-way merge `kubectl apply` does
 a copy of the object). Patches carry the resourceVersion they were computed from, so a concurrent
 writer causes a 409 and a retry instead of a lost update.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,12 @@ from pydantic import BaseModel, Field
 
 from steps.errors import UserError
 
-DGD_GROUP, DGD_VERSION, DGD_PLURAL, DGD_KIND = "nvidia.com", "v1alpha1", "dynamographdeployments", \
-    "DynamoGraphDeployment"
+DGD_GROUP, DGD_VERSION, DGD_PLURAL, DGD_KIND = (
+    "nvidia.com",
+    "v1alpha1",
+    "dynamographdeployments",
+    "DynamoGraphDeployment",
+)
 APPLIED_FIELDS_ANNOTATION = "slaprof/applied-fields"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 READY_STATE = "successful"
@@ -53,13 +58,17 @@ class OwnerReference(BaseModel):
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, value = part.partition("=")
             if not sep:
-                raise UserError(f"invalid owner reference {text!r}: expected key=value pairs separated by commas "
-                                "(apiVersion=...,kind=...,name=...,uid=...)")
+                raise UserError(
+                    f"invalid owner reference {text!r}: expected key=value pairs separated by commas "
+                    "(apiVersion=...,kind=...,name=...,uid=...)"
+                )
             fields[key.strip()] = value.strip()
         missing = [k for k in ("apiVersion", "kind", "name", "uid") if not fields.get(k)]
         if missing:
-            raise UserError(f"invalid owner reference {text!r}: missing {', '.join(missing)} "
-                            "(give apiVersion=...,kind=...,name=...,uid=...)")
+            raise UserError(
+                f"invalid owner reference {text!r}: missing {', '.join(missing)} "
+                "(give apiVersion=...,kind=...,name=...,uid=...)"
+            )
         for flag in ("controller", "blockOwnerDeletion"):
             if flag in fields:
                 fields[flag] = str(fields[flag]).lower() in ("1", "true", "yes")
@@ -128,8 +137,9 @@ def _kind_of(doc: dict[str, Any]) -> _Kind:
     kind = KINDS.get(doc["kind"])
     if kind is None or kind.api_version != doc["apiVersion"]:
         allowed = ", ".join(f"{k.api_version} {k.kind}" for k in KINDS.values())
-        raise UserError(f"cannot apply {doc['apiVersion']} {doc['kind']} {doc['metadata']['name']!r}: "
-                        f"slaprof applies {allowed}")
+        raise UserError(
+            f"cannot apply {doc['apiVersion']} {doc['kind']} {doc['metadata']['name']!r}: slaprof applies {allowed}"
+        )
     return kind
 
 
@@ -178,8 +188,10 @@ def _prepare(doc: dict[str, Any], namespace: str, owner: OwnerReference | None) 
         meta.pop(server_field, None)
     doc_ns = meta.get("namespace")
     if doc_ns and doc_ns != namespace:
-        raise UserError(f"{doc['kind']} {meta['name']!r} is for namespace {doc_ns!r} but --namespace is "
-                        f"{namespace!r}: pass --namespace {doc_ns} or remove metadata.namespace from the file")
+        raise UserError(
+            f"{doc['kind']} {meta['name']!r} is for namespace {doc_ns!r} but --namespace is "
+            f"{namespace!r}: pass --namespace {doc_ns} or remove metadata.namespace from the file"
+        )
     meta["namespace"] = namespace
     meta.setdefault("labels", {})[MANAGED_BY_LABEL] = "slaprof"
     if owner is not None:
@@ -187,8 +199,7 @@ def _prepare(doc: dict[str, Any], namespace: str, owner: OwnerReference | None) 
         meta["ownerReferences"] = refs + [owner.model_dump(exclude_none=True)]
     annotations = meta.setdefault("annotations", {})
     annotations.pop(APPLIED_FIELDS_ANNOTATION, None)
-    annotations[APPLIED_FIELDS_ANNOTATION] = json.dumps(field_skeleton(desired), separators=(",", ":"),
-                                                        sort_keys=True)
+    annotations[APPLIED_FIELDS_ANNOTATION] = json.dumps(field_skeleton(desired), separators=(",", ":"), sort_keys=True)
     return desired
 
 
@@ -212,8 +223,11 @@ def _api_error_message(exc: Any) -> str:
         return str(getattr(exc, "reason", "") or exc).strip()
     message = body.get("message") or getattr(exc, "reason", "") or ""
     causes = (body.get("details") or {}).get("causes") or []
-    extra = "; ".join(f"{c.get('field', '')}: {c.get('message', '')}".strip(": ") for c in causes
-                      if c.get("message") and c.get("message") not in message)
+    extra = "; ".join(
+        f"{c.get('field', '')}: {c.get('message', '')}".strip(": ")
+        for c in causes
+        if c.get("message") and c.get("message") not in message
+    )
     return f"{message} ({extra})" if extra else message
 
 
@@ -239,8 +253,9 @@ class _Objects:
         try:
             if not k.group:
                 return self._plain(self.core.read_namespaced_config_map(name, self.namespace))
-            return self._plain(self.custom.get_namespaced_custom_object(k.group, k.version, self.namespace,
-                                                                        k.plural, name))
+            return self._plain(
+                self.custom.get_namespaced_custom_object(k.group, k.version, self.namespace, k.plural, name)
+            )
         except ApiException as exc:
             # a missing object; a missing resource type (no CRD) is caught by discovery beforehand
             if exc.status == 404:
@@ -259,8 +274,9 @@ class _Objects:
         if not k.group:
             self.core.patch_namespaced_config_map(name, self.namespace, body, _content_type=MERGE_PATCH)
         else:
-            self.custom.patch_namespaced_custom_object(k.group, k.version, self.namespace, k.plural, name, body,
-                                                       _content_type=MERGE_PATCH)
+            self.custom.patch_namespaced_custom_object(
+                k.group, k.version, self.namespace, k.plural, name, body, _content_type=MERGE_PATCH
+            )
 
 
 def kube_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
@@ -277,8 +293,9 @@ def kube_api_client(kubeconfig: str | None = None, context: str | None = None) -
         return client.ApiClient()
     except (ConfigException, OSError) as exc:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        raise UserError(f"cannot load Kubernetes credentials from {where}: {exc}; pass --kubeconfig FILE "
-                        "or run inside a cluster") from None
+        raise UserError(
+            f"cannot load Kubernetes credentials from {where}: {exc}; pass --kubeconfig FILE or run inside a cluster"
+        ) from None
 
 
 def _crd_installed(api_client: Any) -> bool | None:
@@ -299,25 +316,38 @@ def _explain(exc: Any, kind: _Kind, name: str, namespace: str, verb: str) -> Use
     message = _api_error_message(exc)
     status = getattr(exc, "status", None)
     if status == 401:
-        return UserError(f"not authenticated to the Kubernetes API while trying to {verb} {what}: {message}; "
-                         "refresh your kubeconfig credentials")
+        return UserError(
+            f"not authenticated to the Kubernetes API while trying to {verb} {what}: {message}; "
+            "refresh your kubeconfig credentials"
+        )
     if status == 403:
-        return UserError(f"forbidden to {verb} {what}: {message}; ask a cluster admin for a Role granting "
-                         f"get, create and patch on {kind.plural}"
-                         + (f".{kind.group}" if kind.group else "") + f" in namespace {namespace}")
+        return UserError(
+            f"forbidden to {verb} {what}: {message}; ask a cluster admin for a Role granting "
+            f"get, create and patch on {kind.plural}"
+            + (f".{kind.group}" if kind.group else "")
+            + f" in namespace {namespace}"
+        )
     if status == 404:
         if kind.group:
-            return UserError(f"{kind.plural}.{kind.group}/{kind.version} is not served by this cluster "
-                             f"({message}): install the Dynamo operator and its CRDs, or check the namespace "
-                             f"{namespace!r} exists")
-        return UserError(f"cannot {verb} {what}: {message}; check that namespace {namespace!r} exists "
-                         f"(kubectl create namespace {namespace})")
+            return UserError(
+                f"{kind.plural}.{kind.group}/{kind.version} is not served by this cluster "
+                f"({message}): install the Dynamo operator and its CRDs, or check the namespace "
+                f"{namespace!r} exists"
+            )
+        return UserError(
+            f"cannot {verb} {what}: {message}; check that namespace {namespace!r} exists "
+            f"(kubectl create namespace {namespace})"
+        )
     if status == 409:
-        return UserError(f"conflict while trying to {verb} {what}: {message}; another client kept changing it "
-                         f"during {CONFLICT_RETRIES} attempts; try again")
+        return UserError(
+            f"conflict while trying to {verb} {what}: {message}; another client kept changing it "
+            f"during {CONFLICT_RETRIES} attempts; try again"
+        )
     if status == 422:
-        return UserError(f"the cluster rejected {what} as invalid: {message}; fix the manifest "
-                         "(or the --base DGD it came from) and apply again")
+        return UserError(
+            f"the cluster rejected {what} as invalid: {message}; fix the manifest "
+            "(or the --base DGD it came from) and apply again"
+        )
     return UserError(f"cannot {verb} {what}: HTTP {status}: {message}")
 
 
@@ -354,13 +384,22 @@ def _apply_one(api_client: Any, desired: dict[str, Any], namespace: str) -> Acti
             if exc.status == 409 and attempt + 1 < CONFLICT_RETRIES:
                 continue
             raise _explain(exc, kind, name, namespace, verb) from None
-    raise UserError(f"conflict while trying to {verb} {kind.kind} {namespace}/{name}: it kept changing during "
-                    f"{CONFLICT_RETRIES} attempts; try again")
+    raise UserError(
+        f"conflict while trying to {verb} {kind.kind} {namespace}/{name}: it kept changing during "
+        f"{CONFLICT_RETRIES} attempts; try again"
+    )
 
 
-def apply_manifests(docs: list[dict[str, Any]], namespace: str, wait: bool = False, timeout: float = 1800.0,
-                    owner: OwnerReference | dict[str, Any] | None = None, api_client: Any = None,
-                    progress: Progress | None = None, poll_interval: float = 10.0) -> ApplyResult:
+def apply_manifests(
+    docs: list[dict[str, Any]],
+    namespace: str,
+    wait: bool = False,
+    timeout: float = 1800.0,
+    owner: OwnerReference | dict[str, Any] | None = None,
+    api_client: Any = None,
+    progress: Progress | None = None,
+    poll_interval: float = 10.0,
+) -> ApplyResult:
     """Create or update each document in order (ConfigMaps before the DGD that mounts them);
     optionally wait until the DGD is ready."""
     from urllib3.exceptions import HTTPError
@@ -375,9 +414,11 @@ def apply_manifests(docs: list[dict[str, Any]], namespace: str, wait: bool = Fal
     host = getattr(getattr(client, "configuration", None), "host", "the cluster")
     try:
         if any(d["kind"] == DGD_KIND for d in prepared) and _crd_installed(client) is False:
-            raise UserError(f"the cluster at {host} does not serve {DGD_PLURAL}.{DGD_GROUP}/{DGD_VERSION} "
-                            "(the DynamoGraphDeployment CRD is not installed): install the Dynamo platform "
-                            "(operator and CRDs) first; nothing was applied")
+            raise UserError(
+                f"the cluster at {host} does not serve {DGD_PLURAL}.{DGD_GROUP}/{DGD_VERSION} "
+                "(the DynamoGraphDeployment CRD is not installed): install the Dynamo platform "
+                "(operator and CRDs) first; nothing was applied"
+            )
         results: list[AppliedObject] = []
         for desired in prepared:
             act = _apply_one(client, desired, namespace)
@@ -387,13 +428,21 @@ def apply_manifests(docs: list[dict[str, Any]], namespace: str, wait: bool = Fal
         result = ApplyResult(objects=results)
         dgds = [d for d in prepared if d["kind"] == DGD_KIND]
         if wait and dgds:
-            status = wait_until_ready(client, dgds[-1]["metadata"]["name"], namespace, timeout=timeout,
-                                      poll_interval=poll_interval, progress=say)
+            status = wait_until_ready(
+                client,
+                dgds[-1]["metadata"]["name"],
+                namespace,
+                timeout=timeout,
+                poll_interval=poll_interval,
+                progress=say,
+            )
             result.ready, result.state = True, status.get("state")
         return result
     except HTTPError as exc:
-        raise UserError(f"cannot reach the Kubernetes API at {host} ({type(exc).__name__}): check the "
-                        "kubeconfig's server address and your network") from None
+        raise UserError(
+            f"cannot reach the Kubernetes API at {host} ({type(exc).__name__}): check the "
+            "kubeconfig's server address and your network"
+        ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -427,8 +476,14 @@ def readiness(obj: dict[str, Any]) -> tuple[bool, str]:
     return ready, line
 
 
-def wait_until_ready(api_client: Any, name: str, namespace: str, timeout: float = 1800.0,
-                     poll_interval: float = 10.0, progress: Progress | None = None) -> dict[str, Any]:
+def wait_until_ready(
+    api_client: Any,
+    name: str,
+    namespace: str,
+    timeout: float = 1800.0,
+    poll_interval: float = 10.0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Poll the DGD until it is ready; report each change of its state. Returns its status."""
     from kubernetes.client.exceptions import ApiException
 
@@ -443,8 +498,10 @@ def wait_until_ready(api_client: Any, name: str, namespace: str, timeout: float 
         except ApiException as exc:
             raise _explain(exc, kind, name, namespace, "read") from None
         if obj is None:
-            raise UserError(f"{DGD_KIND} {namespace}/{name} disappeared while waiting for it to become ready "
-                            "(deleted by someone else?)")
+            raise UserError(
+                f"{DGD_KIND} {namespace}/{name} disappeared while waiting for it to become ready "
+                "(deleted by someone else?)"
+            )
         ready, line = readiness(obj)
         elapsed = time.monotonic() - start
         if line != last_line or ready:
@@ -457,16 +514,24 @@ def wait_until_ready(api_client: Any, name: str, namespace: str, timeout: float 
                 f"{DGD_KIND} {namespace}/{name} not ready after {timeout:g} s ({line}); see "
                 f"`kubectl describe dgd {name} -n {namespace}` and its pods "
                 f"(`kubectl get pods -n {namespace} -l nvidia.com/dynamo-graph-deployment-name={name}`), "
-                "or wait longer with --timeout")
+                "or wait longer with --timeout"
+            )
         time.sleep(min(poll_interval, max(0.0, timeout - elapsed)))
 
 
 # ---------------------------------------------------------------------------
 # DAG step
 # ---------------------------------------------------------------------------
-def run_step(store: Any, namespace: str | None = None, wait: bool = True, timeout: float = 1800.0,
-             owner: OwnerReference | dict[str, Any] | None = None, api_client: Any = None,
-             progress: Progress | None = None, poll_interval: float = 10.0) -> ApplyResult:
+def run_step(
+    store: Any,
+    namespace: str | None = None,
+    wait: bool = True,
+    timeout: float = 1800.0,
+    owner: OwnerReference | dict[str, Any] | None = None,
+    api_client: Any = None,
+    progress: Progress | None = None,
+    poll_interval: float = 10.0,
+) -> ApplyResult:
     """Apply the run's dgd.yaml; the namespace defaults to the request's deployment namespace."""
     from steps.request import ProfileRequest
     from steps.store import Layout, read_model
@@ -474,5 +539,13 @@ def run_step(store: Any, namespace: str | None = None, wait: bool = True, timeou
     if namespace is None:
         namespace = read_model(store, Layout.REQUEST, ProfileRequest).deployment.namespace
     docs = load_manifests(store.get_bytes(Layout.DGD).decode(), origin=store.uri(Layout.DGD))
-    return apply_manifests(docs, namespace, wait=wait, timeout=timeout, owner=owner, api_client=api_client,
-                           progress=progress, poll_interval=poll_interval)
+    return apply_manifests(
+        docs,
+        namespace,
+        wait=wait,
+        timeout=timeout,
+        owner=owner,
+        api_client=api_client,
+        progress=progress,
+        poll_interval=poll_interval,
+    )

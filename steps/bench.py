@@ -30,6 +30,7 @@ Failures: engine out of memory at start-up -> infeasible; engine not ready, cras
 AIPerf failure -> failed. Either way the profile keeps the points measured so far and the
 engine and every AIPerf process are stopped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -113,10 +114,12 @@ class SweepFailed(Exception):
 # ---------------------------------------------------------------------------
 # prompts
 # ---------------------------------------------------------------------------
-_WORDS = ("time world life hand part child eye woman place work week case point number group problem fact "
-          "house river city light voice night story music paper water money table garden window morning "
-          "answer reason letter market ocean mountain forest winter summer bridge station engine signal "
-          "silver golden quiet bright early simple gentle ancient modern hidden open careful honest").split()
+_WORDS = (
+    "time world life hand part child eye woman place work week case point number group problem fact "
+    "house river city light voice night story music paper water money table garden window morning "
+    "answer reason letter market ocean mountain forest winter summer bridge station engine signal "
+    "silver golden quiet bright early simple gentle ancient modern hidden open careful honest"
+).split()
 
 
 # files a Hugging Face tokenizer folder holds (any one of them makes a loadable tokenizer)
@@ -129,7 +132,8 @@ def _no_tokenizer(tokenizer: str, why: str) -> UserError:
     return UserError(
         f"cannot count tokens with tokenizer {tokenizer!r}: {why}. Online and simulated measurements need "
         f"the model's tokenizer: pass --tokenizer DIR (or set SLAPROF_TOKENIZER=DIR) to a folder with "
-        f"tokenizer.json, or use a model folder that includes its tokenizer files")
+        f"tokenizer.json, or use a model folder that includes its tokenizer files"
+    )
 
 
 def load_tokenizer(tokenizer: str) -> tuple[Callable[[str], list[int]], Callable[[list[int]], str]]:
@@ -146,7 +150,7 @@ def load_tokenizer(tokenizer: str) -> tuple[Callable[[str], list[int]], Callable
 
             try:
                 tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            except Exception as exc:  # noqa: BLE001 - any parse error means the same to the user
+            except Exception as exc:
                 raise _no_tokenizer(tokenizer, f"tokenizer.json does not load ({exc})") from None
             encode = lambda text: tok.encode(text, add_special_tokens=False).ids  # noqa: E731
             decode = lambda ids: tok.decode(ids)  # noqa: E731
@@ -160,18 +164,22 @@ def load_tokenizer(tokenizer: str) -> tuple[Callable[[str], list[int]], Callable
 
     try:
         auto = AutoTokenizer.from_pretrained(tokenizer)
-    except Exception as exc:  # noqa: BLE001 - missing files, no network, unknown id: all the user's to fix
-        raise _no_tokenizer(tokenizer, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    return _checked(tokenizer, lambda text: list(auto.encode(text, add_special_tokens=False)),
-                    lambda ids: auto.decode(ids))
+    except Exception as exc:
+        raise _no_tokenizer(
+            tokenizer, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    return _checked(
+        tokenizer, lambda text: list(auto.encode(text, add_special_tokens=False)), lambda ids: auto.decode(ids)
+    )
 
 
-def _checked(tokenizer: str, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str]
-             ) -> tuple[Callable[[str], list[int]], Callable[[list[int]], str]]:
+def _checked(
+    tokenizer: str, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str]
+) -> tuple[Callable[[str], list[int]], Callable[[list[int]], str]]:
     probe = " ".join(_WORDS[:32])
     try:
         count = len(encode(probe))
-    except Exception as exc:  # noqa: BLE001 - e.g. a vocabulary without its unknown token
+    except Exception as exc:
         raise _no_tokenizer(tokenizer, f"it cannot encode plain text ({exc})") from None
     if count < 8:  # 32 common words are at least 8 tokens in any real vocabulary
         raise _no_tokenizer(tokenizer, f"it turns {len(probe.split())} common words into {count} tokens")
@@ -209,15 +217,20 @@ async def _send_all(url: str, model: str, prompts: list[str], max_tokens: int, t
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
         async def one(prompt: str) -> None:
-            body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                    "stream": False}
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": max_tokens,
+                "stream": False,
+            }
             try:
                 async with session.post(url + "/v1/chat/completions", json=body) as resp:
                     await resp.read()
                     if resp.status != 200:
                         errors.append(f"HTTP {resp.status}")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
         await asyncio.gather(*(one(p) for p in prompts))
@@ -237,9 +250,25 @@ def send_requests(url: str, model: str, prompts: list[str], max_tokens: int = 1,
 class _Job:
     """One AIPerf run to do; its prompts (and so its spec) are made only when it is about to start."""
 
-    def __init__(self, label: str, kind: str, isl: int, concurrency: int, osl: int, warm: bool,
-                 make_prompts: Callable[[], list[str]], spec_for: Callable[[str, list[TraceEntry], int], LoadSpec]):
-        self.label, self.kind, self.isl, self.concurrency, self.osl, self.warm = label, kind, isl, concurrency, osl, warm
+    def __init__(
+        self,
+        label: str,
+        kind: str,
+        isl: int,
+        concurrency: int,
+        osl: int,
+        warm: bool,
+        make_prompts: Callable[[], list[str]],
+        spec_for: Callable[[str, list[TraceEntry], int], LoadSpec],
+    ):
+        self.label, self.kind, self.isl, self.concurrency, self.osl, self.warm = (
+            label,
+            kind,
+            isl,
+            concurrency,
+            osl,
+            warm,
+        )
         self._make_prompts, self._spec_for = make_prompts, spec_for
         self._prompts: list[str] | None = None
 
@@ -275,17 +304,32 @@ def backend_for(request: ProfileRequest, options: BenchOptions, model_path: str 
 
     if request.method == "simulate":
         # the built-in model times every engine step; AI Configurator is far too slow for that
-        return get_backend("simulated", emulate=request.backend, gpu=request.hardware.gpu,
-                           tokenizer=options.tokenizer, time_scale=options.time_scale, startup_s=options.startup_s,
-                           estimator="builtin", max_kv_tokens=options.sim_max_kv_tokens, model_path=model_path)
+        return get_backend(
+            "simulated",
+            emulate=request.backend,
+            gpu=request.hardware.gpu,
+            tokenizer=options.tokenizer,
+            time_scale=options.time_scale,
+            startup_s=options.startup_s,
+            estimator="builtin",
+            max_kv_tokens=options.sim_max_kv_tokens,
+            model_path=model_path,
+        )
     return get_backend(request.backend)
 
 
 class CandidateBench:
     """Everything one candidate's measurement holds: engine, AIPerf runs, points so far, timings."""
 
-    def __init__(self, request: ProfileRequest, plan: Plan, candidate: Candidate, workdir: Path,
-                 options: BenchOptions, on_progress: ProgressFn | None) -> None:
+    def __init__(
+        self,
+        request: ProfileRequest,
+        plan: Plan,
+        candidate: Candidate,
+        workdir: Path,
+        options: BenchOptions,
+        on_progress: ProgressFn | None,
+    ) -> None:
         self.request, self.plan, self.cand = request, plan, candidate
         self.workdir = Path(workdir)
         self.opts = options
@@ -313,10 +357,18 @@ class CandidateBench:
         from steps.loadgen import LoadSpec
 
         assert self.engine is not None
-        return LoadSpec(label=label, url=self.engine.url, model=self.request.model, tokenizer=self.tokenizer,
-                        concurrency=concurrency, request_count=len(trace), trace=trace,
-                        request_rate=REQUEST_RATE,
-                        random_seed=self.opts.random_seed, request_timeout_s=self.opts.run_timeout_s)
+        return LoadSpec(
+            label=label,
+            url=self.engine.url,
+            model=self.request.model,
+            tokenizer=self.tokenizer,
+            concurrency=concurrency,
+            request_count=len(trace),
+            trace=trace,
+            request_rate=REQUEST_RATE,
+            random_seed=self.opts.random_seed,
+            request_timeout_s=self.opts.run_timeout_s,
+        )
 
     def prefill_isls(self) -> list[int]:
         limit = self.plan.grid.max_context - self.opts.prefill_osl
@@ -327,8 +379,11 @@ class CandidateBench:
         per_isl = self.opts.prefill_repeats * self.cand.attn_dp
 
         def make() -> list[str]:
-            return [prompts.make(isl, f"{j} {isl} {self.nonce} prefill")
-                    for isl in self.prefill_isls() for j in range(per_isl)]
+            return [
+                prompts.make(isl, f"{j} {isl} {self.nonce} prefill")
+                for isl in self.prefill_isls()
+                for j in range(per_isl)
+            ]
 
         return _Job("prefill", "prefill", 0, self.cand.attn_dp, self.opts.prefill_osl, False, make, self._spec)
 
@@ -339,8 +394,18 @@ class CandidateBench:
         granularity = self.opts.max_concurrency_points or self.plan.grid.decode_granularity
         for isl in _thin(self.plan.grid.decode_isls, self.opts.max_decode_isls, keep=self.request.sla.isl):
             for c in decode_concurrencies(self.max_kv, isl, self.osl, granularity, self.cand.attn_dp):
-                jobs.append(_Job(f"decode-isl{isl}-c{c}", "decode", isl, c, self.osl, True,
-                                 lambda isl=isl, c=c: self._decode_prompts(prompts, isl, c), self._spec))
+                jobs.append(
+                    _Job(
+                        f"decode-isl{isl}-c{c}",
+                        "decode",
+                        isl,
+                        c,
+                        self.osl,
+                        True,
+                        lambda isl=isl, c=c: self._decode_prompts(prompts, isl, c),
+                        self._spec,
+                    )
+                )
         return jobs
 
     def _decode_prompts(self, prompts: PromptBuilder, isl: int, count: int) -> list[str]:
@@ -364,11 +429,17 @@ class CandidateBench:
 
         prompts = PromptBuilder(self.tokenizer, seed=self.opts.random_seed)
         self.engine = EngineProcess(
-            self.backend, self.request.model, self.cand, self.workdir / "engine",
-            options=ServerOptions(prefix_caching=True, max_context=self.plan.grid.max_context,
-                                  max_batched_tokens=min(self.plan.grid.max_context, MAX_BATCHED_TOKENS),
-                                  memory_utilization=self.opts.memory_utilization,
-                                  profile_dir=str(self.workdir / "traces") if self.opts.torch_profile else None),
+            self.backend,
+            self.request.model,
+            self.cand,
+            self.workdir / "engine",
+            options=ServerOptions(
+                prefix_caching=True,
+                max_context=self.plan.grid.max_context,
+                max_batched_tokens=min(self.plan.grid.max_context, MAX_BATCHED_TOKENS),
+                memory_utilization=self.opts.memory_utilization,
+                profile_dir=str(self.workdir / "traces") if self.opts.torch_profile else None,
+            ),
             port=self.opts.port,
         )
         # AIPerf runs boot before and while the engine starts: the prefill run, and (speculatively,
@@ -378,7 +449,7 @@ class CandidateBench:
         early: dict[str, LoadRun] = {"prefill": self._start_run(prefill)}
         if self.opts.pipeline:
             self.max_kv = self.predicted_kv_tokens()
-            for job in self.decode_jobs(prompts)[:self.opts.pipeline_depth] if self.max_kv else []:
+            for job in self.decode_jobs(prompts)[: self.opts.pipeline_depth] if self.max_kv else []:
                 early[job.label] = self._start_run(job)
         if self.opts.pipeline and getattr(self.backend, "expected_startup_s", 120.0) < AIPERF_BOOT_S:
             early["prefill"].wait_at_gate(timeout_s=120.0)  # a fast engine would only idle while AIPerf boots
@@ -397,8 +468,10 @@ class CandidateBench:
             if label not in labels:
                 run.terminate()  # its concurrency does not fit the capacity the engine reported
         if self.total_decode == 0:
-            raise SweepFailed(f"KV cache of {self.max_kv:,} tokens holds no decode request of the grid "
-                              f"(osl {self.osl}); the candidate cannot serve this workload")
+            raise SweepFailed(
+                f"KV cache of {self.max_kv:,} tokens holds no decode request of the grid "
+                f"(osl {self.osl}); the candidate cannot serve this workload"
+            )
         self._execute(jobs, {i: early[j.label] for i, j in enumerate(jobs) if j.label in early})
         if self.opts.torch_profile:
             from steps.engines.process import EngineFailed
@@ -458,8 +531,10 @@ class CandidateBench:
         self.warming_s += time.monotonic() - t0
         if errors:
             self._check_engine(job.label)
-            raise SweepFailed(f"warming the prefix cache for {job.label} failed: "
-                              f"{len(errors)} of {len(job.prompts)} requests: {errors[0]}")
+            raise SweepFailed(
+                f"warming the prefix cache for {job.label} failed: "
+                f"{len(errors)} of {len(job.prompts)} requests: {errors[0]}"
+            )
 
     def _check_engine(self, label: str) -> None:
         assert self.engine is not None
@@ -489,7 +564,13 @@ class CandidateBench:
             if r.ttft_ms is None:
                 continue
             # the prompt length AIPerf counted names the point; the trace order is the fallback
-            isl = min(grid, key=lambda g: abs(g - r.isl)) if r.isl else order[r.session] if r.session < len(order) else None
+            isl = (
+                min(grid, key=lambda g: abs(g - r.isl))
+                if r.isl
+                else order[r.session]
+                if r.session < len(order)
+                else None
+            )
             if isl is not None:
                 by_isl.setdefault(isl, []).append(r.ttft_ms / self.scale)
         for isl in sorted(by_isl):
@@ -516,16 +597,23 @@ class CandidateBench:
             itl = sum(itls) / len(itls) / self.scale
             thpt = result.summary.get("output_token_throughput", 0.0) * self.scale / self.cand.num_gpus
         context = job.isl + self.osl // 2
-        self.decode.append(DecodePoint(isl=job.isl, context=context, concurrency=job.concurrency,
-                                       kv_usage=round(job.concurrency * context / self.max_kv, 6),
-                                       itl_ms=round(itl, 4), thpt_per_gpu=round(thpt, 3)))
+        self.decode.append(
+            DecodePoint(
+                isl=job.isl,
+                context=context,
+                concurrency=job.concurrency,
+                kv_usage=round(job.concurrency * context / self.max_kv, 6),
+                itl_ms=round(itl, 4),
+                thpt_per_gpu=round(thpt, 3),
+            )
+        )
         self._progress("decode", len(self.decode), self.total_decode)
 
     def _progress(self, phase: str, done: int, total: int) -> None:
         if self.on_progress is not None:
             try:
                 self.on_progress(phase, done, total)
-            except Exception:  # noqa: BLE001 - a display problem must not fail a measurement
+            except Exception:
                 log.exception("progress callback failed")
 
     def _torch_profile(self) -> None:
@@ -550,8 +638,14 @@ class CandidateBench:
             self.engine.stop()
 
 
-def measure_candidate(request: ProfileRequest, plan: Plan, candidate: Candidate, workdir: Path | str,
-                      on_progress: ProgressFn | None = None, options: BenchOptions | None = None) -> CandidateProfile:
+def measure_candidate(
+    request: ProfileRequest,
+    plan: Plan,
+    candidate: Candidate,
+    workdir: Path | str,
+    on_progress: ProgressFn | None = None,
+    options: BenchOptions | None = None,
+) -> CandidateProfile:
     """One candidate's CandidateProfile: offline estimate, or one engine start measured with AIPerf."""
     if request.method == "offline":
         from steps.perf.surfaces import offline_profile
@@ -565,8 +659,12 @@ def measure_candidate(request: ProfileRequest, plan: Plan, candidate: Candidate,
 
     opts = options or BenchOptions.from_env()
     bench = CandidateBench(request, plan, candidate, Path(workdir), opts, on_progress)
-    provenance = Provenance(method=request.method, backend=request.backend, request_key=plan.request_key,
-                            estimator="builtin" if request.method == "simulate" else None)  # simengine's clock
+    provenance = Provenance(
+        method=request.method,
+        backend=request.backend,
+        request_key=plan.request_key,
+        estimator="builtin" if request.method == "simulate" else None,
+    )  # simengine's clock
     status, reason = "ok", ""
     try:
         bench.run()
@@ -593,8 +691,16 @@ def measure_candidate(request: ProfileRequest, plan: Plan, candidate: Candidate,
     artifacts = {"workdir": str(bench.workdir), **bench.notes}
     for i, trace in enumerate(torch_traces(bench.workdir)):
         artifacts[f"torch_trace_{i}" if i else "torch_trace"] = str(trace)
-    return CandidateProfile(candidate=candidate, status=status, reason=reason, max_kv_tokens=bench.max_kv,
-                            prefill=bench.prefill, decode=bench.decode, provenance=provenance, artifacts=artifacts)
+    return CandidateProfile(
+        candidate=candidate,
+        status=status,
+        reason=reason,
+        max_kv_tokens=bench.max_kv,
+        prefill=bench.prefill,
+        decode=bench.decode,
+        provenance=provenance,
+        artifacts=artifacts,
+    )
 
 
 def torch_traces(workdir: Path) -> list[Path]:
@@ -608,12 +714,13 @@ def _aiperf_version() -> str | None:
         from importlib.metadata import version
 
         return version("aiperf")
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
-def run_step(store: ArtifactStore, candidate_id: str, on_progress: ProgressFn | None = None,
-             options: BenchOptions | None = None) -> CandidateProfile:
+def run_step(
+    store: ArtifactStore, candidate_id: str, on_progress: ProgressFn | None = None, options: BenchOptions | None = None
+) -> CandidateProfile:
     """DAG step `bench`: request.json + plan.json -> profiles/<candidate_id>.json (and logs, traces)."""
     from steps.plan import Plan
     from steps.request import ProfileRequest
@@ -626,8 +733,11 @@ def run_step(store: ArtifactStore, candidate_id: str, on_progress: ProgressFn | 
     workdir = Path(tempfile.mkdtemp(prefix=f"slaprof-bench-{candidate_id}-"))
     try:
         profile = measure_candidate(request, plan, candidate, workdir, on_progress, opts)
-        notes = {k: v for k, v in profile.artifacts.items() if k != "workdir" and not k.startswith("torch_trace_")
-                 and k != "torch_trace"}
+        notes = {
+            k: v
+            for k, v in profile.artifacts.items()
+            if k != "workdir" and not k.startswith("torch_trace_") and k != "torch_trace"
+        }
         profile.artifacts = {**notes, **_upload_artifacts(store, candidate_id, workdir)}
         write_model(store, Layout.profile(candidate_id), profile)
         return profile

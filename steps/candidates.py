@@ -2,6 +2,7 @@
 
 A Candidate has a short stable id (`tp4`, `tep8`, `dep8`) used in pod names and S3 keys.
 """
+
 from __future__ import annotations
 
 import re

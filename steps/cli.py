@@ -3,13 +3,15 @@
 Each subcommand lives in `steps/commands/<name>.py` and exposes `register(subparsers)`.
 Modules there import heavy libraries inside their `run` functions so `--help` stays fast.
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from steps import commands
 from steps.errors import StepFailed, UserError
@@ -34,7 +36,12 @@ _REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--kv-cache-dtype", "engine.kv_cache_dtype", str, "KV cache: auto | bf16 | fp8"),
     ("--max-context-length", "engine.max_context_length", int, "cap on the engine's context (0 = the model's)"),
     ("--prefill-interpolation-granularity", "sweep.prefill_granularity", int, "prefill ISL points (default 16)"),
-    ("--decode-interpolation-granularity", "sweep.decode_granularity", int, "decode context and concurrency points (default 6)"),
+    (
+        "--decode-interpolation-granularity",
+        "sweep.decode_granularity",
+        int,
+        "decode context and concurrency points (default 6)",
+    ),
     ("--aic-system", "sweep.aic_system", str, "AI Configurator system name (defaults to --gpu)"),
     ("--aic-hf-id", "sweep.aic_hf_id", str, "Hugging Face id AI Configurator should use for the model"),
     ("--aic-backend-version", "sweep.aic_backend_version", str, "AI Configurator backend version"),
@@ -51,10 +58,18 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--config", help="request file: slaprof YAML/JSON or a Dynamo DynamoGraphDeploymentRequest")
     for flag, _path, typ, help_text in _REQUEST_FLAGS:
         group.add_argument(flag, type=typ, default=None, help=help_text, dest=flag[2:].replace("-", "_"))
-    group.add_argument("--use-ai-configurator", action="store_true", default=None,
-                       help="estimate with AI Configurator (offline, needs the 'aic' extra)")
-    group.add_argument("--dry-run", action="store_true", default=None,
-                       help="measure nothing: estimate every candidate offline, then fit and render as usual")
+    group.add_argument(
+        "--use-ai-configurator",
+        action="store_true",
+        default=None,
+        help="estimate with AI Configurator (offline, needs the 'aic' extra)",
+    )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="measure nothing: estimate every candidate offline, then fit and render as usual",
+    )
     group.add_argument("--auto-apply", action="store_true", default=None, help="apply the DGD to the cluster when done")
 
 

@@ -6,6 +6,7 @@ Outputs: drift.json in the run (percent change of TTFT, ITL and throughput per G
 configurations, and whether the choice changed); the history entry replaced by this run's result.
 A threshold > 0 turns drift beyond it (or a changed choice) into a failed step, after recording.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,8 +53,11 @@ class DriftReport(BaseModel):
         if not self.compared:
             return f"first result for {self.history_key}; nothing to compare"
         changes = ", ".join(f"{m.name} {m.change_pct:+.1f}%" for m in self.metrics) or "no comparable numbers"
-        choice = (f"choice changed {self.previous_choice} -> {self.current_choice}" if self.choice_changed
-                  else f"choice unchanged ({self.current_choice})")
+        choice = (
+            f"choice changed {self.previous_choice} -> {self.current_choice}"
+            if self.choice_changed
+            else f"choice unchanged ({self.current_choice})"
+        )
         verdict = f"; exceeds {self.threshold_pct:g}%" if self.exceeded else ""
         return f"drift vs {self.previous_run}: {changes}; {choice}{verdict}"
 
@@ -86,11 +90,23 @@ def _numbers(selection: Selection) -> dict[str, float]:
     return out
 
 
-def compare(previous: Selection | None, current: Selection, *, key: str, run: str, previous_run: str | None = None,
-            threshold_pct: float = 0.0) -> DriftReport:
+def compare(
+    previous: Selection | None,
+    current: Selection,
+    *,
+    key: str,
+    run: str,
+    previous_run: str | None = None,
+    threshold_pct: float = 0.0,
+) -> DriftReport:
     """Drift of `current` against `previous` (None on the first run)."""
-    report = DriftReport(history_key=key, run=run, previous_run=previous_run, current_choice=choice_of(current),
-                         threshold_pct=threshold_pct)
+    report = DriftReport(
+        history_key=key,
+        run=run,
+        previous_run=previous_run,
+        current_choice=choice_of(current),
+        threshold_pct=threshold_pct,
+    )
     if previous is None:
         return report
     report.compared = True
@@ -99,14 +115,18 @@ def compare(previous: Selection | None, current: Selection, *, key: str, run: st
     if (previous.isl, previous.osl) != (current.isl, current.osl):
         report.notes.append(f"workload changed: ISL/OSL {previous.isl}/{previous.osl} -> {current.isl}/{current.osl}")
     if (previous.ttft_ms, previous.itl_ms) != (current.ttft_ms, current.itl_ms):
-        report.notes.append(f"SLA changed: TTFT/ITL {previous.ttft_ms:g}/{previous.itl_ms:g} ms -> "
-                            f"{current.ttft_ms:g}/{current.itl_ms:g} ms")
+        report.notes.append(
+            f"SLA changed: TTFT/ITL {previous.ttft_ms:g}/{previous.itl_ms:g} ms -> "
+            f"{current.ttft_ms:g}/{current.itl_ms:g} ms"
+        )
     before, after = _numbers(previous), _numbers(current)
     for name in before.keys() & after.keys():
         if before[name] == 0:
             continue
         change = (after[name] - before[name]) / before[name] * 100.0
-        report.metrics.append(MetricDrift(name=name, previous=before[name], current=after[name], change_pct=round(change, 2)))
+        report.metrics.append(
+            MetricDrift(name=name, previous=before[name], current=after[name], change_pct=round(change, 2))
+        )
     report.metrics.sort(key=lambda m: m.name)
     report.max_abs_change_pct = max((abs(m.change_pct) for m in report.metrics), default=0.0)
     report.exceeded = threshold_pct > 0 and (report.max_abs_change_pct > threshold_pct or report.choice_changed)

@@ -1,4 +1,5 @@
 """Errors a user can act on: one line on the terminal, exit code 2."""
+
 from __future__ import annotations
 
 

@@ -16,11 +16,13 @@ Rules (Dynamo's profiler, made explicit):
   nearest achievable SLA is reported;
 - failed, infeasible and dropped candidates are listed with their reasons.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from steps.candidates import Candidate
 from steps.errors import UserError
@@ -93,13 +95,17 @@ class FitResult:
 # the lines Dynamo prints
 # ---------------------------------------------------------------------------
 def prefill_line(choice: PrefillChoice) -> str:
-    return (f"Suggested prefill {choice.candidate.label} (TTFT {choice.ttft_ms:.2f} ms, "
-            f"throughput {choice.thpt_per_gpu:.2f} tokens/s/GPU)")
+    return (
+        f"Suggested prefill {choice.candidate.label} (TTFT {choice.ttft_ms:.2f} ms, "
+        f"throughput {choice.thpt_per_gpu:.2f} tokens/s/GPU)"
+    )
 
 
 def decode_line(choice: DecodeChoice) -> str:
-    return (f"Suggested decode {choice.candidate.label} (ITL {choice.itl_ms:.2f} ms, "
-            f"throughput {choice.thpt_per_gpu:.2f} tokens/s/GPU)")
+    return (
+        f"Suggested decode {choice.candidate.label} (ITL {choice.itl_ms:.2f} ms, "
+        f"throughput {choice.thpt_per_gpu:.2f} tokens/s/GPU)"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -116,8 +122,14 @@ def prefill_options(profile: CandidateProfile, isl: int, interp: PrefillInterpol
     return [PrefillOption(profile.candidate, isl, float(ttft), float(thpt), True)]
 
 
-def decode_options(profile: CandidateProfile, isl: int, osl: int, granularity: int,
-                   interp: DecodeInterpolator | None, itl_target_ms: float | None = None) -> list[DecodeOption]:
+def decode_options(
+    profile: CandidateProfile,
+    isl: int,
+    osl: int,
+    granularity: int,
+    interp: DecodeInterpolator | None,
+    itl_target_ms: float | None = None,
+) -> list[DecodeOption]:
     """The candidate's decode options at the context isl + osl/2: the measured points there (or,
     when the sweep did not visit that context, the fitted surface at the concurrencies the sweep
     would have used), plus the fitted surface's highest concurrency within `itl_target_ms`.
@@ -130,8 +142,9 @@ def decode_options(profile: CandidateProfile, isl: int, osl: int, granularity: i
     context = isl + osl // 2
     cand, max_kv = profile.candidate, profile.max_kv_tokens
     exact = sorted((p for p in profile.decode if p.context == context), key=lambda p: p.concurrency)
-    out = [DecodeOption(cand, context, p.concurrency, p.kv_usage, p.itl_ms, p.thpt_per_gpu, max_kv, False)
-           for p in exact]
+    out = [
+        DecodeOption(cand, context, p.concurrency, p.kv_usage, p.itl_ms, p.thpt_per_gpu, max_kv, False) for p in exact
+    ]
     if interp is None or max_kv <= 0:
         return out
     grid = [p.concurrency for p in exact] or decode_concurrencies(max_kv, isl, osl, granularity, cand.attn_dp)
@@ -144,19 +157,21 @@ def decode_options(profile: CandidateProfile, isl: int, osl: int, granularity: i
             predicted.add(best[0])
     for conc in sorted(predicted):
         itl, thpt = interp.predict(conc, context)
-        out.append(DecodeOption(cand, context, conc, min(1.0, conc * context / max_kv), float(itl), float(thpt),
-                                max_kv, True))
+        out.append(
+            DecodeOption(cand, context, conc, min(1.0, conc * context / max_kv), float(itl), float(thpt), max_kv, True)
+        )
     return sorted(out, key=lambda o: o.concurrency)
 
 
 # ---------------------------------------------------------------------------
 # choosing
 # ---------------------------------------------------------------------------
-O = TypeVar("O", PrefillOption, DecodeOption)
+OptionT = TypeVar("OptionT", PrefillOption, DecodeOption)
 
 
-def choose(options: Sequence[O], latency: Callable[[O], float], target: float,
-           order: dict[str, int]) -> tuple[O, bool]:
+def choose(
+    options: Sequence[OptionT], latency: Callable[[OptionT], float], target: float, order: dict[str, int]
+) -> tuple[OptionT, bool]:
     """The highest throughput/GPU meeting `target` (ties: fewer GPUs, lower latency, plan order),
     or, when none meets it, the lowest latency (ties: fewer GPUs, higher throughput)."""
     feasible = [o for o in options if latency(o) <= target]
@@ -169,8 +184,16 @@ def choose(options: Sequence[O], latency: Callable[[O], float], target: float,
     return min(tied, key=lambda o: (o.candidate.num_gpus, -o.thpt_per_gpu, order.get(o.candidate.id, 0))), False
 
 
-def _decide(phase: str, options: Sequence[O], latency: str, target: float, order: dict[str, int], where: str,
-            nearest: dict[str, float], warnings: list[str]) -> tuple[O | None, bool]:
+def _decide(
+    phase: str,
+    options: Sequence[OptionT],
+    latency: str,
+    target: float,
+    order: dict[str, int],
+    where: str,
+    nearest: dict[str, float],
+    warnings: list[str],
+) -> tuple[OptionT | None, bool]:
     """One phase's pick: the best option within `target`, else the lowest latency, said loudly."""
     if not options:
         warnings.append(f"No {phase} results produced; no {phase} recommendation")
@@ -181,8 +204,10 @@ def _decide(phase: str, options: Sequence[O], latency: str, target: float, order
         nearest[latency] = round(value, 2)
         at = f", concurrency {pick.concurrency}" if isinstance(pick, DecodeOption) else ""
         name = latency.removesuffix("_ms").upper()
-        warnings.append(f"No engine configuration satisfies the {name} target of {target:g} ms at {where}: "
-                        f"the lowest is {value:.2f} ms ({pick.candidate.label}{at}), chosen anyway")
+        warnings.append(
+            f"No engine configuration satisfies the {name} target of {target:g} ms at {where}: "
+            f"the lowest is {value:.2f} ms ({pick.candidate.label}{at}), chosen anyway"
+        )
     return pick, met
 
 
@@ -197,21 +222,30 @@ def pareto_front(points: Sequence[tuple[str, float, float, int]]) -> list[Pareto
     return front
 
 
-def _best_feasible(options: Sequence[O], latency: Callable[[O], float], target: float) -> O | None:
+def _best_feasible(options: Sequence[OptionT], latency: Callable[[OptionT], float], target: float) -> OptionT | None:
     ok = [o for o in options if latency(o) <= target]
     return max(ok, key=lambda o: o.thpt_per_gpu) if ok else None
 
 
-def _prefill_verdict(cid: str, opts: list[PrefillOption], chosen: PrefillOption | None, met: bool,
-                     target: float, isl: int) -> CandidateVerdict:
+def _prefill_verdict(
+    cid: str, opts: list[PrefillOption], chosen: PrefillOption | None, met: bool, target: float, isl: int
+) -> CandidateVerdict:
     if not opts:
-        return CandidateVerdict(candidate_id=cid, phase="prefill", status="lost",
-                                reason="no prefill points to evaluate at the request's ISL")
+        return CandidateVerdict(
+            candidate_id=cid,
+            phase="prefill",
+            status="lost",
+            reason="no prefill points to evaluate at the request's ISL",
+        )
     o = opts[0]
     how = " (interpolated)" if o.interpolated else ""
     mine = f"TTFT {o.ttft_ms:.2f} ms, {o.thpt_per_gpu:.2f} tokens/s/GPU at ISL {isl}{how}"
     if chosen is not None and chosen.candidate.id == cid:
-        why = "highest throughput per GPU within the TTFT target" if met else "lowest TTFT (no candidate meets the target)"
+        why = (
+            "highest throughput per GPU within the TTFT target"
+            if met
+            else "lowest TTFT (no candidate meets the target)"
+        )
         return CandidateVerdict(candidate_id=cid, phase="prefill", status="chosen", reason=f"{mine}: {why}")
     assert chosen is not None
     win = chosen.candidate.label
@@ -227,35 +261,50 @@ def _prefill_verdict(cid: str, opts: list[PrefillOption], chosen: PrefillOption 
     return CandidateVerdict(candidate_id=cid, phase="prefill", status="lost", reason=reason)
 
 
-def _decode_verdict(cid: str, opts: list[DecodeOption], chosen: DecodeOption | None, met: bool,
-                    target: float, context: int) -> CandidateVerdict:
+def _decode_verdict(
+    cid: str, opts: list[DecodeOption], chosen: DecodeOption | None, met: bool, target: float, context: int
+) -> CandidateVerdict:
     if not opts:
-        return CandidateVerdict(candidate_id=cid, phase="decode", status="lost",
-                                reason=f"no decode points to evaluate at context {context} (KV cache too small?)")
+        return CandidateVerdict(
+            candidate_id=cid,
+            phase="decode",
+            status="lost",
+            reason=f"no decode points to evaluate at context {context} (KV cache too small?)",
+        )
 
     def how(o: DecodeOption) -> str:
         return ", interpolated" if o.interpolated else ""
 
     best = _best_feasible(opts, lambda o: o.itl_ms, target)
     if chosen is not None and chosen.candidate.id == cid:
-        mine = (f"ITL {chosen.itl_ms:.2f} ms, {chosen.thpt_per_gpu:.2f} tokens/s/GPU at concurrency "
-                f"{chosen.concurrency}, context {context}{how(chosen)}")
-        why = "highest throughput per GPU within the ITL target" if met else "lowest ITL (no candidate meets the target)"
+        mine = (
+            f"ITL {chosen.itl_ms:.2f} ms, {chosen.thpt_per_gpu:.2f} tokens/s/GPU at concurrency "
+            f"{chosen.concurrency}, context {context}{how(chosen)}"
+        )
+        why = (
+            "highest throughput per GPU within the ITL target" if met else "lowest ITL (no candidate meets the target)"
+        )
         return CandidateVerdict(candidate_id=cid, phase="decode", status="chosen", reason=f"{mine}: {why}")
     assert chosen is not None
     win = chosen.candidate.label
     if best is None:
         low = min(opts, key=lambda o: o.itl_ms)
-        reason = (f"lowest ITL {low.itl_ms:.2f} ms (concurrency {low.concurrency}, context {context}{how(low)}) "
-                  f"misses the {target:g} ms target")
+        reason = (
+            f"lowest ITL {low.itl_ms:.2f} ms (concurrency {low.concurrency}, context {context}{how(low)}) "
+            f"misses the {target:g} ms target"
+        )
         if not met:
             reason += f" and is higher than {win}'s {chosen.itl_ms:.2f} ms"
     elif abs(best.thpt_per_gpu - chosen.thpt_per_gpu) <= TIE_RTOL * chosen.thpt_per_gpu:
-        reason = (f"best {best.thpt_per_gpu:.2f} tokens/s/GPU at ITL {best.itl_ms:.2f} ms ties {win}; "
-                  f"{win} uses fewer GPUs or has lower ITL")
+        reason = (
+            f"best {best.thpt_per_gpu:.2f} tokens/s/GPU at ITL {best.itl_ms:.2f} ms ties {win}; "
+            f"{win} uses fewer GPUs or has lower ITL"
+        )
     else:
-        reason = (f"best within the target: {best.thpt_per_gpu:.2f} tokens/s/GPU at ITL {best.itl_ms:.2f} ms "
-                  f"(concurrency {best.concurrency}{how(best)}), below {win}'s {chosen.thpt_per_gpu:.2f}")
+        reason = (
+            f"best within the target: {best.thpt_per_gpu:.2f} tokens/s/GPU at ITL {best.itl_ms:.2f} ms "
+            f"(concurrency {best.concurrency}{how(best)}), below {win}'s {chosen.thpt_per_gpu:.2f}"
+        )
     return CandidateVerdict(candidate_id=cid, phase="decode", status="lost", reason=reason)
 
 
@@ -271,8 +320,9 @@ def replica_counts(rate: float, isl: int, osl: int, prefill: PrefillChoice, deco
 # ---------------------------------------------------------------------------
 # the pure entry point
 # ---------------------------------------------------------------------------
-def _interpolators(profile: CandidateProfile, warnings: list[str]) -> tuple[PrefillInterpolator | None,
-                                                                             DecodeInterpolator | None]:
+def _interpolators(
+    profile: CandidateProfile, warnings: list[str]
+) -> tuple[PrefillInterpolator | None, DecodeInterpolator | None]:
     pre = dec = None
     try:
         if profile.prefill:
@@ -287,7 +337,9 @@ def _interpolators(profile: CandidateProfile, warnings: list[str]) -> tuple[Pref
     return pre, dec
 
 
-def _profile_verdicts(plan: Plan | None, profiles: dict[str, CandidateProfile]) -> tuple[list[CandidateVerdict], list[str]]:
+def _profile_verdicts(
+    plan: Plan | None, profiles: dict[str, CandidateProfile]
+) -> tuple[list[CandidateVerdict], list[str]]:
     """Verdicts of candidates that never produced usable measurements, and the ids that did."""
     verdicts: list[CandidateVerdict] = []
     usable: list[str] = []
@@ -297,14 +349,29 @@ def _profile_verdicts(plan: Plan | None, profiles: dict[str, CandidateProfile]) 
         pc = next((p for p in plan.candidates if p.id == cid), None) if plan else None
         prof = profiles.get(cid)
         if pc is not None and pc.status != "runnable":
-            verdicts.append(CandidateVerdict(candidate_id=cid, phase="both", status="infeasible",
-                                             reason=f"dropped by the plan: {pc.reason}"))
+            verdicts.append(
+                CandidateVerdict(
+                    candidate_id=cid, phase="both", status="infeasible", reason=f"dropped by the plan: {pc.reason}"
+                )
+            )
         elif prof is None:
-            verdicts.append(CandidateVerdict(candidate_id=cid, phase="both", status="failed",
-                                             reason=f"no profile: profiles/{cid}.json is missing (its bench step did not finish)"))
+            verdicts.append(
+                CandidateVerdict(
+                    candidate_id=cid,
+                    phase="both",
+                    status="failed",
+                    reason=f"no profile: profiles/{cid}.json is missing (its bench step did not finish)",
+                )
+            )
         elif prof.status != "ok":
-            verdicts.append(CandidateVerdict(candidate_id=cid, phase="both", status=prof.status,
-                                             reason=prof.reason or f"bench reported {prof.status} without a reason"))
+            verdicts.append(
+                CandidateVerdict(
+                    candidate_id=cid,
+                    phase="both",
+                    status=prof.status,
+                    reason=prof.reason or f"bench reported {prof.status} without a reason",
+                )
+            )
         else:
             usable.append(cid)
     return verdicts, usable
@@ -325,11 +392,16 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         if v.status == "failed":
             warnings.append(f"{v.candidate_id} failed: {v.reason}")
     if plan is not None:
-        stale = [cid for cid in usable if by_id[cid].provenance.request_key
-                 and by_id[cid].provenance.request_key != plan.request_key]
+        stale = [
+            cid
+            for cid in usable
+            if by_id[cid].provenance.request_key and by_id[cid].provenance.request_key != plan.request_key
+        ]
         if stale:
-            warnings.append(f"profiles {', '.join(stale)} were measured under a different request than the plan "
-                            "(model, hardware, backend or sweep changed); their numbers may not apply")
+            warnings.append(
+                f"profiles {', '.join(stale)} were measured under a different request than the plan "
+                "(model, hardware, backend or sweep changed); their numbers may not apply"
+            )
 
     p_opts: list[PrefillOption] = []
     d_opts: list[DecodeOption] = []
@@ -344,8 +416,10 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
             pre_i[cid] = pi
             lo, hi = pi.isl_range
             if not any(p.isl == isl for p in prof.prefill) and not lo <= isl <= hi:
-                warnings.append(f"{cid}: ISL {isl} is outside the measured prefill range {lo:.0f}-{hi:.0f}; "
-                                "its TTFT is extrapolated")
+                warnings.append(
+                    f"{cid}: ISL {isl} is outside the measured prefill range {lo:.0f}-{hi:.0f}; "
+                    "its TTFT is extrapolated"
+                )
         if di is not None:
             dec_i[cid] = di
         p_by[cid] = prefill_options(prof, isl, pi)
@@ -377,11 +451,15 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
     prefill_data = PrefillPlannerData.from_profile(by_id[p_pick.candidate.id]) if p_pick else None
     decode_data = DecodePlannerData.from_profile(by_id[d_pick.candidate.id]) if d_pick else None
     if prefill_data is not None and len(prefill_data.prefill_isl) < DYNAMO_MIN_PREFILL_POINTS:
-        warnings.append(f"the chosen prefill engine has {len(prefill_data.prefill_isl)} ISL points; Dynamo's planner "
-                        f"needs at least {DYNAMO_MIN_PREFILL_POINTS} (raise --prefill-interpolation-granularity)")
+        warnings.append(
+            f"the chosen prefill engine has {len(prefill_data.prefill_isl)} ISL points; Dynamo's planner "
+            f"needs at least {DYNAMO_MIN_PREFILL_POINTS} (raise --prefill-interpolation-granularity)"
+        )
     if decode_data is not None and len(set(decode_data.y_context_length)) < 2:
-        warnings.append("the chosen decode engine was measured at a single context length; Dynamo's planner needs "
-                        "two or more to triangulate its decode surface (raise --decode-interpolation-granularity)")
+        warnings.append(
+            "the chosen decode engine was measured at a single context length; Dynamo's planner needs "
+            "two or more to triangulate its decode surface (raise --decode-interpolation-granularity)"
+        )
 
     selection = Selection(
         model=plan.model.name if plan else request.model,
@@ -401,9 +479,16 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         warnings=warnings,
         recommendation=recommendation,
     )
-    return FitResult(selection=selection, prefill_data=prefill_data, decode_data=decode_data,
-                     prefill_options=p_opts, decode_options=d_opts, prefill_interpolators=pre_i,
-                     decode_interpolators=dec_i, profiles=list(profiles))
+    return FitResult(
+        selection=selection,
+        prefill_data=prefill_data,
+        decode_data=decode_data,
+        prefill_options=p_opts,
+        decode_options=d_opts,
+        prefill_interpolators=pre_i,
+        decode_interpolators=dec_i,
+        profiles=list(profiles),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -413,14 +498,12 @@ def load_profiles(store: ArtifactStore, prefix: str = "profiles/") -> list[Candi
     """Every profile under `prefix`; an unreadable file is a UserError naming it."""
     from pydantic import ValidationError
 
-    from steps.store import read_model
-
-    from steps.store import Layout
+    from steps.store import Layout, read_model
 
     not_profiles = {Layout.REQUEST, Layout.PLAN, Layout.SELECTION, Layout.PREFILL_JSON, Layout.DECODE_JSON}
     out = []
     for key in store.list(prefix):
-        name = key[len(prefix):]
+        name = key[len(prefix) :]
         if not name.endswith(".json") or "/" in name or name in not_profiles:
             continue
         try:

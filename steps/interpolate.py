@@ -22,10 +22,11 @@ SLA planner does with the same files: `interp1d(kind="cubic")` over ISL with cla
 `griddata(method="cubic")` onto a 100x100 (kv_usage, context) grid, NaN cells filled by nearest,
 looked up at the nearest grid cell.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations
-from typing import Sequence
 
 import numpy as np
 
@@ -96,8 +97,12 @@ def _pchip(x: np.ndarray, y: np.ndarray, d: np.ndarray, q: np.ndarray) -> np.nda
     h = x[i + 1] - x[i]
     t = (q - x[i]) / h
     t2, t3 = t * t, t * t * t
-    return ((2 * t3 - 3 * t2 + 1) * y[i] + (t3 - 2 * t2 + t) * h * d[i]
-            + (-2 * t3 + 3 * t2) * y[i + 1] + (t3 - t2) * h * d[i + 1])
+    return (
+        (2 * t3 - 3 * t2 + 1) * y[i]
+        + (t3 - 2 * t2 + t) * h * d[i]
+        + (-2 * t3 + 3 * t2) * y[i + 1]
+        + (t3 - t2) * h * d[i + 1]
+    )
 
 
 class _Residual1D:
@@ -224,8 +229,15 @@ class DecodeInterpolator:
     SATURATION_SCALES = np.geomspace(1.0, 512.0, 28)
     SATURATION_GAIN = 0.8  # keep the extra term only if it cuts the squared relative error by 20%
 
-    def __init__(self, concurrency: ArrayLike, context: ArrayLike, itl_ms: ArrayLike, thpt_per_gpu: ArrayLike,
-                 max_kv_tokens: int, attn_dp: int | None = None) -> None:
+    def __init__(
+        self,
+        concurrency: ArrayLike,
+        context: ArrayLike,
+        itl_ms: ArrayLike,
+        thpt_per_gpu: ArrayLike,
+        max_kv_tokens: int,
+        attn_dp: int | None = None,
+    ) -> None:
         b = np.asarray(concurrency, dtype=float)
         c = np.asarray(context, dtype=float)
         y = np.asarray(itl_ms, dtype=float)
@@ -233,7 +245,9 @@ class DecodeInterpolator:
         ok = np.isfinite(b) & np.isfinite(c) & np.isfinite(y) & np.isfinite(t) & (b > 0) & (c > 0) & (y > 0) & (t > 0)
         b, c, y, t = b[ok], c[ok], y[ok], t[ok]
         if len(b) == 0:
-            raise ValueError("decode interpolation needs at least one point with positive concurrency, ITL and throughput")
+            raise ValueError(
+                "decode interpolation needs at least one point with positive concurrency, ITL and throughput"
+            )
         # a sweep's concurrencies are multiples of attn_dp (its smallest point is attn_dp itself)
         self.attn_dp = int(attn_dp or max(1, int(np.gcd.reduce(np.round(b).astype(np.int64)))))
         self.concurrency, self.context, self.itl, self.thpt = b, c, y, t
@@ -268,15 +282,24 @@ class DecodeInterpolator:
         return best[0], best[2]
 
     @classmethod
-    def from_points(cls, points: Sequence[DecodePoint], max_kv_tokens: int, attn_dp: int | None = None) -> DecodeInterpolator:
-        return cls([p.concurrency for p in points], [p.context for p in points], [p.itl_ms for p in points],
-                   [p.thpt_per_gpu for p in points], max_kv_tokens, attn_dp)
+    def from_points(
+        cls, points: Sequence[DecodePoint], max_kv_tokens: int, attn_dp: int | None = None
+    ) -> DecodeInterpolator:
+        return cls(
+            [p.concurrency for p in points],
+            [p.context for p in points],
+            [p.itl_ms for p in points],
+            [p.thpt_per_gpu for p in points],
+            max_kv_tokens,
+            attn_dp,
+        )
 
     @classmethod
     def from_planner_data(cls, data: DecodePlannerData, attn_dp: int | None = None) -> DecodeInterpolator:
         """Rebuilt from the planner files; attn_dp defaults to the gcd of the recovered concurrencies."""
-        return cls(data.concurrency(), data.y_context_length, data.z_itl, data.z_thpt_per_gpu, data.max_kv_tokens,
-                   attn_dp)
+        return cls(
+            data.concurrency(), data.y_context_length, data.z_itl, data.z_thpt_per_gpu, data.max_kv_tokens, attn_dp
+        )
 
     def _shape(self, b: np.ndarray, c: np.ndarray) -> np.ndarray:
         a0, a1, a2, a3 = self.coef
@@ -317,8 +340,9 @@ class DecodeInterpolator:
             return float(np.ravel(itl)[0]), float(np.ravel(thpt)[0])
         return itl, thpt
 
-    def best_under_itl(self, itl_target_ms: float, context: float, max_concurrency: int | None = None,
-                       step: int | None = None) -> tuple[int, float, float] | None:
+    def best_under_itl(
+        self, itl_target_ms: float, context: float, max_concurrency: int | None = None, step: int | None = None
+    ) -> tuple[int, float, float] | None:
         """Highest-throughput concurrency at `context` whose ITL meets the target:
         (concurrency, ITL ms, thpt/GPU), or None when even one request misses it."""
         most = max_concurrency or max(1, int(self.max_kv_tokens // max(context, 1.0)))

@@ -15,6 +15,7 @@ The gate is a small wrapper around AIPerf's own CLI (`python -m steps.loadgen --
 -- <aiperf profile args>`) that holds the system controller's PROFILE_START until the file
 exists; it is tied to aiperf 0.13 and falls back to an ungated run if that hook moves.
 """
+
 from __future__ import annotations
 
 import json
@@ -151,17 +152,27 @@ def build_command(spec: LoadSpec, artifact_dir: Path, input_file: Path | None = 
     """`aiperf profile ...` arguments (without the leading executable) for `spec`."""
     args = [
         "profile",
-        "--model", spec.model,
-        "--url", spec.url,
-        "--endpoint-type", spec.endpoint_type,
+        "--model",
+        spec.model,
+        "--url",
+        spec.url,
+        "--endpoint-type",
+        spec.endpoint_type,
         "--streaming",
-        "--tokenizer", spec.tokenizer,
-        "--concurrency", str(spec.concurrency),
-        "--request-count", str(spec.request_count),
-        "--random-seed", str(spec.random_seed),
-        "--request-timeout-seconds", f"{spec.request_timeout_s:g}",
-        "--artifact-dir", str(artifact_dir),
-        "--ui", "none",
+        "--tokenizer",
+        spec.tokenizer,
+        "--concurrency",
+        str(spec.concurrency),
+        "--request-count",
+        str(spec.request_count),
+        "--random-seed",
+        str(spec.random_seed),
+        "--request-timeout-seconds",
+        f"{spec.request_timeout_s:g}",
+        "--artifact-dir",
+        str(artifact_dir),
+        "--ui",
+        "none",
         "--no-server-metrics",
         "--no-gpu-telemetry",
         "--no-auto-plot",
@@ -175,10 +186,18 @@ def build_command(spec: LoadSpec, artifact_dir: Path, input_file: Path | None = 
         if spec.isl is None or spec.osl is None:
             raise ValueError("a synthetic spec needs isl and osl")
         args += [
-            "--synthetic-input-tokens-mean", str(spec.isl), "--synthetic-input-tokens-stddev", "0",
-            "--output-tokens-mean", str(spec.osl), "--output-tokens-stddev", "0",
-            "--extra-inputs", f"min_tokens:{spec.osl}",
-            "--num-dataset-entries", str(max(spec.request_count, spec.concurrency)),
+            "--synthetic-input-tokens-mean",
+            str(spec.isl),
+            "--synthetic-input-tokens-stddev",
+            "0",
+            "--output-tokens-mean",
+            str(spec.osl),
+            "--output-tokens-stddev",
+            "0",
+            "--extra-inputs",
+            f"min_tokens:{spec.osl}",
+            "--num-dataset-entries",
+            str(max(spec.request_count, spec.concurrency)),
         ]
     if spec.request_rate:
         args += ["--request-rate", f"{spec.request_rate:g}", "--arrival-pattern", "constant"]
@@ -225,8 +244,7 @@ class LoadRun:
         env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # AIPerf's tokenizer import: no PyTorch advice
         self.started = time.monotonic()
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         if self.gate_file is None:
             self.gate_opened_at = self.started
         return self
@@ -308,9 +326,13 @@ class LoadRun:
             rc = self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
-            result = LoadResult(label=self.spec.label, ok=False, failure="timeout",
-                                reason=f"AIPerf run {self.spec.label} did not finish within {timeout_s:.0f} s",
-                                artifact_dir=str(self.artifact_dir))
+            result = LoadResult(
+                label=self.spec.label,
+                ok=False,
+                failure="timeout",
+                reason=f"AIPerf run {self.spec.label} did not finish within {timeout_s:.0f} s",
+                artifact_dir=str(self.artifact_dir),
+            )
             result.wall_s = time.monotonic() - self.started
             return result
         _reap_group(self.proc.pid)
@@ -367,9 +389,19 @@ def run_load(spec: LoadSpec, workdir: Path, timeout_s: float | None = None) -> L
 # ---------------------------------------------------------------------------
 # parsing and failure classification
 # ---------------------------------------------------------------------------
-_UNREACHABLE = ("connection refused", "cannot connect", "clientconnectorerror", "connect call failed",
-                "server disconnected", "connection reset", "serverdisconnectederror", "remote end closed",
-                "clientoserror", "connectionreseterror", "brokenpipe")
+_UNREACHABLE = (
+    "connection refused",
+    "cannot connect",
+    "clientconnectorerror",
+    "connect call failed",
+    "server disconnected",
+    "connection reset",
+    "serverdisconnectederror",
+    "remote end closed",
+    "clientoserror",
+    "connectionreseterror",
+    "brokenpipe",
+)
 _TIMEOUT = ("timeout", "timed out")
 
 
@@ -413,7 +445,11 @@ def _record(line: str) -> RequestRecord | None:
     error = raw.get("error")
     if isinstance(error, dict):
         error = f"{error.get('type') or ''} {error.get('code') or ''}: {error.get('message') or ''}".strip()
-    isl, osl, cached = value("input_sequence_length"), value("output_sequence_length"), value("usage_prompt_cache_read_tokens")
+    isl, osl, cached = (
+        value("input_sequence_length"),
+        value("output_sequence_length"),
+        value("usage_prompt_cache_read_tokens"),
+    )
     return RequestRecord(
         phase=str(meta.get("benchmark_phase") or meta.get("phase_kind") or "profiling"),
         session=int(meta.get("session_num") or 0),
@@ -438,8 +474,13 @@ def _gaps(metric: Any) -> list[float]:
     return [float(v) * per_ms for v in metric["value"] if isinstance(v, (int, float))]
 
 
-def parse_artifacts(artifact_dir: Path, returncode: int | None, label: str = "", log_tail: str = "",
-                    error_threshold: float = DEFAULT_ERROR_THRESHOLD) -> LoadResult:
+def parse_artifacts(
+    artifact_dir: Path,
+    returncode: int | None,
+    label: str = "",
+    log_tail: str = "",
+    error_threshold: float = DEFAULT_ERROR_THRESHOLD,
+) -> LoadResult:
     """The LoadResult of a finished AIPerf run; `ok` only for a complete, error-free (enough) run."""
     res = LoadResult(label=label, ok=False, returncode=returncode, artifact_dir=str(artifact_dir))
     summary_path = artifact_dir / SUMMARY_FILE
@@ -455,11 +496,16 @@ def parse_artifacts(artifact_dir: Path, returncode: int | None, label: str = "",
         res.failure, res.reason = "aiperf_failed", f"{summary_path} is not valid JSON: {exc}"
         return res
     res.aiperf_version = summary.get("aiperf_version")
-    for ours, theirs in (("ttft_ms", "time_to_first_token"), ("itl_ms", "inter_token_latency"),
-                         ("output_token_throughput", "output_token_throughput"),
-                         ("request_throughput", "request_throughput"), ("request_latency_ms", "request_latency"),
-                         ("error_rate_pct", "request_error_rate"), ("isl", "input_sequence_length"),
-                         ("osl", "output_sequence_length")):
+    for ours, theirs in (
+        ("ttft_ms", "time_to_first_token"),
+        ("itl_ms", "inter_token_latency"),
+        ("output_token_throughput", "output_token_throughput"),
+        ("request_throughput", "request_throughput"),
+        ("request_latency_ms", "request_latency"),
+        ("error_rate_pct", "request_error_rate"),
+        ("isl", "input_sequence_length"),
+        ("osl", "output_sequence_length"),
+    ):
         v = _metric(summary, theirs)
         if v is not None:
             res.summary[ours] = v
@@ -528,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m steps.loadgen --gate FILE -- <aiperf profile args>", file=sys.stderr)
         return 2
     gate = Path(argv[1])
-    aiperf_args = argv[argv.index("--") + 1:]
+    aiperf_args = argv[argv.index("--") + 1 :]
     if not _install_gate(gate):
         # no hook in this aiperf: wait here instead (start-up is then not hidden)
         Path(str(gate) + GATE_READY_SUFFIX).write_text("waiting")

@@ -10,6 +10,7 @@ a stuck engine or Ctrl-C stays contained and the engine is always stopped); offl
 take milliseconds, so by default they run in this process. Profiles already in the store are
 reused when they were measured under the same request key and succeeded, unless `force`.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,9 +26,10 @@ import tempfile
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -134,8 +136,9 @@ def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
     if not smi:
         return []
     try:
-        res = subprocess.run([smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30)
+        res = subprocess.run(
+            [smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     if res.returncode != 0:
@@ -171,8 +174,9 @@ class GpuPool:
 ProgressFn = Callable[[str, int, int], None]
 
 
-def _call_bench(store: ArtifactStore, candidate_id: str, on_progress: ProgressFn | None,
-                overrides: dict[str, Any] | None = None) -> CandidateProfile:
+def _call_bench(
+    store: ArtifactStore, candidate_id: str, on_progress: ProgressFn | None, overrides: dict[str, Any] | None = None
+) -> CandidateProfile:
     """`steps.bench.run_step(store, candidate_id)`, with the progress callback and option overrides."""
     from steps import bench
 
@@ -206,8 +210,14 @@ def _die_with_parent(parent_pid: int) -> None:
         raise KeyboardInterrupt
 
 
-def _bench_worker(location: str, candidate_id: str, env: dict[str, str], overrides: dict[str, Any] | None,
-                  events: Any, parent_pid: int) -> None:
+def _bench_worker(
+    location: str,
+    candidate_id: str,
+    env: dict[str, str],
+    overrides: dict[str, Any] | None,
+    events: Any,
+    parent_pid: int,
+) -> None:
     """Worker process: measure one candidate and report through the `events` queue.
 
     SIGTERM is turned into KeyboardInterrupt, so the bench step's cleanup (stopping the engine's
@@ -220,14 +230,18 @@ def _bench_worker(location: str, candidate_id: str, env: dict[str, str], overrid
     try:
         _die_with_parent(parent_pid)
         store = open_store(location, create=False)
-        profile = _call_bench(store, candidate_id, lambda phase, done, total: events.put(
-            ("progress", candidate_id, phase, int(done), int(total))), overrides)
+        profile = _call_bench(
+            store,
+            candidate_id,
+            lambda phase, done, total: events.put(("progress", candidate_id, phase, int(done), int(total))),
+            overrides,
+        )
         events.put(("done", candidate_id, profile.status, profile.reason, _summary(profile)))
     except KeyboardInterrupt:
         events.put(("error", candidate_id, "interrupted", ""))
     except (UserError, StepFailed) as exc:
         events.put(("error", candidate_id, str(exc), ""))
-    except BaseException as exc:  # noqa: BLE001 - a crash of one candidate must not stop the run
+    except BaseException as exc:
         events.put(("error", candidate_id, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
     finally:
         _keep_output(store, candidate_id, output)
@@ -269,8 +283,13 @@ def _failed_profile(request: ProfileRequest, plan: Plan, candidate_id: str, reas
         candidate=plan.get(candidate_id).candidate,
         status="failed",
         reason=reason,
-        provenance=Provenance(method=request.method, estimator=request.sweep.estimator if request.method == "offline" else None,
-                              backend=request.backend, finished_at=utc_now(), request_key=plan.request_key),
+        provenance=Provenance(
+            method=request.method,
+            estimator=request.sweep.estimator if request.method == "offline" else None,
+            backend=request.backend,
+            finished_at=utc_now(),
+            request_key=plan.request_key,
+        ),
     )
 
 
@@ -313,8 +332,12 @@ class _BenchScheduler:
                 need = self.run.plan.get(cid).candidate.num_gpus
                 if need > self.gpu_pool.total:
                     self.pending.popleft()
-                    self.run.record_failure(cid, f"needs {need} GPUs; this machine has {self.gpu_pool.total} visible "
-                                                 f"({','.join(self.gpu_pool.all) or 'none'})", 0.0)
+                    self.run.record_failure(
+                        cid,
+                        f"needs {need} GPUs; this machine has {self.gpu_pool.total} visible "
+                        f"({','.join(self.gpu_pool.all) or 'none'})",
+                        0.0,
+                    )
                     continue
                 got = self.gpu_pool.acquire(need)
                 if got is None:
@@ -322,10 +345,12 @@ class _BenchScheduler:
                 gpus = got
             self.pending.popleft()
             env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if self.gpu_pool is not None else {}
-            proc = self.ctx.Process(target=_bench_worker,
-                                    args=(self.run.location, cid, env, self.run.bench_overrides, self.events,
-                                          os.getpid()),
-                                    name=f"slaprof-bench-{cid}", daemon=False)
+            proc = self.ctx.Process(
+                target=_bench_worker,
+                args=(self.run.location, cid, env, self.run.bench_overrides, self.events, os.getpid()),
+                name=f"slaprof-bench-{cid}",
+                daemon=False,
+            )
             proc.start()
             self.jobs[cid] = _Job(proc, gpus, time.monotonic())
             self.run.reporter.candidate_started(cid, f"GPUs {','.join(gpus)}" if gpus else "")
@@ -375,8 +400,9 @@ class _BenchScheduler:
             self._finish(cid, job)
             code = job.process.exitcode
             how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-            self.run.record_failure(cid, f"bench worker died ({how}) before writing a profile",
-                                    time.monotonic() - job.started)
+            self.run.record_failure(
+                cid, f"bench worker died ({how}) before writing a profile", time.monotonic() - job.started
+            )
 
     def stop_all(self) -> None:
         """Ctrl-C: workers got SIGINT from the terminal too (or get SIGTERM here); each stops its
@@ -400,7 +426,9 @@ class _BenchScheduler:
 # the run
 # ---------------------------------------------------------------------------
 class _Run:
-    def __init__(self, request: ProfileRequest, store: ArtifactStore, location: str, reporter: ProgressReporter) -> None:
+    def __init__(
+        self, request: ProfileRequest, store: ArtifactStore, location: str, reporter: ProgressReporter
+    ) -> None:
         self.request = request
         self.store = store
         self.location = location
@@ -444,8 +472,10 @@ def check_s3_endpoint(location: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise UserError(f"S3 endpoint {endpoint} is unreachable ({exc.strerror or type(exc).__name__}); "
-                        "check SLAPROF_S3_ENDPOINT and the network") from None
+        raise UserError(
+            f"S3 endpoint {endpoint} is unreachable ({exc.strerror or type(exc).__name__}); "
+            "check SLAPROF_S3_ENDPOINT and the network"
+        ) from None
 
 
 def _optional_step(module: str) -> Any | None:
@@ -455,8 +485,12 @@ def _optional_step(module: str) -> Any | None:
     return importlib.import_module(module)
 
 
-def run_profile(request: ProfileRequest, options: RunOptions, reporter: ProgressReporter | None = None,
-                store: ArtifactStore | None = None) -> RunResult:
+def run_profile(
+    request: ProfileRequest,
+    options: RunOptions,
+    reporter: ProgressReporter | None = None,
+    store: ArtifactStore | None = None,
+) -> RunResult:
     """plan -> bench (every candidate) -> fit -> render [-> apply]; see the module docstring.
 
     Raises UserError for problems the user can fix (unreachable S3, unwritable output) and
@@ -479,9 +513,12 @@ def run_profile(request: ProfileRequest, options: RunOptions, reporter: Progress
     run.plan = plan
     timings["plan"] = time.monotonic() - t0
     dropped = [p for p in plan.candidates if p.status != "runnable"]
-    reporter.step("plan", f"{plan.model.name} on {plan.gpu} ({request.backend}, {request.method}): "
-                          f"{len(ids)} candidate{'s' if len(ids) != 1 else ''} ({', '.join(ids)})"
-                          + (f"; {len(dropped)} dropped" if dropped else ""))
+    reporter.step(
+        "plan",
+        f"{plan.model.name} on {plan.gpu} ({request.backend}, {request.method}): "
+        f"{len(ids)} candidate{'s' if len(ids) != 1 else ''} ({', '.join(ids)})"
+        + (f"; {len(dropped)} dropped" if dropped else ""),
+    )
     result = RunResult(options.out, request, plan, timings=timings)
     t1 = time.monotonic()
     todo = _resume(run, ids, options.force)
@@ -509,7 +546,7 @@ def _discard_stale_profiles(run: _Run, ids: list[str]) -> None:
     same output: fit reads every profile under profiles/, so they would compete with this run's."""
     assert run.plan is not None
     for key in run.store.list(Layout.PROFILES):
-        cid = key[len(Layout.PROFILES):].removesuffix(".json")
+        cid = key[len(Layout.PROFILES) :].removesuffix(".json")
         if not key.endswith(".json") or "/" in cid or cid in ids:
             continue
         try:
@@ -550,9 +587,11 @@ def _bench(run: _Run, ids: list[str], options: RunOptions) -> None:
     if method == "online":
         gpus = visible_gpus()
         if not gpus:
-            raise UserError("--method online needs local GPUs and none are visible (nvidia-smi found none, "
-                            "or CUDA_VISIBLE_DEVICES hides them); use --method offline or simulate on this machine, "
-                            "or run the Argo workflow on a GPU cluster")
+            raise UserError(
+                "--method online needs local GPUs and none are visible (nvidia-smi found none, "
+                "or CUDA_VISIBLE_DEVICES hides them); use --method offline or simulate on this machine, "
+                "or run the Argo workflow on a GPU cluster"
+            )
         pool = GpuPool(gpus)
     _BenchScheduler(run, ids, parallel, pool).execute()
 
@@ -568,7 +607,7 @@ def _bench_in_process(run: _Run, ids: list[str]) -> None:
         except (UserError, StepFailed) as exc:
             run.record_failure(cid, str(exc), time.monotonic() - started)
             continue
-        except Exception as exc:  # noqa: BLE001 - one candidate's crash must not lose the others
+        except Exception as exc:
             run.record_failure(cid, f"{type(exc).__name__}: {exc}", time.monotonic() - started, traceback.format_exc())
             continue
         run.record(cid, profile.status, profile.reason, _summary(profile), time.monotonic() - started)
@@ -582,7 +621,7 @@ def _step(run: _Run, result: RunResult, name: str, fn: Callable[[], Any]) -> tup
     except (UserError, StepFailed) as exc:
         result.errors.append(f"{name}: {exc}")
         return False, None
-    except Exception as exc:  # noqa: BLE001 - report what was decided so far instead of a traceback
+    except Exception as exc:
         key = f"logs/{name}-error.txt"
         try:
             run.store.put_bytes(key, traceback.format_exc().encode(), "text/plain")

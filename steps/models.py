@@ -4,6 +4,7 @@ Inputs: a local model directory (config.json, optional hf_quant_config.json and 
 index or headers), a Hugging Face cache entry, or the Hub's metadata files.
 Output: ModelInfo, the shapes the planner and the performance model need.
 """
+
 from __future__ import annotations
 
 import json
@@ -289,8 +290,20 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise UserError(f"cannot read {path}: {exc}") from None
 
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "I32": 4,
-                "I64": 8, "I16": 2, "BOOL": 1}
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "BF16": 2,
+    "F16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I8": 1,
+    "U8": 1,
+    "I32": 4,
+    "I64": 8,
+    "I16": 2,
+    "BOOL": 1,
+}
 
 
 def checkpoint_bytes(directory: Path) -> int | None:
@@ -351,8 +364,9 @@ def _from_hub(model_id: str) -> ModelInfo:
             "holding its config.json, or allow access to the Hugging Face Hub (HF_TOKEN for gated models)"
         ) from None
     assert cfg is not None
-    info = model_info_from_config(_read_json(cfg), model_id, _read_json(quant) if quant else None,
-                                  source=f"hf://{model_id}")
+    info = model_info_from_config(
+        _read_json(cfg), model_id, _read_json(quant) if quant else None, source=f"hf://{model_id}"
+    )
     stored = _hub_checkpoint_bytes(model_id)
     return info.model_copy(update={"checkpoint_bytes": stored}) if stored else info
 

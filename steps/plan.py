@@ -8,6 +8,7 @@ Minimum GPUs per engine: the smallest power of two on which weights/GPU + runtim
 fit in the engine's memory budget. Dynamo uses ceil(weights / 0.9 / memory), which admits
 engines that then refuse to start (vLLM stops when the KV cache cannot hold max_model_len).
 """
+
 from __future__ import annotations
 
 import math
@@ -71,7 +72,9 @@ class Plan(BaseModel):
         for p in self.candidates:
             if p.id == candidate_id:
                 return p
-        raise UserError(f"candidate {candidate_id!r} is not in the plan; planned: {', '.join(p.id for p in self.candidates)}")
+        raise UserError(
+            f"candidate {candidate_id!r} is not in the plan; planned: {', '.join(p.id for p in self.candidates)}"
+        )
 
 
 def _powers_of_two(lo: int, hi: int) -> list[int]:
@@ -97,7 +100,9 @@ def divisibility_problem(model: ModelInfo, cand: Candidate) -> str | None:
     if model.is_moe:
         if model.num_experts % cand.moe_ep:
             return f"{model.num_experts} experts are not divisible by EP {cand.moe_ep}"
-        if cand.moe_tp > 1 and (model.moe_intermediate_size % cand.moe_tp or (model.moe_intermediate_size // cand.moe_tp) % block):
+        if cand.moe_tp > 1 and (
+            model.moe_intermediate_size % cand.moe_tp or (model.moe_intermediate_size // cand.moe_tp) % block
+        ):
             return f"expert intermediate size {model.moe_intermediate_size} does not split by TP {cand.moe_tp}"
     return None
 

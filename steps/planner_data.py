@@ -9,6 +9,7 @@ Outputs, relative to the run prefix:
   planner's `planner-profile-data` ConfigMap (there `max_kv_tokens` is a plain integer, which is
   what the planner's JSON loader reads).
 """
+
 from __future__ import annotations
 
 import io

@@ -6,6 +6,7 @@ per candidate and phase; elsewhere (CI logs, pods, pipes) `PlainProgress` writes
 per event, throttled so a long sweep does not flood the log. Both write to stderr: stdout
 carries only the answer (the recommendation lines and the report path).
 """
+
 from __future__ import annotations
 
 import sys

@@ -12,6 +12,7 @@ Only what the profile decides is changed in the base (or the built-in template,
 service with its mounted data. Every worker flag comes from the backend's module in
 `steps/engines/`; nothing here depends on which backend it is.
 """
+
 from __future__ import annotations
 
 import copy
@@ -85,16 +86,22 @@ def _check_name(name: str, services: list[str], given: bool) -> None:
     budget = name_budget(services)
     longest = max(services, key=service_name_cost)
     if budget < 6:
-        raise UserError(f"service name {longest!r} is too long: Dynamo needs len(DGD name) + 2 x len(service) + 4 "
-                        f"<= {POD_NAME_LIMIT} for its pod names, leaving {budget} characters for the DGD name; "
-                        "rename the service in the base DGD (e.g. to 'prefill' or 'decode')")
+        raise UserError(
+            f"service name {longest!r} is too long: Dynamo needs len(DGD name) + 2 x len(service) + 4 "
+            f"<= {POD_NAME_LIMIT} for its pod names, leaving {budget} characters for the DGD name; "
+            "rename the service in the base DGD (e.g. to 'prefill' or 'decode')"
+        )
     if not _DNS_LABEL.match(name):
-        raise UserError(f"invalid DGD name {name!r}: use lowercase letters, digits and '-', starting with a letter "
-                        "and ending with a letter or digit")
+        raise UserError(
+            f"invalid DGD name {name!r}: use lowercase letters, digits and '-', starting with a letter "
+            "and ending with a letter or digit"
+        )
     if len(name) > budget:
-        raise UserError(f"DGD name {name!r} has {len(name)} characters; with service {longest!r} Dynamo's pod names "
-                        f"allow at most {budget} (len(name) + 2 x len(service) + 4 <= {POD_NAME_LIMIT}); "
-                        + ("choose a shorter deployment name" if given else "rename the service"))
+        raise UserError(
+            f"DGD name {name!r} has {len(name)} characters; with service {longest!r} Dynamo's pod names "
+            f"allow at most {budget} (len(name) + 2 x len(service) + 4 <= {POD_NAME_LIMIT}); "
+            + ("choose a shorter deployment name" if given else "rename the service")
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -171,12 +178,14 @@ def _split_invocation(container: dict[str, Any], service: str) -> list[str]:
     command = [str(t) for t in container.get("command") or []]
     args = [str(t) for t in container.get("args") or []]
     if command and posixpath.basename(command[0]) in ("sh", "bash") and "-c" in command:
-        raise UserError(f"service {service!r} of the base DGD runs a shell command line; slaprof edits worker flags "
-                        "only in list form: give command [python3, -m, dynamo.<backend>] and args as a list")
+        raise UserError(
+            f"service {service!r} of the base DGD runs a shell command line; slaprof edits worker flags "
+            "only in list form: give command [python3, -m, dynamo.<backend>] and args as a list"
+        )
     tokens = command + args
     if "-m" in tokens:
         i = tokens.index("-m")
-        return tokens[i + 2:]
+        return tokens[i + 2 :]
     return args
 
 
@@ -187,8 +196,10 @@ def load_template(backend: str, engine_image: str, frontend_image: str) -> dict[
     try:
         text = resources.files("steps").joinpath("templates", f"{backend}.yaml").read_text()
     except FileNotFoundError:
-        raise UserError(f"no built-in DGD template for backend {backend!r}; pass --base with a disaggregated "
-                        "DynamoGraphDeployment to start from") from None
+        raise UserError(
+            f"no built-in DGD template for backend {backend!r}; pass --base with a disaggregated "
+            "DynamoGraphDeployment to start from"
+        ) from None
     return yaml.safe_load(Template(text).safe_substitute(engine_image=engine_image, frontend_image=frontend_image))
 
 
@@ -239,8 +250,16 @@ def _worker_model(request: ProfileRequest) -> str:
     return request.model
 
 
-def _set_worker(service: dict[str, Any], name: str, request: ProfileRequest, backend: EngineBackend,
-                cand: Candidate, role: str, replicas: int | None, managed: set[str]) -> None:
+def _set_worker(
+    service: dict[str, Any],
+    name: str,
+    request: ProfileRequest,
+    backend: EngineBackend,
+    cand: Candidate,
+    role: str,
+    replicas: int | None,
+    managed: set[str],
+) -> None:
     dep, per_node = request.deployment, request.hardware.gpus_per_node
     service["componentType"] = "worker"
     service["subComponentType"] = role
@@ -262,8 +281,11 @@ def _set_worker(service: dict[str, Any], name: str, request: ProfileRequest, bac
     ours = backend.dgd_worker_args(_worker_model(request), cand, role)  # type: ignore[arg-type]
     if _worker_model(request) != request.model:
         # clients ask for the model by its id, not by its folder on the PVC
-        ours = (_replace_flag(ours, "--served-model-name", request.model) if "--served-model-name" in flag_names(ours)
-                else [*ours, "--served-model-name", request.model])
+        ours = (
+            _replace_flag(ours, "--served-model-name", request.model)
+            if "--served-model-name" in flag_names(ours)
+            else [*ours, "--served-model-name", request.model]
+        )
     base_flags = _split_invocation(container, name)
     container["command"] = ["python3", "-m", backend.dynamo_module]
     container["args"] = merge_args(base_flags, ours, managed)
@@ -277,8 +299,9 @@ def _mount_model_cache(dgd: dict[str, Any], names: list[str], request: ProfileRe
     spec["pvcs"] = _ensure_named(spec.get("pvcs") or [], {"name": dep.model_cache_pvc, "create": False})
     for name in names:
         svc = spec["services"][name]
-        svc["volumeMounts"] = _ensure_named(svc.get("volumeMounts") or [],
-                                            {"name": dep.model_cache_pvc, "mountPoint": dep.model_cache_mount_path})
+        svc["volumeMounts"] = _ensure_named(
+            svc.get("volumeMounts") or [], {"name": dep.model_cache_pvc, "mountPoint": dep.model_cache_mount_path}
+        )
         svc["envs"] = _ensure_named(svc.get("envs") or [], {"name": "HF_HOME", "value": dep.model_cache_mount_path})
 
 
@@ -286,12 +309,20 @@ def _mount_configmap(service: dict[str, Any], volume: str, configmap: str, path:
     pod = service.setdefault("extraPodSpec", {})
     pod["volumes"] = _ensure_named(pod.get("volumes") or [], {"name": volume, "configMap": {"name": configmap}})
     container = _container(service)
-    container["volumeMounts"] = _ensure_named(container.get("volumeMounts") or [],
-                                              {"name": volume, "mountPath": path, "readOnly": True})
+    container["volumeMounts"] = _ensure_named(
+        container.get("volumeMounts") or [], {"name": volume, "mountPath": path, "readOnly": True}
+    )
 
 
-def _set_planner(service: dict[str, Any], selection: Selection, backend: EngineBackend, image: str | None,
-                 fallback_image: str | None, prefill: Candidate, decode: Candidate) -> None:
+def _set_planner(
+    service: dict[str, Any],
+    selection: Selection,
+    backend: EngineBackend,
+    image: str | None,
+    fallback_image: str | None,
+    prefill: Candidate,
+    decode: Candidate,
+) -> None:
     """`image`: the request's frontend image (wins); `fallback_image`: the Frontend's, for a new Planner."""
     service["componentType"] = "planner"
     service.setdefault("replicas", 1)
@@ -301,42 +332,57 @@ def _set_planner(service: dict[str, Any], selection: Selection, backend: EngineB
     elif fallback_image:
         container.setdefault("image", fallback_image)
     if "command" not in container:  # a Planner we add: Dynamo's SLA planner entry point
-        container.update(workingDir="/workspace/components/src/dynamo/planner",
-                         command=["python3", "-m", "planner_sla"])
+        container.update(
+            workingDir="/workspace/components/src/dynamo/planner", command=["python3", "-m", "planner_sla"]
+        )
     args = [str(a) for a in container.get("args") or []]
-    container["args"] = set_flag_values(args, {
-        "--environment": _flag_value(args, "--environment") or "kubernetes",
-        "--backend": backend.name,
-        "--ttft": f"{selection.ttft_ms:g}",
-        "--itl": f"{selection.itl_ms:g}",
-        "--profile-results-dir": PLANNER_DATA_DIR,
-        "--prefill-engine-num-gpu": str(prefill.num_gpus),
-        "--decode-engine-num-gpu": str(decode.num_gpus),
-    })
+    container["args"] = set_flag_values(
+        args,
+        {
+            "--environment": _flag_value(args, "--environment") or "kubernetes",
+            "--backend": backend.name,
+            "--ttft": f"{selection.ttft_ms:g}",
+            "--itl": f"{selection.itl_ms:g}",
+            "--profile-results-dir": PLANNER_DATA_DIR,
+            "--prefill-engine-num-gpu": str(prefill.num_gpus),
+            "--decode-engine-num-gpu": str(decode.num_gpus),
+        },
+    )
     _mount_configmap(service, PLANNER_CONFIGMAP, PLANNER_CONFIGMAP, PLANNER_DATA_DIR)
 
 
 def _configmap(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "slaprof"}},
-            "data": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "slaprof"}},
+        "data": data,
+    }
 
 
-def render_manifests(request: ProfileRequest, selection: Selection, prefill_json: str, decode_json: str,
-                     base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def render_manifests(
+    request: ProfileRequest,
+    selection: Selection,
+    prefill_json: str,
+    decode_json: str,
+    base: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """[ConfigMap planner-profile-data, (engine-args ConfigMap), DGD] for the selected mappings."""
     if selection.prefill is None or selection.decode is None:
         missing = " and ".join(r for r in ROLES if getattr(selection, r) is None)
-        raise UserError(f"the selection has no {missing} engine (no candidate produced results), so there is "
-                        "nothing to deploy; see selection.json's verdicts for why each candidate lost")
+        raise UserError(
+            f"the selection has no {missing} engine (no candidate produced results), so there is "
+            "nothing to deploy; see selection.json's verdicts for why each candidate lost"
+        )
     PrefillPlannerData.from_json(prefill_json)  # refuse malformed planner data before it reaches a cluster
     DecodePlannerData.from_json(decode_json)
     backend = get_backend(request.backend)
     dep = request.deployment
     frontend_image = dep.frontend_image or dep.engine_image
     if base is None:
-        dgd = load_template(request.backend, dep.engine_image or backend.default_image,
-                            frontend_image or backend.default_image)
+        dgd = load_template(
+            request.backend, dep.engine_image or backend.default_image, frontend_image or backend.default_image
+        )
     else:
         _check_base(base)
         dgd = copy.deepcopy(base)
@@ -347,8 +393,10 @@ def render_manifests(request: ProfileRequest, selection: Selection, prefill_json
     for role in ROLES:
         found = _find_service(services, "worker", role)
         if found is None:
-            raise UserError(f"the base DGD has no {role} worker: give a service with componentType worker and "
-                            f"subComponentType {role} (services: {', '.join(services)})")
+            raise UserError(
+                f"the base DGD has no {role} worker: give a service with componentType worker and "
+                f"subComponentType {role} (services: {', '.join(services)})"
+            )
         names[role] = found
     frontend = _find_service(services, "frontend")
     if frontend is None:
@@ -363,32 +411,49 @@ def render_manifests(request: ProfileRequest, selection: Selection, prefill_json
     replicas = {r: getattr(selection.replicas, r) if selection.replicas else None for r in ROLES}
     for role in ROLES:
         _set_worker(services[names[role]], names[role], request, backend, choices[role], role, replicas[role], managed)
-    _set_planner(services[planner], selection, backend, frontend_image, _container(services[frontend]).get("image"),
-                 choices["prefill"], choices["decode"])
+    _set_planner(
+        services[planner],
+        selection,
+        backend,
+        frontend_image,
+        _container(services[frontend]).get("image"),
+        choices["prefill"],
+        choices["decode"],
+    )
     _mount_model_cache(dgd, [frontend, names["prefill"], names["decode"]], request)
 
     name = dep.name or derive_name(request.model, request.backend, name_budget(list(services)))
     _check_name(name, list(services), given=bool(dep.name))
     meta = dgd.setdefault("metadata", {})
     meta.update(name=name, namespace=dep.namespace)
-    meta.setdefault("annotations", {}).update({
-        "slaprof/model": request.model,
-        "slaprof/prefill": f"{choices['prefill'].label} x{services[names['prefill']]['replicas']}",
-        "slaprof/decode": f"{choices['decode'].label} x{services[names['decode']]['replicas']}",
-        "slaprof/sla": (f"isl={selection.isl} osl={selection.osl} ttft={selection.ttft_ms:g}ms "
-                        f"itl={selection.itl_ms:g}ms"),
-    })
+    meta.setdefault("annotations", {}).update(
+        {
+            "slaprof/model": request.model,
+            "slaprof/prefill": f"{choices['prefill'].label} x{services[names['prefill']]['replicas']}",
+            "slaprof/decode": f"{choices['decode'].label} x{services[names['decode']]['replicas']}",
+            "slaprof/sla": (
+                f"isl={selection.isl} osl={selection.osl} ttft={selection.ttft_ms:g}ms itl={selection.itl_ms:g}ms"
+            ),
+        }
+    )
 
-    docs = [_configmap(PLANNER_CONFIGMAP, dep.namespace,
-                       {"prefill_raw_data.json": prefill_json, "decode_raw_data.json": decode_json})]
+    docs = [
+        _configmap(
+            PLANNER_CONFIGMAP,
+            dep.namespace,
+            {"prefill_raw_data.json": prefill_json, "decode_raw_data.json": decode_json},
+        )
+    ]
     engine_files: dict[str, str] = {}
     for role in ROLES:
         path = backend.engine_config_path(role)  # type: ignore[arg-type]
         if path:
             engine_files[posixpath.basename(path)] = yaml.safe_dump(
-                backend.engine_config(choices[role], role), sort_keys=False)  # type: ignore[arg-type]
-            _mount_configmap(services[names[role]], ENGINE_CONFIG_VOLUME, f"{name}-engine-config",
-                             posixpath.dirname(path))
+                backend.engine_config(choices[role], role), sort_keys=False
+            )  # type: ignore[arg-type]
+            _mount_configmap(
+                services[names[role]], ENGINE_CONFIG_VOLUME, f"{name}-engine-config", posixpath.dirname(path)
+            )
     if engine_files:
         docs.append(_configmap(f"{name}-engine-config", dep.namespace, engine_files))
     docs.append(dgd)
@@ -425,18 +490,22 @@ def local_model_warning(request: ProfileRequest) -> str | None:
     local = model.startswith(("/", "./", "../", "~")) or os.path.isdir(model)
     if not local or (dep.model_cache_pvc and dep.model_cache_pvc_path):
         return None
-    return (f"warning: the model is the local folder {model!r}, which the workers cannot see; render with its "
-            "Hugging Face id, or with --model-cache-pvc and --model-cache-pvc-path pointing at a copy on a PVC")
+    return (
+        f"warning: the model is the local folder {model!r}, which the workers cannot see; render with its "
+        "Hugging Face id, or with --model-cache-pvc and --model-cache-pvc-path pointing at a copy on a PVC"
+    )
 
 
 def describe(request: ProfileRequest, selection: Selection) -> str:
     rep = selection.replicas
     prefill = selection.prefill.candidate.label if selection.prefill else "-"
     decode = selection.decode.candidate.label if selection.decode else "-"
-    lines = [f"Rendered by slaprof: {request.model} on {request.backend}, {selection.gpu}",
-             f"prefill {prefill}{f' x{rep.prefill}' if rep else ''}, "
-             f"decode {decode}{f' x{rep.decode}' if rep else ''}; "
-             f"SLA TTFT {selection.ttft_ms:g} ms, ITL {selection.itl_ms:g} ms"]
+    lines = [
+        f"Rendered by slaprof: {request.model} on {request.backend}, {selection.gpu}",
+        f"prefill {prefill}{f' x{rep.prefill}' if rep else ''}, "
+        f"decode {decode}{f' x{rep.decode}' if rep else ''}; "
+        f"SLA TTFT {selection.ttft_ms:g} ms, ITL {selection.itl_ms:g} ms",
+    ]
     if rep:
         lines.append(f"replicas sized for {rep.request_rate:g} requests/s ({rep.total_gpus} GPUs)")
     warning = local_model_warning(request)

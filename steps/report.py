@@ -11,6 +11,7 @@ so it reads the same in a browser and in the Argo UI's artifact preview).
 matplotlib is imported here only (Agg canvas, no pyplot); figures are few and small and PNGs are
 compressed lightly, because the whole offline `slaprof profile` has a 3 s budget.
 """
+
 from __future__ import annotations
 
 import base64
@@ -80,11 +81,17 @@ def prefill_performance(result: FitResult) -> bytes | None:
     ax = fig.add_subplot()
     for o in result.prefill_options:
         chosen = sel.prefill is not None and o.candidate.id == sel.prefill.candidate.id
-        ax.scatter([o.ttft_ms], [o.thpt_per_gpu], s=70 if chosen else 40, marker="*" if chosen else "o",
-                   label=f"{o.candidate.label} ({o.candidate.num_gpus} GPU{'s' if o.candidate.num_gpus > 1 else ''})")
+        ax.scatter(
+            [o.ttft_ms],
+            [o.thpt_per_gpu],
+            s=70 if chosen else 40,
+            marker="*" if chosen else "o",
+            label=f"{o.candidate.label} ({o.candidate.num_gpus} GPU{'s' if o.candidate.num_gpus > 1 else ''})",
+        )
     _target_line(ax, sel.ttft_ms, f"target TTFT {sel.ttft_ms:g} ms")
-    return _finish(fig, ax, xlabel="TTFT (ms)", ylabel="prefill throughput (tokens/s/GPU)",
-                   title=f"Prefill at ISL {sel.isl}")
+    return _finish(
+        fig, ax, xlabel="TTFT (ms)", ylabel="prefill throughput (tokens/s/GPU)", title=f"Prefill at ISL {sel.isl}"
+    )
 
 
 def decode_performance(result: FitResult) -> bytes | None:
@@ -98,14 +105,27 @@ def decode_performance(result: FitResult) -> bytes | None:
         by.setdefault(o.candidate.id, []).append(o)
     for opts in by.values():
         opts.sort(key=lambda o: o.concurrency)
-        ax.plot([o.itl_ms for o in opts], [o.thpt_per_gpu for o in opts], marker="o", ms=3,
-                label=opts[0].candidate.label)
+        ax.plot(
+            [o.itl_ms for o in opts], [o.thpt_per_gpu for o in opts], marker="o", ms=3, label=opts[0].candidate.label
+        )
     if sel.decode is not None:
-        ax.scatter([sel.decode.itl_ms], [sel.decode.thpt_per_gpu], s=120, marker="*", color="black", zorder=5,
-                   label=f"chosen {sel.decode.candidate.label}")
+        ax.scatter(
+            [sel.decode.itl_ms],
+            [sel.decode.thpt_per_gpu],
+            s=120,
+            marker="*",
+            color="black",
+            zorder=5,
+            label=f"chosen {sel.decode.candidate.label}",
+        )
     _target_line(ax, sel.itl_ms, f"target ITL {sel.itl_ms:g} ms")
-    return _finish(fig, ax, xlabel="ITL (ms)", ylabel="decode throughput (tokens/s/GPU)",
-                   title=f"Decode at context {sel.isl + sel.osl // 2} over concurrency")
+    return _finish(
+        fig,
+        ax,
+        xlabel="ITL (ms)",
+        ylabel="decode throughput (tokens/s/GPU)",
+        title=f"Decode at context {sel.isl + sel.osl // 2} over concurrency",
+    )
 
 
 def cost_curves(result: FitResult) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -135,9 +155,13 @@ def cost_sla(result: FitResult) -> bytes | None:
     for label, x, y in curves:
         ax.plot(x, y, marker="o", ms=3, label=label)
     _target_line(ax, 1000.0 / sel.itl_ms, f"ITL target ({1000.0 / sel.itl_ms:.1f} tokens/s/user)")
-    return _finish(fig, ax, xlabel="tokens/s/user", ylabel="$ per 1000 requests",
-                   title=f"Cost Per 1000 i{sel.isl}o{sel.osl} requests (GPU/hour = ${GPU_COST_PER_HOUR:g}) "
-                   "Under Different SLA")
+    return _finish(
+        fig,
+        ax,
+        xlabel="tokens/s/user",
+        ylabel="$ per 1000 requests",
+        title=f"Cost Per 1000 i{sel.isl}o{sel.osl} requests (GPU/hour = ${GPU_COST_PER_HOUR:g}) Under Different SLA",
+    )
 
 
 def _prefill_curve(ax: Any, result: FitResult) -> bool:
@@ -168,7 +192,11 @@ def _decode_surface(ax: Any, result: FitResult) -> bool:
         ax.plot(batch, interp.itl_ms(batch, ctx), color=color, linewidth=1, label=f"context {ctx:.0f}")
         ax.scatter(interp.concurrency[row], interp.itl[row], color=color, s=12)
     ax.axhline(sel.itl_ms, color="red", linestyle="--", label=f"target ITL {sel.itl_ms:g} ms")
-    ax.set(xlabel="concurrency", ylabel="ITL (ms)", title=f"Decode {sel.decode.candidate.label}: fitted ITL (lines), measured (dots)")
+    ax.set(
+        xlabel="concurrency",
+        ylabel="ITL (ms)",
+        title=f"Decode {sel.decode.candidate.label}: fitted ITL (lines), measured (dots)",
+    )
     ax.legend(fontsize=6, ncol=2)
     return True
 
@@ -245,71 +273,140 @@ class _Raw(str):
 
 def render_html(result: FitResult, request: ProfileRequest, plots: dict[str, bytes]) -> str:
     sel = result.selection
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>slaprof: {_e(sel.model)}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>slaprof report: {_e(sel.model)} on {_e(sel.gpu)} ({_e(sel.backend)})</h1>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>slaprof: {_e(sel.model)}</title>"
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>slaprof report: {_e(sel.model)} on {_e(sel.gpu)} ({_e(sel.backend)})</h1>",
+    ]
     parts.append("<h2>Recommendation</h2>")
     if sel.recommendation:
         parts.append(f"<pre class='rec'>{_e(chr(10).join(sel.recommendation))}</pre>")
     else:
         parts.append("<p class='warn'>No recommendation: no candidate produced usable measurements.</p>")
     if sel.nearest_sla:
-        parts.append(f"<p class='warn'>The SLA cannot be met. Nearest achievable SLA: TTFT "
-                     f"{sel.nearest_sla.get('ttft_ms', 0):.2f} ms, ITL {sel.nearest_sla.get('itl_ms', 0):.2f} ms.</p>")
+        parts.append(
+            f"<p class='warn'>The SLA cannot be met. Nearest achievable SLA: TTFT "
+            f"{sel.nearest_sla.get('ttft_ms', 0):.2f} ms, ITL {sel.nearest_sla.get('itl_ms', 0):.2f} ms.</p>"
+        )
     if sel.replicas:
         r = sel.replicas
-        parts.append("<h3>Replicas for the request rate</h3>" + _table(
-            ["request rate (req/s)", "prefill engines", "decode engines", "total GPUs"],
-            [[f"{r.request_rate:g}", r.prefill, r.decode, r.total_gpus]], {0, 1, 2, 3}))
+        parts.append(
+            "<h3>Replicas for the request rate</h3>"
+            + _table(
+                ["request rate (req/s)", "prefill engines", "decode engines", "total GPUs"],
+                [[f"{r.request_rate:g}", r.prefill, r.decode, r.total_gpus]],
+                {0, 1, 2, 3},
+            )
+        )
     if sel.warnings:
         parts.append("<h2>Warnings</h2>" + "".join(f"<div class='warn'>{_e(w)}</div>" for w in sel.warnings))
 
     parts.append("<h2>Request</h2>")
     sla = request.sla
-    rows = [["model", request.model], ["backend", request.backend], ["method", request.method],
-            ["GPU", request.hardware.gpu], ["ISL / OSL", f"{sla.isl} / {sla.osl}"],
-            ["TTFT target", f"{sla.ttft_ms:g} ms"], ["ITL target", f"{sla.itl_ms:g} ms"],
-            ["request rate", f"{sla.request_rate:g} req/s" if sla.request_rate else "not given"],
-            ["granularity (prefill / decode)", f"{request.sweep.prefill_granularity} / {request.sweep.decode_granularity}"]]
+    rows = [
+        ["model", request.model],
+        ["backend", request.backend],
+        ["method", request.method],
+        ["GPU", request.hardware.gpu],
+        ["ISL / OSL", f"{sla.isl} / {sla.osl}"],
+        ["TTFT target", f"{sla.ttft_ms:g} ms"],
+        ["ITL target", f"{sla.itl_ms:g} ms"],
+        ["request rate", f"{sla.request_rate:g} req/s" if sla.request_rate else "not given"],
+        ["granularity (prefill / decode)", f"{request.sweep.prefill_granularity} / {request.sweep.decode_granularity}"],
+    ]
     if request.method == "offline":
         rows.append(["estimator", request.sweep.estimator])
     parts.append(_table(["setting", "value"], rows))
 
     parts.append("<h2>Candidates</h2>")
-    verdict_rows = [[v.candidate_id, v.phase, _Raw(f"<span class='{_e(v.status)}'>{_e(v.status)}</span>"), v.reason]
-                    for v in sel.verdicts]
+    verdict_rows = [
+        [v.candidate_id, v.phase, _Raw(f"<span class='{_e(v.status)}'>{_e(v.status)}</span>"), v.reason]
+        for v in sel.verdicts
+    ]
     parts.append(_table(["candidate", "phase", "verdict", "why"], verdict_rows))
     prof_rows = []
     for p in result.profiles:
         prov = p.provenance
-        prof_rows.append([p.id, p.candidate.label, p.candidate.num_gpus, p.status, f"{p.max_kv_tokens:,}",
-                          len(p.prefill), len(p.decode), prov.method + (f" ({prov.estimator})" if prov.estimator else "")])
+        prof_rows.append(
+            [
+                p.id,
+                p.candidate.label,
+                p.candidate.num_gpus,
+                p.status,
+                f"{p.max_kv_tokens:,}",
+                len(p.prefill),
+                len(p.decode),
+                prov.method + (f" ({prov.estimator})" if prov.estimator else ""),
+            ]
+        )
     if prof_rows:
-        parts.append(_table(["id", "mapping", "GPUs", "status", "max KV tokens", "prefill points", "decode points",
-                             "method"], prof_rows, {2, 4, 5, 6}))
+        parts.append(
+            _table(
+                ["id", "mapping", "GPUs", "status", "max KV tokens", "prefill points", "decode points", "method"],
+                prof_rows,
+                {2, 4, 5, 6},
+            )
+        )
 
     if result.prefill_options:
         parts.append(f"<h3>Prefill at ISL {sel.isl}</h3>")
-        parts.append(_table(["candidate", "TTFT (ms)", "throughput (tokens/s/GPU)", "meets TTFT", "source"],
-                            [[o.candidate.label, f"{o.ttft_ms:.2f}", f"{o.thpt_per_gpu:.2f}",
-                              "yes" if o.ttft_ms <= sel.ttft_ms else "no",
-                              "interpolated" if o.interpolated else "measured"] for o in result.prefill_options],
-                            {1, 2}))
+        parts.append(
+            _table(
+                ["candidate", "TTFT (ms)", "throughput (tokens/s/GPU)", "meets TTFT", "source"],
+                [
+                    [
+                        o.candidate.label,
+                        f"{o.ttft_ms:.2f}",
+                        f"{o.thpt_per_gpu:.2f}",
+                        "yes" if o.ttft_ms <= sel.ttft_ms else "no",
+                        "interpolated" if o.interpolated else "measured",
+                    ]
+                    for o in result.prefill_options
+                ],
+                {1, 2},
+            )
+        )
     if result.decode_options:
         parts.append(f"<h3>Decode at context {sel.isl + sel.osl // 2}</h3>")
-        parts.append(_table(["candidate", "concurrency", "KV usage", "ITL (ms)", "throughput (tokens/s/GPU)",
-                             "meets ITL", "source"],
-                            [[o.candidate.label, o.concurrency, f"{o.kv_usage:.3f}", f"{o.itl_ms:.2f}",
-                              f"{o.thpt_per_gpu:.2f}", "yes" if o.itl_ms <= sel.itl_ms else "no",
-                              "interpolated" if o.interpolated else "measured"] for o in result.decode_options],
-                            {1, 2, 3, 4}))
-    for title, front in (("Prefill Pareto front (TTFT vs throughput/GPU)", sel.prefill_pareto),
-                         ("Decode Pareto front (ITL vs throughput/GPU)", sel.decode_pareto)):
+        parts.append(
+            _table(
+                [
+                    "candidate",
+                    "concurrency",
+                    "KV usage",
+                    "ITL (ms)",
+                    "throughput (tokens/s/GPU)",
+                    "meets ITL",
+                    "source",
+                ],
+                [
+                    [
+                        o.candidate.label,
+                        o.concurrency,
+                        f"{o.kv_usage:.3f}",
+                        f"{o.itl_ms:.2f}",
+                        f"{o.thpt_per_gpu:.2f}",
+                        "yes" if o.itl_ms <= sel.itl_ms else "no",
+                        "interpolated" if o.interpolated else "measured",
+                    ]
+                    for o in result.decode_options
+                ],
+                {1, 2, 3, 4},
+            )
+        )
+    for title, front in (
+        ("Prefill Pareto front (TTFT vs throughput/GPU)", sel.prefill_pareto),
+        ("Decode Pareto front (ITL vs throughput/GPU)", sel.decode_pareto),
+    ):
         if front:
-            parts.append(f"<h3>{_e(title)}</h3>" + _table(
-                ["candidate", "latency (ms)", "throughput (tokens/s/GPU)", "concurrency"],
-                [[p.candidate_id, f"{p.latency_ms:.2f}", f"{p.thpt_per_gpu:.2f}", p.concurrency] for p in front],
-                {1, 2, 3}))
+            parts.append(
+                f"<h3>{_e(title)}</h3>"
+                + _table(
+                    ["candidate", "latency (ms)", "throughput (tokens/s/GPU)", "concurrency"],
+                    [[p.candidate_id, f"{p.latency_ms:.2f}", f"{p.thpt_per_gpu:.2f}", p.concurrency] for p in front],
+                    {1, 2, 3},
+                )
+            )
 
     if plots:
         parts.append("<h2>Plots</h2>")

@@ -4,6 +4,7 @@ Loads from our own YAML/JSON, from a Dynamo DynamoGraphDeploymentRequest (v1alph
 `profilingConfig.config`, camelCase or snake_case, or v1beta1), and from CLI flags named as
 in Dynamo's `profile_sla`. Flags override the file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,7 +48,11 @@ class Hardware(_Strict):
     def _check(self) -> Hardware:
         if self.gpu not in GPU_NAMES:
             raise ValueError(f"unknown GPU {self.gpu!r}; choose one of: {', '.join(GPU_NAMES)}")
-        if self.min_gpus_per_engine and self.max_gpus_per_engine and self.min_gpus_per_engine > self.max_gpus_per_engine:
+        if (
+            self.min_gpus_per_engine
+            and self.max_gpus_per_engine
+            and self.min_gpus_per_engine > self.max_gpus_per_engine
+        ):
             raise ValueError(
                 f"min_gpus_per_engine ({self.min_gpus_per_engine}) > max_gpus_per_engine ({self.max_gpus_per_engine})"
             )
@@ -180,10 +185,16 @@ def _from_profiling_config(cfg: dict[str, Any], out: dict[str, Any]) -> None:
         _set(out, "hardware.gpu", aic_system)
     _set(out, "sweep.aic_hf_id", _get(sweep, "aicHfId", "aic_hf_id"))
     _set(out, "sweep.aic_backend_version", _get(sweep, "aicBackendVersion", "aic_backend_version"))
-    _set(out, "sweep.prefill_granularity",
-         _get(sweep, "prefillInterpolationGranularity", "prefill_interpolation_granularity"))
-    _set(out, "sweep.decode_granularity",
-         _get(sweep, "decodeInterpolationGranularity", "decode_interpolation_granularity"))
+    _set(
+        out,
+        "sweep.prefill_granularity",
+        _get(sweep, "prefillInterpolationGranularity", "prefill_interpolation_granularity"),
+    )
+    _set(
+        out,
+        "sweep.decode_granularity",
+        _get(sweep, "decodeInterpolationGranularity", "decode_interpolation_granularity"),
+    )
     _set(out, "sweep.dry_run", _get(sweep, "dryRun", "dry_run"))
     dep = cfg.get("deployment") or {}
     _set(out, "model", _get(dep, "model"))

@@ -1,9 +1,10 @@
 """Data contracts between DAG steps: what `bench` writes and `fit` reads, what `fit` writes
 and `render` reads. Every step reads and writes these as JSON through the artifact store.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -14,7 +15,7 @@ ProfileStatus = Literal["ok", "infeasible", "failed"]
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class PrefillPoint(BaseModel):

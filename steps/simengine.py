@@ -15,6 +15,7 @@ milliseconds. Requests reserve prompt + max_tokens of KV cache when admitted; wh
 cache is full they wait. Finished prompts stay in a block-level prefix cache (LRU, evicted
 when space is needed), so a repeated prompt skips its prefill.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,15 +58,16 @@ class TokenCounter:
         if self._tok is not None:
             return self._tok.encode(text, add_special_tokens=False).ids
         # no tokenizer: ~4 characters a token, ids from the characters themselves
-        return [int.from_bytes(text[i:i + 4].encode()[:8].ljust(8, b"\0"), "little") for i in range(0, len(text), 4)]
+        return [int.from_bytes(text[i : i + 4].encode()[:8].ljust(8, b"\0"), "little") for i in range(0, len(text), 4)]
 
 
 def block_hashes(ids: list[int]) -> list[str]:
     """Chained hashes of the full BLOCK_TOKENS blocks of a prompt (a block depends on all before it)."""
     out, prev = [], ""
     for start in range(0, len(ids) - len(ids) % BLOCK_TOKENS, BLOCK_TOKENS):
-        prev = hashlib.blake2b((prev + ",".join(map(str, ids[start:start + BLOCK_TOKENS]))).encode(),
-                               digest_size=12).hexdigest()
+        prev = hashlib.blake2b(
+            (prev + ",".join(map(str, ids[start : start + BLOCK_TOKENS]))).encode(), digest_size=12
+        ).hexdigest()
         out.append(prev)
     return out
 
@@ -124,8 +126,15 @@ class PrefixCache:
 class Engine:
     """Continuous batching with modelled step times, a KV-cache limit and a prefix cache."""
 
-    def __init__(self, estimator: Any, max_kv_tokens: int, *, time_scale: float = 1.0,
-                 prefix_caching: bool = True, max_batched_tokens: int = 8192) -> None:
+    def __init__(
+        self,
+        estimator: Any,
+        max_kv_tokens: int,
+        *,
+        time_scale: float = 1.0,
+        prefix_caching: bool = True,
+        max_batched_tokens: int = 8192,
+    ) -> None:
         self.est = estimator
         self.max_kv_tokens = max_kv_tokens
         self.time_scale = time_scale
@@ -221,9 +230,17 @@ class Engine:
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             self.steps += 1
             if self.trace is not None:
-                self.trace.append({"name": "prefill+decode" if prefills else "decode", "ph": "X", "pid": 0, "tid": 0,
-                                   "ts": (start - self._t0) * 1e6, "dur": ms * self.time_scale * 1e3,
-                                   "args": {"prefills": len(prefills), "decodes": len(decodes)}})
+                self.trace.append(
+                    {
+                        "name": "prefill+decode" if prefills else "decode",
+                        "ph": "X",
+                        "pid": 0,
+                        "tid": 0,
+                        "ts": (start - self._t0) * 1e6,
+                        "dur": ms * self.time_scale * 1e3,
+                        "args": {"prefills": len(prefills), "decodes": len(decodes)},
+                    }
+                )
             for req in prefills:
                 req.prefilled = True
                 self.running.append(req)
@@ -291,8 +308,14 @@ class SimServer:
     async def models(self, request):
         from aiohttp import web
 
-        return web.json_response({"object": "list", "data": [
-            {"id": self.name, "object": "model", "owned_by": "slaprof", "max_model_len": self.args.max_context}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": self.name, "object": "model", "owned_by": "slaprof", "max_model_len": self.args.max_context}
+                ],
+            }
+        )
 
     async def metrics(self, request):
         from aiohttp import web
@@ -348,9 +371,16 @@ class SimServer:
         ids = self.tokens.ids(_prompt_text(body, chat))
         max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS)
         if self.args.max_context and len(ids) + max_tokens > self.args.max_context:
-            return web.json_response({"error": {"message": f"prompt ({len(ids)}) + max_tokens ({max_tokens}) exceeds "
-                                                f"the context length {self.args.max_context}",
-                                                "type": "invalid_request"}}, status=400)
+            return web.json_response(
+                {
+                    "error": {
+                        "message": f"prompt ({len(ids)}) + max_tokens ({max_tokens}) exceeds "
+                        f"the context length {self.args.max_context}",
+                        "type": "invalid_request",
+                    }
+                },
+                status=400,
+            )
         req = SimRequest(prompt_tokens=max(1, len(ids)), blocks=block_hashes(ids), max_tokens=max(1, max_tokens))
         try:
             self.engine.check(req)
@@ -361,18 +391,33 @@ class SimServer:
         created = int(time.time())
 
         def usage() -> dict[str, Any]:  # cached tokens are known once the request is admitted
-            return {"prompt_tokens": req.prompt_tokens, "completion_tokens": req.max_tokens,
-                    "total_tokens": req.prompt_tokens + req.max_tokens,
-                    "prompt_tokens_details": {"cached_tokens": req.cached_tokens}}
+            return {
+                "prompt_tokens": req.prompt_tokens,
+                "completion_tokens": req.max_tokens,
+                "total_tokens": req.prompt_tokens + req.max_tokens,
+                "prompt_tokens_details": {"cached_tokens": req.cached_tokens},
+            }
+
         obj = "chat.completion" if chat else "text_completion"
         if not body.get("stream"):
             while await req.out.get() is not None:
                 pass
             text = self.tokens.word * req.max_tokens
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
-                      if chat else {"index": 0, "text": text, "finish_reason": "length"})
-            return web.json_response({"id": rid, "object": obj, "created": created, "model": self.name,
-                                      "choices": [choice], "usage": usage()})
+            choice = (
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+                if chat
+                else {"index": 0, "text": text, "finish_reason": "length"}
+            )
+            return web.json_response(
+                {
+                    "id": rid,
+                    "object": obj,
+                    "created": created,
+                    "model": self.name,
+                    "choices": [choice],
+                    "usage": usage(),
+                }
+            )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
@@ -390,8 +435,14 @@ class SimServer:
             chunk = {"id": rid, "object": chunk_obj, "created": created, "model": self.name, "choices": [choice]}
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         if include_usage:
-            final = {"id": rid, "object": chunk_obj, "created": created, "model": self.name, "choices": [],
-                     "usage": usage()}
+            final = {
+                "id": rid,
+                "object": chunk_obj,
+                "created": created,
+                "model": self.name,
+                "choices": [],
+                "usage": usage(),
+            }
             await resp.write(b"data: " + json.dumps(final).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
@@ -420,8 +471,13 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, int]:
     cand = Candidate.parse(args.mapping)
     est = get_estimator(model, get_gpu(args.gpu), args.emulate, cand, args.estimator)
     max_kv = args.max_kv_tokens or int(est.max_kv_tokens())
-    engine = Engine(est, max_kv, time_scale=args.time_scale, prefix_caching=args.prefix_caching,
-                    max_batched_tokens=args.max_batched_tokens)
+    engine = Engine(
+        est,
+        max_kv,
+        time_scale=args.time_scale,
+        prefix_caching=args.prefix_caching,
+        max_batched_tokens=args.max_batched_tokens,
+    )
     return engine, max_kv
 
 
@@ -450,8 +506,15 @@ async def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
     engine, max_kv = build_engine(args)
-    log.info("simengine version %s: %s as %s on %s, mapping %s, time scale %g", _version(), args.model,
-             args.emulate, args.gpu, args.mapping, args.time_scale)
+    log.info(
+        "simengine version %s: %s as %s on %s, mapping %s, time scale %g",
+        _version(),
+        args.model,
+        args.emulate,
+        args.gpu,
+        args.mapping,
+        args.time_scale,
+    )
     log.info("KV cache capacity: %s tokens", f"{max_kv:,}")
     if args.startup_s > 0:  # weights loading and graph capture: the port is not open yet
         await asyncio.sleep(args.startup_s)

@@ -5,6 +5,7 @@ the Argo workflow (an S3 prefix `{{workflow.name}}/`), so a step never knows who
 Local writes go to a temporary file first and are renamed, so no partial file is ever
 presented as complete.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,8 +52,14 @@ class ArtifactStore(Protocol):
     def uri(self, key: str = "") -> str: ...
 
 
-_CONTENT_TYPES = {".json": "application/json", ".html": "text/html", ".png": "image/png", ".yaml": "application/yaml",
-                  ".npz": "application/octet-stream", ".txt": "text/plain"}
+_CONTENT_TYPES = {
+    ".json": "application/json",
+    ".html": "text/html",
+    ".png": "image/png",
+    ".yaml": "application/yaml",
+    ".npz": "application/octet-stream",
+    ".txt": "text/plain",
+}
 
 
 def content_type_for(key: str) -> str:
@@ -106,8 +113,16 @@ class LocalStore:
 class S3Store:
     """An S3 prefix through the minio SDK (MinIO, SeaweedFS, AWS S3 ...)."""
 
-    def __init__(self, endpoint: str, bucket: str, prefix: str, access_key: str | None, secret_key: str | None,
-                 secure: bool = False, region: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        bucket: str,
+        prefix: str,
+        access_key: str | None,
+        secret_key: str | None,
+        secure: bool = False,
+        region: str | None = None,
+    ) -> None:
         from minio import Minio
 
         self.endpoint, self.bucket, self.prefix = endpoint, bucket, prefix.strip("/")
@@ -124,19 +139,32 @@ class S3Store:
             return fn(*args, **kwargs)
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject"):
-                raise MissingArtifact(f"missing artifact s3://{self.bucket}/{args[1] if len(args) > 1 else ''}") from None
-            raise UserError(f"S3 {what} on {self.endpoint} bucket {self.bucket!r} failed: {exc.code}: {exc.message}") from None
+                raise MissingArtifact(
+                    f"missing artifact s3://{self.bucket}/{args[1] if len(args) > 1 else ''}"
+                ) from None
+            raise UserError(
+                f"S3 {what} on {self.endpoint} bucket {self.bucket!r} failed: {exc.code}: {exc.message}"
+            ) from None
         except (MaxRetryError, HTTPError, OSError) as exc:
-            raise UserError(f"S3 endpoint {self.endpoint} is unreachable ({type(exc).__name__}); "
-                            "check SLAPROF_S3_ENDPOINT and the network") from None
+            raise UserError(
+                f"S3 endpoint {self.endpoint} is unreachable ({type(exc).__name__}); "
+                "check SLAPROF_S3_ENDPOINT and the network"
+            ) from None
 
     def ensure_bucket(self) -> None:
         if not self._call("bucket check", self.client.bucket_exists, self.bucket):
             self._call("bucket create", self.client.make_bucket, self.bucket)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
-        self._call("upload", self.client.put_object, self.bucket, self._key(key), io.BytesIO(data), len(data),
-                   content_type=content_type or content_type_for(key))
+        self._call(
+            "upload",
+            self.client.put_object,
+            self.bucket,
+            self._key(key),
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type or content_type_for(key),
+        )
 
     def get_bytes(self, key: str) -> bytes:
         resp = self._call("download", self.client.get_object, self.bucket, self._key(key))
@@ -175,10 +203,15 @@ def open_store(location: str, create: bool = True) -> ArtifactStore:
             raise UserError(f"{location}: set SLAPROF_S3_ENDPOINT (host:port of the S3 server) to use an s3:// output")
         if not parsed.netloc or len(parsed.netloc) < 3:
             raise UserError(f"{location}: bucket name must have at least 3 characters")
-        store = S3Store(endpoint, parsed.netloc, parsed.path, os.environ.get("AWS_ACCESS_KEY_ID"),
-                        os.environ.get("AWS_SECRET_ACCESS_KEY"),
-                        secure=os.environ.get("SLAPROF_S3_SECURE", "0") in ("1", "true"),
-                        region=os.environ.get("AWS_REGION"))
+        store = S3Store(
+            endpoint,
+            parsed.netloc,
+            parsed.path,
+            os.environ.get("AWS_ACCESS_KEY_ID"),
+            os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            secure=os.environ.get("SLAPROF_S3_SECURE", "0") in ("1", "true"),
+            region=os.environ.get("AWS_REGION"),
+        )
         if create:
             store.ensure_bucket()
         return store

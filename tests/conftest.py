@@ -1,4 +1,5 @@
-"""Shared test paths. Fixtures with servers live in tests/plugins/ and are imported by the tests that use them."""
+"""Shared test paths. Fixtures with servers live in tests/plugins/, registered here for every test."""
+
 from __future__ import annotations
 
 import os
@@ -11,14 +12,19 @@ FIXTURES = ROOT / "tests" / "fixtures"
 MODELS = FIXTURES / "models"
 SHARED = ROOT.parent / "shared"
 
+# Fixtures with servers or built files: a test asks for them by name.
+pytest_plugins = ["tests.plugins.s3", "tests.plugins.tokenizer", "tests.plugins.kube"]
+
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 @pytest.fixture
 def model_dir():
     """Path of a model config fixture: model_dir('Qwen3-32B')."""
+
     def _get(name: str) -> Path:
         path = MODELS / name
         assert (path / "config.json").is_file(), path
         return path
+
     return _get

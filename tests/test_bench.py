@@ -1,5 +1,6 @@
 """The bench step: `slaprof bench --method simulate` with real AIPerf against simengine, an
 engine killed mid-sweep, and the offline method through `run_step` and the store."""
+
 from __future__ import annotations
 
 import json
@@ -18,21 +19,44 @@ from steps.request import build_request
 from steps.results import CandidateProfile
 from steps.store import Layout, LocalStore, write_model
 from tests.conftest import MODELS, ROOT
-from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401
+from tests.plugins.timing import like_the_model
 
 MODEL = str(MODELS / "Qwen3-0.6B")
-TIME_SCALE = 50.0  # modelled steps of ~2-30 ms take 0.1-1.5 s: HTTP and CPU jitter on a busy machine stay far below 10 %
-REQUEST = ["--model", MODEL, "--backend", "vllm", "--gpu", "h100_sxm", "--max-num-gpus-per-engine", "1",
-           "--max-context-length", "1024", "--isl", "200", "--osl", "8",
-           "--prefill-interpolation-granularity", "2", "--decode-interpolation-granularity", "2"]
+TIME_SCALE = 50.0  # modelled steps of ~2-30 ms take 0.1-1.5 s: HTTP and CPU jitter stay small
+REQUEST = [
+    "--model",
+    MODEL,
+    "--backend",
+    "vllm",
+    "--gpu",
+    "h100_sxm",
+    "--max-num-gpus-per-engine",
+    "1",
+    "--max-context-length",
+    "1024",
+    "--isl",
+    "200",
+    "--osl",
+    "8",
+    "--prefill-interpolation-granularity",
+    "2",
+    "--decode-interpolation-granularity",
+    "2",
+]
 
 
 def _request(method: str):
-    return build_request({"model": MODEL, "backend": "vllm", "method": method,
-                          "sla": {"isl": 200, "osl": 8, "ttft_ms": 100, "itl_ms": 10},
-                          "hardware": {"gpu": "h100_sxm", "max_gpus_per_engine": 1},
-                          "engine": {"max_context_length": 1024},
-                          "sweep": {"prefill_granularity": 2, "decode_granularity": 2}})
+    return build_request(
+        {
+            "model": MODEL,
+            "backend": "vllm",
+            "method": method,
+            "sla": {"isl": 200, "osl": 8, "ttft_ms": 100, "itl_ms": 10},
+            "hardware": {"gpu": "h100_sxm", "max_gpus_per_engine": 1},
+            "engine": {"max_context_length": 1024},
+            "sweep": {"prefill_granularity": 2, "decode_granularity": 2},
+        }
+    )
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -52,10 +76,31 @@ def _processes_mentioning(text: str) -> list[str]:
 
 def test_cli_bench_simulate_matches_the_model(tmp_path, tiny_tokenizer):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "steps.cli", "bench", *REQUEST, "--method", "simulate", "--candidate", "tp1",
-           "--out", str(out), "--max-prefill-points", "2", "--max-decode-contexts", "1",
-           "--tokenizer", str(tiny_tokenizer), "--time-scale", str(TIME_SCALE), "--sim-max-kv-tokens", "1000",
-           "--keep-workdir", "--torch-profile"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "steps.cli",
+        "bench",
+        *REQUEST,
+        "--method",
+        "simulate",
+        "--candidate",
+        "tp1",
+        "--out",
+        str(out),
+        "--max-prefill-points",
+        "2",
+        "--max-decode-contexts",
+        "1",
+        "--tokenizer",
+        str(tiny_tokenizer),
+        "--time-scale",
+        str(TIME_SCALE),
+        "--sim-max-kv-tokens",
+        "1000",
+        "--keep-workdir",
+        "--torch-profile",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PyTorch was not found" not in proc.stdout + proc.stderr  # no library noise on the terminal
@@ -70,10 +115,10 @@ def test_cli_bench_simulate_matches_the_model(tmp_path, tiny_tokenizer):
     est = get_estimator(plan.model, get_gpu("h100_sxm"), "vllm", profile.candidate)
     assert [p.isl for p in profile.prefill] == [200, 512]
     for point in profile.prefill:  # TTFT at two ISLs of the grid
-        assert point.ttft_ms == pytest.approx(est.prefill_ttft_ms(point.isl, 1), rel=0.10), point
+        assert like_the_model(point.ttft_ms, est.prefill_ttft_ms(point.isl, 1)), point
     assert [(p.isl, p.concurrency) for p in profile.decode] == [(200, 1), (200, 4)]
     for point in profile.decode:  # ITL at two concurrencies
-        assert point.itl_ms == pytest.approx(est.decode_itl_ms(point.concurrency, point.context), rel=0.10), point
+        assert like_the_model(point.itl_ms, est.decode_itl_ms(point.concurrency, point.context)), point
         assert point.kv_usage == pytest.approx(point.concurrency * point.context / 1000)
     assert profile.decode[1].thpt_per_gpu > profile.decode[0].thpt_per_gpu
 
@@ -92,8 +137,13 @@ def test_engine_killed_mid_sweep_gives_failed_with_points_so_far(tmp_path, tiny_
     request = _request("simulate")
     plan = make_plan(request)
     workdir = tmp_path / "work"
-    opts = BenchOptions(tokenizer=str(tiny_tokenizer), time_scale=TIME_SCALE, sim_max_kv_tokens=1000,
-                        max_prefill_points=1, max_decode_isls=1)
+    opts = BenchOptions(
+        tokenizer=str(tiny_tokenizer),
+        time_scale=TIME_SCALE,
+        sim_max_kv_tokens=1000,
+        max_prefill_points=1,
+        max_decode_isls=1,
+    )
     killed: list[int] = []
 
     def kill_after_first_decode_point(phase: str, done: int, total: int) -> None:

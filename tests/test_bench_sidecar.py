@@ -6,6 +6,7 @@ SLAPROF_ENGINE_SIDECAR pointing at the same folder. The engine is the simulated 
 whole contract runs without GPUs: launch script, readiness over localhost, KV capacity, the log
 teed into the folder, a crash seen from the bench, and the stop and done files ending everything.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,7 @@ from steps.perf import get_estimator
 from steps.plan import make_plan
 from steps.request import build_request
 from tests.conftest import MODELS
-from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401
+from tests.plugins.timing import like_the_model
 from workflows.bench import engine_boot
 
 MODEL = str(MODELS / "Qwen3-0.6B")
@@ -40,8 +41,9 @@ class Sidecar:
         self.shared = shared
         self.log = log
         with log.open("wb") as out:
-            self.proc = subprocess.Popen(["sh", "-c", engine_boot(str(shared))], stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                ["sh", "-c", engine_boot(str(shared))], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout=timeout)
@@ -60,11 +62,17 @@ def shared(tmp_path, monkeypatch):
 
 
 def _request():
-    return build_request({"model": MODEL, "backend": "vllm", "method": "simulate",
-                          "sla": {"isl": 200, "osl": 8, "ttft_ms": 100, "itl_ms": 10},
-                          "hardware": {"gpu": "h100_sxm", "max_gpus_per_engine": 1},
-                          "engine": {"max_context_length": 1024},
-                          "sweep": {"prefill_granularity": 2, "decode_granularity": 2}})
+    return build_request(
+        {
+            "model": MODEL,
+            "backend": "vllm",
+            "method": "simulate",
+            "sla": {"isl": 200, "osl": 8, "ttft_ms": 100, "itl_ms": 10},
+            "hardware": {"gpu": "h100_sxm", "max_gpus_per_engine": 1},
+            "engine": {"max_context_length": 1024},
+            "sweep": {"prefill_granularity": 2, "decode_granularity": 2},
+        }
+    )
 
 
 def test_bench_measures_an_engine_run_by_the_sidecar_and_everything_stops(tmp_path, shared, tiny_tokenizer):
@@ -72,8 +80,14 @@ def test_bench_measures_an_engine_run_by_the_sidecar_and_everything_stops(tmp_pa
     try:
         request = _request()
         plan = make_plan(request)
-        opts = BenchOptions(tokenizer=str(tiny_tokenizer), time_scale=TIME_SCALE, sim_max_kv_tokens=1000,
-                            max_prefill_points=1, max_decode_isls=1, max_concurrency_points=1)
+        opts = BenchOptions(
+            tokenizer=str(tiny_tokenizer),
+            time_scale=TIME_SCALE,
+            sim_max_kv_tokens=1000,
+            max_prefill_points=1,
+            max_decode_isls=1,
+            max_concurrency_points=1,
+        )
         workdir = tmp_path / "work"
         profile = measure_candidate(request, plan, plan.runnable()[0], workdir, options=opts)
         # the sidecar exits by itself once the bench is done, so the pod can complete
@@ -84,9 +98,9 @@ def test_bench_measures_an_engine_run_by_the_sidecar_and_everything_stops(tmp_pa
     assert profile.max_kv_tokens == 1000  # read over localhost from the engine the sidecar started
     est = get_estimator(plan.model, get_gpu("h100_sxm"), "vllm", profile.candidate)
     assert len(profile.prefill) == 1 and len(profile.decode) == 1
-    assert profile.prefill[0].ttft_ms == pytest.approx(est.prefill_ttft_ms(profile.prefill[0].isl, 1), rel=0.10)
+    assert like_the_model(profile.prefill[0].ttft_ms, est.prefill_ttft_ms(profile.prefill[0].isl, 1))
     point = profile.decode[0]
-    assert point.itl_ms == pytest.approx(est.decode_itl_ms(point.concurrency, point.context), rel=0.10)
+    assert like_the_model(point.itl_ms, est.decode_itl_ms(point.concurrency, point.context))
     # the launch went through the shared folder and ran there; the engine's output was teed both to
     # the folder (read by the bench, copied into its own workdir) and to the engine container's log
     script = (shared / sidecar.SCRIPT).read_text()

@@ -1,5 +1,6 @@
 """The bench step's tokenizer: a model folder without tokenizer files, or a tokenizer that cannot
 count tokens, fails at once with what to provide (it once made the prompt builder loop forever)."""
+
 from __future__ import annotations
 
 import json
@@ -7,16 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
+import steps.engines.process
 from steps.bench import BenchOptions, PromptBuilder, load_tokenizer, measure_candidate
 from steps.errors import UserError
 from steps.plan import make_plan
 from steps.request import build_request
 from tests.conftest import MODELS, ROOT
-from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401
 
 
 @pytest.fixture
@@ -29,20 +29,33 @@ def bare_model(tmp_path):
 
 
 def _simulate_request(model: str):
-    return build_request({"model": model, "backend": "vllm", "method": "simulate",
-                          "sla": {"isl": 200, "osl": 8, "ttft_ms": 100, "itl_ms": 10},
-                          "hardware": {"gpu": "h100_sxm", "max_gpus_per_engine": 1},
-                          "engine": {"max_context_length": 1024}})
+    return build_request(
+        {
+            "model": model,
+            "backend": "vllm",
+            "method": "simulate",
+            "sla": {"isl": 200, "osl": 8, "ttft_ms": 100, "itl_ms": 10},
+            "hardware": {"gpu": "h100_sxm", "max_gpus_per_engine": 1},
+            "engine": {"max_context_length": 1024},
+        }
+    )
 
 
 def test_measure_without_a_tokenizer_fails_fast_with_what_to_provide(tmp_path, bare_model, monkeypatch):
     monkeypatch.delenv("SLAPROF_TOKENIZER", raising=False)
     request = _simulate_request(str(bare_model))
     plan = make_plan(request)
-    started = time.monotonic()
+    started: list[str] = []
+
+    class NoEngine:
+        def __init__(self, *args, **kwargs):
+            started.append("engine")
+            raise AssertionError("an engine was started before the tokenizer was checked")
+
+    monkeypatch.setattr(steps.engines.process, "EngineProcess", NoEngine)
     with pytest.raises(UserError) as err:
         measure_candidate(request, plan, plan.runnable()[0], tmp_path / "work", options=BenchOptions.from_env())
-    assert time.monotonic() - started < 20  # before any engine or AIPerf run started
+    assert started == []  # it failed before any engine or AIPerf run started
     message = str(err.value)
     assert str(bare_model) in message and "--tokenizer DIR" in message and "SLAPROF_TOKENIZER" in message
     assert "tokenizer files" in message and "\n" not in message
@@ -50,9 +63,28 @@ def test_measure_without_a_tokenizer_fails_fast_with_what_to_provide(tmp_path, b
 
 def test_cli_bench_without_a_tokenizer_exits_2_with_one_line(tmp_path, bare_model):
     env = {k: v for k, v in os.environ.items() if k != "SLAPROF_TOKENIZER"}
-    cmd = [sys.executable, "-m", "steps.cli", "bench", "--model", str(bare_model), "--gpu", "h100_sxm",
-           "--method", "simulate", "--candidate", "tp1", "--isl", "200", "--osl", "8",
-           "--max-context-length", "1024", "--out", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "steps.cli",
+        "bench",
+        "--model",
+        str(bare_model),
+        "--gpu",
+        "h100_sxm",
+        "--method",
+        "simulate",
+        "--candidate",
+        "tp1",
+        "--isl",
+        "200",
+        "--osl",
+        "8",
+        "--max-context-length",
+        "1024",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -71,9 +103,11 @@ def test_a_tokenizer_that_yields_no_tokens_is_refused(tmp_path):
 
 
 def test_a_tokenizer_folder_is_read_without_transformers(tiny_tokenizer):
-    code = ("import sys; from steps.bench import PromptBuilder; "
-            f"b = PromptBuilder({str(tiny_tokenizer)!r}); p = b.make(300, 'tag'); "
-            "print(len(b.encode(p)), 'transformers' in sys.modules)")
+    code = (
+        "import sys; from steps.bench import PromptBuilder; "
+        f"b = PromptBuilder({str(tiny_tokenizer)!r}); p = b.make(300, 'tag'); "
+        "print(len(b.encode(p)), 'transformers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     length, imported = out.stdout.split()

@@ -4,14 +4,16 @@ Every rendered Argo object is validated against the Argo v4.1.2 CRDs (strict); t
 WorkflowTemplate must equal what Hera generated except at the fields values own; RBAC must
 be exactly the least-privilege rule set; bad values must fail at render.
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import helm_python.chart as helm_chart  # helm-python-sdk: the real Helm engine (a dev dependency)
 import pytest
@@ -35,7 +37,9 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 @pytest.fixture(scope="module")
 def chart_dir() -> Path:
     for name in GENERATED.values():
-        assert (CHART / "files" / name).is_file(), f"charts/slaprof/files/{name} is missing: run `slaprof workflow render --out DIR`"
+        assert (CHART / "files" / name).is_file(), (
+            f"charts/slaprof/files/{name} is missing: run `slaprof workflow render --out DIR`"
+        )
     return CHART
 
 
@@ -150,8 +154,9 @@ def test_notes_tell_how_to_submit(chart: Any) -> None:
     assert f"argo submit -n {NAMESPACE} --from workflowtemplate/slaprof-profile" in notes
     assert "-p model=" in notes
     assert "WARNING: no artifact storage is configured" in notes
-    notes = next(text for path, text in render_text(chart, ci_values("full-values.yaml")).items()
-                 if path.endswith("NOTES.txt"))
+    notes = next(
+        text for path, text in render_text(chart, ci_values("full-values.yaml")).items() if path.endswith("NOTES.txt")
+    )
     assert "WARNING" not in notes and "argo cron list" in notes
 
 
@@ -180,8 +185,14 @@ def test_full_values_override_exactly_their_fields(chart: Any, generated: dict[s
                 slaprof_containers.add(f"spec.templates[{i}].{field}")
     assert slaprof_containers, "the generated template runs no container in the slaprof image"
     param_index = {p["name"]: i for i, p in enumerate(hera["spec"]["arguments"]["parameters"])}
-    set_params = {"gpu-resource", "gpu-node-selector", "gpu-tolerations", "bench-timeout", "apply-timeout",
-                  *values["profile"]["parameters"]}
+    set_params = {
+        "gpu-resource",
+        "gpu-node-selector",
+        "gpu-tolerations",
+        "bench-timeout",
+        "apply-timeout",
+        *values["profile"]["parameters"],
+    }
     allowed = {"metadata.namespace", "spec.serviceAccountName", "spec.imagePullSecrets", "spec.activeDeadlineSeconds"}
     allowed |= {f"spec.arguments.parameters[{param_index[n]}].value" for n in set_params}
     for c in slaprof_containers:
@@ -242,14 +253,25 @@ def test_cron_workflow_from_values(chart: Any, generated: dict[str, dict[str, An
     assert cron["metadata"]["name"] == hera["metadata"]["name"] == "slaprof-reprofile"
     assert cron["spec"]["workflowSpec"]["workflowTemplateRef"]["name"] == wt["metadata"]["name"]
     c = values["cron"]
-    for key in ("schedules", "timezone", "suspend", "concurrencyPolicy", "startingDeadlineSeconds",
-                "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+    for key in (
+        "schedules",
+        "timezone",
+        "suspend",
+        "concurrencyPolicy",
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ):
         assert cron["spec"][key] == c[key], key
     run_params = {p["name"]: p["value"] for p in cron["spec"]["workflowSpec"]["arguments"]["parameters"]}
-    hera_params = {p["name"]: p["value"] for p in hera["spec"]["workflowSpec"].get("arguments", {}).get("parameters", [])}
+    hera_params = {
+        p["name"]: p["value"] for p in hera["spec"]["workflowSpec"].get("arguments", {}).get("parameters", [])
+    }
     assert run_params == {**hera_params, **{k: argo_str(v) for k, v in c["parameters"].items()}}
     allowed = {"metadata.namespace", *(f"spec.{k}" for k in c if k not in ("enabled", "parameters"))}
-    changed = {p for p in diff_paths(hera, cron) if not p.startswith(("metadata.labels", "spec.workflowSpec.arguments."))}
+    changed = {
+        p for p in diff_paths(hera, cron) if not p.startswith(("metadata.labels", "spec.workflowSpec.arguments."))
+    }
     assert changed <= allowed, sorted(changed - allowed)
     assert not any(d["kind"] == "CronWorkflow" for d in render(chart))  # off by default
 
@@ -299,7 +321,11 @@ def test_roles_are_least_privilege(chart: Any, values_file: str | None) -> None:
     sa = one(docs, "ServiceAccount")
     for b in bindings:
         assert b["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": ns}]
-        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]["metadata"]["name"]}
+        assert b["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": roles[0]["metadata"]["name"],
+        }
     namespaces = {r["metadata"]["namespace"] for r in roles}
     assert namespaces == {ns, *values.get("rbac", {}).get("deploymentNamespaces", [])}
 
@@ -318,13 +344,24 @@ def test_artifact_repository_bring_your_own_s3(chart: Any, generated: dict[str, 
     repo_cm = one(docs, "ConfigMap", ref["configMap"])
     assert repo_cm["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"] == ref["key"]
     repo = yaml.safe_load(repo_cm["data"][ref["key"]])
-    assert repo == {"archiveLogs": True, "s3": {
-        "endpoint": s3["endpoint"], "bucket": s3["bucket"], "insecure": s3["insecure"], "region": s3["region"],
-        "accessKeySecret": {"name": s3["existingSecret"], "key": s3["accessKeyKey"]},
-        "secretKeySecret": {"name": s3["existingSecret"], "key": s3["secretKeyKey"]}}}
+    assert repo == {
+        "archiveLogs": True,
+        "s3": {
+            "endpoint": s3["endpoint"],
+            "bucket": s3["bucket"],
+            "insecure": s3["insecure"],
+            "region": s3["region"],
+            "accessKeySecret": {"name": s3["existingSecret"], "key": s3["accessKeyKey"]},
+            "secretKeySecret": {"name": s3["existingSecret"], "key": s3["secretKeyKey"]},
+        },
+    }
     step_cm = one(docs, "ConfigMap", "slaprof-s3")
-    assert step_cm["data"] == {"SLAPROF_S3_ENDPOINT": s3["endpoint"], "SLAPROF_S3_BUCKET": s3["bucket"],
-                               "SLAPROF_S3_SECURE": "0" if s3["insecure"] else "1", "AWS_REGION": s3["region"]}
+    assert step_cm["data"] == {
+        "SLAPROF_S3_ENDPOINT": s3["endpoint"],
+        "SLAPROF_S3_BUCKET": s3["bucket"],
+        "SLAPROF_S3_SECURE": "0" if s3["insecure"] else "1",
+        "AWS_REGION": s3["region"],
+    }
     assert not any(d["kind"] == "Secret" for d in docs)  # credentials stay in the user's Secret
     # Cloud identity instead of a Secret.
     sdk = {"artifacts": {"s3": {"endpoint": "s3.amazonaws.com", "useSDKCreds": True}}}
@@ -353,8 +390,14 @@ def test_optional_minio(chart: Any, generated: dict[str, dict[str, Any]]) -> Non
     assert one(docs, "ConfigMap", "slaprof-s3")["data"]["SLAPROF_S3_ENDPOINT"] == repo["endpoint"]
     # The workflow reads the MinIO Secret for the steps' own S3 access too.
     wt = one(docs, "WorkflowTemplate")
-    env_secrets = {e["secretRef"]["name"] for t in wt["spec"]["templates"] for f in ("script", "container")
-                   if f in t for e in t[f].get("envFrom", []) if "secretRef" in e}
+    env_secrets = {
+        e["secretRef"]["name"]
+        for t in wt["spec"]["templates"]
+        for f in ("script", "container")
+        if f in t
+        for e in t[f].get("envFrom", [])
+        if "secretRef" in e
+    }
     assert env_secrets == {name}
     assert not any(d["kind"] in ("Deployment", "Secret") for d in render(chart))  # off by default
 
@@ -380,8 +423,14 @@ def test_chart_names_match_the_workflow_package(chart: Any) -> None:
     assert ("WorkflowTemplate", p.TEMPLATE_NAME) in names and ("CronWorkflow", p.CRON_NAME) in names
     # Without a Secret of the user's, the workflow keeps reading the generated default name.
     wt = one(render(chart), "WorkflowTemplate")
-    env_secrets = {e["secretRef"]["name"] for t in wt["spec"]["templates"] for f in ("script", "container")
-                   if f in t for e in t[f].get("envFrom", []) if "secretRef" in e}
+    env_secrets = {
+        e["secretRef"]["name"]
+        for t in wt["spec"]["templates"]
+        for f in ("script", "container")
+        if f in t
+        for e in t[f].get("envFrom", [])
+        if "secretRef" in e
+    }
     assert env_secrets == {p.S3_SECRET}
     assert helm_chart.Chart.load(CHART).metadata["appVersion"] == p.VERSION
 
@@ -410,11 +459,17 @@ BAD_VALUES = [
     ({"cron": {"enabled": True, "parameters": {"model": "m", "pick": "sometimes"}}}, "pick"),
     ({"artifacts": {"s3": {"endpoint": "https://s3.example.com"}}}, "endpoint"),
     ({"artifacts": {"s3": {"endpoint": "s3.example.com"}}}, "existingSecret"),
-    ({"artifacts": {"s3": {"endpoint": "s3.example.com", "existingSecret": "s3", "accessKeyKey": "id"}}}, "AWS_ACCESS_KEY_ID"),
+    (
+        {"artifacts": {"s3": {"endpoint": "s3.example.com", "existingSecret": "s3", "accessKeyKey": "id"}}},
+        "AWS_ACCESS_KEY_ID",
+    ),
     ({"artifacts": {"s3": {"bucket": "B"}}}, "bucket"),
     ({"minio": {"enabled": True}}, "rootPassword"),
     ({"minio": {"enabled": True, "rootPassword": "short"}}, "rootPassword"),
-    ({"minio": {"enabled": True, "rootPassword": "long-enough"}, "artifacts": {"s3": {"endpoint": "s3:9000"}}}, "only one"),
+    (
+        {"minio": {"enabled": True, "rootPassword": "long-enough"}, "artifacts": {"s3": {"endpoint": "s3:9000"}}},
+        "only one",
+    ),
     ({"serviceAcount": {"name": "x"}}, "serviceAcount"),
     ({"rbac": {"deploymentNamespaces": ["Bad_NS"]}}, "deploymentNamespaces"),
 ]

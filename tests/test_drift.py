@@ -1,4 +1,5 @@
 """Drift report of the `record` step: history under a stable key, percent changes, threshold."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,14 +12,34 @@ from steps.results import DecodeChoice, PrefillChoice, Selection
 from steps.store import Layout, LocalStore, read_model, write_model
 
 
-def _selection(prefill: str = "tp2", decode: str = "tp4", ttft: float = 40.0, itl: float = 8.0,
-               p_thpt: float = 10_000.0, d_thpt: float = 1_000.0) -> Selection:
+def _selection(
+    prefill: str = "tp2",
+    decode: str = "tp4",
+    ttft: float = 40.0,
+    itl: float = 8.0,
+    p_thpt: float = 10_000.0,
+    d_thpt: float = 1_000.0,
+) -> Selection:
     p, d = Candidate.parse(prefill), Candidate.parse(decode)
     return Selection(
-        model="Qwen/Qwen3-32B", backend="vllm", gpu="h200_sxm", isl=3000, osl=500, ttft_ms=50, itl_ms=10,
+        model="Qwen/Qwen3-32B",
+        backend="vllm",
+        gpu="h200_sxm",
+        isl=3000,
+        osl=500,
+        ttft_ms=50,
+        itl_ms=10,
         prefill=PrefillChoice(candidate=p, isl=3000, ttft_ms=ttft, thpt_per_gpu=p_thpt, meets_sla=True),
-        decode=DecodeChoice(candidate=d, context=3250, concurrency=64, kv_usage=0.5, itl_ms=itl, thpt_per_gpu=d_thpt,
-                            max_kv_tokens=400_000, meets_sla=True),
+        decode=DecodeChoice(
+            candidate=d,
+            context=3250,
+            concurrency=64,
+            kv_usage=0.5,
+            itl_ms=itl,
+            thpt_per_gpu=d_thpt,
+            max_kv_tokens=400_000,
+            meets_sla=True,
+        ),
     )
 
 
@@ -36,8 +57,12 @@ def test_first_run_has_nothing_to_compare():
 def test_percent_changes_at_the_chosen_configs():
     report = compare(_selection(), _selection(ttft=44.0, d_thpt=900.0), key="k", run="r2", previous_run="r1")
     changes = {m.name: m.change_pct for m in report.metrics}
-    assert changes == {"prefill_ttft_ms": 10.0, "prefill_thpt_per_gpu": 0.0, "decode_itl_ms": 0.0,
-                       "decode_thpt_per_gpu": -10.0}
+    assert changes == {
+        "prefill_ttft_ms": 10.0,
+        "prefill_thpt_per_gpu": 0.0,
+        "decode_itl_ms": 0.0,
+        "decode_thpt_per_gpu": -10.0,
+    }
     assert report.max_abs_change_pct == 10.0 and not report.choice_changed
     assert not report.exceeded  # threshold 0 = report only
     assert "prefill_ttft_ms +10.0%" in report.summary() and "r1" in report.summary()

@@ -1,5 +1,6 @@
 """Engine backends: command lines per mapping, Dynamo worker arguments, and KV-capacity parsing
 against recorded start-up logs and /metrics text in each backend's published format."""
+
 from __future__ import annotations
 
 import sys
@@ -34,20 +35,26 @@ def test_get_backend_names_and_images():
         get_backend("tgi")
 
 
-@pytest.mark.parametrize("mapping,expected", [
-    ("tp4", ["--tensor-parallel-size", "4"]),
-    ("tep8", ["--tensor-parallel-size", "8", "--enable-expert-parallel"]),
-    ("dep8", ["--tensor-parallel-size", "1", "--data-parallel-size", "8", "--enable-expert-parallel"]),
-])
+@pytest.mark.parametrize(
+    "mapping,expected",
+    [
+        ("tp4", ["--tensor-parallel-size", "4"]),
+        ("tep8", ["--tensor-parallel-size", "8", "--enable-expert-parallel"]),
+        ("dep8", ["--tensor-parallel-size", "1", "--data-parallel-size", "8", "--enable-expert-parallel"]),
+    ],
+)
 def test_vllm_parallel_flags(mapping, expected):
     assert get_backend("vllm").parallel_args(Candidate.parse(mapping)) == expected
 
 
-@pytest.mark.parametrize("mapping,expected", [
-    ("tp2", ["--tp", "2"]),
-    ("tep8", ["--tp", "8", "--ep-size", "8"]),
-    ("dep4", ["--tp", "4", "--ep-size", "4", "--dp", "4", "--enable-dp-attention"]),
-])
+@pytest.mark.parametrize(
+    "mapping,expected",
+    [
+        ("tp2", ["--tp", "2"]),
+        ("tep8", ["--tp", "8", "--ep-size", "8"]),
+        ("dep4", ["--tp", "4", "--ep-size", "4", "--dp", "4", "--enable-dp-attention"]),
+    ],
+)
 def test_sglang_parallel_flags(mapping, expected):
     assert get_backend("sglang").parallel_args(Candidate.parse(mapping)) == expected
 
@@ -56,7 +63,12 @@ def test_dgd_worker_args_per_role():
     vllm, sglang, trt = get_backend("vllm"), get_backend("sglang"), get_backend("trtllm")
     tp2 = Candidate.parse("tp2")
     assert vllm.dgd_worker_args("Qwen/Qwen3-32B", tp2, "prefill") == [
-        "--model", "Qwen/Qwen3-32B", "--tensor-parallel-size", "2", "--is-prefill-worker"]
+        "--model",
+        "Qwen/Qwen3-32B",
+        "--tensor-parallel-size",
+        "2",
+        "--is-prefill-worker",
+    ]
     assert "--is-prefill-worker" not in vllm.dgd_worker_args("Qwen/Qwen3-32B", tp2, "decode")
     args = sglang.dgd_worker_args("Qwen/Qwen3-30B-A3B", Candidate.parse("dep8"), "decode")
     assert _flag(args, "--disaggregation-mode") == "decode"
@@ -107,8 +119,9 @@ def test_server_commands(tmp_path):
     assert _flag(argv, "--time-scale") == "5" and "--no-prefix-caching" in argv
     # the simulated backend renders the emulated backend's Dynamo worker
     assert sim.dynamo_module == "dynamo.sglang"
-    assert sim.dgd_worker_args("m", Candidate.parse("tp2"), "prefill") == \
-        get_backend("sglang").dgd_worker_args("m", Candidate.parse("tp2"), "prefill")
+    assert sim.dgd_worker_args("m", Candidate.parse("tp2"), "prefill") == get_backend("sglang").dgd_worker_args(
+        "m", Candidate.parse("tp2"), "prefill"
+    )
 
 
 def test_vllm_kv_from_logs_and_metrics():

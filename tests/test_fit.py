@@ -1,5 +1,6 @@
 """DAG step `fit`: every selection branch on hand-built profiles, the recommendation lines, the
 outputs it writes (local folder and a real S3 server) and the `fit` / `select` commands."""
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,11 @@ import pytest
 from steps.candidates import Candidate
 from steps.cli import main
 from steps.fit import fit_profiles, pareto_front, run_step
-from steps.plan import PlannedCandidate, Plan, SweepGrid, make_plan
+from steps.plan import Plan, PlannedCandidate, SweepGrid, make_plan
 from steps.request import ProfileRequest
 from steps.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance, Selection
 from steps.store import Layout, LocalStore, open_store, read_model, write_model
 from tests.conftest import MODELS
-from tests.plugins.s3 import s3_server  # noqa: F401
 
 ISL, OSL = 3000, 500
 CONTEXT = ISL + OSL // 2
@@ -28,7 +28,7 @@ CONTEXT = ISL + OSL // 2
 # ---------------------------------------------------------------------------
 def ttft_model(isl: float, size: int) -> float:
     """A physically shaped TTFT: fixed cost + linear GEMMs + quadratic attention, split over GPUs."""
-    return 8.0 + (0.03 * isl + 2e-6 * isl * isl) / size ** 0.8
+    return 8.0 + (0.03 * isl + 2e-6 * isl * isl) / size**0.8
 
 
 def itl_model(batch: float, context: float, size: int) -> float:
@@ -36,10 +36,18 @@ def itl_model(batch: float, context: float, size: int) -> float:
     return 2.0 + 12.0 / size + 0.02 * batch / size + 4e-6 * batch * context / size
 
 
-def make_profile(cid: str, *, prefill: dict[int, float] | None = None,
-                 decode: list[tuple[int, int, float]] | None = None, max_kv: int = 400_000,
-                 status: str = "ok", reason: str = "", isls: list[int] | None = None,
-                 decode_isls: list[int] | None = None, osl: int = OSL) -> CandidateProfile:
+def make_profile(
+    cid: str,
+    *,
+    prefill: dict[int, float] | None = None,
+    decode: list[tuple[int, int, float]] | None = None,
+    max_kv: int = 400_000,
+    status: str = "ok",
+    reason: str = "",
+    isls: list[int] | None = None,
+    decode_isls: list[int] | None = None,
+    osl: int = OSL,
+) -> CandidateProfile:
     """A profile of candidate `cid`. prefill: {isl: ttft}; decode: [(isl, concurrency, itl)];
     by default both come from the models above on the usual sweep grids."""
     cand = Candidate.parse(cid)
@@ -54,10 +62,26 @@ def make_profile(cid: str, *, prefill: dict[int, float] | None = None,
             for conc in sorted({max(1, int(round(x))) for x in np.linspace(1, most, 6)}):
                 decode.append((isl, conc, itl_model(conc, ctx, g)))
     pre = [PrefillPoint(isl=i, ttft_ms=t, thpt_per_gpu=i / (t / 1e3) / g) for i, t in sorted((prefill or {}).items())]
-    dec = [DecodePoint(isl=i, context=i + osl // 2, concurrency=c, kv_usage=min(1.0, c * (i + osl // 2) / max_kv),
-                       itl_ms=t, thpt_per_gpu=c / (t / 1e3) / g) for i, c, t in (decode or [])]
-    return CandidateProfile(candidate=cand, status=status, reason=reason, max_kv_tokens=max_kv if status == "ok" else 0,
-                            prefill=pre, decode=dec, provenance=Provenance(method="offline", backend="vllm"))
+    dec = [
+        DecodePoint(
+            isl=i,
+            context=i + osl // 2,
+            concurrency=c,
+            kv_usage=min(1.0, c * (i + osl // 2) / max_kv),
+            itl_ms=t,
+            thpt_per_gpu=c / (t / 1e3) / g,
+        )
+        for i, c, t in (decode or [])
+    ]
+    return CandidateProfile(
+        candidate=cand,
+        status=status,
+        reason=reason,
+        max_kv_tokens=max_kv if status == "ok" else 0,
+        prefill=pre,
+        decode=dec,
+        provenance=Provenance(method="offline", backend="vllm"),
+    )
 
 
 def make_request(**sla: float) -> ProfileRequest:
@@ -68,12 +92,19 @@ def make_request(**sla: float) -> ProfileRequest:
 def make_plan_for(ids: list[str], dropped: dict[str, str] | None = None) -> Plan:
     """A plan listing `ids` as runnable and `dropped` (id -> reason) as dropped."""
     real = make_plan(make_request())
-    planned = [PlannedCandidate(candidate=Candidate.parse(c), status="runnable", weight_gib_per_gpu=1.0,
-                                kv_tokens_estimate=1) for c in ids]
-    planned += [PlannedCandidate(candidate=Candidate.parse(c), status="dropped", reason=r, weight_gib_per_gpu=1.0,
-                                 kv_tokens_estimate=0) for c, r in (dropped or {}).items()]
-    grid = SweepGrid(max_context=40960, prefill_isls=[100, ISL], decode_isls=[100, ISL], decode_osl=OSL,
-                     decode_granularity=6)
+    planned = [
+        PlannedCandidate(candidate=Candidate.parse(c), status="runnable", weight_gib_per_gpu=1.0, kv_tokens_estimate=1)
+        for c in ids
+    ]
+    planned += [
+        PlannedCandidate(
+            candidate=Candidate.parse(c), status="dropped", reason=r, weight_gib_per_gpu=1.0, kv_tokens_estimate=0
+        )
+        for c, r in (dropped or {}).items()
+    ]
+    grid = SweepGrid(
+        max_context=40960, prefill_isls=[100, ISL], decode_isls=[100, ISL], decode_osl=OSL, decode_granularity=6
+    )
     return real.model_copy(update={"candidates": planned, "grid": grid})
 
 
@@ -211,8 +242,10 @@ def test_rate_matching_replicas():
 
 def test_missing_isl_and_context_are_interpolated():
     # the sweep never visited ISL 3000 nor context 3250: values come from the fitted curves
-    profiles = [make_profile(c, isls=[100, 2000, 8000, 16000, 24000, 32000], decode_isls=[100, 8000, 16000, 24000])
-                for c in ("tp1", "tp2")]
+    profiles = [
+        make_profile(c, isls=[100, 2000, 8000, 16000, 24000, 32000], decode_isls=[100, 8000, 16000, 24000])
+        for c in ("tp1", "tp2")
+    ]
     sel = fit_profiles(make_request(), make_plan_for(["tp1", "tp2"]), profiles).selection
     g = sel.prefill.candidate.num_gpus
     assert sel.prefill.interpolated
@@ -247,10 +280,18 @@ def test_measured_context_gains_the_interpolated_concurrency_at_the_itl_target()
 
 
 def test_pareto_front_keeps_only_non_dominated_points():
-    pts = [("a", 10.0, 100.0, 1), ("b", 12.0, 90.0, 1), ("c", 15.0, 300.0, 2), ("d", 20.0, 250.0, 4), ("e", 30.0, 400.0, 8)]
+    pts = [
+        ("a", 10.0, 100.0, 1),
+        ("b", 12.0, 90.0, 1),
+        ("c", 15.0, 300.0, 2),
+        ("d", 20.0, 250.0, 4),
+        ("e", 30.0, 400.0, 8),
+    ]
     front = pareto_front(pts)
     assert [p.candidate_id for p in front] == ["a", "c", "e"]
-    sel = fit_profiles(make_request(), make_plan_for(["tp1", "tp2"]), [make_profile("tp1"), make_profile("tp2")]).selection
+    sel = fit_profiles(
+        make_request(), make_plan_for(["tp1", "tp2"]), [make_profile("tp1"), make_profile("tp2")]
+    ).selection
     lat = [p.latency_ms for p in sel.decode_pareto]
     thpt = [p.thpt_per_gpu for p in sel.decode_pareto]
     assert lat == sorted(lat) and thpt == sorted(thpt) and len(sel.decode_pareto) >= 2
@@ -268,8 +309,14 @@ def _write_run(store, ids=("tp1", "tp2"), request: ProfileRequest | None = None)
     return request
 
 
-EXPECTED_KEYS = {Layout.SELECTION, Layout.PREFILL_NPZ, Layout.DECODE_NPZ, Layout.PREFILL_JSON, Layout.DECODE_JSON,
-                 Layout.REPORT}
+EXPECTED_KEYS = {
+    Layout.SELECTION,
+    Layout.PREFILL_NPZ,
+    Layout.DECODE_NPZ,
+    Layout.PREFILL_JSON,
+    Layout.DECODE_JSON,
+    Layout.REPORT,
+}
 
 
 def test_run_step_writes_every_output(tmp_path: Path):
@@ -297,7 +344,7 @@ def test_run_step_rebuilds_a_missing_plan(tmp_path: Path):
     assert sel.prefill is not None and not store.exists(Layout.REPORT)
 
 
-def test_run_step_on_s3(s3_server, monkeypatch):  # noqa: F811
+def test_run_step_on_s3(s3_server, monkeypatch):
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
     store = open_store("s3://fit-test/wf-1")

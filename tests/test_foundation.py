@@ -1,4 +1,5 @@
 """Request loading, model-size detection, GPU catalog, candidate plan and the `plan` CLI."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,12 @@ from tests.conftest import MODELS
 
 # Published sizes (model cards): total parameters in billions.
 PUBLISHED = {
-    "Qwen3-0.6B": 0.6, "Qwen3-32B": 32.8, "Llama-3.1-8B": 8.03, "Llama-3.1-70B": 70.6,
-    "Qwen3-30B-A3B": 30.5, "DeepSeek-V3": 671.0,
+    "Qwen3-0.6B": 0.6,
+    "Qwen3-32B": 32.8,
+    "Llama-3.1-8B": 8.03,
+    "Llama-3.1-70B": 70.6,
+    "Qwen3-30B-A3B": 30.5,
+    "DeepSeek-V3": 671.0,
 }
 
 
@@ -47,7 +52,8 @@ def test_hf_quant_config_declares_fp4(tmp_path):
     cfg = json.loads((MODELS / "Llama-3.1-8B" / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     (tmp_path / "hf_quant_config.json").write_text(
-        json.dumps({"quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8"}}))
+        json.dumps({"quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8"}})
+    )
     info = load_model_info(str(tmp_path))
     assert info.weight_dtype == "fp4" and info.kv_dtype == "fp8"
 
@@ -62,8 +68,11 @@ def test_gpu_catalog_has_every_system_with_sources():
 
 
 def _request(model="Qwen3-32B", gpu="h200_sxm", **extra):
-    data = {"model": str(MODELS / model), "hardware": {"gpu": gpu},
-            "sla": {"isl": 3000, "osl": 150, "ttft_ms": 200, "itl_ms": 20}}
+    data = {
+        "model": str(MODELS / model),
+        "hardware": {"gpu": gpu},
+        "sla": {"isl": 3000, "osl": 150, "ttft_ms": 200, "itl_ms": 20},
+    }
     data.update(extra)
     return build_request(data)
 
@@ -117,30 +126,70 @@ def test_candidate_ids_roundtrip():
 
 def test_dgdr_and_flags_give_equal_requests(tmp_path, capsys):
     dgdr = {
-        "apiVersion": "nvidia.com/v1alpha1", "kind": "DynamoGraphDeploymentRequest",
+        "apiVersion": "nvidia.com/v1alpha1",
+        "kind": "DynamoGraphDeploymentRequest",
         "metadata": {"name": "q"},
         "spec": {
-            "model": str(MODELS / "Qwen3-32B"), "backend": "sglang", "autoApply": True,
-            "profilingConfig": {"profilerImage": "x", "config": {
-                "sla": {"isl": 2048, "osl": 256, "ttft": 500, "itl": 50},
-                "hardware": {"minNumGpusPerEngine": 2, "maxNumGpusPerEngine": 4, "numGpusPerNode": 4},
-                "sweep": {"useAiConfigurator": True, "aicSystem": "h100_sxm", "aic_hf_id": "Qwen/Qwen3-32B",
-                          "aicBackendVersion": "0.5.0", "prefillInterpolationGranularity": 8,
-                          "decode_interpolation_granularity": 4},
-            }},
+            "model": str(MODELS / "Qwen3-32B"),
+            "backend": "sglang",
+            "autoApply": True,
+            "profilingConfig": {
+                "profilerImage": "x",
+                "config": {
+                    "sla": {"isl": 2048, "osl": 256, "ttft": 500, "itl": 50},
+                    "hardware": {"minNumGpusPerEngine": 2, "maxNumGpusPerEngine": 4, "numGpusPerNode": 4},
+                    "sweep": {
+                        "useAiConfigurator": True,
+                        "aicSystem": "h100_sxm",
+                        "aic_hf_id": "Qwen/Qwen3-32B",
+                        "aicBackendVersion": "0.5.0",
+                        "prefillInterpolationGranularity": 8,
+                        "decode_interpolation_granularity": 4,
+                    },
+                },
+            },
         },
     }
     path = tmp_path / "dgdr.yaml"
     path.write_text(yaml.safe_dump(dgdr))
     from_file = build_request(load_request_file(path))
     from steps.cli import build_parser, request_from_args
-    args = build_parser().parse_args([
-        "plan", "--model", str(MODELS / "Qwen3-32B"), "--backend", "sglang", "--isl", "2048", "--osl", "256",
-        "--ttft", "500", "--itl", "50", "--min-num-gpus-per-engine", "2", "--max-num-gpus-per-engine", "4",
-        "--num-gpus-per-node", "4", "--use-ai-configurator", "--aic-system", "h100_sxm",
-        "--aic-hf-id", "Qwen/Qwen3-32B", "--aic-backend-version", "0.5.0",
-        "--prefill-interpolation-granularity", "8", "--decode-interpolation-granularity", "4", "--auto-apply",
-    ])
+
+    args = build_parser().parse_args(
+        [
+            "plan",
+            "--model",
+            str(MODELS / "Qwen3-32B"),
+            "--backend",
+            "sglang",
+            "--isl",
+            "2048",
+            "--osl",
+            "256",
+            "--ttft",
+            "500",
+            "--itl",
+            "50",
+            "--min-num-gpus-per-engine",
+            "2",
+            "--max-num-gpus-per-engine",
+            "4",
+            "--num-gpus-per-node",
+            "4",
+            "--use-ai-configurator",
+            "--aic-system",
+            "h100_sxm",
+            "--aic-hf-id",
+            "Qwen/Qwen3-32B",
+            "--aic-backend-version",
+            "0.5.0",
+            "--prefill-interpolation-granularity",
+            "8",
+            "--decode-interpolation-granularity",
+            "4",
+            "--auto-apply",
+        ]
+    )
     assert request_from_args(args) == from_file
     assert from_file.sweep.estimator == "aic" and from_file.hardware.gpu == "h100_sxm"
     # flags override the file
@@ -149,8 +198,26 @@ def test_dgdr_and_flags_give_equal_requests(tmp_path, capsys):
 
 
 def test_plan_cli_json(capsys):
-    rc = main(["plan", "--model", str(MODELS / "Qwen3-32B"), "--backend", "vllm", "--gpu", "h200_sxm",
-               "--isl", "3000", "--osl", "150", "--ttft", "200", "--itl", "20", "--json"])
+    rc = main(
+        [
+            "plan",
+            "--model",
+            str(MODELS / "Qwen3-32B"),
+            "--backend",
+            "vllm",
+            "--gpu",
+            "h200_sxm",
+            "--isl",
+            "3000",
+            "--osl",
+            "150",
+            "--ttft",
+            "200",
+            "--itl",
+            "20",
+            "--json",
+        ]
+    )
     assert rc == 0
     plan = json.loads(capsys.readouterr().out)
     ids = {c["candidate"]["kind"] + str(c["candidate"]["size"]): c for c in plan["candidates"]}
@@ -158,12 +225,15 @@ def test_plan_cli_json(capsys):
     assert ids["tp4"]["candidate"]["size"] == 4
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--ttft", "-5"], "sla.ttft_ms"),
-    (["--backend", "tensorflow"], "backend"),
-    (["--gpu", "h300"], "unknown GPU"),
-    (["--model", "/no/such/model"], "not a directory"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--ttft", "-5"], "sla.ttft_ms"),
+        (["--backend", "tensorflow"], "backend"),
+        (["--gpu", "h300"], "unknown GPU"),
+        (["--model", "/no/such/model"], "not a directory"),
+    ],
+)
 def test_plan_cli_bad_input_is_one_line_exit_2(argv, needle):
     base = ["plan", "--model", str(MODELS / "Qwen3-32B")]
     proc = subprocess.run([sys.executable, "-m", "steps.cli", *base, *argv], capture_output=True, text=True)
@@ -175,19 +245,27 @@ def test_plan_cli_bad_input_is_one_line_exit_2(argv, needle):
 def test_missing_model_offline_says_what_to_provide():
     # huggingface_hub reads HF_HUB_OFFLINE at import, so run in a fresh interpreter
     import os
+
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "steps.cli", "plan", "--model", "nobody/not-a-model"],
-                          capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps.cli", "plan", "--model", "nobody/not-a-model"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "local folder" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_checkpoint_bytes_from_safetensors_headers_and_index(tmp_path):
     import struct
+
     cfg = (MODELS / "Qwen3-0.6B" / "config.json").read_text()
     (tmp_path / "config.json").write_text(cfg)
-    header = json.dumps({"a": {"dtype": "BF16", "shape": [4, 8], "data_offsets": [0, 64]},
-                         "__metadata__": {"format": "pt"}}).encode()
+    header = json.dumps(
+        {"a": {"dtype": "BF16", "shape": [4, 8], "data_offsets": [0, 64]}, "__metadata__": {"format": "pt"}}
+    ).encode()
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 64)
     assert load_model_info(str(tmp_path)).checkpoint_bytes == 64
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 1234}}))
@@ -196,6 +274,7 @@ def test_checkpoint_bytes_from_safetensors_headers_and_index(tmp_path):
 
 def test_every_subcommand_has_help():
     from steps.cli import build_parser
+
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     names = set(sub.choices)
     assert {"plan", "estimate", "bench", "fit", "select", "profile", "render", "apply", "workflow", "submit"} <= names

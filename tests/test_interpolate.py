@@ -1,6 +1,7 @@
 """Our interpolators: exact at measured points, physically shaped between them, rebuilt from the
 planner files, and more accurate than Dynamo planner's method on the performance model's dense
 ground truth (the full table is `bench/interpolation.py`)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,9 @@ def test_measured_points_are_reproduced():
     prof = make_profile("tp2")
     pre = PrefillInterpolator.from_points(prof.prefill)
     np.testing.assert_allclose(pre.ttft_ms([p.isl for p in prof.prefill]), [p.ttft_ms for p in prof.prefill], rtol=1e-9)
-    np.testing.assert_allclose(pre.thpt_per_gpu([p.isl for p in prof.prefill]), [p.thpt_per_gpu for p in prof.prefill],
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        pre.thpt_per_gpu([p.isl for p in prof.prefill]), [p.thpt_per_gpu for p in prof.prefill], rtol=1e-9
+    )
     dec = DecodeInterpolator.from_points(prof.decode, prof.max_kv_tokens)
     b = [p.concurrency for p in prof.decode]
     c = [p.context for p in prof.decode]
@@ -55,11 +57,15 @@ def test_physical_shapes_are_recovered_between_points():
 def test_rebuilt_from_planner_files_predicts_the_same():
     prof = make_profile("tp4")
     pre_a = PrefillInterpolator.from_points(prof.prefill)
-    pre_b = PrefillInterpolator.from_planner_data(PrefillPlannerData.from_json(PrefillPlannerData.from_profile(prof).to_json()))
+    pre_b = PrefillInterpolator.from_planner_data(
+        PrefillPlannerData.from_json(PrefillPlannerData.from_profile(prof).to_json())
+    )
     isl = np.linspace(50, 40000, 50)
     np.testing.assert_allclose(pre_a.ttft_ms(isl), pre_b.ttft_ms(isl), rtol=1e-12)
     dec_a = DecodeInterpolator.from_points(prof.decode, prof.max_kv_tokens)
-    dec_b = DecodeInterpolator.from_planner_data(DecodePlannerData.from_npz(DecodePlannerData.from_profile(prof).to_npz()))
+    dec_b = DecodeInterpolator.from_planner_data(
+        DecodePlannerData.from_npz(DecodePlannerData.from_profile(prof).to_npz())
+    )
     b, c = np.arange(1, 120, 3.0), np.full(40, 5000.0)
     np.testing.assert_allclose(dec_a.itl_ms(b, c), dec_b.itl_ms(b, c), rtol=1e-9)
     itl, thpt = dec_b.predict_kv(0.25, 5000)
@@ -103,8 +109,11 @@ def test_helpers_match_scipy():
 
 def _dense_errors(model: str, gpu: str, cid: str, granularity: int) -> dict[str, float]:
     """Median relative ITL/TTFT error of ours and Dynamo's against the performance model."""
-    request = ProfileRequest(model=str(MODELS / model), hardware={"gpu": gpu},
-                             sweep={"prefill_granularity": granularity, "decode_granularity": granularity})
+    request = ProfileRequest(
+        model=str(MODELS / model),
+        hardware={"gpu": gpu},
+        sweep={"prefill_granularity": granularity, "decode_granularity": granularity},
+    )
     plan = make_plan(request)
     cand = next(c for c in plan.runnable() if c.id == cid)
     prof = offline_profile(request, plan, cand)
@@ -133,10 +142,13 @@ def _dense_errors(model: str, gpu: str, cid: str, granularity: int) -> dict[str,
     }
 
 
-@pytest.mark.parametrize("model,gpu,cid,granularity", [
-    ("Llama-3.1-8B", "h100_sxm", "tp2", 4),
-    ("Qwen3-30B-A3B", "h200_sxm", "dep2", 6),
-])
+@pytest.mark.parametrize(
+    "model,gpu,cid,granularity",
+    [
+        ("Llama-3.1-8B", "h100_sxm", "tp2", 4),
+        ("Qwen3-30B-A3B", "h200_sxm", "dep2", 6),
+    ],
+)
 def test_more_accurate_than_dynamo_on_the_performance_model(model, gpu, cid, granularity):
     err = _dense_errors(model, gpu, cid, granularity)
     assert err["ours_decode"] <= 0.02 and err["ours_prefill"] <= 0.02

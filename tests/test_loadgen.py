@@ -1,5 +1,6 @@
 """AIPerf command building, and real AIPerf runs that fail: an engine that is not there, and an
 engine that refuses every request. A failed run must never come back as a measurement."""
+
 from __future__ import annotations
 
 import threading
@@ -10,7 +11,6 @@ from steps.engines import get_backend
 from steps.engines.process import EngineProcess, free_port
 from steps.loadgen import LoadSpec, TraceEntry, build_command, classify_error_text, run_load
 from tests.conftest import MODELS
-from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401
 
 
 def _flag(args: list[str], flag: str) -> str:
@@ -18,12 +18,24 @@ def _flag(args: list[str], flag: str) -> str:
 
 
 def test_build_command_synthetic_and_trace(tmp_path):
-    spec = LoadSpec(label="p", url="http://127.0.0.1:8000", model="Qwen/Qwen3-8B", tokenizer="/tok", isl=3000,
-                    osl=500, concurrency=8, request_count=8, warmup_request_count=3, random_seed=7)
+    spec = LoadSpec(
+        label="p",
+        url="http://127.0.0.1:8000",
+        model="Qwen/Qwen3-8B",
+        tokenizer="/tok",
+        isl=3000,
+        osl=500,
+        concurrency=8,
+        request_count=8,
+        warmup_request_count=3,
+        random_seed=7,
+    )
     args = build_command(spec, tmp_path)
     assert args[0] == "profile" and "--streaming" in args
     assert _flag(args, "--endpoint-type") == "chat" and _flag(args, "--tokenizer") == "/tok"
-    assert _flag(args, "--synthetic-input-tokens-mean") == "3000" and _flag(args, "--synthetic-input-tokens-stddev") == "0"
+    assert (
+        _flag(args, "--synthetic-input-tokens-mean") == "3000" and _flag(args, "--synthetic-input-tokens-stddev") == "0"
+    )
     assert _flag(args, "--output-tokens-mean") == "500" and _flag(args, "--output-tokens-stddev") == "0"
     assert _flag(args, "--concurrency") == "8" and _flag(args, "--request-count") == "8"
     assert _flag(args, "--warmup-request-count") == "3" and _flag(args, "--random-seed") == "7"
@@ -31,8 +43,15 @@ def test_build_command_synthetic_and_trace(tmp_path):
     extras = [args[i + 1] for i, a in enumerate(args) if a == "--extra-inputs"]
     assert "ignore_eos:true" in extras and "min_tokens:500" in extras
 
-    trace = LoadSpec(label="t", url="u", model="m", tokenizer="/tok", concurrency=2, request_count=2,
-                     trace=[TraceEntry(text_input="hello", output_length=4)] * 2)
+    trace = LoadSpec(
+        label="t",
+        url="u",
+        model="m",
+        tokenizer="/tok",
+        concurrency=2,
+        request_count=2,
+        trace=[TraceEntry(text_input="hello", output_length=4)] * 2,
+    )
     args = build_command(trace, tmp_path, tmp_path / "trace.jsonl")
     assert _flag(args, "--custom-dataset-type") == "mooncake_trace"
     assert _flag(args, "--input-file") == str(tmp_path / "trace.jsonl")
@@ -55,13 +74,31 @@ def test_failed_runs_are_classified_not_measured(tmp_path, tiny_tokenizer):
     with engine:
         engine.wait_ready(60)
         specs = {
-            "unreachable": LoadSpec(label="unreachable", url=f"http://127.0.0.1:{free_port()}", model="m",
-                                    tokenizer=tok, isl=50, osl=4, concurrency=1, request_count=2),
-            "refused": LoadSpec(label="refused", url=engine.url, model=str(MODELS / "Qwen3-0.6B"), tokenizer=tok,
-                                isl=100, osl=8, concurrency=2, request_count=4),
+            "unreachable": LoadSpec(
+                label="unreachable",
+                url=f"http://127.0.0.1:{free_port()}",
+                model="m",
+                tokenizer=tok,
+                isl=50,
+                osl=4,
+                concurrency=1,
+                request_count=2,
+            ),
+            "refused": LoadSpec(
+                label="refused",
+                url=engine.url,
+                model=str(MODELS / "Qwen3-0.6B"),
+                tokenizer=tok,
+                isl=100,
+                osl=8,
+                concurrency=2,
+                request_count=4,
+            ),
         }
-        threads = [threading.Thread(target=lambda k=k, s=s: results.__setitem__(k, run_load(s, tmp_path, 240)))
-                   for k, s in specs.items()]
+        threads = [
+            threading.Thread(target=lambda k=k, s=s: results.__setitem__(k, run_load(s, tmp_path, 240)))
+            for k, s in specs.items()
+        ]
         for t in threads:
             t.start()
         for t in threads:

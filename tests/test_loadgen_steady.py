@@ -2,6 +2,7 @@
 first steps longer (each also prefills a newcomer); only the steps with the whole batch decoding
 count. On a busy 2-core machine the simulated engine took requests in over ~19 steps, which put
 whole-request ITL 27% above the model while the steady window stayed within 0.1%."""
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,18 @@ def _engine_run(arrival_steps: list[int], osl: int) -> list[RequestRecord]:
         ends.append(clock)  # tokens of step `step` arrive at ends[step]
     records = []
     for i, join in enumerate(arrival_steps):
-        times = ends[join:join + osl]
+        times = ends[join : join + osl]
         gaps = [b - a for a, b in zip(times, times[1:])]
-        records.append(RequestRecord(phase="profiling", session=i, ttft_ms=times[0], start_ns=1_000_000_000,
-                                     itl_ms=sum(gaps) / len(gaps), chunk_gaps_ms=gaps))
+        records.append(
+            RequestRecord(
+                phase="profiling",
+                session=i,
+                ttft_ms=times[0],
+                start_ns=1_000_000_000,
+                itl_ms=sum(gaps) / len(gaps),
+                chunk_gaps_ms=gaps,
+            )
+        )
     return records
 
 
@@ -44,12 +53,21 @@ def test_no_steady_window_falls_back_to_none():
 
 
 def test_records_carry_aiperfs_inter_chunk_latencies():
-    line = json.dumps({
-        "metadata": {"session_num": 3, "benchmark_phase": "profiling", "request_start_ns": 2_000_000_000,
-                     "request_end_ns": 2_010_000_000},
-        "metrics": {"time_to_first_token": {"value": 4.0, "unit": "ms"},
-                    "inter_token_latency": {"value": 2.5, "unit": "ms"},
-                    "inter_chunk_latency": {"value": [2.0, 3.0], "unit": "ms"}}})
+    line = json.dumps(
+        {
+            "metadata": {
+                "session_num": 3,
+                "benchmark_phase": "profiling",
+                "request_start_ns": 2_000_000_000,
+                "request_end_ns": 2_010_000_000,
+            },
+            "metrics": {
+                "time_to_first_token": {"value": 4.0, "unit": "ms"},
+                "inter_token_latency": {"value": 2.5, "unit": "ms"},
+                "inter_chunk_latency": {"value": [2.0, 3.0], "unit": "ms"},
+            },
+        }
+    )
     record = _record(line)
     assert record is not None and record.chunk_gaps_ms == [2.0, 3.0]
     assert record.token_times_ns() == [2_004_000_000, 2_006_000_000, 2_009_000_000]

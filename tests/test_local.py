@@ -1,4 +1,5 @@
 """The local runner's parts: resume rules, parallelism defaults, GPU queueing, progress output."""
+
 from __future__ import annotations
 
 import io
@@ -14,7 +15,9 @@ from steps.store import Layout, open_store, write_model
 
 def _profile(cid: str, key: str, status: str = "ok") -> CandidateProfile:
     return CandidateProfile(
-        candidate=Candidate.parse(cid), status=status, reason="" if status == "ok" else "engine crashed",
+        candidate=Candidate.parse(cid),
+        status=status,
+        reason="" if status == "ok" else "engine crashed",
         max_kv_tokens=100_000,
         prefill=[PrefillPoint(isl=1000, ttft_ms=50.0, thpt_per_gpu=20_000.0)],
         decode=[DecodePoint(isl=1000, context=1075, concurrency=8, kv_usage=0.09, itl_ms=9.0, thpt_per_gpu=800.0)],
@@ -105,10 +108,13 @@ def test_make_progress_picks_plain_when_not_a_terminal():
     assert isinstance(make_progress("none"), SilentProgress)
 
 
-@pytest.mark.parametrize("model,expected", [
-    ("Qwen/Qwen3-32B", "slaprof-out/Qwen3-32B-vllm-h200_sxm-offline"),
-    ("/models/my model/", "slaprof-out/my-model-vllm-h200_sxm-offline"),
-])
+@pytest.mark.parametrize(
+    "model,expected",
+    [
+        ("Qwen/Qwen3-32B", "slaprof-out/Qwen3-32B-vllm-h200_sxm-offline"),
+        ("/models/my model/", "slaprof-out/my-model-vllm-h200_sxm-offline"),
+    ],
+)
 def test_default_out_is_stable_per_request(model, expected):
     from steps.commands.profile import default_out
 

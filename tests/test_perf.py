@@ -1,4 +1,5 @@
 """Built-in performance model: physics, monotonicity, hand-computed cases, offline surfaces, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -21,11 +22,27 @@ from steps.request import build_request
 from tests.conftest import MODELS
 
 # Efficiencies of 1 and no overheads: the model's pure roofline, to compare with hand arithmetic.
-IDEAL = BackendConstants(gemm_eff=1.0, moe_eff=1.0, attn_eff=1.0, mem_eff=1.0, link_eff=1.0, comm_latency_us=0.0,
-                         layer_overhead_us=0.0, step_overhead_ms=0.0, request_overhead_ms=0.0, agg_mix_factor=1.0,
-                         burst_fraction=0.0)
-CASES = [("Llama-3.1-8B", "tp1"), ("Qwen3-32B", "tp4"), ("Qwen3-30B-A3B", "tep4"), ("Qwen3-30B-A3B", "dep4"),
-         ("DeepSeek-V3", "dep8"), ("Llama-3.1-70B", "tp8")]
+IDEAL = BackendConstants(
+    gemm_eff=1.0,
+    moe_eff=1.0,
+    attn_eff=1.0,
+    mem_eff=1.0,
+    link_eff=1.0,
+    comm_latency_us=0.0,
+    layer_overhead_us=0.0,
+    step_overhead_ms=0.0,
+    request_overhead_ms=0.0,
+    agg_mix_factor=1.0,
+    burst_fraction=0.0,
+)
+CASES = [
+    ("Llama-3.1-8B", "tp1"),
+    ("Qwen3-32B", "tp4"),
+    ("Qwen3-30B-A3B", "tep4"),
+    ("Qwen3-30B-A3B", "dep4"),
+    ("DeepSeek-V3", "dep8"),
+    ("Llama-3.1-70B", "tp8"),
+]
 
 
 def model(name: str):
@@ -178,23 +195,27 @@ def test_prefill_steps_pay_a_per_layer_launch_cost():
     m, gpu = model("Qwen3-30B-A3B"), get_gpu("h200_sxm")
     k = IDEAL.model_copy(update={"prefill_layer_us": 50.0, "prefill_moe_layer_us": 200.0})
     cand = Candidate.parse("tep4")
-    extra = (BuiltinEstimator(m, gpu, "vllm", cand, k).prefill_work_s(1000)
-             - BuiltinEstimator(m, gpu, "vllm", cand, IDEAL).prefill_work_s(1000))
+    extra = BuiltinEstimator(m, gpu, "vllm", cand, k).prefill_work_s(1000) - BuiltinEstimator(
+        m, gpu, "vllm", cand, IDEAL
+    ).prefill_work_s(1000)
     assert extra == pytest.approx((m.num_layers * 50.0 + m.num_moe_layers * 200.0) * 1e-6)
     # decode steps (CUDA graphs) do not pay it
     assert BuiltinEstimator(m, gpu, "vllm", cand, k).decode_itl_ms(8, 1000) == pytest.approx(
-        BuiltinEstimator(m, gpu, "vllm", cand, IDEAL).decode_itl_ms(8, 1000))
+        BuiltinEstimator(m, gpu, "vllm", cand, IDEAL).decode_itl_ms(8, 1000)
+    )
 
 
 def test_prompt_tokens_pay_a_host_cost_that_does_not_shrink_on_a_faster_gpu():
     m, cand = model("Llama-3.1-8B"), Candidate.parse("tp1")
     k = IDEAL.model_copy(update={"request_token_us": 2.0})
     for gpu in (get_gpu("h100_sxm"), get_gpu("b200_sxm")):
-        extra = (BuiltinEstimator(m, gpu, "vllm", cand, k).prefill_ttft_ms(4000)
-                 - BuiltinEstimator(m, gpu, "vllm", cand, IDEAL).prefill_ttft_ms(4000))
+        extra = BuiltinEstimator(m, gpu, "vllm", cand, k).prefill_ttft_ms(4000) - BuiltinEstimator(
+            m, gpu, "vllm", cand, IDEAL
+        ).prefill_ttft_ms(4000)
         assert extra == pytest.approx(4000 * 2.0e-3)  # 8 ms on either GPU
-        loaded = (BuiltinEstimator(m, gpu, "vllm", cand, k).loaded_ttft_ms(4000, 1.0)
-                  - BuiltinEstimator(m, gpu, "vllm", cand, IDEAL).loaded_ttft_ms(4000, 1.0))
+        loaded = BuiltinEstimator(m, gpu, "vllm", cand, k).loaded_ttft_ms(4000, 1.0) - BuiltinEstimator(
+            m, gpu, "vllm", cand, IDEAL
+        ).loaded_ttft_ms(4000, 1.0)
         assert loaded == pytest.approx(8.0)
 
 
@@ -212,8 +233,9 @@ def test_sglang_chunk_budget_follows_gpu_memory_and_is_split_over_attention_dp()
     # a smaller budget means more prefill steps, each paying its per-step costs
     small = k.model_copy(update={"step_overhead_ms": 5.0})
     dep = BuiltinEstimator(m, b200, "sglang", Candidate.parse("dep4"), small)
-    wide = BuiltinEstimator(m, b200, "sglang", Candidate.parse("dep4"),
-                            small.model_copy(update={"chunk_shared_by_dp": False}))
+    wide = BuiltinEstimator(
+        m, b200, "sglang", Candidate.parse("dep4"), small.model_copy(update={"chunk_shared_by_dp": False})
+    )
     assert dep.prefill_work_s(8000) - wide.prefill_work_s(8000) >= 5.0e-3
 
 
@@ -258,9 +280,13 @@ def test_offline_profile_has_the_points_an_online_bench_measures(name):
         assert prof.status == "ok" and prof.provenance.method == "offline"
         assert prof.provenance.estimator == "builtin" and prof.provenance.request_key == plan.request_key
         assert [p.isl for p in prof.prefill] == plan.grid.prefill_isls
-        expected = [(isl, c) for isl in plan.grid.decode_isls
-                    for c in decode_concurrencies(prof.max_kv_tokens, isl, plan.grid.decode_osl,
-                                                  plan.grid.decode_granularity, cand.attn_dp)]
+        expected = [
+            (isl, c)
+            for isl in plan.grid.decode_isls
+            for c in decode_concurrencies(
+                prof.max_kv_tokens, isl, plan.grid.decode_osl, plan.grid.decode_granularity, cand.attn_dp
+            )
+        ]
         assert [(p.isl, p.concurrency) for p in prof.decode] == expected
         est = get_estimator(plan.model, get_gpu(plan.gpu), plan.backend, cand)
         p = prof.prefill[3]
@@ -283,21 +309,52 @@ def test_offline_profile_without_kv_room_is_infeasible():
 
 # ---- CLI --------------------------------------------------------------------------------
 def test_estimate_cli_json(capsys):
-    args = ["estimate", "--model", str(MODELS / "Qwen3-32B"), "--gpu", "h200_sxm", "--backend", "trtllm",
-            "--mapping", "tp4", "--isl", "3000", "--osl", "150", "--batch", "16", "--json"]
+    args = [
+        "estimate",
+        "--model",
+        str(MODELS / "Qwen3-32B"),
+        "--gpu",
+        "h200_sxm",
+        "--backend",
+        "trtllm",
+        "--mapping",
+        "tp4",
+        "--isl",
+        "3000",
+        "--osl",
+        "150",
+        "--batch",
+        "16",
+        "--json",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"ttft_ms", "itl_ms", "thpt_per_gpu", "max_kv_tokens"} <= set(out)
     est = estimator("Qwen3-32B", "tp4", backend="trtllm").agg(3000, 150, 16)
-    assert out["ttft_ms"] == pytest.approx(est.ttft_ms, abs=1e-3) and out["itl_ms"] == pytest.approx(est.itl_ms, abs=1e-3)
+    assert out["ttft_ms"] == pytest.approx(est.ttft_ms, abs=1e-3) and out["itl_ms"] == pytest.approx(
+        est.itl_ms, abs=1e-3
+    )
     assert main(args[:-1] + ["--mode", "prefill", "--quantization", "fp8"]) == 0
     text = capsys.readouterr().out
     assert "fp8 weights" in text and "TTFT" in text and "KV capacity" in text
 
 
 def test_estimate_cli_errors_are_one_line(capsys):
-    base = ["estimate", "--model", str(MODELS / "Qwen3-32B"), "--gpu", "h200_sxm", "--backend", "vllm",
-            "--isl", "3000", "--osl", "150", "--batch", "16"]
+    base = [
+        "estimate",
+        "--model",
+        str(MODELS / "Qwen3-32B"),
+        "--gpu",
+        "h200_sxm",
+        "--backend",
+        "vllm",
+        "--isl",
+        "3000",
+        "--osl",
+        "150",
+        "--batch",
+        "16",
+    ]
     assert main(base + ["--mapping", "tp3"]) == 2
     assert "64 attention heads are not divisible by TP 3" in capsys.readouterr().err
     assert main(base + ["--mapping", "tp2", "--mode", "train"]) == 2

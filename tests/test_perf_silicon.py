@@ -3,6 +3,7 @@
 Guards the accuracy bench/accuracy.py reports: a change to the physics or the constants that
 makes held-out systems worse fails here.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,8 +66,10 @@ def test_rows_whose_own_numbers_are_impossible_are_excluded_by_stated_rules(case
 
     usable = [c for c in cases if not c.skip]
     assert any(c.calibration for c in usable) and any(not c.calibration for c in usable)
-    rules = {"measured load needs more than the GPUs' peak FLOP/s (inconsistent row)": implied_prefill_utilisation,
-             "measured load needs more KV memory than the GPUs have (inconsistent row)": implied_kv_memory_share}
+    rules = {
+        "measured load needs more than the GPUs' peak FLOP/s (inconsistent row)": implied_prefill_utilisation,
+        "measured load needs more KV memory than the GPUs have (inconsistent row)": implied_kv_memory_share,
+    }
     for why, share in rules.items():
         flagged = [c for c in cases if c.skip == why]
         assert 0 < len(flagged) < 10  # a handful of rows, not a way to drop hard ones
@@ -83,7 +86,8 @@ def test_a_measurement_listed_under_two_checkpoint_names_counts_once(cases):
     kept = {_identity(c): c.model_path for c in usable}
     renamed = [c for c in cases if c.skip == "duplicate of another row" and kept[_identity(c)] != c.model_path]
     assert renamed and {"DeepSeek-V3", "DeepSeek-R1"} <= {c.model_path.split("/")[-1] for c in renamed} | {
-        kept[_identity(c)].split("/")[-1] for c in renamed}
+        kept[_identity(c)].split("/")[-1] for c in renamed
+    }
 
 
 def test_quantised_rows_hold_an_fp8_kv_cache(cases):

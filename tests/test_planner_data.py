@@ -1,6 +1,7 @@
 """Planner data files: exactly Dynamo SLA planner's keys, shapes and units, and the planner's own
 lookup (interp1d cubic over ISL; griddata cubic on a 100x100 grid, NaNs filled by nearest) gives
 finite predictions from them."""
+
 from __future__ import annotations
 
 import io
@@ -54,7 +55,9 @@ def test_prefill_npz_keys_shapes_units(run_dir: Path):
 def test_decode_npz_keys_shapes_units(run_dir: Path):
     with np.load(run_dir / "decode" / "raw_data.npz") as npz:
         assert sorted(npz.files) == ["max_kv_tokens", "x_kv_usage", "y_context_length", "z_itl", "z_thpt_per_gpu"]
-        x, y, z, t, kv = (npz[k] for k in ("x_kv_usage", "y_context_length", "z_itl", "z_thpt_per_gpu", "max_kv_tokens"))
+        x, y, z, t, kv = (
+            npz[k] for k in ("x_kv_usage", "y_context_length", "z_itl", "z_thpt_per_gpu", "max_kv_tokens")
+        )
     prof = _profile_of(run_dir, "decode")
     n = len(prof.decode)
     assert x.shape == y.shape == z.shape == t.shape == (n,)
@@ -91,7 +94,13 @@ def test_dynamo_planner_lookup_gives_finite_predictions(run_dir: Path):
         assert np.isfinite(ttft_of(clamped)) and ttft_of(clamped) > 0 and np.isfinite(thpt_of(clamped))
 
     with np.load(run_dir / "decode" / "raw_data.npz") as raw:
-        x, y, z, t, max_kv = raw["x_kv_usage"], raw["y_context_length"], raw["z_itl"], raw["z_thpt_per_gpu"], raw["max_kv_tokens"][0]
+        x, y, z, t, max_kv = (
+            raw["x_kv_usage"],
+            raw["y_context_length"],
+            raw["z_itl"],
+            raw["z_thpt_per_gpu"],
+            raw["max_kv_tokens"][0],
+        )
     xi, yi = np.linspace(0, 1, 100), np.linspace(0, y.max(), 100)
     grid = np.meshgrid(xi, yi)
     itl = griddata((x, y), z, tuple(grid), method="cubic")
@@ -133,4 +142,6 @@ def test_round_trips_and_bad_files():
     with pytest.raises(UserError, match="not a valid .npz"):
         DecodePlannerData.from_npz(b"not a zip")
     with pytest.raises(UserError, match="lacks max_kv_tokens"):
-        DecodePlannerData.from_json(json.dumps({k: [] for k in ("x_kv_usage", "y_context_length", "z_itl", "z_thpt_per_gpu")}))
+        DecodePlannerData.from_json(
+            json.dumps({k: [] for k in ("x_kv_usage", "y_context_length", "z_itl", "z_thpt_per_gpu")})
+        )

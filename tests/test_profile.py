@@ -1,4 +1,5 @@
 """`slaprof profile` end to end, as a user runs it: a subprocess, real steps, real files, real S3."""
+
 from __future__ import annotations
 
 import json
@@ -16,20 +17,41 @@ import yaml
 
 from steps.results import CandidateProfile, Selection
 from tests.conftest import MODELS, ROOT
-from tests.plugins.s3 import s3_server  # noqa: F401
-from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401
 
-QWEN32B_SLA = ["--model", str(MODELS / "Qwen3-32B"), "--gpu", "h200_sxm", "--isl", "3000", "--osl", "150",
-               "--ttft", "200", "--itl", "20"]
-PREFILL_LINE = re.compile(r"^Suggested prefill (TP|TEP|DEP):(\d+) \(TTFT (\d+\.\d\d) ms, "
-                          r"throughput (\d+\.\d\d) tokens/s/GPU\)$")
-DECODE_LINE = re.compile(r"^Suggested decode (TP|TEP|DEP):(\d+) \(ITL (\d+\.\d\d) ms, "
-                         r"throughput (\d+\.\d\d) tokens/s/GPU\)$")
+QWEN32B_SLA = [
+    "--model",
+    str(MODELS / "Qwen3-32B"),
+    "--gpu",
+    "h200_sxm",
+    "--isl",
+    "3000",
+    "--osl",
+    "150",
+    "--ttft",
+    "200",
+    "--itl",
+    "20",
+]
+PREFILL_LINE = re.compile(
+    r"^Suggested prefill (TP|TEP|DEP):(\d+) \(TTFT (\d+\.\d\d) ms, "
+    r"throughput (\d+\.\d\d) tokens/s/GPU\)$"
+)
+DECODE_LINE = re.compile(
+    r"^Suggested decode (TP|TEP|DEP):(\d+) \(ITL (\d+\.\d\d) ms, "
+    r"throughput (\d+\.\d\d) tokens/s/GPU\)$"
+)
 
 
 def slaprof(*args: str, env: dict[str, str] | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "steps.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "steps.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +66,17 @@ def offline_run(tmp_path_factory):
 def test_offline_run_writes_every_output(offline_run):
     out, res = offline_run
     plan = json.loads((out / "plan.json").read_text())
-    ids = [c["candidate"]["kind"] + str(c["candidate"]["size"]) for c in plan["candidates"] if c["status"] == "runnable"]
+    ids = [
+        c["candidate"]["kind"] + str(c["candidate"]["size"]) for c in plan["candidates"] if c["status"] == "runnable"
+    ]
     assert ids, plan
     assert json.loads((out / "request.json").read_text())["sla"] == {
-        "isl": 3000, "osl": 150, "ttft_ms": 200.0, "itl_ms": 20.0, "request_rate": None}
+        "isl": 3000,
+        "osl": 150,
+        "ttft_ms": 200.0,
+        "itl_ms": 20.0,
+        "request_rate": None,
+    }
     for cid in ids:
         profile = CandidateProfile.model_validate_json((out / "profiles" / f"{cid}.json").read_text())
         assert profile.status == "ok" and profile.prefill and profile.decode
@@ -110,8 +139,9 @@ def test_rerun_reuses_profiles_unless_forced(offline_run, tmp_path):
     # fields that change the measurement (OSL, engine sizes) invalidate every stored profile, and
     # profiles of candidates the new plan no longer has are removed so fit cannot pick them
     # (and a TTFT no engine meets: the nearest point is still recommended, with a warning, exit 0)
-    changed = slaprof("profile", *QWEN32B_SLA, "--osl", "300", "--max-num-gpus-per-engine", "2", "--ttft", "1",
-                      "--out", str(out))
+    changed = slaprof(
+        "profile", *QWEN32B_SLA, "--osl", "300", "--max-num-gpus-per-engine", "2", "--ttft", "1", "--out", str(out)
+    )
     assert changed.returncode == 0 and ": reused" not in changed.stderr
     assert "slaprof: warning:" in changed.stderr and "TTFT" in changed.stderr
     assert PREFILL_LINE.match(changed.stdout.splitlines()[0])
@@ -122,10 +152,11 @@ def test_rerun_reuses_profiles_unless_forced(offline_run, tmp_path):
     assert selection.prefill.candidate.size <= 2 and selection.decode.candidate.size <= 2
 
 
-def test_profile_to_s3(s3_server, tmp_path):  # noqa: F811
+def test_profile_to_s3(s3_server, tmp_path):
     # two worker processes write the profiles (each opens the S3 store itself)
-    res = slaprof("profile", *QWEN32B_SLA, "--out", "s3://slaprof-runs/qwen32b-run", "--parallel", "2",
-                  env=s3_server.env())
+    res = slaprof(
+        "profile", *QWEN32B_SLA, "--out", "s3://slaprof-runs/qwen32b-run", "--parallel", "2", env=s3_server.env()
+    )
     assert res.returncode == 0, res.stderr
     assert "bench tp1: started" in res.stderr and "bench tp2: started" in res.stderr
     assert res.stdout.strip().splitlines()[-1] == "Report: s3://slaprof-runs/qwen32b-run/report.html"
@@ -133,10 +164,20 @@ def test_profile_to_s3(s3_server, tmp_path):  # noqa: F811
     from minio import Minio
 
     client = Minio(s3_server.endpoint, access_key=s3_server.access_key, secret_key=s3_server.secret_key, secure=False)
-    keys = {o.object_name.removeprefix("qwen32b-run/") for o in client.list_objects("slaprof-runs", prefix="qwen32b-run/",
-                                                                                   recursive=True)}
-    for key in ("request.json", "plan.json", "selection.json", "prefill/raw_data.npz", "decode/raw_data.npz",
-                "prefill_raw_data.json", "decode_raw_data.json", "report.html"):
+    keys = {
+        o.object_name.removeprefix("qwen32b-run/")
+        for o in client.list_objects("slaprof-runs", prefix="qwen32b-run/", recursive=True)
+    }
+    for key in (
+        "request.json",
+        "plan.json",
+        "selection.json",
+        "prefill/raw_data.npz",
+        "decode/raw_data.npz",
+        "prefill_raw_data.json",
+        "decode_raw_data.json",
+        "report.html",
+    ):
         assert key in keys, sorted(keys)
     assert any(k.startswith("profiles/tp") for k in keys) and any(k.startswith("plots/") for k in keys)
     assert not any(k.endswith(".part") for k in keys)
@@ -151,8 +192,13 @@ def test_profile_to_s3(s3_server, tmp_path):  # noqa: F811
 
 
 def test_unreachable_s3_is_one_clear_line(tmp_path):
-    res = slaprof("profile", *QWEN32B_SLA, "--out", "s3://slaprof-runs/x",
-                  env={"SLAPROF_S3_ENDPOINT": "127.0.0.1:1", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"})
+    res = slaprof(
+        "profile",
+        *QWEN32B_SLA,
+        "--out",
+        "s3://slaprof-runs/x",
+        env={"SLAPROF_S3_ENDPOINT": "127.0.0.1:1", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"},
+    )
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("slaprof: error: S3 endpoint 127.0.0.1:1 is unreachable")
     assert "Traceback" not in res.stderr
@@ -174,19 +220,30 @@ def test_failed_write_is_clear_and_leaves_no_partial_file(tmp_path):
 
 
 def test_online_without_gpus_is_a_clear_error(tmp_path):
-    res = slaprof("profile", *QWEN32B_SLA, "--method", "online", "--out", str(tmp_path / "run"),
-                  env={"CUDA_VISIBLE_DEVICES": ""})
+    res = slaprof(
+        "profile", *QWEN32B_SLA, "--method", "online", "--out", str(tmp_path / "run"), env={"CUDA_VISIBLE_DEVICES": ""}
+    )
     assert res.returncode == 2
     assert "--method online needs local GPUs and none are visible" in res.stderr
     assert (tmp_path / "run" / "plan.json").is_file()
 
 
-def test_failed_candidates_are_reported_and_exit_1_when_nothing_is_left(tmp_path, tiny_tokenizer):  # noqa: F811
+def test_failed_candidates_are_reported_and_exit_1_when_nothing_is_left(tmp_path, tiny_tokenizer):
     """Online on a machine with one (claimed) GPU and no vLLM: tp1's engine cannot start, tp2 needs
     more GPUs than there are. Both are recorded with reasons; with nothing measured, exit code 1."""
     out = tmp_path / "run"
-    res = slaprof("profile", "--model", str(MODELS / "Qwen3-0.6B"), "--method", "online", "--max-num-gpus-per-engine",
-                  "2", "--out", str(out), env={"CUDA_VISIBLE_DEVICES": "0", "SLAPROF_TOKENIZER": str(tiny_tokenizer)})
+    res = slaprof(
+        "profile",
+        "--model",
+        str(MODELS / "Qwen3-0.6B"),
+        "--method",
+        "online",
+        "--max-num-gpus-per-engine",
+        "2",
+        "--out",
+        str(out),
+        env={"CUDA_VISIBLE_DEVICES": "0", "SLAPROF_TOKENIZER": str(tiny_tokenizer)},
+    )
     assert res.returncode == 1, res.stderr
     assert "bench tp1: started (GPUs 0)" in res.stderr
     assert "bench tp2: failed: needs 2 GPUs; this machine has 1 visible (0)" in res.stderr
@@ -197,7 +254,9 @@ def test_failed_candidates_are_reported_and_exit_1_when_nothing_is_left(tmp_path
     assert tp2.status == "failed" and "needs 2 GPUs" in tp2.reason
     selection = Selection.model_validate_json((out / "selection.json").read_text())
     assert selection.recommendation == [] and {v.candidate_id: v.status for v in selection.verdicts} == {
-        "tp1": "failed", "tp2": "failed"}
+        "tp1": "failed",
+        "tp2": "failed",
+    }
     assert res.stdout.strip() == f"Report: {out / 'report.html'}"
 
 
@@ -210,8 +269,9 @@ def test_dry_run_estimates_instead_of_measuring(tmp_path):
     """--dry-run with --method online starts no engine and needs no GPU: every candidate is
     estimated offline, and the run still ends in a selection and a DGD, flagged as a dry run."""
     out = tmp_path / "dry"
-    res = slaprof("profile", *QWEN32B_SLA, "--method", "online", "--dry-run", "--out", str(out),
-                  env={"CUDA_VISIBLE_DEVICES": ""})
+    res = slaprof(
+        "profile", *QWEN32B_SLA, "--method", "online", "--dry-run", "--out", str(out), env={"CUDA_VISIBLE_DEVICES": ""}
+    )
     assert res.returncode == 0, res.stderr
     assert PREFILL_LINE.match(res.stdout.splitlines()[0]) and "Dry run" in res.stderr
     selection = Selection.model_validate_json((out / "selection.json").read_text())

@@ -1,4 +1,5 @@
 """Rendered DynamoGraphDeployments: structure per backend (dense and MoE), base DGDs, names, the step and CLI."""
+
 from __future__ import annotations
 
 import json
@@ -24,32 +25,72 @@ from steps.render import (
 from steps.request import build_request
 from steps.results import DecodeChoice, PrefillChoice, Replicas, Selection
 from steps.store import Layout, LocalStore
-from tests.plugins.kube import DGD_RESOURCE, cluster  # noqa: F401
+from tests.plugins.kube import DGD_RESOURCE
 
-PREFILL_JSON = json.dumps({"prefill_isl": [100, 2000, 4000], "prefill_ttft": [10.5, 80.0, 170.0],
-                           "prefill_thpt_per_gpu": [9000.0, 25000.0, 23000.0]}, indent=1)
-DECODE_JSON = json.dumps({"x_kv_usage": [0.1, 0.5, 0.9], "y_context_length": [350, 350, 7093],
-                          "z_itl": [8.0, 12.0, 20.0], "z_thpt_per_gpu": [300.0, 900.0, 1200.0],
-                          "max_kv_tokens": 500000}, indent=1)
+PREFILL_JSON = json.dumps(
+    {
+        "prefill_isl": [100, 2000, 4000],
+        "prefill_ttft": [10.5, 80.0, 170.0],
+        "prefill_thpt_per_gpu": [9000.0, 25000.0, 23000.0],
+    },
+    indent=1,
+)
+DECODE_JSON = json.dumps(
+    {
+        "x_kv_usage": [0.1, 0.5, 0.9],
+        "y_context_length": [350, 350, 7093],
+        "z_itl": [8.0, 12.0, 20.0],
+        "z_thpt_per_gpu": [300.0, 900.0, 1200.0],
+        "max_kv_tokens": 500000,
+    },
+    indent=1,
+)
 DEFAULT_IMAGE = {"vllm": "vllm-runtime", "sglang": "sglang-runtime", "trtllm": "tensorrtllm-runtime"}
 
 
 def _request(backend: str, model: str = "Qwen/Qwen3-32B", rate: float | None = None, **deployment):
     sla = {"ttft_ms": 300, "itl_ms": 25, **({"request_rate": rate} if rate else {})}
-    return build_request({"model": model, "backend": backend, "sla": sla, "hardware": {"gpus_per_node": 8},
-                          "deployment": {"namespace": "serving", **deployment}})
+    return build_request(
+        {
+            "model": model,
+            "backend": backend,
+            "sla": sla,
+            "hardware": {"gpus_per_node": 8},
+            "deployment": {"namespace": "serving", **deployment},
+        }
+    )
 
 
 def _selection(request, prefill: str, decode: str, replicas: tuple[int, int] | None = None) -> Selection:
     p, d = Candidate.parse(prefill), Candidate.parse(decode)
     return Selection(
-        model=request.model, backend=request.backend, gpu="h200_sxm", isl=3000, osl=500,
-        ttft_ms=request.sla.ttft_ms, itl_ms=request.sla.itl_ms,
+        model=request.model,
+        backend=request.backend,
+        gpu="h200_sxm",
+        isl=3000,
+        osl=500,
+        ttft_ms=request.sla.ttft_ms,
+        itl_ms=request.sla.itl_ms,
         prefill=PrefillChoice(candidate=p, isl=3000, ttft_ms=120.0, thpt_per_gpu=12000.0, meets_sla=True),
-        decode=DecodeChoice(candidate=d, context=3250, concurrency=48, kv_usage=0.4, itl_ms=21.0, thpt_per_gpu=800.0,
-                            max_kv_tokens=500000, meets_sla=True),
-        replicas=Replicas(request_rate=request.sla.request_rate or 1.0, prefill=replicas[0], decode=replicas[1],
-                          total_gpus=replicas[0] * p.num_gpus + replicas[1] * d.num_gpus) if replicas else None)
+        decode=DecodeChoice(
+            candidate=d,
+            context=3250,
+            concurrency=48,
+            kv_usage=0.4,
+            itl_ms=21.0,
+            thpt_per_gpu=800.0,
+            max_kv_tokens=500000,
+            meets_sla=True,
+        ),
+        replicas=Replicas(
+            request_rate=request.sla.request_rate or 1.0,
+            prefill=replicas[0],
+            decode=replicas[1],
+            total_gpus=replicas[0] * p.num_gpus + replicas[1] * d.num_gpus,
+        )
+        if replicas
+        else None,
+    )
 
 
 def _render(backend, prefill, decode, model="Qwen/Qwen3-32B", replicas=None, base=None, **deployment):
@@ -149,10 +190,12 @@ def test_rendered_dgd_structure(backend, model, prefill, decode):
     assert (_flag(pargs, "--ttft"), _flag(pargs, "--itl"), _flag(pargs, "--backend")) == ("300", "25", backend)
     assert _flag(pargs, "--environment") == "kubernetes"
     mount = planner["extraPodSpec"]["mainContainer"]["volumeMounts"]
-    assert mount == [{"name": "planner-profile-data", "mountPath": _flag(pargs, "--profile-results-dir"),
-                      "readOnly": True}]
-    assert planner["extraPodSpec"]["volumes"] == [{"name": "planner-profile-data",
-                                                  "configMap": {"name": "planner-profile-data"}}]
+    assert mount == [
+        {"name": "planner-profile-data", "mountPath": _flag(pargs, "--profile-results-dir"), "readOnly": True}
+    ]
+    assert planner["extraPodSpec"]["volumes"] == [
+        {"name": "planner-profile-data", "configMap": {"name": "planner-profile-data"}}
+    ]
 
     name = dgd["metadata"]["name"]
     assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)
@@ -160,14 +203,26 @@ def test_rendered_dgd_structure(backend, model, prefill, decode):
 
 
 def test_replicas_images_and_model_cache():
-    docs = _render("vllm", "tp2", "tp4", replicas=(3, 5), engine_image="registry.local/dynamo-vllm:1",
-                   frontend_image="registry.local/dynamo-frontend:1", model_cache_pvc="models",
-                   model_cache_pvc_path="qwen3-32b", hf_token_secret="my-hf")
+    docs = _render(
+        "vllm",
+        "tp2",
+        "tp4",
+        replicas=(3, 5),
+        engine_image="registry.local/dynamo-vllm:1",
+        frontend_image="registry.local/dynamo-frontend:1",
+        model_cache_pvc="models",
+        model_cache_pvc_path="qwen3-32b",
+        hf_token_secret="my-hf",
+    )
     assert (_worker(docs, "prefill")["replicas"], _worker(docs, "decode")["replicas"]) == (3, 5)
     services = _dgd(docs)["spec"]["services"]
     images = {n: s["extraPodSpec"]["mainContainer"]["image"] for n, s in services.items()}
-    assert images == {"Frontend": "registry.local/dynamo-frontend:1", "prefill": "registry.local/dynamo-vllm:1",
-                      "decode": "registry.local/dynamo-vllm:1", "Planner": "registry.local/dynamo-frontend:1"}
+    assert images == {
+        "Frontend": "registry.local/dynamo-frontend:1",
+        "prefill": "registry.local/dynamo-vllm:1",
+        "decode": "registry.local/dynamo-vllm:1",
+        "Planner": "registry.local/dynamo-frontend:1",
+    }
     assert _dgd(docs)["spec"]["pvcs"] == [{"name": "models", "create": False}]
     for role in ("prefill", "decode"):
         svc = _worker(docs, role)
@@ -243,8 +298,10 @@ def test_base_dgd_keeps_unrelated_fields():
     services = dgd["spec"]["services"]
     assert list(services) == ["Frontend", "pw", "dw", "Planner"]
     assert services["Frontend"]["replicas"] == 2
-    assert services["Frontend"]["extraPodSpec"]["mainContainer"] == {"image": "my/frontend:7",
-                                                                     "args": ["--router-mode", "kv"]}
+    assert services["Frontend"]["extraPodSpec"]["mainContainer"] == {
+        "image": "my/frontend:7",
+        "args": ["--router-mode", "kv"],
+    }
     pw, dw = services["pw"], services["dw"]
     assert pw["sharedMemory"] == {"size": "80Gi"}
     assert pw["extraPodSpec"]["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
@@ -255,14 +312,33 @@ def test_base_dgd_keeps_unrelated_fields():
     assert pw["extraPodSpec"]["mainContainer"]["image"] == "my/vllm:7"  # no image in the request: kept
     assert pw["extraPodSpec"]["mainContainer"]["workingDir"] == "/workspace/examples/backends/vllm"
     assert pw["extraPodSpec"]["mainContainer"]["command"] == ["python3", "-m", "dynamo.vllm"]
-    assert _args(pw) == ["--model", "Qwen/Qwen3-32B", "--tensor-parallel-size", "4", "--is-prefill-worker",
-                         "--max-model-len", "6000", "--kv-cache-dtype=fp8"]  # stale DP flag gone, own flags kept
-    assert _args(dw) == ["--model", "Qwen/Qwen3-32B", "--tensor-parallel-size", "16",
-                         "--gpu-memory-utilization", "0.85"]  # stale EP flag gone
+    assert _args(pw) == [
+        "--model",
+        "Qwen/Qwen3-32B",
+        "--tensor-parallel-size",
+        "4",
+        "--is-prefill-worker",
+        "--max-model-len",
+        "6000",
+        "--kv-cache-dtype=fp8",
+    ]  # stale DP flag gone, own flags kept
+    assert _args(dw) == [
+        "--model",
+        "Qwen/Qwen3-32B",
+        "--tensor-parallel-size",
+        "16",
+        "--gpu-memory-utilization",
+        "0.85",
+    ]  # stale EP flag gone
     assert services["Planner"]["extraPodSpec"]["mainContainer"]["image"] == "my/planner:7"
     pargs = _args(services["Planner"])
-    assert pargs[:5] == ["--environment=kubernetes", "--adjustment-interval=180", "--ttft=300", "--itl=25",
-                         "--max-gpu-budget=16"]  # ours replace theirs in place; the rest is kept
+    assert pargs[:5] == [
+        "--environment=kubernetes",
+        "--adjustment-interval=180",
+        "--ttft=300",
+        "--itl=25",
+        "--max-gpu-budget=16",
+    ]  # ours replace theirs in place; the rest is kept
     assert _flag(pargs, "--prefill-engine-num-gpu") == "4" and _flag(pargs, "--decode-engine-num-gpu") == "16"
 
 
@@ -274,8 +350,9 @@ def test_base_needs_workers_and_a_dgd():
     with pytest.raises(UserError, match="must be a DynamoGraphDeployment"):
         _render("vllm", "tp4", "tp4", base={"kind": "Deployment"})
     base = yaml.safe_load(BASE)
-    base["spec"]["services"]["pw"]["extraPodSpec"]["mainContainer"].update(command=["/bin/sh", "-c"],
-                                                                           args=["python3 -m dynamo.vllm"])
+    base["spec"]["services"]["pw"]["extraPodSpec"]["mainContainer"].update(
+        command=["/bin/sh", "-c"], args=["python3 -m dynamo.vllm"]
+    )
     with pytest.raises(UserError, match="runs a shell command line"):
         _render("vllm", "tp4", "tp4", base=base)
     base = yaml.safe_load(BASE)
@@ -326,8 +403,14 @@ def test_nothing_to_deploy_and_bad_planner_data():
 
 
 def test_merge_args_replaces_both_spellings():
-    assert merge_args(["--a=1", "--b", "2", "--c", "-1", "--flag"], ["--a", "9"], {"--flag"}) == \
-        ["--a", "9", "--b", "2", "--c", "-1"]
+    assert merge_args(["--a=1", "--b", "2", "--c", "-1", "--flag"], ["--a", "9"], {"--flag"}) == [
+        "--a",
+        "9",
+        "--b",
+        "2",
+        "--c",
+        "-1",
+    ]
 
 
 def _write_run(tmp_path, backend="sglang", replicas=(2, 3)):
@@ -344,8 +427,9 @@ def test_run_step_writes_dgd_yaml(tmp_path):
     store = _write_run(tmp_path)
     text = run_step(store)
     assert text == (tmp_path / "dgd.yaml").read_text()
-    assert text.startswith("# Rendered by slaprof: Qwen/Qwen3-30B-A3B on sglang, h200_sxm\n"
-                           "# prefill TEP:4 x2, decode DEP:8 x3")
+    assert text.startswith(
+        "# Rendered by slaprof: Qwen/Qwen3-30B-A3B on sglang, h200_sxm\n# prefill TEP:4 x2, decode DEP:8 x3"
+    )
     docs = list(yaml.safe_load_all(text))
     assert [d["kind"] for d in docs] == ["ConfigMap", "DynamoGraphDeployment"]
     assert _worker(docs, "decode")["replicas"] == 3
@@ -357,8 +441,24 @@ def test_cli_render_with_base(tmp_path, capsys):
     base = tmp_path / "disagg.yaml"
     base.write_text(BASE)
     out = tmp_path / "out.yaml"
-    assert main(["render", "--selection", str(run_dir), "--out", str(out), "--base", str(base),
-                 "--namespace", "prod", "--engine-image", "my/vllm:8"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "--selection",
+                str(run_dir),
+                "--out",
+                str(out),
+                "--base",
+                str(base),
+                "--namespace",
+                "prod",
+                "--engine-image",
+                "my/vllm:8",
+            ]
+        )
+        == 0
+    )
     assert "prefill TEP:4 x2, decode DEP:8 x3" in capsys.readouterr().out
     docs = list(yaml.safe_load_all(out.read_text()))
     dgd = _dgd(docs)
@@ -373,7 +473,7 @@ def test_cli_render_with_base(tmp_path, capsys):
     assert "must be a finished run folder" in capsys.readouterr().err
 
 
-def test_rendered_manifests_apply_cleanly(cluster):  # noqa: F811
+def test_rendered_manifests_apply_cleanly(cluster):
     docs = _render("trtllm", "tep4", "dep8", model="Qwen/Qwen3-30B-A3B", replicas=(1, 2))
     api = cluster.api_client()
     first = apply_manifests(docs, "serving", api_client=api)
@@ -381,7 +481,10 @@ def test_rendered_manifests_apply_cleanly(cluster):  # noqa: F811
     again = _render("trtllm", "tep4", "dep8", model="Qwen/Qwen3-30B-A3B", replicas=(1, 2))
     assert {o.action for o in apply_manifests(again, "serving", api_client=api).objects} == {"unchanged"}
     more = _render("trtllm", "tep4", "dep8", model="Qwen/Qwen3-30B-A3B", replicas=(1, 4))
-    assert [o.action for o in apply_manifests(more, "serving", api_client=api).objects] == \
-        ["unchanged", "unchanged", "updated"]
+    assert [o.action for o in apply_manifests(more, "serving", api_client=api).objects] == [
+        "unchanged",
+        "unchanged",
+        "updated",
+    ]
     stored = cluster.get(DGD_RESOURCE, "serving", _dgd(more)["metadata"]["name"])
     assert stored["spec"]["services"]["decode"]["replicas"] == 4

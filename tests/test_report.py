@@ -1,5 +1,6 @@
 """report.html is self-contained (plots embedded, no scripts, no external references) and carries
 the request, the recommendation, every candidate's verdict and the warnings; the plots are PNGs."""
+
 from __future__ import annotations
 
 import base64
@@ -33,8 +34,11 @@ class _Refs(HTMLParser):
 
 @pytest.fixture(scope="module")
 def result():
-    profiles = [make_profile("tp1"), make_profile("tp2"),
-                make_profile("tp4", status="failed", reason="engine <crashed> & exited")]
+    profiles = [
+        make_profile("tp1"),
+        make_profile("tp2"),
+        make_profile("tp4", status="failed", reason="engine <crashed> & exited"),
+    ]
     request = make_request(ttft_ms=1.0, itl_ms=20.0, request_rate=3.0)
     return fit_profiles(request, make_plan_for(["tp1", "tp2", "tp4"]), profiles), request
 
@@ -81,7 +85,9 @@ def test_cost_curve_follows_dynamo_formula(result):
     label, x, y = cost_curves(fit)[0]
     p, d = sel.prefill_pareto[0], sorted(sel.decode_pareto, key=lambda q: q.latency_ms)[0]
     assert x[0] == pytest.approx(1000.0 / d.latency_ms)
-    assert y[0] == pytest.approx(sel.isl * 1000 / p.thpt_per_gpu * 3 / 3600 + sel.osl * 1000 / d.thpt_per_gpu * 3 / 3600)
+    assert y[0] == pytest.approx(
+        sel.isl * 1000 / p.thpt_per_gpu * 3 / 3600 + sel.osl * 1000 / d.thpt_per_gpu * 3 / 3600
+    )
     assert f"{p.latency_ms:.1f}" in label
 
 

@@ -1,6 +1,7 @@
 """The simulated engine, started and stopped through the engine interface like a real backend:
 OpenAI streaming format, usage, KV capacity on /metrics, the KV limit making requests wait,
 the prefix cache, profiling endpoints, timing against the performance model, clean stop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,21 +19,29 @@ from steps.engines.process import EngineProcess, group_alive
 from steps.gpus import get_gpu
 from steps.models import load_model_info
 from steps.perf import get_estimator
+from steps.simengine import Engine, SimRequest
 from tests.conftest import MODELS
-from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401
+from tests.plugins.clock import run_on_virtual_clock
 
 MODEL = str(MODELS / "Qwen3-0.6B")
-TIME_SCALE = 50.0  # a modelled TTFT of ~6 ms lasts ~300 ms: HTTP and CPU jitter stay far below 10 %
+TIME_SCALE = 50.0  # the served engine's scale; timing itself is asserted on a virtual clock
 MAX_KV = 600  # tokens: two requests of 250 + 100 do not fit together
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_tokenizer, tmp_path_factory):
-    backend = get_backend("simulated", emulate="vllm", gpu="h100_sxm", tokenizer=str(tiny_tokenizer),
-                          time_scale=TIME_SCALE, max_kv_tokens=MAX_KV)
+    backend = get_backend(
+        "simulated",
+        emulate="vllm",
+        gpu="h100_sxm",
+        tokenizer=str(tiny_tokenizer),
+        time_scale=TIME_SCALE,
+        max_kv_tokens=MAX_KV,
+    )
     workdir = tmp_path_factory.mktemp("simengine")
-    proc = EngineProcess(backend, MODEL, Candidate.parse("tp1"), workdir,
-                         options=ServerOptions(profile_dir=str(workdir / "traces")))
+    proc = EngineProcess(
+        backend, MODEL, Candidate.parse("tp1"), workdir, options=ServerOptions(profile_dir=str(workdir / "traces"))
+    )
     with proc:
         proc.wait_ready(60)
         yield proc
@@ -98,31 +107,56 @@ def test_prefix_cache_hits_a_repeated_prompt(engine):
     assert second["usage"]["prompt_tokens_details"]["cached_tokens"] >= 96
 
 
-def test_timing_matches_the_performance_model(engine):
+async def _serve_on_this_loop(engine: Engine, requests: list[tuple[float, SimRequest]]) -> list[list[float]]:
+    """Submit each request at its (virtual) time; return each one's token times from time 0."""
+    loop = asyncio.get_running_loop()
+    runner = loop.create_task(engine.run())
+    t0 = loop.time()
+
+    async def client(at: float, req: SimRequest) -> list[float]:
+        await asyncio.sleep(at)
+        loop.create_task(engine.admit_later(req))
+        times = []
+        while (n := await req.out.get()) is not None:
+            times += [loop.time() - t0] * n
+        return times
+
+    try:
+        return list(await asyncio.gather(*(client(at, req) for at, req in requests)))
+    finally:
+        runner.cancel()
+
+
+@pytest.mark.parametrize("time_scale", [1.0, 50.0])
+def test_timing_follows_the_performance_model_exactly(time_scale):
+    """On a clock the test controls: TTFT and every decode step are the model's, times the scale."""
     est = _estimator()
-    out = asyncio.run(_stream(engine.url, _words(200, "timing"), 12))
-    isl = out["usage"]["prompt_tokens"]
-    ttft_ms = out["times"][0] * 1e3 / TIME_SCALE
-    itl_ms = (out["times"][-1] - out["times"][0]) * 1e3 / (len(out["times"]) - 1) / TIME_SCALE
-    assert ttft_ms == pytest.approx(est.prefill_ttft_ms(isl, 1), rel=0.10)
-    assert itl_ms == pytest.approx(est.decode_itl_ms(1, isl + 6), rel=0.10)
+    engine = Engine(est, max_kv_tokens=10_000, time_scale=time_scale, prefix_caching=False)
+    isl, osl = 200, 12
+    (times,) = run_on_virtual_clock(_serve_on_this_loop(engine, [(0.0, SimRequest(isl, [], osl))]))
+    assert len(times) == osl
+    assert times[0] * 1e3 / time_scale == pytest.approx(float(est.prefill_ttft_ms(isl, 1)), rel=1e-9)
+    gaps = [(b - a) * 1e3 / time_scale for a, b in zip(times, times[1:])]
+    # after the prefill step each decode step holds the one request at its growing context
+    assert gaps == pytest.approx([float(est.decode_itl_ms(1, isl + k)) for k in range(1, osl)], rel=1e-9)
 
 
-def test_kv_limit_makes_extra_requests_wait(engine):
-    async def both():
-        a = asyncio.create_task(_stream(engine.url, _words(240, "kv-a"), 10))
-        await asyncio.sleep(0.05)
-        b = asyncio.create_task(_stream(engine.url, _words(240, "kv-b"), 10))
-        return await a, await b
+def test_kv_limit_makes_extra_requests_wait():
+    engine = Engine(_estimator(), max_kv_tokens=MAX_KV, time_scale=1.0, prefix_caching=False)
+    first, second = SimRequest(250, [], 100), SimRequest(250, [], 100)
+    assert first.reserve + second.reserve > MAX_KV  # the two cannot be resident together
+    a, b = run_on_virtual_clock(_serve_on_this_loop(engine, [(0.0, first), (0.001, second)]))
+    assert len(a) == len(b) == 100
+    assert b[0] > a[-1], "the second request started before the first freed its KV cache"
 
-    a, b = asyncio.run(both())
-    a_end = a["start"] + a["times"][-1]
-    b_first = b["start"] + b["times"][0]
-    assert a["usage"]["prompt_tokens"] + 10 > MAX_KV / 2  # the two cannot be resident together
-    assert b_first >= a_end - 0.005, "the second request started before the first freed its KV cache"
-    # a request larger than the whole cache is refused, not queued forever
-    req = urllib.request.Request(engine.url + "/v1/completions", method="POST", headers={"Content-Type": "application/json"},
-                                 data=json.dumps({"model": MODEL, "prompt": "x", "max_tokens": MAX_KV + 1}).encode())
+
+def test_a_request_larger_than_the_kv_cache_is_refused(engine):
+    req = urllib.request.Request(
+        engine.url + "/v1/completions",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"model": MODEL, "prompt": "x", "max_tokens": MAX_KV + 1}).encode(),
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req)
     assert err.value.code == 400

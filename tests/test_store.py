@@ -4,7 +4,6 @@ import pytest
 
 from steps.errors import UserError
 from steps.store import LocalStore, MissingArtifact, open_store
-from tests.plugins.s3 import s3_server  # noqa: F401
 
 
 def test_local_store_roundtrip_and_atomic(tmp_path):
@@ -19,7 +18,7 @@ def test_local_store_roundtrip_and_atomic(tmp_path):
         store.get_bytes("nope.json")
 
 
-def test_s3_store_roundtrip(s3_server, monkeypatch):  # noqa: F811
+def test_s3_store_roundtrip(s3_server, monkeypatch):
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
     store = open_store("s3://slaprof-test/run-1")
@@ -31,7 +30,7 @@ def test_s3_store_roundtrip(s3_server, monkeypatch):  # noqa: F811
     assert store.uri("selection.json") == "s3://slaprof-test/run-1/selection.json"
 
 
-def test_s3_wrong_key_is_refused(s3_server, monkeypatch):  # noqa: F811
+def test_s3_wrong_key_is_refused(s3_server, monkeypatch):
     monkeypatch.setenv("SLAPROF_S3_ENDPOINT", s3_server.endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")

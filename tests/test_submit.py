@@ -1,4 +1,5 @@
 """`slaprof submit` against a local HTTP server standing in for the Argo Server API."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ class FakeArgoServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 if outer.status != 200:
@@ -59,9 +60,31 @@ MODEL = str(MODELS / "Qwen3-0.6B")
 
 def test_submit_posts_a_workflow_from_the_template(capsys):
     with FakeArgoServer() as server:
-        code = main(["submit", "--model", MODEL, "--backend", "sglang", "--isl", "2000", "--ttft", "120",
-                     "--gpu", "h100_sxm", "--argo-server", server.url, "--token", "s3cr3t",
-                     "--workflow-namespace", "profiling", "--pick", "manual", "--drift-threshold", "7.5"])
+        code = main(
+            [
+                "submit",
+                "--model",
+                MODEL,
+                "--backend",
+                "sglang",
+                "--isl",
+                "2000",
+                "--ttft",
+                "120",
+                "--gpu",
+                "h100_sxm",
+                "--argo-server",
+                server.url,
+                "--token",
+                "s3cr3t",
+                "--workflow-namespace",
+                "profiling",
+                "--pick",
+                "manual",
+                "--drift-threshold",
+                "7.5",
+            ]
+        )
     assert code == 0
     [req] = server.requests
     assert req["path"] == "/api/v1/workflows/profiling"
@@ -111,9 +134,13 @@ def test_invalid_request_never_reaches_the_server(capsys):
     assert "backend" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("env,expected", [({"ARGO_SERVER": "argo.example:2746"}, "https://argo.example:2746"),
-                                          ({"ARGO_SERVER": "argo:2746", "ARGO_SECURE": "false", "ARGO_BASE_HREF": "/argo/"},
-                                           "http://argo:2746/argo")])
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({"ARGO_SERVER": "argo.example:2746"}, "https://argo.example:2746"),
+        ({"ARGO_SERVER": "argo:2746", "ARGO_SECURE": "false", "ARGO_BASE_HREF": "/argo/"}, "http://argo:2746/argo"),
+    ],
+)
 def test_server_from_argo_cli_environment(monkeypatch, env, expected):
     from workflows.submit import ArgoServer
 

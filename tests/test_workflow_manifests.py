@@ -1,4 +1,5 @@
 """The generated Argo manifests: CRD schema (strict), DAG wiring, pod shapes, golden files, chart copies."""
+
 from __future__ import annotations
 
 import importlib
@@ -90,7 +91,9 @@ def test_every_reference_resolves(wt):
         for arg, value in _args(task).items():
             assert arg in _inputs(template), f"{task_name}: argument {arg} is not an input of {template['name']}"
             for ref_task, out in re.findall(r"\{\{tasks\.([\w-]+)\.outputs\.parameters\.([\w-]+)\}\}", value):
-                assert out in _outputs(templates[tasks[ref_task]["template"]]), f"{task_name}: {ref_task} has no output {out}"
+                assert out in _outputs(templates[tasks[ref_task]["template"]]), (
+                    f"{task_name}: {ref_task} has no output {out}"
+                )
         for name, param in _inputs(template).items():
             assert "default" in param or name in _args(task), f"{task_name}: input {name} is never supplied"
     for template in templates.values():
@@ -142,8 +145,17 @@ def test_suspend_node_offers_fit_choices_as_an_enum(wt):
 
 def test_fit_exposes_the_recommendation_as_described_output_parameters(wt):
     outputs = _outputs(_templates(wt)["fit"])
-    for name in ("prefill", "decode", "ttft-ms", "itl-ms", "prefill-thpt-per-gpu", "decode-thpt-per-gpu",
-                 "meets-sla", "recommendation", "choices"):
+    for name in (
+        "prefill",
+        "decode",
+        "ttft-ms",
+        "itl-ms",
+        "prefill-thpt-per-gpu",
+        "decode-thpt-per-gpu",
+        "meets-sla",
+        "recommendation",
+        "choices",
+    ):
         assert outputs[name]["description"], name
         assert outputs[name]["valueFrom"]["path"] == f"/tmp/hera-outputs/parameters/{name}"
 
@@ -198,7 +210,10 @@ def test_exit_handler_semaphore_and_artifact_repository(wt):
     assert spec["onExit"] == "cleanup"
     cleanup = _inputs(_templates(wt)["cleanup"])
     assert cleanup["status"]["default"] == "{{workflow.status}}" and cleanup["run"]["default"] == "{{workflow.name}}"
-    assert spec["synchronization"]["semaphores"][0]["configMapKeyRef"] == {"name": "slaprof-semaphores", "key": "gpu-profiling"}
+    assert spec["synchronization"]["semaphores"][0]["configMapKeyRef"] == {
+        "name": "slaprof-semaphores",
+        "key": "gpu-profiling",
+    }
     assert spec["artifactRepositoryRef"]["configMap"] and spec["artifactRepositoryRef"]["key"]
 
 
@@ -270,7 +285,8 @@ def test_golden_yaml(docs, name):
         path.write_text(text)
     assert path.is_file(), f"{path} is missing: run SLAPROF_UPDATE_GOLDEN=1 pytest {__file__}"
     assert path.read_text() == text, (
-        f"{name} differs from {path}; if the change is intended, run SLAPROF_UPDATE_GOLDEN=1 pytest {Path(__file__).name}")
+        f"{name} differs from {path}; if the change is intended, run SLAPROF_UPDATE_GOLDEN=1 pytest {Path(__file__).name}"
+    )
     assert yaml.safe_load(text) == docs[name]
 
 
@@ -289,8 +305,20 @@ def test_cli_render_writes_both_files(tmp_path, capsys):
     written = write_manifests(tmp_path / "out", chart_files=chart)
     assert sorted(p.name for p in written) == sorted([WORKFLOW_TEMPLATE_FILE, CRON_WORKFLOW_FILE] * 2)
     assert (chart / WORKFLOW_TEMPLATE_FILE).read_text() == (tmp_path / "out" / WORKFLOW_TEMPLATE_FILE).read_text()
-    assert main(["workflow", "render", "--out", str(tmp_path / "cli"), "--image", "registry.local/slaprof:dev",
-                 "--no-chart"]) == 0
+    assert (
+        main(
+            [
+                "workflow",
+                "render",
+                "--out",
+                str(tmp_path / "cli"),
+                "--image",
+                "registry.local/slaprof:dev",
+                "--no-chart",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / "cli" / WORKFLOW_TEMPLATE_FILE), str(tmp_path / "cli" / CRON_WORKFLOW_FILE)]
     doc = yaml.safe_load((tmp_path / "cli" / WORKFLOW_TEMPLATE_FILE).read_text())

@@ -1,4 +1,5 @@
 """Pareto choices offered by the suspend node, and the exit codes the templates' retries rely on."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,21 +8,40 @@ from steps.candidates import Candidate
 from steps.errors import StepFailed, UserError
 from steps.results import DecodeChoice, ParetoPoint, PrefillChoice, Selection
 from workflows.params import PICK_SLOTS
-from workflows.pick import RECOMMENDED, parse_choice, pareto_choices
+from workflows.pick import RECOMMENDED, pareto_choices, parse_choice
 from workflows.tasks import TRANSIENT_EXIT, fit_outputs, label_manifests, leftover_names, step_errors
 
 
-def _selection(prefill_front: list[tuple[str, float]], decode_front: list[tuple[str, float]],
-               chosen: tuple[str, str] = ("tp2", "tp4")) -> Selection:
+def _selection(
+    prefill_front: list[tuple[str, float]],
+    decode_front: list[tuple[str, float]],
+    chosen: tuple[str, str] = ("tp2", "tp4"),
+) -> Selection:
     p, d = Candidate.parse(chosen[0]), Candidate.parse(chosen[1])
     return Selection(
-        model="m", backend="vllm", gpu="h200_sxm", isl=3000, osl=500, ttft_ms=50, itl_ms=10,
+        model="m",
+        backend="vllm",
+        gpu="h200_sxm",
+        isl=3000,
+        osl=500,
+        ttft_ms=50,
+        itl_ms=10,
         prefill=PrefillChoice(candidate=p, isl=3000, ttft_ms=45, thpt_per_gpu=9000, meets_sla=True),
-        decode=DecodeChoice(candidate=d, context=3250, concurrency=32, kv_usage=0.4, itl_ms=9.5, thpt_per_gpu=800,
-                            max_kv_tokens=10**6, meets_sla=True),
+        decode=DecodeChoice(
+            candidate=d,
+            context=3250,
+            concurrency=32,
+            kv_usage=0.4,
+            itl_ms=9.5,
+            thpt_per_gpu=800,
+            max_kv_tokens=10**6,
+            meets_sla=True,
+        ),
         prefill_pareto=[ParetoPoint(candidate_id=c, latency_ms=lat, thpt_per_gpu=1.0) for c, lat in prefill_front],
-        decode_pareto=[ParetoPoint(candidate_id=c, latency_ms=lat, thpt_per_gpu=1.0, concurrency=n)
-                       for n, (c, lat) in enumerate(decode_front, 1)],
+        decode_pareto=[
+            ParetoPoint(candidate_id=c, latency_ms=lat, thpt_per_gpu=1.0, concurrency=n)
+            for n, (c, lat) in enumerate(decode_front, 1)
+        ],
     )
 
 
@@ -41,8 +61,15 @@ def test_fit_outputs_fill_every_slot():
     assert [out[f"choice_{i}"] for i in range(1, PICK_SLOTS + 1)] == [pareto_choices(sel)[0]] * PICK_SLOTS
 
 
-@pytest.mark.parametrize("label,expected", [("auto", None), ("", None), ("tp1+dep8: TTFT 1 ms", ("tp1", "dep8")),
-                                            (f"tp2+tp4{RECOMMENDED}: TTFT 45.0 ms", ("tp2", "tp4"))])
+@pytest.mark.parametrize(
+    "label,expected",
+    [
+        ("auto", None),
+        ("", None),
+        ("tp1+dep8: TTFT 1 ms", ("tp1", "dep8")),
+        (f"tp2+tp4{RECOMMENDED}: TTFT 45.0 ms", ("tp2", "tp4")),
+    ],
+)
 def test_parse_choice(label, expected):
     assert parse_choice(label) == expected
 
@@ -52,9 +79,18 @@ def test_parse_choice_rejects_free_text():
         parse_choice("the fast one")
 
 
-@pytest.mark.parametrize("exc,code", [
-    (UserError("S3 endpoint 127.0.0.1:9 is unreachable (MaxRetryError); check SLAPROF_S3_ENDPOINT"), TRANSIENT_EXIT),
-    (ConnectionResetError("peer"), TRANSIENT_EXIT), (UserError("invalid request: backend"), 2), (StepFailed("drift"), 1)])
+@pytest.mark.parametrize(
+    "exc,code",
+    [
+        (
+            UserError("S3 endpoint 127.0.0.1:9 is unreachable (MaxRetryError); check SLAPROF_S3_ENDPOINT"),
+            TRANSIENT_EXIT,
+        ),
+        (ConnectionResetError("peer"), TRANSIENT_EXIT),
+        (UserError("invalid request: backend"), 2),
+        (StepFailed("drift"), 1),
+    ],
+)
 def test_exit_codes(exc, code, capsys):
     with pytest.raises(SystemExit) as info, step_errors("task"):
         raise exc
@@ -68,8 +104,14 @@ def test_unknown_errors_keep_their_traceback():
 
 
 def test_run_label_on_every_manifest_and_leftovers():
-    text = label_manifests("# rendered by slaprof\nkind: ConfigMap\nmetadata: {name: a}\n---\nkind: DynamoGraphDeployment\nmetadata:\n  name: b\n  labels: {team: infra}\n", "wf-1")
+    text = label_manifests(
+        "# rendered by slaprof\nkind: ConfigMap\nmetadata: {name: a}\n---\nkind: DynamoGraphDeployment\nmetadata:\n  name: b\n  labels: {team: infra}\n",
+        "wf-1",
+    )
     assert text.count("slaprof.io/run: wf-1") == 2 and "team: infra" in text and text.startswith("# rendered")
-    objects = [{"metadata": {"name": "b", "labels": {"slaprof.io/run": "wf-1"}}},
-               {"metadata": {"name": "c", "labels": {"slaprof.io/run": "wf-2"}}}, {"metadata": {"name": "d"}}]
+    objects = [
+        {"metadata": {"name": "b", "labels": {"slaprof.io/run": "wf-1"}}},
+        {"metadata": {"name": "c", "labels": {"slaprof.io/run": "wf-2"}}},
+        {"metadata": {"name": "d"}},
+    ]
     assert leftover_names(objects, "wf-1") == ["b"]

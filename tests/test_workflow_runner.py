@@ -8,6 +8,7 @@ the output artifacts to their S3 keys, as Argo's executor does. The steps keep t
 in a real S3 server (`weed mini`): plan -> bench x2 (offline) -> fit -> render -> record, then a
 manual pick.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,6 @@ import pytest
 import yaml
 
 from tests.conftest import MODELS, ROOT
-from tests.plugins.kube import cluster  # noqa: F401 - fixture
-from tests.plugins.s3 import s3_server  # noqa: F401 - session fixture
 from workflows.render import workflow_template_dict
 
 BUCKET = "slaprof-runs"
@@ -66,6 +65,7 @@ class ArgoStandIn:
             if tag.startswith("inputs.parameters.") and inputs is not None:
                 return inputs[tag.removeprefix("inputs.parameters.")]
             raise AssertionError(f"unresolvable {{{{{tag}}}}}")
+
         return re.sub(r"\{\{([^{}]+)\}\}", one, text)
 
     def when(self, task: str) -> bool:
@@ -75,23 +75,33 @@ class ArgoStandIn:
             return True
         text = self.resolve(expr).replace("&&", " and ").replace("||", " or ")
         text = re.sub(r"!(?!=)", " not ", text)
-        return bool(eval(text, {"__builtins__": {}}))  # noqa: S307 - our own template's expression
+        return bool(eval(text, {"__builtins__": {}}))
 
     def depends(self, task: str, status: dict[str, str]) -> bool:
         """A task's `depends` given each task's phase (Succeeded, Failed, Skipped, Omitted ...)."""
         expr = self.tasks[task].get("depends", "")
         text = re.sub(r"([\w-]+)\.(\w+)", lambda m: str(status.get(m.group(1)) == m.group(2)), expr)
         text = re.sub(r"^([\w-]+)$", lambda m: str(status.get(m.group(1)) == "Succeeded"), text)
-        return bool(eval(text.replace("&&", " and ").replace("||", " or "), {"__builtins__": {}}))  # noqa: S307
+        return bool(eval(text.replace("&&", " and ").replace("||", " or "), {"__builtins__": {}}))
 
     # -- running pods -------------------------------------------------------------------
-    def run(self, task: str, item: dict[str, Any] | None = None, extra_env: dict[str, str] | None = None,
-            template_name: str | None = None, arguments: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        task: str,
+        item: dict[str, Any] | None = None,
+        extra_env: dict[str, str] | None = None,
+        template_name: str | None = None,
+        arguments: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
         return self.run_parallel([(task, item)], extra_env, template_name, arguments)[0]
 
-    def run_parallel(self, pods: list[tuple[str, dict[str, Any] | None]], extra_env: dict[str, str] | None = None,
-                     template_name: str | None = None, arguments: dict[str, str] | None = None,
-                     ) -> list[subprocess.CompletedProcess]:
+    def run_parallel(
+        self,
+        pods: list[tuple[str, dict[str, Any] | None]],
+        extra_env: dict[str, str] | None = None,
+        template_name: str | None = None,
+        arguments: dict[str, str] | None = None,
+    ) -> list[subprocess.CompletedProcess]:
         """Run pods at the same time, as Argo runs a fan-out or independent tasks."""
         started = [self._start(task, item, extra_env, template_name, arguments) for task, item in pods]
         done = []
@@ -103,11 +113,23 @@ class ArgoStandIn:
             done.append(result)
         return done
 
-    def _start(self, task: str, item: dict[str, Any] | None, extra_env: dict[str, str] | None,
-               template_name: str | None, arguments: dict[str, str] | None):  # type: ignore[no-untyped-def]
+    def _start(
+        self,
+        task: str,
+        item: dict[str, Any] | None,
+        extra_env: dict[str, str] | None,
+        template_name: str | None,
+        arguments: dict[str, str] | None,
+    ):  # type: ignore[no-untyped-def]
         template = self.templates[template_name or self.tasks[task]["template"]]
-        given = {p["name"]: self.resolve(p["value"], item)
-                 for p in (self.tasks[task].get("arguments") or {}).get("parameters", [])} if task in self.tasks else {}
+        given = (
+            {
+                p["name"]: self.resolve(p["value"], item)
+                for p in (self.tasks[task].get("arguments") or {}).get("parameters", [])
+            }
+            if task in self.tasks
+            else {}
+        )
         given.update(arguments or {})
         inputs: dict[str, str] = {}
         for p in template["inputs"]["parameters"]:
@@ -125,8 +147,14 @@ class ArgoStandIn:
         env.update(self.s3.env())  # what envFrom (slaprof-s3 ConfigMap and Secret) provides
         env.update({"SLAPROF_S3_BUCKET": BUCKET, "hera__outputs_directory": str(pod / "out"), "MPLBACKEND": "Agg"})
         env.update(extra_env or {})
-        proc = subprocess.Popen([sys.executable, *script["args"], str(source)], cwd=pod, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, *script["args"], str(source)],
+            cwd=pod,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         return key, template, inputs, pod, proc
 
     def _local(self, path: str, out: Path) -> Path:
@@ -143,7 +171,9 @@ class ArgoStandIn:
         for art in template.get("outputs", {}).get("artifacts", []):
             path = self._local(art["path"], out)
             s3_key = self.resolve(art["s3"]["key"], inputs=inputs)
-            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+            files = (
+                [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+            )
             assert files or art.get("optional"), f"{key}: artifact {art['name']} missing"
             for f in files:
                 object_key = s3_key if f == path else f"{s3_key}/{f.relative_to(path)}"
@@ -169,14 +199,22 @@ def _ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
 
 
-REQUEST_DOC = yaml.safe_dump({"model": "placeholder", "sla": {"isl": 2000, "osl": 200, "ttft_ms": 400, "itl_ms": 25},
-                              "sweep": {"prefill_granularity": 6, "decode_granularity": 4}})
+REQUEST_DOC = yaml.safe_dump(
+    {
+        "model": "placeholder",
+        "sla": {"isl": 2000, "osl": 200, "ttft_ms": 400, "itl_ms": 25},
+        "sweep": {"prefill_granularity": 6, "decode_granularity": 4},
+    }
+)
 
 
 @pytest.fixture(scope="module")
-def argo(s3_server, tmp_path_factory):  # noqa: F811
-    return ArgoStandIn(s3_server, tmp_path_factory.mktemp("pods"), {
-        "request": REQUEST_DOC, "model": str(MODELS / "Qwen3-32B"), "isl": "1500", "max-gpus-per-engine": "2"})
+def argo(s3_server, tmp_path_factory):
+    return ArgoStandIn(
+        s3_server,
+        tmp_path_factory.mktemp("pods"),
+        {"request": REQUEST_DOC, "model": str(MODELS / "Qwen3-32B"), "isl": "1500", "max-gpus-per-engine": "2"},
+    )
 
 
 def test_profile_dag_task_by_task(argo):
@@ -219,7 +257,9 @@ def test_profile_dag_task_by_task(argo):
     assert any(d["kind"] == "DynamoGraphDeployment" for d in dgd)
     assert "first result" in argo.outputs["record"]["drift"]
     assert argo.keys(f"history/{plan['history-key']}/") == [
-        f"history/{plan['history-key']}/run.json", f"history/{plan['history-key']}/selection.json"]
+        f"history/{plan['history-key']}/run.json",
+        f"history/{plan['history-key']}/selection.json",
+    ]
     status["render"] = "Succeeded"
     assert not argo.when("apply")  # auto-apply is false
 
@@ -237,7 +277,9 @@ def test_manual_pick_rewrites_the_selection(argo):
     after = json.loads(argo.get(f"{WORKFLOW}/selection.json"))
     picked_p, picked_d = choices[1].split(":")[0].split("+")
     assert (after["prefill"]["candidate"]["size"], after["decode"]["candidate"]["size"]) == (
-        int(picked_p.removeprefix("tp")), int(picked_d.removeprefix("tp")))
+        int(picked_p.removeprefix("tp")),
+        int(picked_d.removeprefix("tp")),
+    )
     assert json.loads(argo.get(f"{WORKFLOW}/selection.auto.json")) == before
     assert after["recommendation"][0].startswith("Picked by hand")
     _ok(argo.run("render"))
@@ -250,7 +292,7 @@ def test_bench_of_unknown_candidate_is_one_line_exit_2(argo):
     assert "tp16" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_exit_handler_deletes_what_a_failed_run_deployed(argo, cluster, tmp_path):  # noqa: F811
+def test_exit_handler_deletes_what_a_failed_run_deployed(argo, cluster, tmp_path):
     """`cleanup` (onExit) of a failed auto-apply run deletes the run's DGD and nothing else."""
     from kubernetes import client
 
@@ -259,19 +301,30 @@ def test_exit_handler_deletes_what_a_failed_run_deployed(argo, cluster, tmp_path
 
     run = "slaprof-failed-run"
     store = S3Store(argo.s3.endpoint, BUCKET, run, argo.s3.access_key, argo.s3.secret_key)
-    write_model(store, "request.json", ProfileRequest(model="Qwen/Qwen3-32B", deployment={"namespace": "dynamo",
-                                                                                          "auto_apply": True}))
+    write_model(
+        store,
+        "request.json",
+        ProfileRequest(model="Qwen/Qwen3-32B", deployment={"namespace": "dynamo", "auto_apply": True}),
+    )
     store.put_bytes("dgd.yaml", b"kind: DynamoGraphDeployment\n")
     cluster.install_dgd_crd()
     api = client.CustomObjectsApi(cluster.api_client())
     for name, labels in (("ours", {"slaprof.io/run": run}), ("someone-elses", {"slaprof.io/run": "other"})):
-        api.create_namespaced_custom_object("nvidia.com", "v1alpha1", "dynamo", "dynamographdeployments", {
-            "apiVersion": "nvidia.com/v1alpha1", "kind": "DynamoGraphDeployment",
-            "metadata": {"name": name, "namespace": "dynamo", "labels": labels}, "spec": {}})
+        api.create_namespaced_custom_object(
+            "nvidia.com",
+            "v1alpha1",
+            "dynamo",
+            "dynamographdeployments",
+            {
+                "apiVersion": "nvidia.com/v1alpha1",
+                "kind": "DynamoGraphDeployment",
+                "metadata": {"name": name, "namespace": "dynamo", "labels": labels},
+                "spec": {},
+            },
+        )
     kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
     env = {"KUBECONFIG": str(kubeconfig), "KUBERNETES_SERVICE_HOST": ""}
-    _ok(argo.run("cleanup", template_name="cleanup", extra_env=env,
-                 arguments={"run": run, "status": "Failed"}))
+    _ok(argo.run("cleanup", template_name="cleanup", extra_env=env, arguments={"run": run, "status": "Failed"}))
     assert argo.outputs["cleanup"]["removed"] == "dynamo/ours"
     assert cluster.get("nvidia.com/v1alpha1/dynamographdeployments", "dynamo", "ours") is None
     assert cluster.get("nvidia.com/v1alpha1/dynamographdeployments", "dynamo", "someone-elses") is not None

@@ -12,6 +12,7 @@ for the GPU count, which Argo refuses as a templated resource quantity; sidecars
 Every bench pod has a deadline that also counts time spent Pending (`timeout`, plus Argo 4.1's
 `pendingTimeout`, added in workflows.render), so a candidate waiting for GPUs cannot stall the run.
 """
+
 from __future__ import annotations
 
 from hera.workflows import EmptyDirVolume, Env, Parameter, Script, UserContainer
@@ -53,13 +54,22 @@ def gpu_pod_spec_patch(container: str) -> str:
 
 
 def _hf_token() -> EnvVar:
-    return EnvVar(name="HF_TOKEN", value_from=EnvVarSource(
-        secret_key_ref=SecretKeySelector(name=HF_TOKEN_SECRET, key="HF_TOKEN", optional=True)))
+    return EnvVar(
+        name="HF_TOKEN",
+        value_from=EnvVarSource(secret_key_ref=SecretKeySelector(name=HF_TOKEN_SECRET, key="HF_TOKEN", optional=True)),
+    )
 
 
 def _bench(name: str, settings: WorkflowSettings, **kwargs: object) -> Script:
-    return runner_script(name, tasks.bench, settings, cpu=settings.bench_cpu, memory=settings.bench_memory,
-                         timeout="{{workflow.parameters.bench-timeout}}", **kwargs)  # type: ignore[arg-type]
+    return runner_script(
+        name,
+        tasks.bench,
+        settings,
+        cpu=settings.bench_cpu,
+        memory=settings.bench_memory,
+        timeout="{{workflow.parameters.bench-timeout}}",
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def offline_bench(settings: WorkflowSettings) -> Script:
@@ -73,22 +83,29 @@ def online_bench_sidecar(settings: WorkflowSettings) -> Script:
         command=["sh", "-c"],
         args=[ENGINE_BOOT],
         env=[_hf_token()],
-        volume_mounts=[VolumeMount(name="engine", mount_path=ENGINE_DIR), VolumeMount(name="dshm", mount_path="/dev/shm")],
+        volume_mounts=[
+            VolumeMount(name="engine", mount_path=ENGINE_DIR),
+            VolumeMount(name="dshm", mount_path="/dev/shm"),
+        ],
     )
     return _bench(
-        "bench-online", settings,
+        "bench-online",
+        settings,
         inputs=[Parameter(name="engine-image", description="image of the engine sidecar")],
         env=[Env(name=sidecar.SIDECAR_ENV, value=ENGINE_DIR)],
         sidecars=[engine],
-        volumes=[EmptyDirVolume(name="engine", mount_path=ENGINE_DIR),
-                 Volume(name="dshm", empty_dir=EmptyDirVolumeSource(medium="Memory"))],  # the engine's /dev/shm
+        volumes=[
+            EmptyDirVolume(name="engine", mount_path=ENGINE_DIR),
+            Volume(name="dshm", empty_dir=EmptyDirVolumeSource(medium="Memory")),
+        ],  # the engine's /dev/shm
         pod_spec_patch=gpu_pod_spec_patch(ENGINE_CONTAINER),
     )
 
 
 def online_bench_main(settings: WorkflowSettings) -> Script:
     return _bench(
-        "bench-online-main", settings,
+        "bench-online-main",
+        settings,
         image="{{inputs.parameters.engine-image}}",
         inputs=[Parameter(name="engine-image", description="engine image that also contains slaprof")],
         env=[_hf_token()],

@@ -7,6 +7,7 @@ the previous one of the same model, backend and GPU and fails the run when the c
 (the template's semaphore also queues it behind manual runs). Shipped suspended: set at least
 `model` (or `request`) first.
 """
+
 from __future__ import annotations
 
 from hera.workflows import CronWorkflow
@@ -22,8 +23,10 @@ def reprofile_cron(settings: WorkflowSettings | None = None) -> CronWorkflow:
     return CronWorkflow(
         name=CRON_NAME,
         labels={"app.kubernetes.io/name": "slaprof", "app.kubernetes.io/version": VERSION},
-        annotations={"workflows.argoproj.io/title": "slaprof re-profile",
-                     "workflows.argoproj.io/description": "Scheduled re-profile; fails when results drift beyond `drift-threshold` percent."},
+        annotations={
+            "workflows.argoproj.io/title": "slaprof re-profile",
+            "workflows.argoproj.io/description": "Scheduled re-profile; fails when results drift beyond `drift-threshold` percent.",
+        },
         schedules=list(settings.cron_schedules),
         timezone=settings.cron_timezone,
         concurrency_policy="Forbid",

@@ -4,6 +4,7 @@ Argo concept: `spec.arguments.parameters` (https://argo-workflows.readthedocs.io
 Each request parameter maps onto one ProfileRequest field; an empty value means "take it from
 the `request` document, else slaprof's default", so a request YAML and the UI form compose.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -62,26 +63,54 @@ class RequestParam:
 _EMPTY = "empty = from `request`, else the default"
 
 REQUEST_PARAMS: tuple[RequestParam, ...] = (
-    RequestParam("model", "model", str, "Hugging Face model id or a model folder in the image/PVC (required unless `request` names it)"),
+    RequestParam(
+        "model",
+        "model",
+        str,
+        "Hugging Face model id or a model folder in the image/PVC (required unless `request` names it)",
+    ),
     RequestParam("backend", "backend", str, f"inference backend; {_EMPTY} (vllm)", ("", *BACKENDS)),
-    RequestParam("method", "method", str,
-                 f"offline = estimate without engines, simulate = simulated engines + AIPerf on CPUs, online = real engines on GPUs; {_EMPTY} (offline)",
-                 ("", "offline", "simulate", "online")),
+    RequestParam(
+        "method",
+        "method",
+        str,
+        f"offline = estimate without engines, simulate = simulated engines + AIPerf on CPUs, online = real engines on GPUs; {_EMPTY} (offline)",
+        ("", "offline", "simulate", "online"),
+    ),
     RequestParam("isl", "sla.isl", int, f"average input sequence length, tokens; {_EMPTY} (3000)"),
     RequestParam("osl", "sla.osl", int, f"average output sequence length, tokens; {_EMPTY} (500)"),
     RequestParam("ttft", "sla.ttft_ms", float, f"time-to-first-token target, ms; {_EMPTY} (50)"),
     RequestParam("itl", "sla.itl_ms", float, f"inter-token latency target, ms; {_EMPTY} (10)"),
     RequestParam("gpu", "hardware.gpu", str, f"GPU type of the cluster; {_EMPTY} (h200_sxm)", ("", *GPU_NAMES)),
     RequestParam("gpus-per-node", "hardware.gpus_per_node", int, f"GPUs per node; {_EMPTY} (8)"),
-    RequestParam("min-gpus-per-engine", "hardware.min_gpus_per_engine", int,
-                 f"smallest engine to try, GPUs (0 = from the model's size); {_EMPTY}"),
-    RequestParam("max-gpus-per-engine", "hardware.max_gpus_per_engine", int,
-                 f"largest engine to try, GPUs (0 = one node); {_EMPTY}"),
-    RequestParam("engine-image", "deployment.engine_image", str,
-                 f"engine image for online benchmarks and the rendered DGD; {_EMPTY} (Dynamo's runtime image for the backend)"),
-    RequestParam("namespace", "deployment.namespace", str, f"namespace the DGD is rendered for and applied to; {_EMPTY} (dynamo)"),
-    RequestParam("auto-apply", "deployment.auto_apply", bool,
-                 f"apply the rendered DGD to the cluster and wait until it is ready; {_EMPTY} (false)", ("", "true", "false")),
+    RequestParam(
+        "min-gpus-per-engine",
+        "hardware.min_gpus_per_engine",
+        int,
+        f"smallest engine to try, GPUs (0 = from the model's size); {_EMPTY}",
+    ),
+    RequestParam(
+        "max-gpus-per-engine",
+        "hardware.max_gpus_per_engine",
+        int,
+        f"largest engine to try, GPUs (0 = one node); {_EMPTY}",
+    ),
+    RequestParam(
+        "engine-image",
+        "deployment.engine_image",
+        str,
+        f"engine image for online benchmarks and the rendered DGD; {_EMPTY} (Dynamo's runtime image for the backend)",
+    ),
+    RequestParam(
+        "namespace", "deployment.namespace", str, f"namespace the DGD is rendered for and applied to; {_EMPTY} (dynamo)"
+    ),
+    RequestParam(
+        "auto-apply",
+        "deployment.auto_apply",
+        bool,
+        f"apply the rendered DGD to the cluster and wait until it is ready; {_EMPTY} (false)",
+        ("", "true", "false"),
+    ),
 )
 
 
@@ -96,20 +125,35 @@ class ControlParam:
 
 
 CONTROL_PARAMS: tuple[ControlParam, ...] = (
-    ControlParam("pick", AUTO_CHOICE,
-                 "auto = deploy fit's recommendation; manual = pause after fit so a person picks one of the Pareto choices in the UI and resumes",
-                 (AUTO_CHOICE, "manual")),
-    ControlParam("drift-threshold", "0",
-                 "percent change of TTFT, ITL or throughput (or a changed choice) against the previous run of the same model, backend and GPU that fails the run; 0 = only report drift"),
-    ControlParam("engine-in-main", "false",
-                 "online only: true when the engine image contains slaprof, so the benchmark and the engine share the main container",
-                 ("true", "false")),
+    ControlParam(
+        "pick",
+        AUTO_CHOICE,
+        "auto = deploy fit's recommendation; manual = pause after fit so a person picks one of the Pareto choices in the UI and resumes",
+        (AUTO_CHOICE, "manual"),
+    ),
+    ControlParam(
+        "drift-threshold",
+        "0",
+        "percent change of TTFT, ITL or throughput (or a changed choice) against the previous run of the same model, backend and GPU that fails the run; 0 = only report drift",
+    ),
+    ControlParam(
+        "engine-in-main",
+        "false",
+        "online only: true when the engine image contains slaprof, so the benchmark and the engine share the main container",
+        ("true", "false"),
+    ),
     ControlParam("gpu-resource", "nvidia.com/gpu", "extended resource name of a GPU on the cluster's nodes"),
     ControlParam("gpu-node-selector", "{}", "online only: node selector of benchmark pods, as a JSON object"),
-    ControlParam("gpu-tolerations", '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
-                 "online only: tolerations of benchmark pods, as a JSON list"),
-    ControlParam("bench-timeout", "4h",
-                 "deadline of one candidate's benchmark pod, including time spent Pending (e.g. no free GPUs)"),
+    ControlParam(
+        "gpu-tolerations",
+        '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
+        "online only: tolerations of benchmark pods, as a JSON list",
+    ),
+    ControlParam(
+        "bench-timeout",
+        "4h",
+        "deadline of one candidate's benchmark pod, including time spent Pending (e.g. no free GPUs)",
+    ),
     ControlParam("apply-timeout", "1800", "seconds to wait for an applied DGD to become ready"),
 )
 

@@ -6,6 +6,7 @@ PICK_SLOTS choices, recommendation first; each is a label `<prefill id>+<decode 
 so the label alone says what it deploys. Picking rewrites selection.json and the planner
 data for `render` (fit's own decision stays in selection.auto.json).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -30,8 +31,11 @@ def _lowest_latency(points: list[ParetoPoint]) -> dict[str, float]:
 
 
 def _label(prefill_id: str, decode_id: str, ttft: float | None, itl: float | None, recommended: bool) -> str:
-    numbers = ", ".join(x for x in (f"TTFT {ttft:.1f} ms" if ttft is not None else "",
-                                    f"ITL {itl:.2f} ms" if itl is not None else "") if x)
+    numbers = ", ".join(
+        x
+        for x in (f"TTFT {ttft:.1f} ms" if ttft is not None else "", f"ITL {itl:.2f} ms" if itl is not None else "")
+        if x
+    )
     return f"{prefill_id}+{decode_id}{RECOMMENDED if recommended else ''}: {numbers}".rstrip(": ")
 
 
@@ -55,8 +59,12 @@ def pareto_choices(selection: Selection, slots: int = PICK_SLOTS) -> list[str]:
         return []
     pairs: list[tuple[str, str]] = []
     first_p, first_d = prefill_ids[0], decode_ids[0]
-    for pair in ([(first_p, first_d)] + [(p, first_d) for p in prefill_ids[1:]] + [(first_p, d) for d in decode_ids[1:]]
-                 + [(p, d) for p in prefill_ids[1:] for d in decode_ids[1:]]):
+    for pair in (
+        [(first_p, first_d)]
+        + [(p, first_d) for p in prefill_ids[1:]]
+        + [(first_p, d) for d in decode_ids[1:]]
+        + [(p, d) for p in prefill_ids[1:] for d in decode_ids[1:]]
+    ):
         if pair not in pairs:
             pairs.append(pair)
     return [_label(p, d, ttft.get(p), itl.get(d), (p, d) == (rec_p, rec_d)) for p, d in pairs[:slots]]
@@ -69,13 +77,16 @@ def parse_choice(label: str) -> tuple[str, str] | None:
         return None
     ids = text.split(":", 1)[0].removesuffix(RECOMMENDED).strip()
     if ids.count("+") != 1:
-        raise UserError(f"choice {label!r} is not one of the offered labels (<prefill>+<decode>: ...); resume with one of them")
+        raise UserError(
+            f"choice {label!r} is not one of the offered labels (<prefill>+<decode>: ...); resume with one of them"
+        )
     prefill_id, decode_id = (part.strip() for part in ids.split("+"))
     return prefill_id, decode_id
 
 
-def apply_choice(request: ProfileRequest, selection: Selection, profiles: dict[str, CandidateProfile],
-                 label: str) -> FitResult | None:
+def apply_choice(
+    request: ProfileRequest, selection: Selection, profiles: dict[str, CandidateProfile], label: str
+) -> FitResult | None:
     """fit's result for the picked prefill and decode candidates, or None when the pick is fit's own.
 
     Each side is chosen by fit itself, from the picked candidate's profile alone, so the operating
@@ -83,8 +94,10 @@ def apply_choice(request: ProfileRequest, selection: Selection, profiles: dict[s
     from steps.fit import FitResult, decode_line, fit_profiles, prefill_line, replica_counts
 
     ids = parse_choice(label)
-    current = (selection.prefill.candidate.id if selection.prefill else None,
-               selection.decode.candidate.id if selection.decode else None)
+    current = (
+        selection.prefill.candidate.id if selection.prefill else None,
+        selection.decode.candidate.id if selection.decode else None,
+    )
     if ids is None or ids == current:
         return None
     for cid in ids:
@@ -100,6 +113,9 @@ def apply_choice(request: ProfileRequest, selection: Selection, profiles: dict[s
     picked.prefill, picked.decode = prefill, decode
     rate = request.sla.request_rate
     picked.replicas = replica_counts(rate, request.sla.isl, request.sla.osl, prefill, decode) if rate else None
-    picked.recommendation = [f"Picked by hand from the Pareto choices: {ids[0]}+{ids[1]}",
-                             prefill_line(prefill), decode_line(decode)]
+    picked.recommendation = [
+        f"Picked by hand from the Pareto choices: {ids[0]}+{ids[1]}",
+        prefill_line(prefill),
+        decode_line(decode),
+    ]
     return FitResult(selection=picked, prefill_data=prefill_fit.prefill_data, decode_data=decode_fit.decode_data)

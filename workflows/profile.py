@@ -12,6 +12,7 @@ https://argo-workflows.readthedocs.io/en/latest/walk-through/dag/).
 Every task is a runner script of `workflows.tasks` calling the same step functions as
 `slaprof profile`. A failed candidate does not stop the DAG (continueOn); fit reports it.
 """
+
 from __future__ import annotations
 
 from hera.workflows import DAG, NoneArchiveStrategy, Parameter, S3Artifact, Task, WorkflowTemplate
@@ -66,18 +67,23 @@ def _plan_out(name: str) -> str:
 def workflow_parameters() -> list[Parameter]:
     """Every workflow parameter, with its description and enum (the UI's submit form)."""
     params = [Parameter(name="request", value="", description=REQUEST_DOC_DESCRIPTION)]
-    params += [Parameter(name=p.name, value="", description=p.description, enum=list(p.enum) if p.enum else None)
-               for p in REQUEST_PARAMS]
-    params += [Parameter(name=c.name, value=c.value, description=c.description, enum=list(c.enum) if c.enum else None)
-               for c in CONTROL_PARAMS]
+    params += [
+        Parameter(name=p.name, value="", description=p.description, enum=list(p.enum) if p.enum else None)
+        for p in REQUEST_PARAMS
+    ]
+    params += [
+        Parameter(name=c.name, value=c.value, description=c.description, enum=list(c.enum) if c.enum else None)
+        for c in CONTROL_PARAMS
+    ]
     return params
 
 
 def _label_expression(param: str) -> LabelValueFrom:
     """A workflow label from a parameter, made a valid label value (no `/`, at most 63 characters)."""
     raw = f"workflow.parameters['{param}']"
-    return LabelValueFrom(expression=(
-        f"sprig.trimAll('-_.', sprig.trunc(63, sprig.regexReplaceAll('[^A-Za-z0-9_.-]+', {raw}, '-')))"))
+    return LabelValueFrom(
+        expression=(f"sprig.trimAll('-_.', sprig.trunc(63, sprig.regexReplaceAll('[^A-Za-z0-9_.-]+', {raw}, '-')))")
+    )
 
 
 def _after_bench() -> str:
@@ -96,27 +102,51 @@ def profile_template(settings: WorkflowSettings | None = None) -> WorkflowTempla
         arguments=workflow_parameters(),
         service_account_name=settings.service_account,
         active_deadline_seconds=settings.active_deadline_seconds,
-        artifact_repository_ref=ArtifactRepositoryRef(config_map=ARTIFACT_REPOSITORY_CONFIGMAP, key=ARTIFACT_REPOSITORY_KEY),
+        artifact_repository_ref=ArtifactRepositoryRef(
+            config_map=ARTIFACT_REPOSITORY_CONFIGMAP, key=ARTIFACT_REPOSITORY_KEY
+        ),
         # one profiling run at a time per semaphore slot, so runs do not compete for the same GPUs
-        synchronization=Synchronization(semaphores=[SemaphoreRef(
-            config_map_key_ref=ConfigMapKeySelector(name=SEMAPHORE_CONFIGMAP, key=SEMAPHORE_KEY))]),
+        synchronization=Synchronization(
+            semaphores=[
+                SemaphoreRef(config_map_key_ref=ConfigMapKeySelector(name=SEMAPHORE_CONFIGMAP, key=SEMAPHORE_KEY))
+            ]
+        ),
         workflow_metadata=WorkflowMetadata(
             annotations={"workflows.argoproj.io/title": TITLE, "workflows.argoproj.io/description": DESCRIPTION},
             labels={"app.kubernetes.io/name": "slaprof"},
-            labels_from={"slaprof.io/model": _label_expression("model"),
-                         "slaprof.io/backend": _label_expression("backend"),
-                         "slaprof.io/method": _label_expression("method")},
+            labels_from={
+                "slaprof.io/model": _label_expression("model"),
+                "slaprof.io/backend": _label_expression("backend"),
+                "slaprof.io/method": _label_expression("method"),
+            },
         ),
         pod_gc=PodGC(strategy="OnPodSuccess", delete_delay_duration="10m"),
         ttl_strategy=TTLStrategy(seconds_after_success=7 * 86400, seconds_after_failure=14 * 86400),
         archive_logs=True,
     ) as template:
         plan_t = runner_script("plan", tasks.plan, settings, timeout="15m")
-        benches = {"bench": offline_bench(settings), "bench-online": online_bench_sidecar(settings),
-                   "bench-online-main": online_bench_main(settings)}
-        fit_t = runner_script("fit", tasks.fit, settings, cpu="1", memory="2Gi", timeout="1h", outputs=[
-            S3Artifact(name="plots", path=f"{tasks.DEFAULT_OUTPUTS}/artifacts/plots", key=RUN + "/plots",
-                       archive=NoneArchiveStrategy(), optional=True)])
+        benches = {
+            "bench": offline_bench(settings),
+            "bench-online": online_bench_sidecar(settings),
+            "bench-online-main": online_bench_main(settings),
+        }
+        fit_t = runner_script(
+            "fit",
+            tasks.fit,
+            settings,
+            cpu="1",
+            memory="2Gi",
+            timeout="1h",
+            outputs=[
+                S3Artifact(
+                    name="plots",
+                    path=f"{tasks.DEFAULT_OUTPUTS}/artifacts/plots",
+                    key=RUN + "/plots",
+                    archive=NoneArchiveStrategy(),
+                    optional=True,
+                )
+            ],
+        )
         choose_t = choose_template()
         pick_t = runner_script("pick", tasks.pick, settings, timeout="10m")
         render_t = runner_script("render", tasks.render, settings, timeout="15m")
@@ -125,8 +155,11 @@ def profile_template(settings: WorkflowSettings | None = None) -> WorkflowTempla
         runner_script("cleanup", tasks.cleanup, settings, timeout="10m", retry=False)
 
         with DAG(name="profile"):
-            Task(name="plan", template=plan_t, arguments={
-                "run": RUN, "request": _wp("request"), **{p.name: _wp(p.name) for p in REQUEST_PARAMS}})
+            Task(
+                name="plan",
+                template=plan_t,
+                arguments={"run": RUN, "request": _wp("request"), **{p.name: _wp(p.name) for p in REQUEST_PARAMS}},
+            )
             method = f"'{_plan_out('method')}'"
             in_main = f"'{_wp('engine-in-main')}' == 'true'"
             conditions = {
@@ -138,20 +171,52 @@ def profile_template(settings: WorkflowSettings | None = None) -> WorkflowTempla
                 args = {"run": RUN, "candidate": "{{item.id}}", "gpus": "{{item.gpus}}"}
                 if name != "bench":
                     args["engine-image"] = _plan_out("engine-image")
-                Task(name=name, template=script, arguments=args, with_param=_plan_out("candidates"),
-                     when=conditions[name], continue_on=ContinueOn(failed=True, error=True), depends="plan")
+                Task(
+                    name=name,
+                    template=script,
+                    arguments=args,
+                    with_param=_plan_out("candidates"),
+                    when=conditions[name],
+                    continue_on=ContinueOn(failed=True, error=True),
+                    depends="plan",
+                )
             Task(name="fit", template=fit_t, arguments={"run": RUN}, depends=_after_bench())
-            Task(name="choose", template=choose_t, depends="fit.Succeeded", when=f"'{_wp('pick')}' == 'manual'",
-                 arguments={"choice": "{{tasks.fit.outputs.parameters.choice-1}}",
-                            **{f"choice-{i}": f"{{{{tasks.fit.outputs.parameters.choice-{i}}}}}"
-                               for i in range(1, PICK_SLOTS + 1)}})
-            Task(name="pick", template=pick_t, depends="choose.Succeeded",
-                 arguments={"run": RUN, "choice": "{{tasks.choose.outputs.parameters.choice}}"})
+            Task(
+                name="choose",
+                template=choose_t,
+                depends="fit.Succeeded",
+                when=f"'{_wp('pick')}' == 'manual'",
+                arguments={
+                    "choice": "{{tasks.fit.outputs.parameters.choice-1}}",
+                    **{
+                        f"choice-{i}": f"{{{{tasks.fit.outputs.parameters.choice-{i}}}}}"
+                        for i in range(1, PICK_SLOTS + 1)
+                    },
+                },
+            )
+            Task(
+                name="pick",
+                template=pick_t,
+                depends="choose.Succeeded",
+                arguments={"run": RUN, "choice": "{{tasks.choose.outputs.parameters.choice}}"},
+            )
             picked = "fit.Succeeded && (pick.Succeeded || pick.Skipped || pick.Omitted)"
             Task(name="render", template=render_t, arguments={"run": RUN}, depends=picked)
-            Task(name="record", template=record_t, depends=picked, arguments={
-                "run": RUN, "history-key": _plan_out("history-key"), "drift-threshold": _wp("drift-threshold")})
-            Task(name="apply", template=apply_t, depends="render.Succeeded",
-                 when=f"'{_plan_out('auto-apply')}' == 'true'",
-                 arguments={"run": RUN, "timeout": _wp("apply-timeout")})
+            Task(
+                name="record",
+                template=record_t,
+                depends=picked,
+                arguments={
+                    "run": RUN,
+                    "history-key": _plan_out("history-key"),
+                    "drift-threshold": _wp("drift-threshold"),
+                },
+            )
+            Task(
+                name="apply",
+                template=apply_t,
+                depends="render.Succeeded",
+                when=f"'{_plan_out('auto-apply')}' == 'true'",
+                arguments={"run": RUN, "timeout": _wp("apply-timeout")},
+            )
     return template

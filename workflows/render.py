@@ -5,6 +5,7 @@ Argo concept: manifests applied with `kubectl apply` or shipped in the Helm char
 generated from Argo 4.0.5, so fields newer than that (`pendingTimeout`, Argo >= 4.1) are added
 to the built dictionaries here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -59,7 +60,9 @@ def to_yaml(doc: dict[str, Any]) -> str:
     return HEADER + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
 
 
-def write_manifests(out: Path, settings: WorkflowSettings | None = None, chart_files: Path | None = CHART_FILES) -> list[Path]:
+def write_manifests(
+    out: Path, settings: WorkflowSettings | None = None, chart_files: Path | None = CHART_FILES
+) -> list[Path]:
     """Write every manifest into `out` and, when the chart is present, into its files/ folder."""
     written: list[Path] = []
     texts = {name: to_yaml(doc) for name, doc in manifests(settings).items()}

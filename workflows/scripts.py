@@ -4,9 +4,11 @@ Argo concept: script templates (https://argo-workflows.readthedocs.io/en/latest/
 built by Hera's runner constructor from the functions in `workflows.tasks`. Shared here: the
 image, the S3 environment, the pod labels, and the retry policy (transient errors only).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hera.workflows import (
     ConfigMapEnvFrom,
@@ -41,9 +43,18 @@ def runner_env_from() -> list[Any]:
     return [ConfigMapEnvFrom(name=S3_CONFIGMAP), SecretEnvFrom(name=S3_SECRET)]
 
 
-def runner_script(name: str, function: Callable[..., Any], settings: WorkflowSettings, *, image: str | None = None,
-                  cpu: str = "250m", memory: str = "512Mi", timeout: str = "30m", retry: bool = True,
-                  **kwargs: Any) -> Script:
+def runner_script(
+    name: str,
+    function: Callable[..., Any],
+    settings: WorkflowSettings,
+    *,
+    image: str | None = None,
+    cpu: str = "250m",
+    memory: str = "512Mi",
+    timeout: str = "30m",
+    retry: bool = True,
+    **kwargs: Any,
+) -> Script:
     """A Hera runner script template calling `workflows.tasks.<function>`."""
     env = runner_env() + kwargs.pop("env", [])
     return Script(

@@ -6,6 +6,7 @@ WorkflowsService. The request travels whole in the `request` parameter (validate
 a typo fails on the laptop, not in a pod) and its common fields as separate parameters, which the
 UI shows in the run's summary.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,12 @@ class ArgoServer:
             raise UserError(f"--argo-server {url!r} is not an http(s) URL; expected e.g. https://argo.example.com:2746")
         if insecure is None:
             insecure = os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "false").lower() == "true"
-        return cls(url=url.rstrip("/"), token=token or os.environ.get("ARGO_TOKEN") or None,
-                   namespace=namespace or os.environ.get("ARGO_NAMESPACE") or "argo", verify_ssl=not insecure)
+        return cls(
+            url=url.rstrip("/"),
+            token=token or os.environ.get("ARGO_TOKEN") or None,
+            namespace=namespace or os.environ.get("ARGO_NAMESPACE") or "argo",
+            verify_ssl=not insecure,
+        )
 
     def ui_link(self, name: str) -> str:
         return f"{self.url}/workflows/{quote(self.namespace)}/{quote(name)}"
@@ -68,13 +73,20 @@ def _label(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", value)[:63].strip("-_.")
 
 
-def workflow_for(request: ProfileRequest, pick: str = AUTO_CHOICE, drift_threshold: float | None = None,
-                 labels: dict[str, str] | None = None) -> Workflow:
+def workflow_for(
+    request: ProfileRequest,
+    pick: str = AUTO_CHOICE,
+    drift_threshold: float | None = None,
+    labels: dict[str, str] | None = None,
+) -> Workflow:
     """The Workflow object `slaprof submit` creates for `request`."""
     if pick not in (AUTO_CHOICE, "manual"):
         raise UserError(f"--pick {pick!r} is not allowed; use auto or manual")
-    params: dict[str, str] = {"request": request.model_dump_json(exclude_none=True), **parameter_values(request),
-                              "pick": pick}
+    params: dict[str, str] = {
+        "request": request.model_dump_json(exclude_none=True),
+        **parameter_values(request),
+        "pick": pick,
+    }
     if drift_threshold is not None:
         params["drift-threshold"] = f"{drift_threshold:g}"
     title = f"{request.model} on {request.hardware.gpu} ({request.backend}, {request.method})"
@@ -84,11 +96,17 @@ def workflow_for(request: ProfileRequest, pick: str = AUTO_CHOICE, drift_thresho
         kind="Workflow",
         metadata=ObjectMeta(
             generate_name=_name_prefix(request.model),
-            labels={"app.kubernetes.io/name": "slaprof", "slaprof.io/model": _label(request.model),
-                    "slaprof.io/backend": request.backend, "slaprof.io/method": request.method, **(labels or {})},
-            annotations={"workflows.argoproj.io/title": title,
-                         "workflows.argoproj.io/description":
-                             f"ISL {sla.isl}, OSL {sla.osl}, TTFT ≤ {sla.ttft_ms:g} ms, ITL ≤ {sla.itl_ms:g} ms"},
+            labels={
+                "app.kubernetes.io/name": "slaprof",
+                "slaprof.io/model": _label(request.model),
+                "slaprof.io/backend": request.backend,
+                "slaprof.io/method": request.method,
+                **(labels or {}),
+            },
+            annotations={
+                "workflows.argoproj.io/title": title,
+                "workflows.argoproj.io/description": f"ISL {sla.isl}, OSL {sla.osl}, TTFT ≤ {sla.ttft_ms:g} ms, ITL ≤ {sla.itl_ms:g} ms",
+            },
         ),
         spec=WorkflowSpec(
             workflow_template_ref=WorkflowTemplateRef(name=TEMPLATE_NAME),
@@ -104,16 +122,20 @@ def submit(workflow: Workflow, server: ArgoServer) -> str:
     from requests.exceptions import ConnectionError as RequestsConnectionError
     from requests.exceptions import SSLError, Timeout
 
-    service = WorkflowsService(host=server.url + "/", token=server.token, verify_ssl=server.verify_ssl,
-                               namespace=server.namespace)
+    service = WorkflowsService(
+        host=server.url + "/", token=server.token, verify_ssl=server.verify_ssl, namespace=server.namespace
+    )
     try:
         created = service.create_workflow(WorkflowCreateRequest(workflow=workflow), namespace=server.namespace)
     except SSLError:
-        raise UserError(f"TLS verification of {server.url} failed; pass --insecure-skip-verify for a self-signed "
-                        "certificate") from None
+        raise UserError(
+            f"TLS verification of {server.url} failed; pass --insecure-skip-verify for a self-signed certificate"
+        ) from None
     except (RequestsConnectionError, Timeout) as exc:
-        raise UserError(f"cannot reach the Argo Server at {server.url} ({type(exc).__name__}); check --argo-server "
-                        "and that the server is port-forwarded or exposed") from None
+        raise UserError(
+            f"cannot reach the Argo Server at {server.url} ({type(exc).__name__}); check --argo-server "
+            "and that the server is port-forwarded or exposed"
+        ) from None
     except HeraException as exc:
         raise UserError(_explain(exc, server)) from None
     name = created.metadata.name if created.metadata else None
@@ -128,11 +150,15 @@ def _explain(exc: Exception, server: ArgoServer) -> str:
     if kind == "Unauthorized":
         return f"the Argo Server at {server.url} refused the token ({text}); pass --token or set ARGO_TOKEN"
     if kind == "Forbidden":
-        return (f"not allowed to create workflows in namespace {server.namespace!r} ({text}); "
-                "use --workflow-namespace or ask for RBAC on workflows.argoproj.io")
+        return (
+            f"not allowed to create workflows in namespace {server.namespace!r} ({text}); "
+            "use --workflow-namespace or ask for RBAC on workflows.argoproj.io"
+        )
     if kind == "NotFound":
-        return (f"{server.url}: not found ({text}); is the slaprof-profile WorkflowTemplate installed in "
-                f"{server.namespace!r} (helm install slaprof charts/slaprof)?")
+        return (
+            f"{server.url}: not found ({text}); is the slaprof-profile WorkflowTemplate installed in "
+            f"{server.namespace!r} (helm install slaprof charts/slaprof)?"
+        )
     return f"the Argo Server at {server.url} rejected the workflow: {text}"
 
 

@@ -7,6 +7,7 @@ the manifest, so fit fills PICK_SLOTS slots (repeating its recommendation when i
 choices); Argo substitutes the slots into the enum when the node runs. The DAG passes the
 recommendation as the preselected value.
 """
+
 from __future__ import annotations
 
 from hera.workflows import Parameter, Suspend
@@ -21,9 +22,11 @@ def choose_template() -> Suspend:
     return Suspend(
         name="choose",
         inputs=[Parameter(name=s, description=f"Pareto choice {i} from fit") for i, s in enumerate(slots, 1)],
-        intermediate_parameters=[Parameter(
-            name=CHOICE,
-            description="prefill+decode mappings to deploy; the first is fit's recommendation",
-            enum=[f"{{{{inputs.parameters.{s}}}}}" for s in slots],
-        )],
+        intermediate_parameters=[
+            Parameter(
+                name=CHOICE,
+                description="prefill+decode mappings to deploy; the first is fit's recommendation",
+                enum=[f"{{{{inputs.parameters.{s}}}}}" for s in slots],
+            )
+        ],
     )

@@ -13,13 +13,15 @@ templates retry only 75 and pod-level errors.
 
 No `from __future__ import annotations` here: Hera reads these annotations at run time.
 """
+
 import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any
 
 from hera.workflows import Input, NoneArchiveStrategy, Output, Parameter, S3Artifact
 from pydantic import create_model
@@ -56,8 +58,10 @@ def run_location(run: str, *parts: str) -> str:
     if not root:
         bucket = os.environ.get("SLAPROF_S3_BUCKET", "").strip()
         if not bucket:
-            raise UserError("SLAPROF_S3_BUCKET is not set: install the slaprof-s3 ConfigMap (see the chart) "
-                            "or set SLAPROF_STORE_ROOT")
+            raise UserError(
+                "SLAPROF_S3_BUCKET is not set: install the slaprof-s3 ConfigMap (see the chart) "
+                "or set SLAPROF_STORE_ROOT"
+            )
         root = f"s3://{bucket}"
     if not run.strip("/"):
         raise UserError("empty run id: the task's `run` parameter must be {{workflow.name}}")
@@ -95,7 +99,7 @@ def step_errors(task: str) -> Iterator[None]:
         yield
     except SystemExit:
         raise
-    except Exception as exc:  # noqa: BLE001 - mapped to exit codes; anything unknown keeps its traceback
+    except Exception as exc:
         if _is_transient(exc):
             print(f"slaprof {task}: transient error, will be retried: {exc}", file=sys.stderr)
             sys.exit(TRANSIENT_EXIT)
@@ -105,7 +109,7 @@ def step_errors(task: str) -> Iterator[None]:
         raise
 
 
-def _store_text(store: Any, key: str) -> Optional[str]:
+def _store_text(store: Any, key: str) -> str | None:
     return store.get_bytes(key).decode() if store.exists(key) else None
 
 
@@ -114,7 +118,7 @@ def _copy_prefix(store: Any, prefix: str, artifact: str) -> None:
     target = outputs_dir() / "artifacts" / artifact
     shutil.rmtree(target, ignore_errors=True)
     for key in store.list(prefix):
-        path = target / key[len(prefix):]
+        path = target / key[len(prefix) :]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(store.get_bytes(key))
 
@@ -135,22 +139,28 @@ PlanInput = create_model(  # type: ignore[call-overload]
     __base__=Input,
     run=(RunParam, ...),
     request=(Annotated[str, Parameter(name="request", description=REQUEST_DOC_DESCRIPTION)], ""),
-    **{p.name.replace("-", "_"): (Annotated[str, Parameter(name=p.name, description=p.description)], "")
-       for p in REQUEST_PARAMS},
+    **{
+        p.name.replace("-", "_"): (Annotated[str, Parameter(name=p.name, description=p.description)], "")
+        for p in REQUEST_PARAMS
+    },
 )
 
 
 class PlanOutput(Output):
-    candidates: Annotated[str, Parameter(name="candidates", description="bench fan-out: JSON list of {id, gpus}")] = "[]"
-    candidate_ids: Annotated[str, Parameter(name="candidate-ids", description="runnable candidates, JSON list of ids")] = "[]"
+    candidates: Annotated[str, Parameter(name="candidates", description="bench fan-out: JSON list of {id, gpus}")] = (
+        "[]"
+    )
+    candidate_ids: Annotated[
+        str, Parameter(name="candidate-ids", description="runnable candidates, JSON list of ids")
+    ] = "[]"
     dropped: Annotated[str, Parameter(name="dropped", description="candidates left out and why")] = ""
     method: Annotated[str, Parameter(name="method", description="offline | simulate | online")] = "offline"
     auto_apply: Annotated[str, Parameter(name="auto-apply", description="apply the DGD when rendered")] = "false"
     engine_image: Annotated[str, Parameter(name="engine-image", description="engine image for online benchmarks")] = ""
     model: Annotated[str, Parameter(name="model", description="the model profiled")] = ""
     history_key: Annotated[str, Parameter(name="history-key", description="stable key of model/backend/GPU")] = ""
-    request_json: Annotated[Optional[str], _artifact("request", "request.json")] = None
-    plan_json: Annotated[Optional[str], _artifact("plan", "plan.json")] = None
+    request_json: Annotated[str | None, _artifact("request", "request.json")] = None
+    plan_json: Annotated[str | None, _artifact("plan", "plan.json")] = None
 
 
 def build_request_from_parameters(request_doc: str, values: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -164,7 +174,9 @@ def build_request_from_parameters(request_doc: str, values: dict[str, str]):  # 
         try:
             doc = yaml.safe_load(request_doc)
         except yaml.YAMLError as exc:
-            raise UserError(f"workflow parameter `request` is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+            raise UserError(
+                f"workflow parameter `request` is not valid YAML/JSON: {str(exc).splitlines()[0]}"
+            ) from None
         base = parse_request_document(doc, origin="workflow parameter `request`")
     data = merge(base, request_overrides(values))
     if not data.get("model"):
@@ -217,7 +229,7 @@ class BenchOutput(Output):
     status: Annotated[str, Parameter(name="status", description="ok | infeasible | failed")] = "failed"
     reason: Annotated[str, Parameter(name="reason", description="why it is not ok")] = ""
     max_kv_tokens: Annotated[str, Parameter(name="max-kv-tokens", description="engine KV cache, tokens")] = "0"
-    profile_json: Annotated[Optional[str], _artifact("profile", "profiles/{{inputs.parameters.candidate}}.json")] = None
+    profile_json: Annotated[str | None, _artifact("profile", "profiles/{{inputs.parameters.candidate}}.json")] = None
 
 
 def bench(inputs: BenchInput) -> BenchOutput:
@@ -243,8 +255,11 @@ def bench(inputs: BenchInput) -> BenchOutput:
             profile = _failed_profile(request, read_model(store, Layout.PLAN, Plan), inputs.candidate, str(exc))
             write_model(store, key, profile)
         return BenchOutput(
-            status=profile.status, reason=profile.reason or "", max_kv_tokens=str(profile.max_kv_tokens),
-            profile_json=_store_text(store, key), exit_code=1 if profile.status == "failed" else 0,
+            status=profile.status,
+            reason=profile.reason or "",
+            max_kv_tokens=str(profile.max_kv_tokens),
+            profile_json=_store_text(store, key),
+            exit_code=1 if profile.status == "failed" else 0,
         )
 
 
@@ -252,8 +267,10 @@ def bench(inputs: BenchInput) -> BenchOutput:
 # fit
 # ---------------------------------------------------------------------------
 def _choice_fields() -> dict[str, Any]:
-    return {f"choice_{i}": (Annotated[str, Parameter(name=f"choice-{i}", description=f"Pareto choice {i}")], AUTO_CHOICE)
-            for i in range(1, PICK_SLOTS + 1)}
+    return {
+        f"choice_{i}": (Annotated[str, Parameter(name=f"choice-{i}", description=f"Pareto choice {i}")], AUTO_CHOICE)
+        for i in range(1, PICK_SLOTS + 1)
+    }
 
 
 _FitOutputBase = create_model("_FitOutputBase", __base__=Output, **_choice_fields())  # type: ignore[call-overload]
@@ -262,15 +279,17 @@ _FitOutputBase = create_model("_FitOutputBase", __base__=Output, **_choice_field
 class FitOutput(_FitOutputBase):  # type: ignore[valid-type,misc]
     prefill: Annotated[str, Parameter(name="prefill", description="chosen prefill mapping, e.g. TP:2")] = "none"
     decode: Annotated[str, Parameter(name="decode", description="chosen decode mapping, e.g. TP:4")] = "none"
-    ttft_ms: Annotated[str, Parameter(name="ttft-ms", description="TTFT of the prefill choice at the SLA's ISL, ms")] = ""
+    ttft_ms: Annotated[
+        str, Parameter(name="ttft-ms", description="TTFT of the prefill choice at the SLA's ISL, ms")
+    ] = ""
     itl_ms: Annotated[str, Parameter(name="itl-ms", description="ITL of the decode choice, ms")] = ""
     prefill_thpt: Annotated[str, Parameter(name="prefill-thpt-per-gpu", description="input tokens/s/GPU")] = ""
     decode_thpt: Annotated[str, Parameter(name="decode-thpt-per-gpu", description="output tokens/s/GPU")] = ""
     meets_sla: Annotated[str, Parameter(name="meets-sla", description="true when both choices meet the SLA")] = "false"
     recommendation: Annotated[str, Parameter(name="recommendation", description="the suggested deployment")] = ""
     choices: Annotated[str, Parameter(name="choices", description="Pareto choices offered to pick, JSON list")] = "[]"
-    selection_json: Annotated[Optional[str], _artifact("selection", "selection.json")] = None
-    report_html: Annotated[Optional[str], _artifact("report", "report.html")] = None
+    selection_json: Annotated[str | None, _artifact("selection", "selection.json")] = None
+    report_html: Annotated[str | None, _artifact("report", "report.html")] = None
 
 
 def fit_outputs(selection: Any) -> dict[str, str]:
@@ -304,8 +323,11 @@ def fit(run: RunParam) -> FitOutput:
         store = run_store(run)
         selection = fit_step.run_step(store)
         _copy_prefix(store, Layout.PLOTS, "plots")
-        return FitOutput(**fit_outputs(selection), selection_json=_store_text(store, Layout.SELECTION),
-                         report_html=_store_text(store, Layout.REPORT))
+        return FitOutput(
+            **fit_outputs(selection),
+            selection_json=_store_text(store, Layout.SELECTION),
+            report_html=_store_text(store, Layout.REPORT),
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -316,10 +338,13 @@ AUTO_SELECTION = "selection.auto.json"
 
 class PickOutput(Output):
     picked: Annotated[str, Parameter(name="picked", description="the deployed prefill+decode choice")] = ""
-    selection_json: Annotated[Optional[str], _artifact("selection", "selection.json")] = None
+    selection_json: Annotated[str | None, _artifact("selection", "selection.json")] = None
 
 
-def pick(run: RunParam, choice: Annotated[str, Parameter(name="choice", description="the label picked on resume")] = AUTO_CHOICE) -> PickOutput:
+def pick(
+    run: RunParam,
+    choice: Annotated[str, Parameter(name="choice", description="the label picked on resume")] = AUTO_CHOICE,
+) -> PickOutput:
     """Task `pick`: selection.json and planner data for the person's choice (fit's own stays in selection.auto.json)."""
     from steps.fit import load_profiles, write_outputs
     from steps.request import ProfileRequest
@@ -346,7 +371,7 @@ def pick(run: RunParam, choice: Annotated[str, Parameter(name="choice", descript
 # render, apply
 # ---------------------------------------------------------------------------
 class RenderOutput(Output):
-    dgd_yaml: Annotated[Optional[str], _artifact("dgd", "dgd.yaml")] = None
+    dgd_yaml: Annotated[str | None, _artifact("dgd", "dgd.yaml")] = None
 
 
 def label_manifests(text: str, run: str) -> str:
@@ -378,8 +403,10 @@ def render(run: RunParam) -> RenderOutput:
         return RenderOutput(dgd_yaml=labelled)
 
 
-def apply(run: RunParam,
-          timeout: Annotated[str, Parameter(name="timeout", description="seconds to wait until the DGD is ready")] = "1800") -> None:
+def apply(
+    run: RunParam,
+    timeout: Annotated[str, Parameter(name="timeout", description="seconds to wait until the DGD is ready")] = "1800",
+) -> None:
     """Task `apply` (auto-apply only): steps.apply.run_step into the request's namespace, waiting until ready."""
     from steps import apply as apply_step
     from steps.request import ProfileRequest
@@ -395,13 +422,17 @@ def apply(run: RunParam,
 # record (history + drift)
 # ---------------------------------------------------------------------------
 class RecordOutput(Output):
-    drift: Annotated[str, Parameter(name="drift", description="drift against the previous run of this model/backend/GPU")] = ""
-    drift_json: Annotated[Optional[str], _artifact("drift", "drift.json")] = None
+    drift: Annotated[
+        str, Parameter(name="drift", description="drift against the previous run of this model/backend/GPU")
+    ] = ""
+    drift_json: Annotated[str | None, _artifact("drift", "drift.json")] = None
 
 
-def record(run: RunParam,
-           history_key: Annotated[str, Parameter(name="history-key", description="stable key of model/backend/GPU")],
-           threshold: Annotated[str, Parameter(name="drift-threshold", description="percent; 0 = report only")] = "0") -> RecordOutput:
+def record(
+    run: RunParam,
+    history_key: Annotated[str, Parameter(name="history-key", description="stable key of model/backend/GPU")],
+    threshold: Annotated[str, Parameter(name="drift-threshold", description="percent; 0 = report only")] = "0",
+) -> RecordOutput:
     """Task `record`: steps.drift.run_step against history/<key>/; fails only when drift exceeds the threshold."""
     from steps import drift as drift_step
 
@@ -409,7 +440,9 @@ def record(run: RunParam,
         try:
             limit = float(threshold or 0)
         except ValueError:
-            raise UserError(f"workflow parameter drift-threshold={threshold!r} must be a number of percent (0 = report only)") from None
+            raise UserError(
+                f"workflow parameter drift-threshold={threshold!r} must be a number of percent (0 = report only)"
+            ) from None
         store = run_store(run)
         try:
             report = drift_step.run_step(store, history_store(history_key), run, threshold_pct=limit)
@@ -429,12 +462,15 @@ class CleanupOutput(Output):
 
 def leftover_names(objects: list[dict[str, Any]], run: str) -> list[str]:
     """Names of the objects labelled with this run."""
-    return sorted(o["metadata"]["name"] for o in objects
-                  if ((o.get("metadata") or {}).get("labels") or {}).get(RUN_LABEL) == run)
+    return sorted(
+        o["metadata"]["name"] for o in objects if ((o.get("metadata") or {}).get("labels") or {}).get(RUN_LABEL) == run
+    )
 
 
-def cleanup(run: RunParam = "{{workflow.name}}",
-            status: Annotated[str, Parameter(name="status", description="how the run ended")] = "{{workflow.status}}") -> CleanupOutput:
+def cleanup(
+    run: RunParam = "{{workflow.name}}",
+    status: Annotated[str, Parameter(name="status", description="how the run ended")] = "{{workflow.status}}",
+) -> CleanupOutput:
     """Exit handler: when the run did not succeed, delete the DGDs it deployed (labelled with the run).
 
     Engines of online benchmarks are sidecars and die with their pods; a DGD applied by a run that
@@ -454,7 +490,7 @@ def cleanup(run: RunParam = "{{workflow.name}}",
             return CleanupOutput(removed="nothing: the run does not apply its deployment")
         try:
             removed = _delete_run_deployments(request.deployment.namespace, run)
-        except Exception as exc:  # noqa: BLE001 - an exit handler must not turn a result into a failure
+        except Exception as exc:
             message = f"could not clean up DGDs of {run} in {request.deployment.namespace}: {type(exc).__name__}: {exc}"
             print(f"slaprof cleanup: warning: {message}", file=sys.stderr)
             return CleanupOutput(removed=message[:500])

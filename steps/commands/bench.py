@@ -1,4 +1,5 @@
 """`slaprof bench`: measure (or estimate) one candidate and write DIR/<candidate>.json."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,9 +9,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from steps.cli import add_request_options
 
     p = sub.add_parser(
-        "bench", help="measure one candidate's prefill and decode surfaces",
+        "bench",
+        help="measure one candidate's prefill and decode surfaces",
         description="Measure one candidate mapping: offline (estimate), simulate (simulated engine + AIPerf on "
-                    "CPUs) or online (a real engine on this machine's GPUs + AIPerf). Writes DIR/<candidate>.json.")
+        "CPUs) or online (a real engine on this machine's GPUs + AIPerf). Writes DIR/<candidate>.json.",
+    )
     add_request_options(p)
     p.add_argument("--candidate", required=True, help="mapping id from `slaprof plan`, e.g. tp2, tep8, dep8")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for <candidate>.json (created)")
@@ -21,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     quick.add_argument("--decode-osl", type=int, help="output tokens per decode request (default: --osl)")
     quick.add_argument("--prefill-repeats", type=int, help="requests per prefill ISL (default 2)")
     meas = p.add_argument_group("measuring")
-    meas.add_argument("--tokenizer", help="tokenizer folder or id for AIPerf and prompts (default: the model; "
-                                          "env SLAPROF_TOKENIZER)")
+    meas.add_argument(
+        "--tokenizer", help="tokenizer folder or id for AIPerf and prompts (default: the model; env SLAPROF_TOKENIZER)"
+    )
     meas.add_argument("--torch-profile", action="store_true", help="capture a torch-profiler trace after the sweeps")
     meas.add_argument("--no-pipeline", action="store_true", help="start each AIPerf run only when the previous ended")
     meas.add_argument("--port", type=int, help="engine port (default: a free one)")
@@ -55,12 +59,21 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     workdir = out / f"{planned.id}-work"
     options = BenchOptions.from_env(
-        tokenizer=args.tokenizer, time_scale=args.time_scale, startup_s=args.sim_startup,
-        sim_max_kv_tokens=args.sim_max_kv_tokens, prefill_repeats=args.prefill_repeats, decode_osl=args.decode_osl,
-        max_prefill_points=args.max_prefill_points, max_decode_isls=args.max_decode_contexts,
-        max_concurrency_points=args.max_concurrency_points, torch_profile=args.torch_profile or None,
-        pipeline=False if args.no_pipeline else None, port=args.port, ready_timeout_s=args.ready_timeout,
-        keep_workdir=args.keep_workdir or None)
+        tokenizer=args.tokenizer,
+        time_scale=args.time_scale,
+        startup_s=args.sim_startup,
+        sim_max_kv_tokens=args.sim_max_kv_tokens,
+        prefill_repeats=args.prefill_repeats,
+        decode_osl=args.decode_osl,
+        max_prefill_points=args.max_prefill_points,
+        max_decode_isls=args.max_decode_contexts,
+        max_concurrency_points=args.max_concurrency_points,
+        torch_profile=args.torch_profile or None,
+        pipeline=False if args.no_pipeline else None,
+        port=args.port,
+        ready_timeout_s=args.ready_timeout,
+        keep_workdir=args.keep_workdir or None,
+    )
 
     def show(phase: str, done: int, total: int) -> None:
         print(f"{planned.id}: {phase} {done}/{total}", flush=True)
@@ -85,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
     path.write_text(profile.model_dump_json(indent=2))
     prov = profile.provenance
     ratio = f", {prov.measuring_s / prov.engine_up_s:.0%} of it measuring" if prov.engine_up_s else ""
-    print(f"{planned.id}: {profile.status}{': ' + profile.reason if profile.reason else ''}; "
-          f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} "
-          f"tokens; engine up {prov.engine_up_s:.1f} s{ratio}")
+    print(
+        f"{planned.id}: {profile.status}{': ' + profile.reason if profile.reason else ''}; "
+        f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} "
+        f"tokens; engine up {prov.engine_up_s:.1f} s{ratio}"
+    )
     print(path)
     return 0 if profile.status == "ok" else 1

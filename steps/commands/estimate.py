@@ -1,4 +1,5 @@
 """`slaprof estimate`: one offline performance estimate (TTFT, ITL, throughput/GPU, KV capacity)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,11 +12,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     from steps.gpus import GPU_NAMES
 
     p = sub.add_parser(
-        "estimate", help="estimate TTFT, ITL, throughput per GPU and KV capacity of one deployment, offline",
+        "estimate",
+        help="estimate TTFT, ITL, throughput per GPU and KV capacity of one deployment, offline",
         description="Estimate one engine's performance without GPUs: prefill (TTFT of a batch of prompts), "
-                    "decode (one step for a batch at context isl + osl/2) or aggregated serving at a "
-                    "concurrency (TTFT with queueing and interference, ITL, throughput). A tpN mapping on an "
-                    "MoE model splits the experts by tensor parallelism too.",
+        "decode (one step for a batch at context isl + osl/2) or aggregated serving at a "
+        "concurrency (TTFT with queueing and interference, ITL, throughput). A tpN mapping on an "
+        "MoE model splits the experts by tensor parallelism too.",
     )
     p.add_argument("--model", required=True, help="Hugging Face model id or local model directory")
     p.add_argument("--gpu", required=True, help=f"GPU type: {', '.join(GPU_NAMES)}")
@@ -23,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mapping", required=True, help="parallel mapping: tpN, tepN or depN (e.g. tp4, dep8)")
     p.add_argument("--isl", type=int, required=True, help="input tokens per request")
     p.add_argument("--osl", type=int, required=True, help="output tokens per request")
-    p.add_argument("--batch", type=int, required=True, help="prompts (prefill), sequences (decode) or concurrency (agg)")
+    p.add_argument(
+        "--batch", type=int, required=True, help="prompts (prefill), sequences (decode) or concurrency (agg)"
+    )
     p.add_argument("--quantization", default="auto", help="weights: auto | bf16 | fp8 | fp4")
     p.add_argument("--kv-cache-dtype", default="auto", help="KV cache: auto | bf16 | fp8")
     p.add_argument("--mode", default="agg", help=f"{' | '.join(MODES)} (default agg)")
@@ -41,7 +45,9 @@ def _check(args: argparse.Namespace) -> None:
     from steps.request import BACKENDS
 
     choices = {
-        "--backend": (args.backend, BACKENDS), "--mode": (args.mode, MODES), "--estimator": (args.estimator, ESTIMATORS),
+        "--backend": (args.backend, BACKENDS),
+        "--mode": (args.mode, MODES),
+        "--estimator": (args.estimator, ESTIMATORS),
         "--quantization": (args.quantization, ("auto", "bf16", "fp8", "fp4")),
         "--kv-cache-dtype": (args.kv_cache_dtype, ("auto", "bf16", "fp8")),
     }
@@ -56,11 +62,11 @@ def _check(args: argparse.Namespace) -> None:
 def estimate(args: argparse.Namespace) -> dict[str, float | int | str]:
     """The numbers `slaprof estimate` prints, as a dict."""
     from steps.candidates import Candidate
+    from steps.errors import UserError
     from steps.gpus import get_gpu
     from steps.models import apply_overrides, load_model_info
     from steps.perf import get_estimator
     from steps.plan import divisibility_problem
-    from steps.errors import UserError
 
     _check(args)
     cand = Candidate.parse(args.mapping)
@@ -69,8 +75,15 @@ def estimate(args: argparse.Namespace) -> dict[str, float | int | str]:
     if problem:
         raise UserError(f"mapping {cand.id} does not fit {model.name}: {problem}; choose another --mapping")
     gpu = get_gpu(args.gpu)
-    opts = {k: v for k, v in (("system", args.aic_system), ("hf_id", args.aic_hf_id),
-                              ("backend_version", args.aic_backend_version)) if v}
+    opts = {
+        k: v
+        for k, v in (
+            ("system", args.aic_system),
+            ("hf_id", args.aic_hf_id),
+            ("backend_version", args.aic_backend_version),
+        )
+        if v
+    }
     est = get_estimator(model, gpu, args.backend, cand, args.estimator, **opts)
     isl, osl, batch = args.isl, args.osl, args.batch
     if args.mode == "prefill":
@@ -85,10 +98,18 @@ def estimate(args: argparse.Namespace) -> dict[str, float | int | str]:
         out = est.agg(isl, osl, batch)
         ttft, itl, thpt = out.ttft_ms, out.itl_ms, out.thpt_per_gpu
     return {
-        "ttft_ms": round(ttft, 3), "itl_ms": round(itl, 3), "thpt_per_gpu": round(thpt, 2),
-        "max_kv_tokens": int(est.max_kv_tokens()), "mode": args.mode, "estimator": args.estimator,
-        "model": model.name, "gpu": gpu.name, "backend": args.backend, "mapping": cand.id,
-        "weight_dtype": model.weight_dtype, "kv_dtype": model.kv_dtype,
+        "ttft_ms": round(ttft, 3),
+        "itl_ms": round(itl, 3),
+        "thpt_per_gpu": round(thpt, 2),
+        "max_kv_tokens": int(est.max_kv_tokens()),
+        "mode": args.mode,
+        "estimator": args.estimator,
+        "model": model.name,
+        "gpu": gpu.name,
+        "backend": args.backend,
+        "mapping": cand.id,
+        "weight_dtype": model.weight_dtype,
+        "kv_dtype": model.kv_dtype,
     }
 
 
@@ -98,9 +119,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     unit = "input" if args.mode == "prefill" else "output"
-    print(f"{result['model']} on {result['mapping']} x {result['gpu']}, {result['backend']}, "
-          f"{result['weight_dtype']} weights, {result['kv_dtype']} KV ({result['estimator']}, {args.mode}, "
-          f"isl {args.isl}, osl {args.osl}, batch {args.batch})")
+    print(
+        f"{result['model']} on {result['mapping']} x {result['gpu']}, {result['backend']}, "
+        f"{result['weight_dtype']} weights, {result['kv_dtype']} KV ({result['estimator']}, {args.mode}, "
+        f"isl {args.isl}, osl {args.osl}, batch {args.batch})"
+    )
     print(f"  TTFT            {result['ttft_ms']:10.1f} ms")
     print(f"  ITL             {result['itl_ms']:10.2f} ms")
     print(f"  throughput/GPU  {result['thpt_per_gpu']:10.1f} {unit} tokens/s")

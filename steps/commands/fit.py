@@ -1,5 +1,6 @@
 """`slaprof fit`: select engines from stored profiles and write the selection, planner data,
 plots and report.html (DAG step `fit` on the command line)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     from steps.cli import add_request_options
 
     p = sub.add_parser(
-        "fit", help="select prefill/decode engines from stored profiles; write planner data, plots and report.html",
+        "fit",
+        help="select prefill/decode engines from stored profiles; write planner data, plots and report.html",
         description="Read the candidate profiles of a run (a run folder with profiles/, or a folder of profile JSON "
-                    "files; local or s3://), select the prefill and decode engines under the SLA, and write "
-                    "selection.json, the Dynamo planner data, plots and report.html to --out. SLA flags (--ttft, "
-                    "--itl, --isl, --osl, --request-rate) override the run's request.json.")
-    p.add_argument("--profiles", required=True, metavar="DIR", help="run folder (or its profiles/ folder), or s3://bucket/run")
+        "files; local or s3://), select the prefill and decode engines under the SLA, and write "
+        "selection.json, the Dynamo planner data, plots and report.html to --out. SLA flags (--ttft, "
+        "--itl, --isl, --osl, --request-rate) override the run's request.json.",
+    )
+    p.add_argument(
+        "--profiles", required=True, metavar="DIR", help="run folder (or its profiles/ folder), or s3://bucket/run"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder or s3://bucket/prefix")
     p.add_argument("--no-report", action="store_true", help="skip plots and report.html")
     add_request_options(p)
@@ -61,14 +66,18 @@ def load_inputs(args: argparse.Namespace) -> tuple[ProfileRequest, Plan | None, 
         root = open_store(parent, create=False) if parent else store
         profiles = load_profiles(store, "")
     if not profiles:
-        raise UserError(f"no candidate profiles found at {store.uri()} (expected profiles/<id>.json or <id>.json); "
-                        "run `slaprof profile` first or point --profiles at a run folder")
+        raise UserError(
+            f"no candidate profiles found at {store.uri()} (expected profiles/<id>.json or <id>.json); "
+            "run `slaprof profile` first or point --profiles at a run folder"
+        )
     base: dict[str, Any] = read_json(root, Layout.REQUEST) if root.exists(Layout.REQUEST) else {}  # type: ignore[assignment]
     if getattr(args, "config", None):
         base = merge(base, load_request_file(args.config))
     data = merge(base, request_overrides(args))
     if not data.get("model"):
-        raise UserError(f"no request.json at {root.uri()}: pass --model (and the request's other flags) or --config FILE")
+        raise UserError(
+            f"no request.json at {root.uri()}: pass --model (and the request's other flags) or --config FILE"
+        )
     request = build_request(data)
     plan = read_model(root, Layout.PLAN, Plan) if root.exists(Layout.PLAN) else make_plan(request)
     return request, plan, profiles, root
@@ -82,10 +91,14 @@ def print_result(result: FitResult) -> None:
         print(line)
     if sel.replicas:
         r = sel.replicas
-        print(f"Replicas at {r.request_rate:g} req/s: {r.prefill} prefill x {sel.prefill.candidate.label if sel.prefill else '?'}"
-              f", {r.decode} decode x {sel.decode.candidate.label if sel.decode else '?'} = {r.total_gpus} GPUs")
+        print(
+            f"Replicas at {r.request_rate:g} req/s: {r.prefill} prefill x {sel.prefill.candidate.label if sel.prefill else '?'}"
+            f", {r.decode} decode x {sel.decode.candidate.label if sel.decode else '?'} = {r.total_gpus} GPUs"
+        )
     if sel.nearest_sla:
-        print(f"Nearest achievable SLA: TTFT {sel.nearest_sla['ttft_ms']:.2f} ms, ITL {sel.nearest_sla['itl_ms']:.2f} ms")
+        print(
+            f"Nearest achievable SLA: TTFT {sel.nearest_sla['ttft_ms']:.2f} ms, ITL {sel.nearest_sla['itl_ms']:.2f} ms"
+        )
     for w in sel.warnings:
         print(f"slaprof: warning: {w}", file=sys.stderr)
 

@@ -1,4 +1,5 @@
 """`slaprof plan`: show the candidate mappings and sweep grids for a request."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,11 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     from steps.cli import add_request_options
 
-    p = sub.add_parser("plan", help="list candidate parallel mappings and why others were dropped",
-                       description="Detect the model's size and list the candidate mappings slaprof would profile.")
+    p = sub.add_parser(
+        "plan",
+        help="list candidate parallel mappings and why others were dropped",
+        description="Detect the model's size and list the candidate mappings slaprof would profile.",
+    )
     add_request_options(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
@@ -35,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     table = Table("candidate", "GPUs", "weights GiB/GPU", "KV capacity (tokens)", "status")
     for p in plan.candidates:
         status = "runnable" if p.status == "runnable" else f"[red]dropped[/]: {p.reason}"
-        table.add_row(p.id, str(p.candidate.num_gpus), f"{p.weight_gib_per_gpu:.2f}", f"{p.kv_tokens_estimate:,}", status)
+        table.add_row(
+            p.id, str(p.candidate.num_gpus), f"{p.weight_gib_per_gpu:.2f}", f"{p.kv_tokens_estimate:,}", status
+        )
     console.print(table)
     g = plan.grid
     console.print(f"prefill ISLs ({len(g.prefill_isls)}): {g.prefill_isls}")

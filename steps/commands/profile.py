@@ -1,4 +1,5 @@
 """`slaprof profile`: the whole job on one machine (plan -> bench -> fit -> render), offline by default."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,20 +15,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "profile",
         help="profile a model end to end on this machine and recommend a disaggregated deployment",
         description="Plan the candidate parallel mappings, measure each (offline estimate by default; "
-                    "--method simulate or online to measure served engines with AIPerf), select under the SLA, "
-                    "and write the selection, planner data, plots, report.html and the DGD to --out. "
-                    "Re-running with the same --out reuses the candidates already measured.",
+        "--method simulate or online to measure served engines with AIPerf), select under the SLA, "
+        "and write the selection, planner data, plots, report.html and the DGD to --out. "
+        "Re-running with the same --out reuses the candidates already measured.",
     )
     add_request_options(p)
-    p.add_argument("--out", help="output folder or s3://bucket/prefix (endpoint and keys from SLAPROF_S3_ENDPOINT, "
-                                 "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); default: "
-                                 "./slaprof-out/<model>-<backend>-<gpu>-<method>")
-    p.add_argument("--parallel", type=int, default=None,
-                   help="candidates measured at once (default: 1 offline, one per two CPU cores for simulate, "
-                        "as many as the GPUs allow online)")
+    p.add_argument(
+        "--out",
+        help="output folder or s3://bucket/prefix (endpoint and keys from SLAPROF_S3_ENDPOINT, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); default: "
+        "./slaprof-out/<model>-<backend>-<gpu>-<method>",
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="candidates measured at once (default: 1 offline, one per two CPU cores for simulate, "
+        "as many as the GPUs allow online)",
+    )
     p.add_argument("--force", action="store_true", help="measure every candidate again, even those already measured")
-    p.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto",
-                   help="progress display: live rows on a terminal (auto), log lines, or nothing")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "rich", "plain", "none"),
+        default="auto",
+        help="progress display: live rows on a terminal (auto), log lines, or nothing",
+    )
     p.set_defaults(func=run)
 
 
@@ -55,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
     except Interrupted as exc:
         reporter.close()
         running = f"; stopped the running candidates ({exc}) and their engines" if str(exc) else ""
-        print(f"slaprof: interrupted{running}. Profiles finished so far are kept in {out}: "
-              "run the same command again to resume.", file=sys.stderr)
+        print(
+            f"slaprof: interrupted{running}. Profiles finished so far are kept in {out}: "
+            "run the same command again to resume.",
+            file=sys.stderr,
+        )
         return Interrupted.exit_code
     else:
         steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())

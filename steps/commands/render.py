@@ -1,4 +1,5 @@
 """`slaprof render --selection DIR --out FILE`: write the DynamoGraphDeployment for a finished run."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,17 +7,26 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "render", help="write the disaggregated DGD (+ planner ConfigMap) for a profiled run",
+        "render",
+        help="write the disaggregated DGD (+ planner ConfigMap) for a profiled run",
         description="Render the run's selection into a multi-document YAML: the planner-profile-data ConfigMap, "
-                    "then a DynamoGraphDeployment with the chosen prefill and decode mappings. Apply it with "
-                    "`slaprof apply FILE` or `kubectl apply -f FILE`.")
-    p.add_argument("--selection", required=True, metavar="DIR",
-                   help="run folder (or s3://bucket/prefix) holding selection.json, request.json, "
-                        "prefill_raw_data.json and decode_raw_data.json")
+        "then a DynamoGraphDeployment with the chosen prefill and decode mappings. Apply it with "
+        "`slaprof apply FILE` or `kubectl apply -f FILE`.",
+    )
+    p.add_argument(
+        "--selection",
+        required=True,
+        metavar="DIR",
+        help="run folder (or s3://bucket/prefix) holding selection.json, request.json, "
+        "prefill_raw_data.json and decode_raw_data.json",
+    )
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the YAML (- for stdout)")
-    p.add_argument("--base", metavar="DGD_YAML",
-                   help="disaggregated DGD to start from (like Dynamo's --config): everything in it is kept "
-                        "except what the profile decides; default: the built-in template for the backend")
+    p.add_argument(
+        "--base",
+        metavar="DGD_YAML",
+        help="disaggregated DGD to start from (like Dynamo's --config): everything in it is kept "
+        "except what the profile decides; default: the built-in template for the backend",
+    )
     over = p.add_argument_group("deployment overrides (default: the run's request)")
     over.add_argument("--name", help="DGD name (default: <model>-<backend>, shortened to fit pod-name limits)")
     over.add_argument("--namespace", help="namespace written into the manifests")
@@ -29,8 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-_OVERRIDES = ("name", "namespace", "engine_image", "frontend_image", "model_cache_pvc", "model_cache_pvc_path",
-              "model_cache_mount_path", "hf_token_secret")
+_OVERRIDES = (
+    "name",
+    "namespace",
+    "engine_image",
+    "frontend_image",
+    "model_cache_pvc",
+    "model_cache_pvc_path",
+    "model_cache_mount_path",
+    "hf_token_secret",
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,16 +69,18 @@ def run(args: argparse.Namespace) -> int:
         decode_json = store.get_bytes(Layout.DECODE_JSON).decode()
     except MissingArtifact as exc:
         needed = ", ".join((Layout.SELECTION, Layout.REQUEST, Layout.PREFILL_JSON, Layout.DECODE_JSON))
-        raise UserError(f"{exc}: --selection must be a finished run folder (from `slaprof profile`) holding "
-                        f"{needed}") from None
+        raise UserError(
+            f"{exc}: --selection must be a finished run folder (from `slaprof profile`) holding {needed}"
+        ) from None
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
     if overrides:
         data = request.model_dump()
         data["deployment"].update(overrides)
         request = build_request(data)
     base = load_base(args.base) if args.base else None
-    text = to_yaml(render_manifests(request, selection, prefill_json, decode_json, base=base),
-                   header=describe(request, selection))
+    text = to_yaml(
+        render_manifests(request, selection, prefill_json, decode_json, base=base), header=describe(request, selection)
+    )
     if args.out == "-":
         sys.stdout.write(text)
         return 0

@@ -1,6 +1,7 @@
 """`slaprof select`: re-select engines for a new SLA from stored profiles, in seconds, without
 measuring again. Prints Dynamo's recommendation lines; --out also writes selection.json and the
 planner data (and plots plus report.html with --report)."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,11 +11,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     from steps.cli import add_request_options
 
     p = sub.add_parser(
-        "select", help="re-select engines for a new SLA from stored profiles (no re-benchmark)",
+        "select",
+        help="re-select engines for a new SLA from stored profiles (no re-benchmark)",
         description="Re-run the selection on a finished run's profiles with new targets, e.g. "
-                    "`slaprof select --profiles runs/qwen --ttft 200 --itl 15 --isl 4000`. Values at an ISL or "
-                    "context the sweep did not measure come from the fitted curves.")
-    p.add_argument("--profiles", required=True, metavar="DIR", help="run folder (or its profiles/ folder), or s3://bucket/run")
+        "`slaprof select --profiles runs/qwen --ttft 200 --itl 15 --isl 4000`. Values at an ISL or "
+        "context the sweep did not measure come from the fitted curves.",
+    )
+    p.add_argument(
+        "--profiles", required=True, metavar="DIR", help="run folder (or its profiles/ folder), or s3://bucket/run"
+    )
     p.add_argument("--out", metavar="DIR", help="also write selection.json and the planner data here")
     p.add_argument("--report", action="store_true", help="with --out: also write plots and report.html")
     p.add_argument("--json", action="store_true", help="print the selection as JSON")

@@ -1,4 +1,5 @@
 """`slaprof submit`: start a profiling run on Argo Workflows and print its name and UI link."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,22 +8,37 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     from steps.cli import add_request_options
 
-    p = sub.add_parser("submit", help="run the profile on Argo Workflows (slaprof-profile WorkflowTemplate)",
-                       description="Validate the request here, then create a Workflow from the slaprof-profile "
-                                   "WorkflowTemplate through the Argo Server API and print its name and UI link.")
+    p = sub.add_parser(
+        "submit",
+        help="run the profile on Argo Workflows (slaprof-profile WorkflowTemplate)",
+        description="Validate the request here, then create a Workflow from the slaprof-profile "
+        "WorkflowTemplate through the Argo Server API and print its name and UI link.",
+    )
     add_request_options(p)
     argo = p.add_argument_group("Argo")
     argo.add_argument("--argo-server", help="Argo Server URL, e.g. https://localhost:2746 (default: $ARGO_SERVER)")
     argo.add_argument("--token", help="Argo Server token, with or without 'Bearer ' (default: $ARGO_TOKEN)")
-    argo.add_argument("--workflow-namespace", help="namespace of the WorkflowTemplate (default: $ARGO_NAMESPACE or argo)")
-    argo.add_argument("--insecure-skip-verify", action="store_true", default=None,
-                      help="do not verify the server's TLS certificate")
-    argo.add_argument("--pick", choices=["auto", "manual"], default="auto",
-                      help="manual: pause after fit so you pick a Pareto choice in the Argo UI")
-    argo.add_argument("--drift-threshold", type=float, default=None,
-                      help="fail the run when results move more than this many percent from the previous run")
-    argo.add_argument("--print", dest="print_only", action="store_true",
-                      help="print the Workflow as YAML instead of submitting it")
+    argo.add_argument(
+        "--workflow-namespace", help="namespace of the WorkflowTemplate (default: $ARGO_NAMESPACE or argo)"
+    )
+    argo.add_argument(
+        "--insecure-skip-verify", action="store_true", default=None, help="do not verify the server's TLS certificate"
+    )
+    argo.add_argument(
+        "--pick",
+        choices=["auto", "manual"],
+        default="auto",
+        help="manual: pause after fit so you pick a Pareto choice in the Argo UI",
+    )
+    argo.add_argument(
+        "--drift-threshold",
+        type=float,
+        default=None,
+        help="fail the run when results move more than this many percent from the previous run",
+    )
+    argo.add_argument(
+        "--print", dest="print_only", action="store_true", help="print the Workflow as YAML instead of submitting it"
+    )
     p.set_defaults(func=run)
 
 

@@ -1,16 +1,23 @@
 """`slaprof workflow render`: write the Argo WorkflowTemplate and CronWorkflow YAML."""
+
 from __future__ import annotations
 
 import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("workflow", help="generate the Argo Workflows manifests (WorkflowTemplate, CronWorkflow)",
-                       description="Generate slaprof's Argo Workflows manifests with Hera.")
+    p = sub.add_parser(
+        "workflow",
+        help="generate the Argo Workflows manifests (WorkflowTemplate, CronWorkflow)",
+        description="Generate slaprof's Argo Workflows manifests with Hera.",
+    )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    r = actions.add_parser("render", help="write workflowtemplate.yaml and cronworkflow.yaml",
-                           description="Write the slaprof-profile WorkflowTemplate and the slaprof-reprofile CronWorkflow "
-                                       "into --out, and into charts/slaprof/files/ when the chart is in this checkout.")
+    r = actions.add_parser(
+        "render",
+        help="write workflowtemplate.yaml and cronworkflow.yaml",
+        description="Write the slaprof-profile WorkflowTemplate and the slaprof-reprofile CronWorkflow "
+        "into --out, and into charts/slaprof/files/ when the chart is in this checkout.",
+    )
     r.add_argument("--out", required=True, help="folder to write the YAML into")
     r.add_argument("--image", default=None, help="slaprof step image (default: ghcr.io/slaprof/slaprof:<version>)")
     r.add_argument("--service-account", default=None, help="service account of the workflow pods (default: slaprof)")

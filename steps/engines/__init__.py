@@ -3,6 +3,7 @@
 Each backend module holds everything that differs between engines (server command, readiness,
 KV-capacity parsing, Dynamo worker arguments); see `steps/engines/base.py` for the interface.
 """
+
 from __future__ import annotations
 
 from typing import Any

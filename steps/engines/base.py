@@ -4,6 +4,7 @@ Backend differences live only in `steps/engines/<backend>.py`: how to start a se
 mapping, how to tell it is ready, how much KV cache it has, and which worker arguments a
 DynamoGraphDeployment needs. Nothing else in slaprof says `if backend == ...`.
 """
+
 from __future__ import annotations
 
 import re
@@ -125,8 +126,9 @@ class EngineBackend(ABC):
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
         """Command, environment and files of an OpenAI-compatible server for this mapping on `port`."""
 
-    def server_command(self, model: str, cand: Candidate, port: int, *, prefix_caching: bool,
-                       max_batched_tokens: int | None = None) -> list[str]:
+    def server_command(
+        self, model: str, cand: Candidate, port: int, *, prefix_caching: bool, max_batched_tokens: int | None = None
+    ) -> list[str]:
         """Command line of an OpenAI-compatible server for this mapping on `port`."""
         options = ServerOptions(prefix_caching=prefix_caching, max_batched_tokens=max_batched_tokens)
         return self.server_launch(model, cand, port, options).argv

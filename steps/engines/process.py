@@ -12,6 +12,7 @@ Backend-neutral: the command, environment, readiness hints and KV parsing come f
   teeing the engine's output to DIR/engine.log; readiness, KV capacity and profiling go over
   localhost as usual; `stop()` writes DIR/stop and waits for the sidecar to report the engine gone.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,9 +78,18 @@ def _post(url: str, body: dict | None = None, timeout: float = 30.0) -> tuple[in
 class EngineProcess:
     """A started engine server; use as a context manager so it is always stopped."""
 
-    def __init__(self, backend: EngineBackend, model: str, cand: Candidate, workdir: Path, *,
-                 options: ServerOptions | None = None, port: int | None = None,
-                 env: dict[str, str] | None = None, sidecar_dir: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        backend: EngineBackend,
+        model: str,
+        cand: Candidate,
+        workdir: Path,
+        *,
+        options: ServerOptions | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        sidecar_dir: Path | str | None = None,
+    ) -> None:
         self.backend, self.model, self.cand = backend, model, cand
         self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
@@ -114,7 +124,9 @@ class EngineProcess:
         launch = self.backend.server_launch(self.model, self.cand, self.port, self.options)
         for name, text in launch.files.items():
             (Path(self.options.workdir) / name).write_text(text)
-        (self.workdir / "engine-command.json").write_text(json.dumps({"argv": launch.argv, "env": launch.env}, indent=1))
+        (self.workdir / "engine-command.json").write_text(
+            json.dumps({"argv": launch.argv, "env": launch.env}, indent=1)
+        )
         if self.sidecar is not None:
             # the sidecar has its own environment (the engine image's); only what the launch asks for is added
             self.started_at = time.monotonic()
@@ -124,11 +136,14 @@ class EngineProcess:
         self.started_at = time.monotonic()
         with self.log_path.open("wb") as log:
             try:
-                self.proc = subprocess.Popen(launch.argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                             start_new_session=True)
+                self.proc = subprocess.Popen(
+                    launch.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                )
             except FileNotFoundError:
-                raise EngineFailed(f"{self.backend.name} server command not found: {launch.argv[0]!r}; "
-                                   f"install {self.backend.name} or run where it is installed") from None
+                raise EngineFailed(
+                    f"{self.backend.name} server command not found: {launch.argv[0]!r}; "
+                    f"install {self.backend.name} or run where it is installed"
+                ) from None
         (self.workdir / "engine.pid").write_text(str(self.proc.pid))  # also its process-group id
         return self
 
@@ -180,11 +195,15 @@ class EngineProcess:
             time.sleep(poll_s)
         self.stop()
         if self.sidecar is not None and not self.sidecar.picked_up():
-            raise EngineFailed(f"the engine sidecar did not start the launch script {self.sidecar.script} within "
-                               f"{timeout_s:.0f} s: is the pod's `engine` container running, and does it share "
-                               f"{self.sidecar.dir} with this one?")
-        raise EngineFailed(f"{self.backend.name} engine not ready after {timeout_s:.0f} s "
-                           f"(/health and /v1/models on {self.url}); see {self.log_path}")
+            raise EngineFailed(
+                f"the engine sidecar did not start the launch script {self.sidecar.script} within "
+                f"{timeout_s:.0f} s: is the pod's `engine` container running, and does it share "
+                f"{self.sidecar.dir} with this one?"
+            )
+        raise EngineFailed(
+            f"{self.backend.name} engine not ready after {timeout_s:.0f} s "
+            f"(/health and /v1/models on {self.url}); see {self.log_path}"
+        )
 
     def _lists_model(self, body: str) -> bool:
         try:

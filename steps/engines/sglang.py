@@ -4,6 +4,7 @@ Parallel flags: TP `--tp N`; TEP adds `--ep-size N`; DEP adds `--dp N --enable-d
 KV capacity: `sglang:max_total_num_tokens` on /metrics (with --enable-metrics), else the log
 line `KV Cache is allocated. #tokens: N`, which is per attention-DP rank.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,9 +22,7 @@ from steps.engines.base import (
 )
 
 DISAGG_BOOTSTRAP_PORT = 12345
-_KV = re.compile(
-    r"^[^\n]*?(?:DP(?P<rank>\d+)\b[^\n]*?)?KV Cache is allocated\.\s*#tokens:\s*(?P<n>[0-9][0-9,]*)", re.M
-)
+_KV = re.compile(r"^[^\n]*?(?:DP(?P<rank>\d+)\b[^\n]*?)?KV Cache is allocated\.\s*#tokens:\s*(?P<n>[0-9][0-9,]*)", re.M)
 _VERSION = re.compile(r"sglang(?: version|==)\s*v?([0-9][\w.+-]*)", re.I)
 
 
@@ -44,24 +43,51 @@ class SglangBackend(EngineBackend):
         return args
 
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
-        args = ["--model-path", model, "--served-model-name", model, *self.parallel_args(cand),
-                "--trust-remote-code", "--skip-tokenizer-init",
-                "--disaggregation-mode", role,
-                "--disaggregation-transfer-backend", "nixl",
-                "--disaggregation-bootstrap-port", str(DISAGG_BOOTSTRAP_PORT)]
+        args = [
+            "--model-path",
+            model,
+            "--served-model-name",
+            model,
+            *self.parallel_args(cand),
+            "--trust-remote-code",
+            "--skip-tokenizer-init",
+            "--disaggregation-mode",
+            role,
+            "--disaggregation-transfer-backend",
+            "nixl",
+            "--disaggregation-bootstrap-port",
+            str(DISAGG_BOOTSTRAP_PORT),
+        ]
         if cand.kind != "tp" and role == "decode":
             # the prefill side routes to DP ranks round-robin; decode must agree
             args += ["--load-balance-method", "round_robin"]
         return args
 
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
-        argv = ["python3", "-m", "sglang.launch_server", "--model-path", model, "--served-model-name", model,
-                "--host", options.host, "--port", str(port), *self.parallel_args(cand), "--enable-metrics"]
+        argv = [
+            "python3",
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            model,
+            "--served-model-name",
+            model,
+            "--host",
+            options.host,
+            "--port",
+            str(port),
+            *self.parallel_args(cand),
+            "--enable-metrics",
+        ]
         if not options.prefix_caching:
             argv.append("--disable-radix-cache")
         if options.max_batched_tokens:
-            argv += ["--chunked-prefill-size", str(options.max_batched_tokens),
-                     "--max-prefill-tokens", str(options.max_batched_tokens)]
+            argv += [
+                "--chunked-prefill-size",
+                str(options.max_batched_tokens),
+                "--max-prefill-tokens",
+                str(options.max_batched_tokens),
+            ]
         if options.max_context:
             argv += ["--context-length", str(options.max_context)]
         if options.memory_utilization:

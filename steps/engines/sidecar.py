@@ -16,6 +16,7 @@ runs it, or exits when DIR/done appears first. Files in DIR:
 
 Readiness, KV capacity (metrics, else DIR/engine.log) and profiling go over localhost as usual.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,14 @@ from pathlib import Path
 SIDECAR_ENV = "SLAPROF_ENGINE_SIDECAR"
 SCRIPT = "launch.sh"
 STARTED, LOG, PID, EXIT, STOP, DONE, FINISHED = (
-    "started", "engine.log", "engine.pid", "engine.exit", "stop", "done", "finished")
+    "started",
+    "engine.log",
+    "engine.pid",
+    "engine.exit",
+    "stop",
+    "done",
+    "finished",
+)
 
 
 def sidecar_dir() -> Path | None:

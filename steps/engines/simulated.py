@@ -4,6 +4,7 @@ It starts, answers readiness probes, reports KV capacity (on /metrics and in its
 stops exactly like a GPU engine, so the bench step cannot tell it apart. Its DGD parts are
 those of the backend it emulates (a simulated run still renders a deployable manifest).
 """
+
 from __future__ import annotations
 
 import re
@@ -72,10 +73,30 @@ class SimulatedBackend(EngineBackend):
 
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
         s = self.settings
-        argv = [sys.executable, "-m", "steps.simengine", "--model", s.model_path or model,
-                "--served-model-name", model, "--host", options.host, "--port", str(port),
-                *self.parallel_args(cand), "--gpu", s.gpu, "--emulate", s.emulate, "--estimator", s.estimator,
-                "--time-scale", f"{s.time_scale:g}", "--startup-s", f"{s.startup_s:g}"]
+        argv = [
+            sys.executable,
+            "-m",
+            "steps.simengine",
+            "--model",
+            s.model_path or model,
+            "--served-model-name",
+            model,
+            "--host",
+            options.host,
+            "--port",
+            str(port),
+            *self.parallel_args(cand),
+            "--gpu",
+            s.gpu,
+            "--emulate",
+            s.emulate,
+            "--estimator",
+            s.estimator,
+            "--time-scale",
+            f"{s.time_scale:g}",
+            "--startup-s",
+            f"{s.startup_s:g}",
+        ]
         if s.tokenizer:
             argv += ["--tokenizer", s.tokenizer]
         if not options.prefix_caching:

@@ -6,6 +6,7 @@ from the log line `[MemUsageChange] Allocated X GiB for max tokens in paged KV c
 printed more than once during start-up: the first can be an intermediate estimate, so the
 last one counts.
 """
+
 from __future__ import annotations
 
 import re
@@ -68,9 +69,16 @@ class TrtllmBackend(EngineBackend):
         return f"{ENGINE_CONFIG_DIR}/{role}.yaml"
 
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
-        return ["--model-path", model, "--served-model-name", model,
-                "--extra-engine-args", str(self.engine_config_path(role)),
-                "--disaggregation-mode", role]
+        return [
+            "--model-path",
+            model,
+            "--served-model-name",
+            model,
+            "--extra-engine-args",
+            str(self.engine_config_path(role)),
+            "--disaggregation-mode",
+            role,
+        ]
 
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
         cfg = self.engine_config(cand, "decode")
@@ -79,8 +87,17 @@ class TrtllmBackend(EngineBackend):
         if options.memory_utilization:
             cfg["kv_cache_config"]["free_gpu_memory_fraction"] = options.memory_utilization
         config_path = f"{options.workdir.rstrip('/')}/{SERVER_CONFIG_FILE}"
-        argv = ["trtllm-serve", model, "--host", options.host, "--port", str(port), *self.parallel_args(cand),
-                "--extra_llm_api_options", config_path]
+        argv = [
+            "trtllm-serve",
+            model,
+            "--host",
+            options.host,
+            "--port",
+            str(port),
+            *self.parallel_args(cand),
+            "--extra_llm_api_options",
+            config_path,
+        ]
         if options.max_batched_tokens:
             argv += ["--max_num_tokens", str(options.max_batched_tokens)]
         if options.max_context:

@@ -6,6 +6,7 @@ KV capacity: `vllm:cache_config_info` (num_gpu_blocks x block_size) on /metrics,
 start-up line `GPU KV cache size: N tokens` (older engines: `Maximum concurrency for T tokens
 per request: X x`, or `# GPU blocks: N` x the block size).
 """
+
 from __future__ import annotations
 
 import re
@@ -54,9 +55,19 @@ class VllmBackend(EngineBackend):
         return args
 
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
-        argv = ["vllm", "serve", model, "--host", options.host, "--port", str(port),
-                "--served-model-name", model, *self.parallel_args(cand),
-                "--enable-prefix-caching" if options.prefix_caching else "--no-enable-prefix-caching"]
+        argv = [
+            "vllm",
+            "serve",
+            model,
+            "--host",
+            options.host,
+            "--port",
+            str(port),
+            "--served-model-name",
+            model,
+            *self.parallel_args(cand),
+            "--enable-prefix-caching" if options.prefix_caching else "--no-enable-prefix-caching",
+        ]
         if options.max_batched_tokens:
             argv += ["--max-num-batched-tokens", str(options.max_batched_tokens)]
         if options.max_context:
@@ -72,10 +83,14 @@ class VllmBackend(EngineBackend):
     def kv_tokens_from_log(self, log_text: str, attn_dp: int = 1) -> int | None:
         found = [(m.group("rank"), to_int(m.group("n"))) for m in _KV_SIZE.finditer(log_text)]
         if not found:
-            found = [(m.group("rank"), round(to_int(m.group("t")) * float(m.group("x"))))
-                     for m in _MAX_CONC.finditer(log_text)]
+            found = [
+                (m.group("rank"), round(to_int(m.group("t")) * float(m.group("x"))))
+                for m in _MAX_CONC.finditer(log_text)
+            ]
         if not found:
-            found = [(m.group("rank"), to_int(m.group("n")) * DEFAULT_BLOCK_SIZE) for m in _GPU_BLOCKS.finditer(log_text)]
+            found = [
+                (m.group("rank"), to_int(m.group("n")) * DEFAULT_BLOCK_SIZE) for m in _GPU_BLOCKS.finditer(log_text)
+            ]
         return last_per_rank(found, attn_dp)
 
     def kv_tokens_from_metrics(self, metrics_text: str) -> int | None:

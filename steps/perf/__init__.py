@@ -5,6 +5,7 @@
 Used by the offline `bench` (`surfaces.py`), the simulated engine and `slaprof estimate`.
 Importing this package stays light: numpy and pydantic only.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
@@ -38,8 +39,9 @@ class PerfEstimator(Protocol):
         """Aggregated serving at `concurrency`: TTFT (with interference and queueing), ITL, throughput/GPU."""
 
 
-def get_estimator(model: ModelInfo, gpu: GpuSpec, backend: str, cand: Candidate, estimator: str = "builtin",
-                  **opts: Any) -> PerfEstimator:
+def get_estimator(
+    model: ModelInfo, gpu: GpuSpec, backend: str, cand: Candidate, estimator: str = "builtin", **opts: Any
+) -> PerfEstimator:
     """The estimator named `estimator` for this model on `cand.size` GPUs of `gpu` with `backend`.
 
     opts for `aic`: system (AI Configurator system name, default the GPU's), hf_id (the model id

@@ -11,6 +11,7 @@ and the backend version. Output: the PerfEstimator interface:
 AI Configurator is an optional extra (`pip install 'slaprof[aic]'`), imported only when an
 estimate is asked for; each call takes 1.5-6 s, so results are cached per process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,9 @@ def aic_available() -> bool:
 
 def _require() -> Any:
     if not aic_available():
-        raise UserError(f"estimator 'aic' needs AI Configurator, which is not installed; {_INSTALL}, "
-                        "or use --estimator builtin")
+        raise UserError(
+            f"estimator 'aic' needs AI Configurator, which is not installed; {_INSTALL}, or use --estimator builtin"
+        )
     logging.getLogger("aiconfigurator").setLevel(logging.ERROR)
     logging.getLogger("aiconfigurator_core").setLevel(logging.ERROR)
     try:
@@ -57,13 +59,33 @@ def _require() -> Any:
 
 
 @lru_cache(maxsize=4096)
-def _estimate(model_path: str, system: str, backend: str, version: str | None, mode: str, isl: int, osl: int,
-              batch: int, mapping: Mapping, gemm: str | None, kv: str, is_moe: bool) -> tuple[float, float]:
+def _estimate(
+    model_path: str,
+    system: str,
+    backend: str,
+    version: str | None,
+    mode: str,
+    isl: int,
+    osl: int,
+    batch: int,
+    mapping: Mapping,
+    gemm: str | None,
+    kv: str,
+    is_moe: bool,
+) -> tuple[float, float]:
     """(ttft_ms, tpot_ms) from one AI Configurator call; cached for the process."""
     cli_estimate = _require()
     kwargs: dict[str, Any] = dict(
-        mode=mode, backend_name=backend, backend_version=version, isl=isl, osl=osl, batch_size=batch,
-        tp_size=mapping.attn_tp, attention_dp_size=mapping.attn_dp, gemm_quant_mode=gemm, kvcache_quant_mode=kv,
+        mode=mode,
+        backend_name=backend,
+        backend_version=version,
+        isl=isl,
+        osl=osl,
+        batch_size=batch,
+        tp_size=mapping.attn_tp,
+        attention_dp_size=mapping.attn_dp,
+        gemm_quant_mode=gemm,
+        kvcache_quant_mode=kv,
     )
     if is_moe:
         kwargs.update(moe_tp_size=mapping.moe_tp, moe_ep_size=mapping.moe_ep, moe_quant_mode=gemm)
@@ -99,8 +121,17 @@ class AicEstimator:
 
     name = "aic"
 
-    def __init__(self, model: ModelInfo, gpu: GpuSpec, backend: str, cand: Candidate | Mapping, *,
-                 system: str | None = None, hf_id: str | None = None, backend_version: str | None = None) -> None:
+    def __init__(
+        self,
+        model: ModelInfo,
+        gpu: GpuSpec,
+        backend: str,
+        cand: Candidate | Mapping,
+        *,
+        system: str | None = None,
+        hf_id: str | None = None,
+        backend_version: str | None = None,
+    ) -> None:
         if backend not in AIC_BACKENDS:
             raise UserError(f"AI Configurator has no backend {backend!r}; it covers {', '.join(AIC_BACKENDS)}")
         _require()
@@ -115,8 +146,20 @@ class AicEstimator:
         self._kv = _KV[model.kv_dtype]
 
     def _call(self, mode: str, isl: int, osl: int, batch: int) -> tuple[float, float]:
-        return _estimate(self.model_path, self.system, self.backend, self.version, mode, int(isl), int(osl),
-                         int(batch), self.map, self._gemm, self._kv, self.model.is_moe)
+        return _estimate(
+            self.model_path,
+            self.system,
+            self.backend,
+            self.version,
+            mode,
+            int(isl),
+            int(osl),
+            int(batch),
+            self.map,
+            self._gemm,
+            self._kv,
+            self.model.is_moe,
+        )
 
     def prefill_ttft_ms(self, isl: int, batch: int = 1) -> float:
         return self._call("static_ctx", isl, 2, max(1, batch))[0]

@@ -9,6 +9,7 @@ concurrencies of the decode sweep) and filling the rest with the built-in model'
 the exact/built-in ratio interpolated in log space between the anchors. Single points go to the
 exact estimator unchanged.
 """
+
 from __future__ import annotations
 
 import numpy as np

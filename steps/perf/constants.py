@@ -5,6 +5,7 @@ overheads) so they carry over to GPUs they were not fitted on. They live in
 `steps/perf/calibration.json`, written by `bench/calibrate.py` with its data source, date and
 fit error; the defaults below are used for a backend the file does not list.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,26 +28,46 @@ class BackendConstants(BaseModel):
     attn_eff: float = Field(0.45, description="fraction of bf16 peak reached by prefill attention kernels")
     mem_eff: float = Field(0.75, description="fraction of HBM bandwidth reached streaming weights and KV")
     link_eff: float = Field(0.70, description="fraction of NVLink bandwidth reached by collectives")
-    act_passes: float = Field(0.0, description="activation read/write passes per layer of the memory-bound "
-                              "elementwise kernels (norms, activations, rotary, quantisation)")
+    act_passes: float = Field(
+        0.0,
+        description="activation read/write passes per layer of the memory-bound "
+        "elementwise kernels (norms, activations, rotary, quantisation)",
+    )
     comm_latency_us: float = Field(12.0, description="latency of one all-reduce or all-to-all, microseconds")
     layer_overhead_us: float = Field(15.0, description="per-layer per-step launch and sync cost, microseconds")
     prefill_layer_us: float = Field(0.0, description="per-layer cost of a prefill step (eager launches), microseconds")
-    prefill_moe_layer_us: float = Field(0.0, description="extra per-MoE-layer cost of a prefill step (routing, "
-                                        "token permutation), microseconds")
+    prefill_moe_layer_us: float = Field(
+        0.0, description="extra per-MoE-layer cost of a prefill step (routing, token permutation), microseconds"
+    )
     step_overhead_ms: float = Field(3.0, description="fixed cost of one engine step (scheduler, sampling), ms")
-    request_overhead_ms: float = Field(10.0, description="fixed TTFT cost of one request (tokenise, schedule, stream), ms")
-    request_token_us: float = Field(0.0, description="host-side cost per prompt token before the prompt reaches "
-                                    "the GPU (tokenisation, input processing, prefix-cache block hashing), "
-                                    "microseconds; it does not shrink on a faster GPU")
+    request_overhead_ms: float = Field(
+        10.0, description="fixed TTFT cost of one request (tokenise, schedule, stream), ms"
+    )
+    request_token_us: float = Field(
+        0.0,
+        description="host-side cost per prompt token before the prompt reaches "
+        "the GPU (tokenisation, input processing, prefix-cache block hashing), "
+        "microseconds; it does not shrink on a faster GPU",
+    )
     prefill_chunk_tokens: int = Field(8192, description="tokens per prefill chunk (max batched tokens)")
-    prefill_chunk_tokens_160g: int = Field(8192, description="tokens per prefill chunk on GPUs with 160 GiB or "
-                                           "more (SGLang's default chunked-prefill size grows with GPU memory)")
-    chunk_shared_by_dp: bool = Field(False, description="the chunk budget is the engine's and is split over its "
-                                     "attention-DP ranks (SGLang divides its chunked-prefill size by the DP size)")
-    agg_mix_factor: float = Field(1.0, description="share of other requests' prefill work that lands in each decode step")
-    burst_fraction: float = Field(0.15, description="share of prompts that arrive in a wave with the others in "
-                                  "flight and are prefilled with them (closed-loop load keeps arrivals in waves)")
+    prefill_chunk_tokens_160g: int = Field(
+        8192,
+        description="tokens per prefill chunk on GPUs with 160 GiB or "
+        "more (SGLang's default chunked-prefill size grows with GPU memory)",
+    )
+    chunk_shared_by_dp: bool = Field(
+        False,
+        description="the chunk budget is the engine's and is split over its "
+        "attention-DP ranks (SGLang divides its chunked-prefill size by the DP size)",
+    )
+    agg_mix_factor: float = Field(
+        1.0, description="share of other requests' prefill work that lands in each decode step"
+    )
+    burst_fraction: float = Field(
+        0.15,
+        description="share of prompts that arrive in a wave with the others in "
+        "flight and are prefilled with them (closed-loop load keeps arrivals in waves)",
+    )
     kv_transfer_gbps: float = Field(25.0, description="disaggregated KV transfer bandwidth, GB/s (not fitted)")
 
 

@@ -3,6 +3,7 @@
 slaprof's candidates (`tp`, `tep`, `dep`) are three points of this space; measured rows and
 AI Configurator use the general form (attention_dp_size, moe_tp_size, moe_ep_size).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,6 +2,7 @@
 
 Used by the planner (which mappings fit) and by the offline estimator (max_kv_tokens).
 """
+
 from __future__ import annotations
 
 from steps.candidates import Candidate
@@ -22,7 +23,11 @@ def weight_bytes_per_gpu(model: ModelInfo, cand: Candidate) -> float:
     """Weight bytes resident on each GPU of the engine."""
     b = BYTES_PER_WEIGHT[model.weight_dtype]
     attn = model.num_layers * model.attention_params_per_layer * b
-    dense = model.num_dense_layers * model.dense_mlp_params * b if model.is_moe else model.num_layers * model.dense_mlp_params * b
+    dense = (
+        model.num_dense_layers * model.dense_mlp_params * b
+        if model.is_moe
+        else model.num_layers * model.dense_mlp_params * b
+    )
     shared = model.num_moe_layers * (model.shared_expert_params + model.router_params) * b
     experts = model.routed_expert_params_total * b
     embed = (model.embedding_params + model.lm_head_params) * 2.0

@@ -18,6 +18,7 @@ activations through HBM. Prefill steps also pay a per-layer launch and MoE-routi
 chunks of the engine's token budget, and each prompt pays a host-side cost per token.
 Every function takes numpy arrays as well as scalars, so a whole surface is one call.
 """
+
 from __future__ import annotations
 
 import math
@@ -128,8 +129,14 @@ class BuiltinEstimator:
 
     name = "builtin"
 
-    def __init__(self, model: ModelInfo, gpu: GpuSpec, backend: str, cand: Candidate | Mapping,
-                 constants: BackendConstants | None = None) -> None:
+    def __init__(
+        self,
+        model: ModelInfo,
+        gpu: GpuSpec,
+        backend: str,
+        cand: Candidate | Mapping,
+        constants: BackendConstants | None = None,
+    ) -> None:
         self.model, self.gpu, self.backend, self.cand = model, gpu, backend, cand
         self.map = Mapping.of(cand)
         self.k = constants or constants_for(backend)
@@ -180,15 +187,17 @@ class BuiltinEstimator:
         dense_layers = s.dense_layers if self.model.is_moe else s.layers
         t = dense_layers * self._roof(2 * tokens * s.dense_params, s.dense_params * s.w_bytes, self._linear_flops)
         if self.model.is_moe:
-            t = t + s.moe_layers * self._roof(2 * tokens * s.moe_dense_params, s.moe_dense_params * s.w_bytes,
-                                              self._linear_flops)
+            t = t + s.moe_layers * self._roof(
+                2 * tokens * s.moe_dense_params, s.moe_dense_params * s.w_bytes, self._linear_flops
+            )
             # routed experts: tokens of the whole engine reach each EP rank's experts
             engine_tokens = tokens * c.attn_dp
             touched = s.experts * (1.0 - (1.0 - s.top_k / s.experts) ** engine_tokens)
             touched_here = np.minimum(touched / c.moe_ep, s.experts_per_gpu)
             pairs_here = engine_tokens * s.top_k / c.moe_ep
-            t = t + s.moe_layers * self._roof(2 * pairs_here * s.expert_params, touched_here * s.expert_params * s.w_bytes,
-                                              self._moe_flops)
+            t = t + s.moe_layers * self._roof(
+                2 * pairs_here * s.expert_params, touched_here * s.expert_params * s.w_bytes, self._moe_flops
+            )
         t = t + s.layers * self._roof(attn_flops_per_layer, kv_bytes_per_layer, self._attn_flops)
         lm_rows = np.asarray(lm_rows_per_rank, dtype=float)
         t = t + self._roof(2 * lm_rows * s.lm_head_params, s.lm_head_params * 2.0, self._linear_flops)

@@ -8,6 +8,7 @@ parallel mapping, or a reason why the row cannot be evaluated.
 Nothing in the product's runtime path imports this module; `bench/calibrate.py`,
 `bench/accuracy.py` and the tests do.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def aic_model_id(model_path: str) -> str | None:
     return path.name.removesuffix("_config.json").replace("--", "/", 1) if path else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def model_for(model_path: str) -> tuple[ModelInfo | None, str]:
     """ModelInfo from the config AI Configurator ships for `model_path`, or (None, why not)."""
     path = _config_index().get(_norm(model_path))
@@ -151,10 +152,18 @@ def _consistent(model: ModelInfo, m: Mapping) -> bool:
 def _case(row: dict[str, str]) -> SiliconCase:
     conc = re.search(r"silicon_concurrency=(\d+)", row["silicon_data_source"])
     case = SiliconCase(
-        row_id=row["id"], system=row["system"], backend=row["backend"], backend_version=row["backend_version"],
-        model_path=row["model_path"], precision=row["precision"] or "", mode=row["mode"],
-        isl=_int(row["isl"]), osl=_int(row["osl"]), concurrency=int(conc.group(1)) if conc else 0,
-        ttft_ms=float(row["silicon_ttft_ms"] or 0), tpot_ms=float(row["silicon_tpot_ms"] or 0),
+        row_id=row["id"],
+        system=row["system"],
+        backend=row["backend"],
+        backend_version=row["backend_version"],
+        model_path=row["model_path"],
+        precision=row["precision"] or "",
+        mode=row["mode"],
+        isl=_int(row["isl"]),
+        osl=_int(row["osl"]),
+        concurrency=int(conc.group(1)) if conc else 0,
+        ttft_ms=float(row["silicon_ttft_ms"] or 0),
+        tpot_ms=float(row["silicon_tpot_ms"] or 0),
     )
     if case.system not in GPU_NAMES:
         case.skip = "system not in the GPU catalog"
@@ -227,8 +236,9 @@ def implied_kv_memory_share(case: SiliconCase) -> float:
     decode_s = max(0, case.osl - 1) * case.tpot_ms
     decoding = case.concurrency * decode_s / (case.ttft_ms + decode_s)
     ranks = deployment.mapping.attn_dp * deployment.workers
-    per_token = kv_bytes_per_token_per_gpu(case.model.model_copy(update={"kv_dtype": "fp8"}),
-                                           deployment.mapping.nearest_candidate())
+    per_token = kv_bytes_per_token_per_gpu(
+        case.model.model_copy(update={"kv_dtype": "fp8"}), deployment.mapping.nearest_candidate()
+    )
     return decoding / ranks * case.isl * per_token / case.gpu.memory_bytes
 
 
@@ -258,8 +268,18 @@ def _identity(case: SiliconCase) -> tuple:
     dep = [(d.mapping, d.batch, d.workers) for d in (case.agg, case.prefill, case.decode) if d]
     # the model name is left out: the same measurement is listed under checkpoints of one
     # architecture (DeepSeek-R1 and DeepSeek-V3) with TTFT and TPOT equal to the microsecond
-    return (case.system, case.backend, case.precision, case.mode, case.isl, case.osl,
-            case.concurrency, tuple(dep), round(case.ttft_ms, 3), round(case.tpot_ms, 3))
+    return (
+        case.system,
+        case.backend,
+        case.precision,
+        case.mode,
+        case.isl,
+        case.osl,
+        case.concurrency,
+        tuple(dep),
+        round(case.ttft_ms, 3),
+        round(case.tpot_ms, 3),
+    )
 
 
 def load_cases(path: Path | None = None) -> list[SiliconCase]:

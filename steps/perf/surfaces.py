@@ -6,6 +6,7 @@ Output: CandidateProfile with exactly the points the online bench would measure:
   decode   for each `plan.grid.decode_isls`, the concurrencies `decode_concurrencies(...)` at
            context isl + osl/2.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -54,8 +55,9 @@ def _values(fn, *args) -> list[float]:
     return [float(fn(*(int(x) for x in row))) for row in zip(*args)]
 
 
-def offline_profile(request: ProfileRequest, plan: Plan, candidate: Candidate,
-                    estimator: PerfEstimator | None = None) -> CandidateProfile:
+def offline_profile(
+    request: ProfileRequest, plan: Plan, candidate: Candidate, estimator: PerfEstimator | None = None
+) -> CandidateProfile:
     """Estimated prefill and decode surfaces of `candidate`, as the online bench would measure them.
 
     `estimator` defaults to the one the request's sweep names; one that answers a point at a
@@ -65,18 +67,30 @@ def offline_profile(request: ProfileRequest, plan: Plan, candidate: Candidate,
 
     started = utc_now()
     est = estimator or estimator_for(request, plan, candidate)
-    provenance = Provenance(method="offline", estimator=request.sweep.estimator, backend=plan.backend,
-                            started_at=started, request_key=plan.request_key)
+    provenance = Provenance(
+        method="offline",
+        estimator=request.sweep.estimator,
+        backend=plan.backend,
+        started_at=started,
+        request_key=plan.request_key,
+    )
     max_kv = int(est.max_kv_tokens())
     if max_kv <= 0:
         provenance.finished_at = utc_now()
-        return CandidateProfile(candidate=candidate, status="infeasible", max_kv_tokens=0, provenance=provenance,
-                                reason="no GPU memory left for the KV cache after weights and runtime reserve")
+        return CandidateProfile(
+            candidate=candidate,
+            status="infeasible",
+            max_kv_tokens=0,
+            provenance=provenance,
+            reason="no GPU memory left for the KV cache after weights and runtime reserve",
+        )
     grid, gpus, dp = plan.grid, candidate.num_gpus, candidate.attn_dp
 
     isls = [int(x) for x in grid.prefill_isls]
     ttfts = _values(est.prefill_ttft_ms, isls, [dp] * len(isls))
-    prefill = [PrefillPoint(isl=isl, ttft_ms=t, thpt_per_gpu=isl * dp / (t / 1e3) / gpus) for isl, t in zip(isls, ttfts)]
+    prefill = [
+        PrefillPoint(isl=isl, ttft_ms=t, thpt_per_gpu=isl * dp / (t / 1e3) / gpus) for isl, t in zip(isls, ttfts)
+    ]
 
     osl = grid.decode_osl
     rows: list[tuple[int, int, int]] = []  # (isl, context, concurrency)
@@ -86,13 +100,26 @@ def offline_profile(request: ProfileRequest, plan: Plan, candidate: Candidate,
             rows.append((int(isl), context, conc))
     itls = _values(est.decode_itl_ms, [r[2] for r in rows], [r[1] for r in rows]) if rows else []
     decode = [
-        DecodePoint(isl=isl, context=ctx, concurrency=conc, kv_usage=min(1.0, conc * ctx / max_kv), itl_ms=itl,
-                    thpt_per_gpu=conc / (itl / 1e3) / gpus)
+        DecodePoint(
+            isl=isl,
+            context=ctx,
+            concurrency=conc,
+            kv_usage=min(1.0, conc * ctx / max_kv),
+            itl_ms=itl,
+            thpt_per_gpu=conc / (itl / 1e3) / gpus,
+        )
         for (isl, ctx, conc), itl in zip(rows, itls)
     ]
     provenance.finished_at = utc_now()
     status, reason = "ok", ""
     if not decode:
         status, reason = "infeasible", f"KV cache ({max_kv:,} tokens) holds no request of the decode sweep"
-    return CandidateProfile(candidate=candidate, status=status, reason=reason, max_kv_tokens=max_kv,
-                            prefill=prefill, decode=decode, provenance=provenance)
+    return CandidateProfile(
+        candidate=candidate,
+        status=status,
+        reason=reason,
+        max_kv_tokens=max_kv,
+        prefill=prefill,
+        decode=decode,
+        provenance=provenance,
+    )

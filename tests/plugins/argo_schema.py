@@ -12,11 +12,12 @@ Use:
     assert_valid_argo(doc)          # raises AssertionError listing every problem
     argo_errors(doc) -> list[str]   # "spec.templates[0].scrpt: unexpected key" style messages
 """
+
 from __future__ import annotations
 
 import copy
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def strict_schema(node: Any) -> Any:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(kind: str):  # type: ignore[no-untyped-def]
     from jsonschema import Draft7Validator
 

@@ -14,6 +14,7 @@ parts of a real API server that `steps.apply` depends on:
 It does not emulate server-side apply, watches, admission webhooks or the Dynamo operator: tests
 flip a DGD's status themselves (`cluster.set_status(...)`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +55,11 @@ class Fault:
     def matches(self, method: str, plural: str | None, name: str | None) -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
-        return ((self.method is None or self.method == method) and (self.plural is None or self.plural == plural)
-                and (self.name is None or self.name == name))
+        return (
+            (self.method is None or self.method == method)
+            and (self.plural is None or self.plural == plural)
+            and (self.name is None or self.name == name)
+        )
 
 
 def _now() -> str:
@@ -90,18 +94,26 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         for fault in self.faults:
             if fault.matches(method, res.plural, request.name):
                 fault.hits += 1
-                raise KubernetesError(status=fault.status, reason=fault.reason, message=fault.message,
-                                      details=fault.details or {"kind": res.plural})
+                raise KubernetesError(
+                    status=fault.status,
+                    reason=fault.reason,
+                    message=fault.message,
+                    details=fault.details or {"kind": res.plural},
+                )
         if res.plural is not None and request.action is not None and not self._declared(res):
-            raise KubernetesError(status=404, reason="NotFound",
-                                  message="the server could not find the requested resource",
-                                  details={"group": res.group, "kind": res.plural})
+            raise KubernetesError(
+                status=404,
+                reason="NotFound",
+                message="the server could not find the requested resource",
+                details={"group": res.group, "kind": res.plural},
+            )
         data = request.data if isinstance(request.data, dict) else None
         if request.action == action.CREATE and data is not None:
             meta = data.setdefault("metadata", {})
             meta.setdefault("namespace", request.namespace)
-            meta.update(uid=str(uuid.uuid4()), resourceVersion=self._next_revision(), generation=1,
-                        creationTimestamp=_now())
+            meta.update(
+                uid=str(uuid.uuid4()), resourceVersion=self._next_revision(), generation=1, creationTimestamp=_now()
+            )
             response = await super()._handle(request)
             response.set_status(201)
             return response
@@ -112,10 +124,14 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 live = current.get("metadata", {}).get("resourceVersion")
                 if sent is not None and sent != live:
                     raise KubernetesError(
-                        status=409, reason="Conflict",
-                        message=(f'Operation cannot be fulfilled on {res.plural} "{request.name}": the object has '
-                                 "been modified; please apply your changes to the latest version and try again"),
-                        details={"name": request.name, "kind": res.plural})
+                        status=409,
+                        reason="Conflict",
+                        message=(
+                            f'Operation cannot be fulfilled on {res.plural} "{request.name}": the object has '
+                            "been modified; please apply your changes to the latest version and try again"
+                        ),
+                        details={"name": request.name, "kind": res.plural},
+                    )
                 meta = data.setdefault("metadata", {})
                 meta["resourceVersion"] = self._next_revision()
                 if "spec" in data and request.subresource is None:
@@ -133,8 +149,10 @@ class Cluster:
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the emulator's event loop (where its state lives) and return its result."""
+
         async def _run() -> Any:
             return fn()
+
         return asyncio.run_coroutine_threadsafe(_run(), self.loop).result(timeout=10)
 
     def api_client(self) -> Any:
@@ -146,19 +164,32 @@ class Cluster:
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "emulator",
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
             "users": [{"name": "tester", "user": {"token": "test-token"}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester",
-                                                          "namespace": namespace}}],
+            "contexts": [
+                {"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": namespace}}
+            ],
         }
         path.write_text(yaml.safe_dump(config))
         return path
 
     def install_dgd_crd(self) -> None:
-        self.call(lambda: self.emulator.resources.__setitem__(DGD_RESOURCE, {
-            "kind": "DynamoGraphDeployment", "singular": "dynamographdeployment", "namespaced": True,
-            "shortnames": ["dgd"], "verbs": ["get", "list", "create", "patch", "delete"], "subresources": ["status"]}))
+        self.call(
+            lambda: self.emulator.resources.__setitem__(
+                DGD_RESOURCE,
+                {
+                    "kind": "DynamoGraphDeployment",
+                    "singular": "dynamographdeployment",
+                    "namespaced": True,
+                    "shortnames": ["dgd"],
+                    "verbs": ["get", "list", "create", "patch", "delete"],
+                    "subresources": ["status"],
+                },
+            )
+        )
 
     def fail(self, status: int, reason: str, message: str, **match: Any) -> Fault:
         fault = Fault(status=status, reason=reason, message=message, **match)
@@ -172,12 +203,14 @@ class Cluster:
             except KeyError:
                 return None
             return None if obj.deleted else copy.deepcopy(obj.raw)
+
         return self.call(_get)
 
     def versions(self, resource: str, namespace: str, name: str) -> int:
         """How many versions the object has had (each create or patch adds one)."""
-        return self.call(lambda: len([v for v in self.emulator.objects[resource, namespace, name].history
-                                      if v is not None]))
+        return self.call(
+            lambda: len([v for v in self.emulator.objects[resource, namespace, name].history if v is not None])
+        )
 
     def requests(self, method: str | None = None) -> list[Any]:
         def _list() -> list[Any]:
@@ -185,27 +218,37 @@ class Cluster:
             if method:
                 reqs = [r for r in reqs if str(getattr(r.method, "value", r.method)).upper() == method]
             return reqs
+
         return self.call(_list)
 
-    def set_status(self, namespace: str, name: str, status: dict[str, Any],
-                   resource: str = DGD_RESOURCE) -> None:
+    def set_status(self, namespace: str, name: str, status: dict[str, Any], resource: str = DGD_RESOURCE) -> None:
         """What the Dynamo operator would do: replace the object's status."""
+
         def _set() -> None:
             obj = self.emulator.objects[resource, namespace, name]
             obj.patch({"status": None})
             obj.patch({"status": status})
+
         self.call(_set)
 
 
-def ready_status(generation: int = 1, ready: bool = True, state: str = "successful",
-                 message: str = "All resources are ready") -> dict[str, Any]:
+def ready_status(
+    generation: int = 1, ready: bool = True, state: str = "successful", message: str = "All resources are ready"
+) -> dict[str, Any]:
     """A DynamoGraphDeployment status as the operator writes it."""
     return {
         "state": state,
         "observedGeneration": generation,
-        "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                        "reason": "all_resources_are_ready" if ready else "some_resources_are_not_ready",
-                        "message": message, "lastTransitionTime": _now(), "observedGeneration": generation}],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "reason": "all_resources_are_ready" if ready else "some_resources_are_not_ready",
+                "message": message,
+                "lastTransitionTime": _now(),
+                "observedGeneration": generation,
+            }
+        ],
     }
 
 
@@ -222,8 +265,12 @@ def cluster() -> Iterator[Cluster]:
 
     async def _serve() -> None:
         emulator = ApiServerEmulator()
-        emulator.resources[CONFIGMAP_RESOURCE] = {"kind": "ConfigMap", "singular": "configmap", "namespaced": True,
-                                                  "verbs": ["get", "list", "create", "patch", "delete"]}
+        emulator.resources[CONFIGMAP_RESOURCE] = {
+            "kind": "ConfigMap",
+            "singular": "configmap",
+            "namespaced": True,
+            "verbs": ["get", "list", "create", "patch", "delete"],
+        }
         stop["event"] = asyncio.Event()
         async with emulator, kmock.Server(emulator, host="127.0.0.1") as server:
             holder["emulator"], holder["url"] = emulator, f"http://127.0.0.1:{server.port}"

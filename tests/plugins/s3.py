@@ -2,6 +2,7 @@
 
 Use: `from tests.plugins.s3 import s3_server  # noqa: F401` and take the `s3_server` fixture.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,11 @@ class S3Server:
     secret_key: str
 
     def env(self) -> dict[str, str]:
-        return {"SLAPROF_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        return {
+            "SLAPROF_S3_ENDPOINT": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
 
 
 def _free_port_pair() -> int:
@@ -61,9 +65,17 @@ def _weed_binary() -> str:
 def _start(workdir: Path) -> tuple[subprocess.Popen, int]:
     ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3", "admin")}
     cmd = [
-        _weed_binary(), "mini", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-master.telemetry=false", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
-        "-s3.port.lance=0", "-idleTimeout=2",
+        _weed_binary(),
+        "mini",
+        f"-dir={workdir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-idleTimeout=2",
         *(f"-{name}.port={port}" for name, port in ports.items()),
     ]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}

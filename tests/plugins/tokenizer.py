@@ -5,6 +5,7 @@ Shakespeare corpus AIPerf ships, then saved as `tokenizer.json` + `tokenizer_con
 Nothing is downloaded. Use: `from tests.plugins.tokenizer import tiny_tokenizer  # noqa: F401`
 and take the session fixture `tiny_tokenizer` (a Path), or call `build_tiny_tokenizer(dir)`.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,10 @@ def build_tiny_tokenizer(directory: Path, vocab_size: int = VOCAB_SIZE) -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train([str(_corpus())], trainer)
     tok.save(str(directory / "tokenizer.json"))
