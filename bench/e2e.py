@@ -43,6 +43,7 @@ def measure(name: str, make_cmd, runs: int) -> tuple[str, list[float], subproces
     for _ in range(runs):
         wall, last = timed(make_cmd())
         walls.append(wall)
+    assert last is not None, "runs must be at least 1"
     return name, walls, last
 
 

@@ -107,7 +107,7 @@ def overhead_oracle(cases) -> None:
     grid = np.linspace(0.0, 400.0, 41)
     result = {}
     for cal in (True, False):
-        errors = []
+        errors: list[float] = []
         for key, members in sweeps.items():
             if key[0] != cal:
                 continue

@@ -167,8 +167,8 @@ def merge_patch(previous: dict[str, Any], desired: dict[str, Any], live: dict[st
     for key, want in desired.items():
         have = live.get(key, _MISSING)
         if isinstance(want, dict) and isinstance(have, dict):
-            before = previous.get(key) if isinstance(previous.get(key), dict) else {}
-            sub = merge_patch(before, want, have)
+            earlier = previous.get(key)
+            sub = merge_patch(earlier if isinstance(earlier, dict) else {}, want, have)
             if sub:
                 patch[key] = sub
         elif have is _MISSING or have != want:
@@ -265,7 +265,7 @@ class _Objects:
     def create(self, body: dict[str, Any]) -> None:
         k = self.kind
         if not k.group:
-            self.core.create_namespaced_config_map(self.namespace, body)
+            self.core.create_namespaced_config_map(self.namespace, body)  # type: ignore[arg-type]  # a dict body is accepted
         else:
             self.custom.create_namespaced_custom_object(k.group, k.version, self.namespace, k.plural, body)
 

@@ -33,6 +33,7 @@ engine and every AIPerf process are stopped.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -169,7 +170,7 @@ def load_tokenizer(tokenizer: str) -> tuple[Callable[[str], list[int]], Callable
             tokenizer, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
     return _checked(
-        tokenizer, lambda text: list(auto.encode(text, add_special_tokens=False)), lambda ids: auto.decode(ids)
+        tokenizer, lambda text: list(auto.encode(text, add_special_tokens=False)), lambda ids: str(auto.decode(ids))
     )
 
 
@@ -402,7 +403,7 @@ class CandidateBench:
                         c,
                         self.osl,
                         True,
-                        lambda isl=isl, c=c: self._decode_prompts(prompts, isl, c),
+                        functools.partial(self._decode_prompts, prompts, isl, c),
                         self._spec,
                     )
                 )

@@ -34,7 +34,7 @@ class Candidate(BaseModel):
         m = _ID.match(text.strip().lower())
         if not m:
             raise UserError(f"invalid mapping {text!r}: expected tpN, tepN or depN (e.g. tp4, dep8)")
-        return cls(kind=m.group(1), size=int(m.group(2)))  # type: ignore[arg-type]
+        return cls(kind=m.group(1), size=int(m.group(2)))
 
     @property
     def id(self) -> str:

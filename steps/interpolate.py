@@ -391,7 +391,8 @@ class DynamoDecodeInterpolator:
         self.resolution = resolution
         self.xi = np.linspace(0, 1, resolution)
         self.yi = np.linspace(0, y.max(), resolution)
-        grid = tuple(np.meshgrid(self.xi, self.yi))
+        grid_x, grid_y = np.meshgrid(self.xi, self.yi)
+        grid = (grid_x, grid_y)
         self.itl_grid = self._fill(x, y, np.asarray(data.z_itl, dtype=float), grid)
         self.thpt_grid = self._fill(x, y, np.asarray(data.z_thpt_per_gpu, dtype=float), grid)
 

@@ -521,8 +521,8 @@ def parse_artifacts(
                 res.warmup_s += (int(phase["end_ns"]) - int(phase["start_ns"])) / 1e9
     profiled = [r for r in res.records if r.phase == "profiling"]
     failed = [r for r in profiled if r.error]
-    errors = summary.get("error_summary") or []
-    n_err = sum(int(e.get("count", 1)) for e in errors if isinstance(e, dict)) or len(failed)
+    error_summary = summary.get("error_summary") or []
+    n_err = sum(int(e.get("count", 1)) for e in error_summary if isinstance(e, dict)) or len(failed)
     total = len(profiled) or int(_metric(summary, "request_count") or 0) + n_err
     if summary.get("was_cancelled"):
         res.failure, res.reason = "cancelled", "AIPerf run was cancelled before it completed"
@@ -564,7 +564,7 @@ def _install_gate(gate: Path) -> bool:
             await asyncio.sleep(0.005)
         await original(self)
 
-    SystemController._start_profiling_all_services = gated  # type: ignore[method-assign]
+    SystemController._start_profiling_all_services = gated
     return True
 
 

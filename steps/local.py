@@ -26,7 +26,7 @@ import tempfile
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -120,9 +120,9 @@ def default_parallel(method: str, n_candidates: int, cpus: int | None = None) ->
     return max(1, n_candidates)
 
 
-def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
+def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
     """GPU ids this process may use: CUDA_VISIBLE_DEVICES when set, else what nvidia-smi lists."""
-    env = os.environ if env is None else env
+    env: Mapping[str, str] = os.environ if environ is None else environ
     if "CUDA_VISIBLE_DEVICES" in env:
         ids = [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
         # CUDA stops at the first invalid entry (-1 hides every GPU)
@@ -329,6 +329,7 @@ class _BenchScheduler:
             cid = self.pending[0]
             gpus: list[str] = []
             if self.gpu_pool is not None:
+                assert self.run.plan is not None  # candidates are pending only once the plan exists
                 need = self.run.plan.get(cid).candidate.num_gpus
                 if need > self.gpu_pool.total:
                     self.pending.popleft()

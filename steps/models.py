@@ -80,7 +80,7 @@ class ModelInfo(BaseModel):
     @property
     def attention_params_per_layer(self) -> int:
         d, hq = self.hidden_size, self.num_attention_heads
-        if self.is_mla:
+        if self.kv_lora_rank is not None:  # MLA
             qk = self.qk_nope_head_dim + self.qk_rope_head_dim
             q = d * self.q_lora_rank + self.q_lora_rank * hq * qk if self.q_lora_rank else d * hq * qk
             kv = d * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank * hq * (
@@ -156,7 +156,7 @@ class ModelInfo(BaseModel):
 
     def kv_elements_per_token_per_layer(self) -> int:
         """K and V elements stored per token per layer (all KV heads, or the MLA latent)."""
-        if self.is_mla:
+        if self.kv_lora_rank is not None:  # MLA: the latent and the rope key
             return self.kv_lora_rank + self.qk_rope_head_dim
         return 2 * self.num_kv_heads * self.head_dim
 
@@ -277,7 +277,7 @@ def model_info_from_config(
         shared_expert_intermediate_size=int(cfg.get("shared_expert_intermediate_size") or 0),
         num_dense_layers=dense_layers,
         weight_dtype=wdtype,
-        kv_dtype=kvdtype,  # type: ignore[arg-type]
+        kv_dtype=kvdtype,
         quant_block_size=block,
         source=source,
     )

@@ -133,7 +133,7 @@ def _fits(model: ModelInfo, request: ProfileRequest, cand: Candidate, max_ctx: i
 def min_gpus_for(model: ModelInfo, request: ProfileRequest, max_ctx: int) -> int:
     """Smallest power-of-two engine that holds the weights plus one full-length request."""
     for n in _powers_of_two(1, 1024):
-        cand = Candidate(kind=_mapping_kinds(model, n)[0], size=n)  # type: ignore[arg-type]
+        cand = Candidate(kind=_mapping_kinds(model, n)[0], size=n)
         if not _fits(model, request, cand, max_ctx)[1]:
             return n
     raise UserError(f"model {model.name!r} does not fit even 1024 {request.hardware.gpu} GPUs")
@@ -188,7 +188,7 @@ def make_plan(request: ProfileRequest, model: ModelInfo | None = None) -> Plan:
     # below the automatic minimum, list the sizes as dropped so users see why
     for n in _powers_of_two(hw.min_gpus_per_engine or 1, hi):
         for kind in _mapping_kinds(model, n):
-            cand = Candidate(kind=kind, size=n)  # type: ignore[arg-type]
+            cand = Candidate(kind=kind, size=n)
             weights = weight_bytes_per_gpu(model, cand) / GIB
             reason = divisibility_problem(model, cand)
             kv = 0

@@ -131,7 +131,7 @@ class DecodePlannerData(BaseModel):
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub mistakes the names for its own keywords
     return buf.getvalue()
 
 

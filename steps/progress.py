@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 ProgressMode = Literal["auto", "rich", "plain", "none"]
 
@@ -117,7 +120,7 @@ class RichProgress:
             console=self.console,
             transient=False,
         )
-        self._tasks: dict[tuple[str, str], int] = {}
+        self._tasks: dict[tuple[str, str], TaskID] = {}
         self.progress.start()
 
     def step(self, name: str, message: str) -> None:
@@ -126,7 +129,7 @@ class RichProgress:
     def candidate_started(self, candidate_id: str, detail: str = "") -> None:
         self._task(candidate_id, "starting", 1)
 
-    def _task(self, candidate_id: str, phase: str, total: int) -> int:
+    def _task(self, candidate_id: str, phase: str, total: int) -> TaskID:
         key = (candidate_id, phase)
         if key not in self._tasks:
             self._tasks[key] = self.progress.add_task("", total=max(total, 1), candidate=candidate_id, phase=phase)

@@ -28,6 +28,7 @@ import yaml
 
 from steps.candidates import Candidate
 from steps.engines import EngineBackend, get_backend
+from steps.engines.base import Role
 from steps.errors import UserError
 from steps.planner_data import DecodePlannerData, PrefillPlannerData
 from steps.request import ProfileRequest
@@ -42,7 +43,7 @@ ENGINE_CONFIG_VOLUME = "engine-config"
 # The Dynamo admission webhook rejects a service when len(DGD name) + len(service) + len(service +
 # "-ldr") exceeds 45 (the leader pod of a multinode service); we hold every service to that rule.
 POD_NAME_LIMIT = 45
-ROLES = ("prefill", "decode")
+ROLES: tuple[Role, ...] = ("prefill", "decode")
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _NUMBER = re.compile(r"^-\d")
@@ -169,7 +170,7 @@ def managed_worker_flags(backend: EngineBackend) -> set[str]:
     flags: set[str] = set()
     for kind in ("tp", "tep", "dep"):
         for role in ROLES:
-            flags |= flag_names(backend.dgd_worker_args("model", Candidate(kind=kind, size=2), role))  # type: ignore[arg-type]
+            flags |= flag_names(backend.dgd_worker_args("model", Candidate(kind=kind, size=2), role))
     return flags
 
 
@@ -446,11 +447,11 @@ def render_manifests(
     ]
     engine_files: dict[str, str] = {}
     for role in ROLES:
-        path = backend.engine_config_path(role)  # type: ignore[arg-type]
+        path = backend.engine_config_path(role)
         if path:
             engine_files[posixpath.basename(path)] = yaml.safe_dump(
                 backend.engine_config(choices[role], role), sort_keys=False
-            )  # type: ignore[arg-type]
+            )
             _mount_configmap(
                 services[names[role]], ENGINE_CONFIG_VOLUME, f"{name}-engine-config", posixpath.dirname(path)
             )

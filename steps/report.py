@@ -132,7 +132,7 @@ def cost_curves(result: FitResult) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Per prefill Pareto point: (label, tokens/s/user, $ per 1000 requests) along the decode front."""
     sel = result.selection
     dec = sorted(sel.decode_pareto, key=lambda p: p.latency_ms)
-    out = []
+    out: list[tuple[str, np.ndarray, np.ndarray]] = []
     if not dec:
         return out
     for p in sel.prefill_pareto:

@@ -166,7 +166,8 @@ class Engine:
         self._wake.set()
 
     def _admit(self) -> list[SimRequest]:
-        admitted, budget = [], self.max_batched_tokens
+        admitted: list[SimRequest] = []
+        budget = self.max_batched_tokens
         while self.waiting and self.reserved + self.waiting[0].reserve <= self.max_kv_tokens:
             req = self.waiting[0]
             if self.prefix_caching:

@@ -131,7 +131,7 @@ class S3Store:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _call(self, what: str, fn, *args, **kwargs):
         from minio.error import S3Error
         from urllib3.exceptions import HTTPError, MaxRetryError
 

@@ -117,9 +117,11 @@ def test_cli_bench_simulate_matches_the_model(tmp_path, tiny_tokenizer):
     for point in profile.prefill:  # TTFT at two ISLs of the grid
         assert like_the_model(point.ttft_ms, est.prefill_ttft_ms(point.isl, 1)), point
     assert [(p.isl, p.concurrency) for p in profile.decode] == [(200, 1), (200, 4)]
-    for point in profile.decode:  # ITL at two concurrencies
-        assert like_the_model(point.itl_ms, est.decode_itl_ms(point.concurrency, point.context)), point
-        assert point.kv_usage == pytest.approx(point.concurrency * point.context / 1000)
+    for decode_point in profile.decode:  # ITL at two concurrencies
+        assert like_the_model(decode_point.itl_ms, est.decode_itl_ms(decode_point.concurrency, decode_point.context)), (
+            decode_point
+        )
+        assert decode_point.kv_usage == pytest.approx(decode_point.concurrency * decode_point.context / 1000)
     assert profile.decode[1].thpt_per_gpu > profile.decode[0].thpt_per_gpu
 
     # --torch-profile: a trace of the engine under a decode load point, stored next to the profile

@@ -214,7 +214,7 @@ def test_full_values_override_exactly_their_fields(chart: Any, generated: dict[s
     # ... and each of them holds the value asked for.
     image = f"{values['image']['repository']}:{values['image']['tag']}@{values['image']['digest']}"
     for c in slaprof_containers:
-        index, field = re.fullmatch(r"spec\.templates\[(\d+)\]\.(\w+)", c).groups()  # type: ignore[union-attr]
+        index, field = re.fullmatch(r"spec\.templates\[(\d+)\]\.(\w+)", c).groups()
         container = wt["spec"]["templates"][int(index)][field]
         assert container["image"] == image and container["imagePullPolicy"] == values["image"]["pullPolicy"]
     assert s3_secret_readers, "no generated template reads the S3 Secret"

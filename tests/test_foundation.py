@@ -276,7 +276,7 @@ def test_every_subcommand_has_help():
     from steps.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    names = set(sub.choices)
+    names = set(sub.choices or [])
     assert {"plan", "estimate", "bench", "fit", "select", "profile", "render", "apply", "workflow", "submit"} <= names
     for name in sorted(names):
         with pytest.raises(SystemExit) as exc:

@@ -117,7 +117,7 @@ def test_final_stage_is_slim_non_root_with_the_entry_point(image: str) -> None:
     assert len(stages) >= 2, "a build stage and a runtime stage: build tools stay out of the image"
     python_major_minor = re.search(
         r">=\s*(\d+\.\d+)", tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
-    ).group(1)  # type: ignore[union-attr]
+    ).group(1)
     for stage in stages:
         base = stage.base
         for name, default in global_args.items():

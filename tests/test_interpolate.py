@@ -4,6 +4,8 @@ ground truth (the full table is `bench/interpolation.py`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy.interpolate import PchipInterpolator
@@ -76,7 +78,9 @@ def test_rebuilt_from_planner_files_predicts_the_same():
 def test_best_under_itl():
     prof = make_profile("tp2")
     dec = DecodeInterpolator.from_points(prof.decode, prof.max_kv_tokens)
-    conc, itl, thpt = dec.best_under_itl(9.0, 3250, max_concurrency=114)
+    best = dec.best_under_itl(9.0, 3250, max_concurrency=114)
+    assert best is not None
+    conc, itl, thpt = best
     assert itl <= 9.0 < float(dec.itl_ms(conc + 1, 3250))
     assert thpt == pytest.approx(conc / (itl / 1e3) / 2, rel=1e-6)
     assert dec.best_under_itl(1.0, 3250) is None  # below one request's ITL
@@ -117,18 +121,19 @@ def _dense_errors(model: str, gpu: str, cid: str, granularity: int) -> dict[str,
     plan = make_plan(request)
     cand = next(c for c in plan.runnable() if c.id == cid)
     prof = offline_profile(request, plan, cand)
-    est = estimator_for(request, plan, cand)
+    est: Any = estimator_for(request, plan, cand)  # the built-in model answers whole arrays at once
     pre, dec = PrefillPlannerData.from_profile(prof), DecodePlannerData.from_profile(prof)
     isl = np.linspace(100, plan.grid.prefill_isls[-1], 150).round()
     truth_p = est.prefill_ttft_ms(isl, np.full_like(isl, cand.attn_dp))
     osl = plan.grid.decode_osl
-    b, c = [], []
+    b_list: list[float] = []
+    c_list: list[float] = []
     for i in np.linspace(100, plan.grid.decode_isls[-1], 15).round():
         most = min(prof.max_kv_tokens // (int(i) + osl), 2000)
         for conc in np.unique(np.linspace(1, most, 15).round()):
-            b.append(conc)
-            c.append(i + osl // 2)
-    b, c = np.array(b), np.array(c)
+            b_list.append(conc)
+            c_list.append(i + osl // 2)
+    b, c = np.array(b_list), np.array(c_list)
     truth_d = est.decode_itl_ms(b, c)
 
     def med(pred, truth):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from steps.candidates import Candidate
 from steps.engines import get_backend
@@ -70,7 +71,7 @@ def test_failed_runs_are_classified_not_measured(tmp_path, tiny_tokenizer):
     # an engine whose KV cache is smaller than any request: it answers HTTP 400 to each one
     backend = get_backend("simulated", tokenizer=tok, max_kv_tokens=64)
     engine = EngineProcess(backend, str(MODELS / "Qwen3-0.6B"), Candidate.parse("tp1"), tmp_path / "engine")
-    results = {}
+    results: dict[Any, Any] = {}
     with engine:
         engine.wait_ready(60)
         specs = {

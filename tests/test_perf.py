@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,6 +116,7 @@ def test_never_faster_than_the_roofline(name, mapping):
     batch = np.array([1, 8, 64, 512])
     assert np.all(est.decode_itl_ms(batch, 2048) >= ideal.decode_itl_ms(batch, 2048))
     if not est.model.is_moe:  # a dense decode step streams every local weight but the embedding once
+        assert isinstance(est.cand, Candidate)
         local = weight_bytes_per_gpu(est.model, est.cand) - est.model.embedding_params * 2 / est.cand.attn_tp
         assert ideal.decode_itl_ms(1, 1) * 1e-3 == pytest.approx(local / est.gpu.hbm_bytes_per_s, rel=0.02)
 
@@ -366,7 +368,7 @@ class _PointByPoint:
 
     name = "builtin"
 
-    def __init__(self, inner: BuiltinEstimator) -> None:
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
 
     def prefill_ttft_ms(self, isl: int, batch: int = 1) -> float:

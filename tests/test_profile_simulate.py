@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import psutil
 import pytest
@@ -25,7 +26,7 @@ from tests.conftest import MODELS, ROOT
 from tests.plugins.timing import like_the_model
 
 # Qwen3-0.6B on one or two H200s; short prompts and coarse grids keep AIPerf runs few (3 a candidate)
-REQUEST = {
+REQUEST: dict[str, Any] = {
     "model": str(MODELS / "Qwen3-0.6B"),
     "sla": {"isl": 300, "osl": 30, "ttft_ms": 200, "itl_ms": 50},
     "hardware": {"gpu": "h200_sxm", "max_gpus_per_engine": 2},
@@ -95,9 +96,9 @@ def test_simulate_agrees_with_offline(runs):
         est = get_estimator(model, get_gpu("h200_sxm"), "vllm", Candidate.parse(cid))
         for p in sim.prefill:
             assert _close(p.ttft_ms, off_prefill.get(p.isl) or est.prefill_ttft_ms(p.isl, 1)), (cid, p)
-        for p in sim.decode:
-            assert _close(p.itl_ms, est.decode_itl_ms(p.concurrency, p.context)), (cid, p)
-            assert p.kv_usage == pytest.approx(p.concurrency * p.context / sim.max_kv_tokens, rel=1e-3)
+        for d in sim.decode:
+            assert _close(d.itl_ms, est.decode_itl_ms(d.concurrency, d.context)), (cid, d)
+            assert d.kv_usage == pytest.approx(d.concurrency * d.context / sim.max_kv_tokens, rel=1e-3)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

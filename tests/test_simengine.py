@@ -45,7 +45,7 @@ def engine(tiny_tokenizer, tmp_path_factory):
     with proc:
         proc.wait_ready(60)
         yield proc
-    assert not group_alive(proc.pgid), "the simulated engine left a process behind"
+    assert proc.pgid is not None and not group_alive(proc.pgid), "the simulated engine left a process behind"
 
 
 def _estimator():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from steps.candidates import Candidate
@@ -109,7 +111,7 @@ def test_run_label_on_every_manifest_and_leftovers():
         "wf-1",
     )
     assert text.count("slaprof.io/run: wf-1") == 2 and "team: infra" in text and text.startswith("# rendered")
-    objects = [
+    objects: list[dict[str, Any]] = [
         {"metadata": {"name": "b", "labels": {"slaprof.io/run": "wf-1"}}},
         {"metadata": {"name": "c", "labels": {"slaprof.io/run": "wf-2"}}},
         {"metadata": {"name": "d"}},

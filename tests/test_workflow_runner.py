@@ -33,7 +33,7 @@ HERA_OUT = "/tmp/hera-outputs"
 class ArgoStandIn:
     """The parts of Argo's controller and executor a task needs, for one workflow run."""
 
-    def __init__(self, s3, tmp: Path, parameters: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, s3, tmp: Path, parameters: dict[str, str]) -> None:
         from minio import Minio
 
         self.s3 = s3
@@ -120,7 +120,7 @@ class ArgoStandIn:
         extra_env: dict[str, str] | None,
         template_name: str | None,
         arguments: dict[str, str] | None,
-    ):  # type: ignore[no-untyped-def]
+    ):
         template = self.templates[template_name or self.tasks[task]["template"]]
         given = (
             {

@@ -15,6 +15,8 @@ Every bench pod has a deadline that also counts time spent Pending (`timeout`, p
 
 from __future__ import annotations
 
+from typing import Any
+
 from hera.workflows import EmptyDirVolume, Env, Parameter, Script, UserContainer
 from hera.workflows.models import EmptyDirVolumeSource, EnvVar, EnvVarSource, SecretKeySelector, Volume, VolumeMount
 
@@ -60,7 +62,7 @@ def _hf_token() -> EnvVar:
     )
 
 
-def _bench(name: str, settings: WorkflowSettings, **kwargs: object) -> Script:
+def _bench(name: str, settings: WorkflowSettings, **kwargs: Any) -> Script:
     return runner_script(
         name,
         tasks.bench,
@@ -69,7 +71,7 @@ def _bench(name: str, settings: WorkflowSettings, **kwargs: object) -> Script:
         memory=settings.bench_memory,
         timeout="{{workflow.parameters.bench-timeout}}",
         **kwargs,
-    )  # type: ignore[arg-type]
+    )
 
 
 def offline_bench(settings: WorkflowSettings) -> Script:

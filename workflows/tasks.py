@@ -68,13 +68,13 @@ def run_location(run: str, *parts: str) -> str:
     return "/".join([root, run.strip("/"), *parts])
 
 
-def run_store(run: str):  # type: ignore[no-untyped-def]
+def run_store(run: str):
     from steps.store import open_store
 
     return open_store(run_location(run))
 
 
-def history_store(key: str):  # type: ignore[no-untyped-def]
+def history_store(key: str):
     from steps.store import open_store
 
     return open_store(run_location("history", key))
@@ -163,7 +163,7 @@ class PlanOutput(Output):
     plan_json: Annotated[str | None, _artifact("plan", "plan.json")] = None
 
 
-def build_request_from_parameters(request_doc: str, values: dict[str, str]):  # type: ignore[no-untyped-def]
+def build_request_from_parameters(request_doc: str, values: dict[str, str]):
     """The ProfileRequest of a run: the `request` document overridden by non-empty parameters."""
     import yaml
 
@@ -184,7 +184,7 @@ def build_request_from_parameters(request_doc: str, values: dict[str, str]):  # 
     return build_request(data)
 
 
-def plan(inputs: PlanInput) -> PlanOutput:  # type: ignore[valid-type]
+def plan(inputs: PlanInput) -> PlanOutput:
     """Task `plan`: request.json from the parameters, then steps.plan.run_step -> plan.json."""
     from steps import plan as plan_step
     from steps.drift import history_key
@@ -273,10 +273,10 @@ def _choice_fields() -> dict[str, Any]:
     }
 
 
-_FitOutputBase = create_model("_FitOutputBase", __base__=Output, **_choice_fields())  # type: ignore[call-overload]
+_FitOutputBase = create_model("_FitOutputBase", __base__=Output, **_choice_fields())
 
 
-class FitOutput(_FitOutputBase):  # type: ignore[valid-type,misc]
+class FitOutput(_FitOutputBase):
     prefill: Annotated[str, Parameter(name="prefill", description="chosen prefill mapping, e.g. TP:2")] = "none"
     decode: Annotated[str, Parameter(name="decode", description="chosen decode mapping, e.g. TP:4")] = "none"
     ttft_ms: Annotated[
@@ -507,8 +507,8 @@ def _delete_run_deployments(namespace: str, run: str) -> list[str]:
     api = client.CustomObjectsApi()
     group, version, plural = "nvidia.com", "v1alpha1", "dynamographdeployments"
     # label filtering on our side: selectors are not supported by every API emulator we test with
-    items = api.list_namespaced_custom_object(group, version, namespace, plural).get("items", [])
-    names = leftover_names(items, run)
+    listing: Any = api.list_namespaced_custom_object(group, version, namespace, plural)
+    names = leftover_names(listing.get("items", []), run)
     for name in names:
         api.delete_namespaced_custom_object(group, version, namespace, plural, name)
     return [f"{namespace}/{n}" for n in names]

@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     if not options.keep_workdir:
         profile.artifacts.pop("workdir", None)
-    path = out / f"{planned.id}.json"
-    path.write_text(profile.model_dump_json(indent=2))
+    profile_path = out / f"{planned.id}.json"
+    profile_path.write_text(profile.model_dump_json(indent=2))
     prov = profile.provenance
     ratio = f", {prov.measuring_s / prov.engine_up_s:.0%} of it measuring" if prov.engine_up_s else ""
     print(
@@ -103,5 +103,5 @@ def run(args: argparse.Namespace) -> int:
         f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} "
         f"tokens; engine up {prov.engine_up_s:.1f} s{ratio}"
     )
-    print(path)
+    print(profile_path)
     return 0 if profile.status == "ok" else 1

@@ -113,7 +113,7 @@ class SimulatedBackend(EngineBackend):
 
     def kv_tokens_from_log(self, log_text: str, attn_dp: int = 1) -> int | None:
         # simengine prints the whole engine's capacity once
-        found = [(None, to_int(m.group("n"))) for m in _KV.finditer(log_text)]
+        found: list[tuple[str | None, int]] = [(None, to_int(m.group("n"))) for m in _KV.finditer(log_text)]
         return last_per_rank(found, 1)
 
     def kv_tokens_from_metrics(self, metrics_text: str) -> int | None:

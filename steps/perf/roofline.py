@@ -86,7 +86,7 @@ def _shapes(model: ModelInfo, cand: Mapping) -> _Shapes:
         prefill_qk, prefill_v = model.qk_nope_head_dim + model.qk_rope_head_dim, model.v_head_dim
         # decode runs in the absorbed form: queries attend over the latent (+ rope) directly
         decode_qk, decode_v = (model.kv_lora_rank or 0) + model.qk_rope_head_dim, model.kv_lora_rank or 0
-        kv_elems = model.kv_elements_per_token_per_layer()  # the latent is replicated on every TP rank
+        kv_elems: float = model.kv_elements_per_token_per_layer()  # the latent is replicated on every TP rank
     else:
         prefill_qk = prefill_v = decode_qk = decode_v = model.head_dim
         kv_elems = model.kv_elements_per_token_per_layer() * max(1.0, model.num_kv_heads / tp) / model.num_kv_heads

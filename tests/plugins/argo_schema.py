@@ -51,7 +51,7 @@ def strict_schema(node: Any) -> Any:
 
 
 @cache
-def _validator(kind: str):  # type: ignore[no-untyped-def]
+def _validator(kind: str):
     from jsonschema import Draft7Validator
 
     if not CRD_DIR.is_dir():

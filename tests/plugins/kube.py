@@ -82,7 +82,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     def _stored(self, resource: Any, namespace: str | None, name: str | None) -> dict[str, Any] | None:
         key = (resource, namespace, name)
-        if name is None or key not in self.objects or self.objects[key].deleted:
+        if name is None or key not in self.objects or self.objects[key].deleted:  # type: ignore[operator]  # kmock types the store loosely
             return None
         return self.objects[key].raw
 
@@ -180,7 +180,7 @@ class Cluster:
         self.call(
             lambda: self.emulator.resources.__setitem__(
                 DGD_RESOURCE,
-                {
+                {  # type: ignore[assignment]  # a plain dict is what kmock reads
                     "kind": "DynamoGraphDeployment",
                     "singular": "dynamographdeployment",
                     "namespaced": True,
@@ -265,7 +265,7 @@ def cluster() -> Iterator[Cluster]:
 
     async def _serve() -> None:
         emulator = ApiServerEmulator()
-        emulator.resources[CONFIGMAP_RESOURCE] = {
+        emulator.resources[CONFIGMAP_RESOURCE] = {  # type: ignore[assignment]  # a plain dict is what kmock reads
             "kind": "ConfigMap",
             "singular": "configmap",
             "namespaced": True,
