@@ -201,7 +201,8 @@ def _decide(
     pick, met = choose(options, lambda o: getattr(o, latency), target, order)
     if not met:
         value = getattr(pick, latency)
-        nearest[latency] = round(value, 2)
+        # rounded up: a target below what the engine reaches would make the planner chase it forever
+        nearest[latency] = math.ceil(round(value * 100, 6)) / 100
         at = f", concurrency {pick.concurrency}" if isinstance(pick, DecodeOption) else ""
         name = latency.removesuffix("_ms").upper()
         warnings.append(
@@ -478,6 +479,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         nearest_sla=nearest if missed else None,
         warnings=warnings,
         recommendation=recommendation,
+        max_context=plan.grid.max_context if plan else request.engine.max_context_length,
     )
     return FitResult(
         selection=selection,
@@ -500,7 +502,14 @@ def load_profiles(store: ArtifactStore, prefix: str = "profiles/") -> list[Candi
 
     from steps.store import Layout, read_model
 
-    not_profiles = {Layout.REQUEST, Layout.PLAN, Layout.SELECTION, Layout.PREFILL_JSON, Layout.DECODE_JSON}
+    not_profiles = {
+        Layout.REQUEST,
+        Layout.PLAN,
+        Layout.SELECTION,
+        Layout.PREFILL_JSON,
+        Layout.DECODE_JSON,
+        Layout.LOCK,
+    }
     out = []
     for key in store.list(prefix):
         name = key[len(prefix) :]

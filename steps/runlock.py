@@ -166,7 +166,7 @@ class _S3Slot:
         from minio.error import S3Error
 
         def put() -> str | None:
-            headers = {**condition, "Content-Type": "application/json"}
+            headers: dict[str, str | list[str] | tuple[str]] = {**condition, "Content-Type": "application/json"}
             try:
                 # the public put_object turns unknown headers into user metadata: the conditional
                 # headers go through the SDK's PutObject call as they are
