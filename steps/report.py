@@ -283,9 +283,12 @@ def render_html(result: FitResult, request: ProfileRequest, plots: dict[str, byt
         parts.append(f"<pre class='rec'>{_e(chr(10).join(sel.recommendation))}</pre>")
     else:
         parts.append("<p class='warn'>No recommendation: no candidate produced usable measurements.</p>")
-    note = sel.sla_note()
-    if note:
-        parts.append(f"<p class='warn'>{_e(note[0].upper() + note[1:])}.</p>")
+    if sel.nearest_sla:
+        parts.append(
+            f"<p class='warn'>The SLA cannot be met. Nearest achievable SLA: TTFT "
+            f"{sel.nearest_sla.get('ttft_ms', 0):.2f} ms, ITL {sel.nearest_sla.get('itl_ms', 0):.2f} ms; "
+            "the DGD's planner targets it instead of the requested SLA.</p>"
+        )
     if sel.replicas:
         r = sel.replicas
         parts.append(

@@ -146,9 +146,8 @@ def test_isl_plus_osl_beyond_the_models_context_is_refused(tmp_path, capsys):
 
 
 def test_argo_plan_refuses_the_same_request():
-    from workflows.tasks import build_request_from_parameters
-
     from steps.plan import make_plan
+    from workflows.tasks import build_request_from_parameters
 
     request = build_request_from_parameters("", {"model": QWEN06, "isl": "40000", "osl": "1000"})
     with pytest.raises(UserError, match="41000 tokens"):
@@ -198,7 +197,8 @@ def test_unmet_sla_deploys_the_nearest_achievable_targets(tmp_path, capsys):
     assert float(_flag(args, "--ttft")) == nearest["ttft_ms"] and float(_flag(args, "--itl")) == nearest["itl_ms"]
     note = f"nearest achievable SLA: TTFT {nearest['ttft_ms']:.2f} ms, ITL {nearest['itl_ms']:.2f} ms"
     assert note in captured.err and "the requested SLA (TTFT 1 ms, ITL 1 ms) cannot be met" in captured.err
-    assert note in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert f"N{note[1:]}; the DGD's planner targets it instead of the requested SLA" in report
     assert note in (out / "dgd.yaml").read_text().split("apiVersion")[0]  # the DGD's header says so too
 
 
