@@ -194,9 +194,7 @@ def test_rendered_dgd_structure(backend, model, prefill, decode):
     assert mount == [
         {"name": "planner-profile-data", "mountPath": _flag(pargs, "--profile-results-dir"), "readOnly": True}
     ]
-    assert planner["extraPodSpec"]["volumes"] == [
-        {"name": "planner-profile-data", "configMap": {"name": planner_data}}
-    ]
+    assert planner["extraPodSpec"]["volumes"] == [{"name": "planner-profile-data", "configMap": {"name": planner_data}}]
 
     name = dgd["metadata"]["name"]
     assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)
