@@ -382,6 +382,12 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
     """Select prefill and decode engines for `request`'s SLA from measured `profiles`."""
     sla = request.sla
     isl, osl, context = sla.isl, sla.osl, sla.isl + sla.osl // 2
+    if plan is not None:  # `select` with a new --isl/--osl re-targets a plan made for other lengths
+        from steps.plan import context_problem
+
+        too_long = context_problem(isl, osl, plan.model, request.engine.max_context_length)
+        if too_long:
+            raise UserError(too_long)
     by_id = {p.id: p for p in profiles}
     order = {cid: i for i, cid in enumerate([p.id for p in plan.candidates] if plan else [p.id for p in profiles])}
     granularity = plan.grid.decode_granularity if plan else request.sweep.decode_granularity

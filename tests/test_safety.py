@@ -145,6 +145,15 @@ def test_isl_plus_osl_beyond_the_models_context_is_refused(tmp_path, capsys):
     assert main([*estimate, "--isl", "3000", "--osl", "500", "--batch", "1"]) == 0
 
 
+def test_select_refuses_a_new_isl_beyond_the_context(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_profile(run)) == 0
+    capsys.readouterr()
+    assert main(["select", "--profiles", str(run), "--isl", "40000", "--osl", "1000"]) == 2
+    assert "41000 tokens exceed the context" in _one_error_line(capsys.readouterr().err)
+    assert main(["select", "--profiles", str(run), "--isl", "4000"]) == 0
+
+
 def test_argo_plan_refuses_the_same_request():
     from steps.plan import make_plan
     from workflows.tasks import build_request_from_parameters
