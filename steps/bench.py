@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from steps.candidates import Candidate
+from steps.engines.base import batched_tokens
 from steps.errors import UserError
 from steps.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance, utc_now
 
@@ -67,9 +68,6 @@ AIPERF_BOOT_S = 10.0
 # requests/s under the concurrency cap: all of a point's requests leave within milliseconds, and
 # AIPerf's timing loop sleeps instead of spinning (see LoadSpec.request_rate)
 REQUEST_RATE = 1000.0
-# tokens per engine step: a whole prompt of the prefill grid in one step (no chunked prefill), as Dynamo's
-# profiler configures its prefill engines
-MAX_BATCHED_TOKENS = 32768  # AIPerf's start-up; engines that start faster are launched once AIPerf waits
 
 
 class BenchOptions(BaseModel):
@@ -437,7 +435,7 @@ class CandidateBench:
             options=ServerOptions(
                 prefix_caching=True,
                 max_context=self.plan.grid.max_context,
-                max_batched_tokens=min(self.plan.grid.max_context, MAX_BATCHED_TOKENS),
+                max_batched_tokens=batched_tokens(self.plan.grid.max_context),
                 memory_utilization=self.opts.memory_utilization,
                 profile_dir=str(self.workdir / "traces") if self.opts.torch_profile else None,
             ),

@@ -201,7 +201,8 @@ def _decide(
     pick, met = choose(options, lambda o: getattr(o, latency), target, order)
     if not met:
         value = getattr(pick, latency)
-        nearest[latency] = round(value, 2)
+        # rounded up: a target below what the engine reaches would make the planner chase it forever
+        nearest[latency] = math.ceil(round(value * 100, 6)) / 100
         at = f", concurrency {pick.concurrency}" if isinstance(pick, DecodeOption) else ""
         name = latency.removesuffix("_ms").upper()
         warnings.append(
@@ -381,6 +382,12 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
     """Select prefill and decode engines for `request`'s SLA from measured `profiles`."""
     sla = request.sla
     isl, osl, context = sla.isl, sla.osl, sla.isl + sla.osl // 2
+    if plan is not None:  # `select` with a new --isl/--osl re-targets a plan made for other lengths
+        from steps.plan import context_problem
+
+        too_long = context_problem(isl, osl, plan.model, request.engine.max_context_length)
+        if too_long:
+            raise UserError(too_long)
     by_id = {p.id: p for p in profiles}
     order = {cid: i for i, cid in enumerate([p.id for p in plan.candidates] if plan else [p.id for p in profiles])}
     granularity = plan.grid.decode_granularity if plan else request.sweep.decode_granularity
@@ -478,6 +485,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         nearest_sla=nearest if missed else None,
         warnings=warnings,
         recommendation=recommendation,
+        max_context=plan.grid.max_context if plan else request.engine.max_context_length,
     )
     return FitResult(
         selection=selection,
@@ -500,7 +508,14 @@ def load_profiles(store: ArtifactStore, prefix: str = "profiles/") -> list[Candi
 
     from steps.store import Layout, read_model
 
-    not_profiles = {Layout.REQUEST, Layout.PLAN, Layout.SELECTION, Layout.PREFILL_JSON, Layout.DECODE_JSON}
+    not_profiles = {
+        Layout.REQUEST,
+        Layout.PLAN,
+        Layout.SELECTION,
+        Layout.PREFILL_JSON,
+        Layout.DECODE_JSON,
+        Layout.LOCK,
+    }
     out = []
     for key in store.list(prefix):
         name = key[len(prefix) :]

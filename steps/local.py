@@ -5,6 +5,10 @@ folder, or an S3 prefix): request.json -> `plan.run_step` -> `bench.run_step` fo
 runnable candidate -> `fit.run_step` -> `render.run_step` (dgd.yaml) -> `apply.run_step` when
 the request asks for it. Outputs: the run's artifacts in the store (see `steps.store.Layout`).
 
+The run holds the store's run lock (`steps.runlock`) from start to end, so a second run into the
+same output exits 2 naming this one instead of mixing its files with ours. A store that cannot be
+written (a full disk) stops the run with that one error, instead of failing every later step.
+
 Candidates run in a small pool of worker processes (one process per candidate, so a crash,
 a stuck engine or Ctrl-C stays contained and the engine is always stopped); offline estimates
 take milliseconds, so by default they run in this process. Profiles already in the store are
@@ -37,10 +41,11 @@ from steps.errors import StepFailed, UserError
 from steps.progress import ProgressReporter, SilentProgress
 from steps.request import ProfileRequest
 from steps.results import CandidateProfile, Provenance, Selection, utc_now
-from steps.store import ArtifactStore, Layout, open_store, read_model, write_model
+from steps.store import ArtifactStore, Layout, StoreWriteError, open_store, read_model, write_model
 
 if TYPE_CHECKING:
     from steps.plan import Plan
+    from steps.runlock import RunLock
 
 Outcome = Literal["ok", "infeasible", "failed", "reused"]
 STOP_GRACE_S = 30.0  # how long a worker gets to stop its engine after Ctrl-C before it is killed
@@ -323,6 +328,9 @@ class _BenchScheduler:
             stopped = sorted(self.jobs)
             self.stop_all()
             raise Interrupted(", ".join(stopped)) from None
+        except StoreWriteError:
+            self.stop_all()
+            raise
 
     def _start_ready(self) -> None:
         while self.pending and len(self.jobs) < self.parallel:
@@ -453,6 +461,8 @@ class _Run:
                 self.store.put_bytes(log_key, details.encode(), "text/plain")
                 profile.artifacts["error_log"] = log_key
             write_model(self.store, Layout.profile(cid), profile)
+        except StoreWriteError:
+            raise  # the output cannot be written at all: nothing later can be either
         except UserError as exc:
             self.reporter.warn(f"could not record the failure of {cid}: {exc}")
         self.record(cid, "failed", reason, "", seconds)
@@ -496,16 +506,31 @@ def run_profile(
 
     Raises UserError for problems the user can fix (unreachable S3, unwritable output) and
     Interrupted on Ctrl-C; a failing candidate or a failing step after bench is recorded in
-    the result instead, so whatever could be decided is still reported."""
-    from steps import plan as plan_step
-    from steps.plan import Plan
+    the result instead, so whatever could be decided is still reported. The store's run lock is
+    held throughout: a live run already writing there is a RunInUse error (exit 2)."""
+    from steps import runlock
 
     reporter = reporter or SilentProgress()
-    timings: dict[str, float] = {}
     t0 = time.monotonic()
     if store is None:
         check_s3_endpoint(options.out)
         store = open_store(options.out)
+    with runlock.hold(store, reporter.warn) as lock:
+        return _run_locked(request, options, reporter, store, lock, t0)
+
+
+def _run_locked(
+    request: ProfileRequest,
+    options: RunOptions,
+    reporter: ProgressReporter,
+    store: ArtifactStore,
+    lock: RunLock,
+    t0: float,
+) -> RunResult:
+    from steps import plan as plan_step
+    from steps.plan import Plan
+
+    timings: dict[str, float] = {}
     run = _Run(request, store, options.out, reporter)
     run.bench_overrides = options.bench_overrides
     write_model(store, Layout.REQUEST, request)
@@ -527,6 +552,7 @@ def run_profile(
     timings["bench"] = time.monotonic() - t1
     result.outcomes = [run.outcomes[c] for c in ids if c in run.outcomes]
 
+    lock.check()  # a run that lost its lock while measuring must not write the results
     _after_bench(run, result)
     timings["total"] = time.monotonic() - t0
     return result
@@ -605,6 +631,8 @@ def _bench_in_process(run: _Run, ids: list[str]) -> None:
             profile = _call_bench(run.store, cid, None, run.bench_overrides)
         except KeyboardInterrupt:
             raise Interrupted(cid) from None
+        except StoreWriteError:
+            raise
         except (UserError, StepFailed) as exc:
             run.record_failure(cid, str(exc), time.monotonic() - started)
             continue
@@ -619,6 +647,8 @@ def _step(run: _Run, result: RunResult, name: str, fn: Callable[[], Any]) -> tup
     t = time.monotonic()
     try:
         value = fn()
+    except StoreWriteError:
+        raise
     except (UserError, StepFailed) as exc:
         result.errors.append(f"{name}: {exc}")
         return False, None

@@ -225,6 +225,26 @@ def _declared_weight_dtype(cfg: dict[str, Any], quant: dict[str, Any] | None) ->
     return "bf16", kv, None
 
 
+_SHAPE_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "vocab_size",
+    "num_key_value_heads",
+    "head_dim",
+)
+
+
+def _check_shapes(cfg: dict[str, Any], name: str) -> None:
+    """Every size the models and estimates divide by must be a positive integer."""
+    for key in _SHAPE_KEYS:
+        value = cfg.get(key)
+        if value is None and key not in _SHAPE_KEYS[:4]:
+            continue  # optional, and absent
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UserError(f"model {name!r}: config.json has {key} = {value!r}; it must be a positive integer")
+
+
 def model_info_from_config(
     cfg: dict[str, Any], name: str, quant_config: dict[str, Any] | None = None, source: str = ""
 ) -> ModelInfo:
@@ -234,6 +254,7 @@ def model_info_from_config(
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if k not in cfg]
     if missing:
         raise UserError(f"model {name!r}: config.json lacks {', '.join(missing)}; is this a decoder-only LLM config?")
+    _check_shapes(cfg, name)
     arch = (cfg.get("architectures") or [cfg.get("model_type", "unknown")])[0]
     d = int(cfg["hidden_size"])
     heads = int(cfg["num_attention_heads"])

@@ -107,6 +107,23 @@ def divisibility_problem(model: ModelInfo, cand: Candidate) -> str | None:
     return None
 
 
+def context_problem(isl: int, osl: int, model: ModelInfo, limit: int = 0) -> str | None:
+    """Why requests of `isl` + `osl` tokens do not fit the model's context (or the engine's cap
+    `limit`, 0 = none), or None: an engine refuses such requests, so no deployment can serve them."""
+    need = isl + osl
+    if need > model.max_context_length:
+        return (
+            f"ISL {isl} + OSL {osl} = {need} tokens exceed the context of {model.name} "
+            f"({model.max_context_length} tokens); lower --isl or --osl"
+        )
+    if limit and need > limit:
+        return (
+            f"ISL {isl} + OSL {osl} = {need} tokens exceed --max-context-length {limit} (the engine's context); "
+            f"raise it (the model allows {model.max_context_length}) or lower --isl or --osl"
+        )
+    return None
+
+
 def engine_max_context(model: ModelInfo, request: ProfileRequest) -> int:
     limit = request.engine.max_context_length
     return min(model.max_context_length, limit) if limit else model.max_context_length
@@ -173,6 +190,9 @@ def make_plan(request: ProfileRequest, model: ModelInfo | None = None) -> Plan:
     model = apply_overrides(
         model or load_model_info(request.model), request.engine.quantization, request.engine.kv_cache_dtype
     )
+    problem = context_problem(request.sla.isl, request.sla.osl, model, request.engine.max_context_length)
+    if problem:
+        raise UserError(problem)
     gpu = get_gpu(request.hardware.gpu)
     max_ctx = engine_max_context(model, request)
     hw = request.hardware

@@ -3,13 +3,15 @@
 Inputs: `request.json`, `selection.json` (the chosen prefill and decode mappings, replicas when a
 request rate was given), `prefill_raw_data.json` and `decode_raw_data.json` (the planner's data),
 optionally a base DGD to start from. Output: `dgd.yaml`, a multi-document YAML: the ConfigMap
-`planner-profile-data`, an engine-args ConfigMap for backends that take their settings from a file
-(TensorRT-LLM), then the DGD.
+`<DGD name>-planner-profile-data` (named after its DGD, so several deployments share a namespace),
+an engine-args ConfigMap for backends that take their settings from a file (TensorRT-LLM), then
+the DGD.
 
 Only what the profile decides is changed in the base (or the built-in template,
 `steps/templates/<backend>.yaml`): the workers' images, model, parallel flags, GPU limits,
-`multinode.nodeCount`, replicas, Hugging Face token secret and model cache, and the Planner
-service with its mounted data. Every worker flag comes from the backend's module in
+`multinode.nodeCount`, replicas, Hugging Face token secret and model cache, the engine context the
+plan sized the engines for, and the Planner service with its mounted data and its targets (the
+nearest achievable SLA when the requested one cannot be met). Every worker flag comes from the backend's module in
 `steps/engines/`; nothing here depends on which backend it is.
 """
 
@@ -37,7 +39,8 @@ from steps.store import ArtifactStore, Layout, read_model
 
 DGD_API_VERSION = "nvidia.com/v1alpha1"
 DGD_KIND = "DynamoGraphDeployment"
-PLANNER_CONFIGMAP = "planner-profile-data"
+PLANNER_DATA = "planner-profile-data"  # the planner's data volume; its ConfigMap is `<DGD name>-` + this
+CONFIGMAP_NAME_LIMIT = 63  # a ConfigMap name is a DNS subdomain; 63 keeps it a label too
 PLANNER_DATA_DIR = "/workspace/profiling_results"
 ENGINE_CONFIG_VOLUME = "engine-config"
 # The Dynamo admission webhook rejects a service when len(DGD name) + len(service) + len(service +
@@ -81,6 +84,16 @@ def derive_name(model: str, backend: str, budget: int) -> str:
     if keep < 1:  # not even the backend fits: the hash alone names it
         return f"d{digest}"
     return f"{model_short_name(model)[:keep].rstrip('-')}-{digest}-{backend}"
+
+
+def planner_configmap_name(dgd_name: str) -> str:
+    """`<dgd>-planner-profile-data`: one per deployment, so two models in a namespace keep their own data."""
+    name = f"{dgd_name}-{PLANNER_DATA}"
+    if len(name) <= CONFIGMAP_NAME_LIMIT:
+        return name
+    digest = hashlib.sha256(dgd_name.encode()).hexdigest()[:5]
+    keep = CONFIGMAP_NAME_LIMIT - len(PLANNER_DATA) - len(digest) - 2
+    return f"{dgd_name[:keep].rstrip('-')}-{digest}-{PLANNER_DATA}"
 
 
 def _check_name(name: str, services: list[str], given: bool) -> None:
@@ -260,6 +273,7 @@ def _set_worker(
     role: str,
     replicas: int | None,
     managed: set[str],
+    max_context: int,
 ) -> None:
     dep, per_node = request.deployment, request.hardware.gpus_per_node
     service["componentType"] = "worker"
@@ -279,7 +293,7 @@ def _set_worker(
     if dep.engine_image:
         container["image"] = dep.engine_image
     container.setdefault("image", backend.default_image)
-    ours = backend.dgd_worker_args(_worker_model(request), cand, role)  # type: ignore[arg-type]
+    ours = backend.dgd_worker_args(_worker_model(request), cand, role, max_context)  # type: ignore[arg-type]
     if _worker_model(request) != request.model:
         # clients ask for the model by its id, not by its folder on the PVC
         ours = (
@@ -323,6 +337,7 @@ def _set_planner(
     fallback_image: str | None,
     prefill: Candidate,
     decode: Candidate,
+    configmap: str,
 ) -> None:
     """`image`: the request's frontend image (wins); `fallback_image`: the Frontend's, for a new Planner."""
     service["componentType"] = "planner"
@@ -337,19 +352,20 @@ def _set_planner(
             workingDir="/workspace/components/src/dynamo/planner", command=["python3", "-m", "planner_sla"]
         )
     args = [str(a) for a in container.get("args") or []]
+    ttft, itl = selection.planner_targets()
     container["args"] = set_flag_values(
         args,
         {
             "--environment": _flag_value(args, "--environment") or "kubernetes",
             "--backend": backend.name,
-            "--ttft": f"{selection.ttft_ms:g}",
-            "--itl": f"{selection.itl_ms:g}",
+            "--ttft": f"{ttft:g}",
+            "--itl": f"{itl:g}",
             "--profile-results-dir": PLANNER_DATA_DIR,
             "--prefill-engine-num-gpu": str(prefill.num_gpus),
             "--decode-engine-num-gpu": str(decode.num_gpus),
         },
     )
-    _mount_configmap(service, PLANNER_CONFIGMAP, PLANNER_CONFIGMAP, PLANNER_DATA_DIR)
+    _mount_configmap(service, PLANNER_DATA, configmap, PLANNER_DATA_DIR)
 
 
 def _configmap(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
@@ -368,7 +384,8 @@ def render_manifests(
     decode_json: str,
     base: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """[ConfigMap planner-profile-data, (engine-args ConfigMap), DGD] for the selected mappings."""
+    """[ConfigMap <name>-planner-profile-data, (engine-args ConfigMap), DGD] for the selected mappings.
+    The DGD's name: the request's, else a base DGD's own, else derived from model and backend."""
     if selection.prefill is None or selection.decode is None:
         missing = " and ".join(r for r in ROLES if getattr(selection, r) is None)
         raise UserError(
@@ -406,12 +423,29 @@ def render_manifests(
         _container(services[frontend])["image"] = frontend_image
     planner = _find_service(services, "planner") or "Planner"
     services.setdefault(planner, {})
+    given = dep.name or ((base.get("metadata") or {}).get("name") if base is not None else None)
+    name = given or derive_name(request.model, request.backend, name_budget(list(services)))
+    _check_name(name, list(services), given=bool(given))
+    configmap = planner_configmap_name(name)
 
     managed = managed_worker_flags(backend)
+    # the context the plan sized the KV cache and the candidates for: without it an engine takes the
+    # model's full context and may refuse to start on the GPUs the plan admitted
+    context = selection.max_context or request.engine.max_context_length
     choices = {"prefill": selection.prefill.candidate, "decode": selection.decode.candidate}
     replicas = {r: getattr(selection.replicas, r) if selection.replicas else None for r in ROLES}
     for role in ROLES:
-        _set_worker(services[names[role]], names[role], request, backend, choices[role], role, replicas[role], managed)
+        _set_worker(
+            services[names[role]],
+            names[role],
+            request,
+            backend,
+            choices[role],
+            role,
+            replicas[role],
+            managed,
+            context,
+        )
     _set_planner(
         services[planner],
         selection,
@@ -420,11 +454,11 @@ def render_manifests(
         _container(services[frontend]).get("image"),
         choices["prefill"],
         choices["decode"],
+        configmap,
     )
     _mount_model_cache(dgd, [frontend, names["prefill"], names["decode"]], request)
 
-    name = dep.name or derive_name(request.model, request.backend, name_budget(list(services)))
-    _check_name(name, list(services), given=bool(dep.name))
+    ttft, itl = selection.planner_targets()
     meta = dgd.setdefault("metadata", {})
     meta.update(name=name, namespace=dep.namespace)
     meta.setdefault("annotations", {}).update(
@@ -432,15 +466,15 @@ def render_manifests(
             "slaprof/model": request.model,
             "slaprof/prefill": f"{choices['prefill'].label} x{services[names['prefill']]['replicas']}",
             "slaprof/decode": f"{choices['decode'].label} x{services[names['decode']]['replicas']}",
-            "slaprof/sla": (
-                f"isl={selection.isl} osl={selection.osl} ttft={selection.ttft_ms:g}ms itl={selection.itl_ms:g}ms"
-            ),
+            "slaprof/sla": f"isl={selection.isl} osl={selection.osl} ttft={ttft:g}ms itl={itl:g}ms",
         }
     )
+    if selection.nearest_sla:
+        meta["annotations"]["slaprof/requested-sla"] = f"ttft={selection.ttft_ms:g}ms itl={selection.itl_ms:g}ms"
 
     docs = [
         _configmap(
-            PLANNER_CONFIGMAP,
+            configmap,
             dep.namespace,
             {"prefill_raw_data.json": prefill_json, "decode_raw_data.json": decode_json},
         )
@@ -450,7 +484,8 @@ def render_manifests(
         path = backend.engine_config_path(role)
         if path:
             engine_files[posixpath.basename(path)] = yaml.safe_dump(
-                backend.engine_config(choices[role], role), sort_keys=False
+                backend.engine_config(choices[role], role, context),
+                sort_keys=False,
             )
             _mount_configmap(
                 services[names[role]], ENGINE_CONFIG_VOLUME, f"{name}-engine-config", posixpath.dirname(path)
@@ -501,12 +536,16 @@ def describe(request: ProfileRequest, selection: Selection) -> str:
     rep = selection.replicas
     prefill = selection.prefill.candidate.label if selection.prefill else "-"
     decode = selection.decode.candidate.label if selection.decode else "-"
+    ttft, itl = selection.planner_targets()
     lines = [
         f"Rendered by slaprof: {request.model} on {request.backend}, {selection.gpu}",
         f"prefill {prefill}{f' x{rep.prefill}' if rep else ''}, "
         f"decode {decode}{f' x{rep.decode}' if rep else ''}; "
-        f"SLA TTFT {selection.ttft_ms:g} ms, ITL {selection.itl_ms:g} ms",
+        f"SLA TTFT {ttft:g} ms, ITL {itl:g} ms",
     ]
+    note = selection.sla_note()
+    if note:
+        lines.append(f"note: {note}")
     if rep:
         lines.append(f"replicas sized for {rep.request_rate:g} requests/s ({rep.total_gpus} GPUs)")
     warning = local_model_warning(request)

@@ -286,7 +286,8 @@ def render_html(result: FitResult, request: ProfileRequest, plots: dict[str, byt
     if sel.nearest_sla:
         parts.append(
             f"<p class='warn'>The SLA cannot be met. Nearest achievable SLA: TTFT "
-            f"{sel.nearest_sla.get('ttft_ms', 0):.2f} ms, ITL {sel.nearest_sla.get('itl_ms', 0):.2f} ms.</p>"
+            f"{sel.nearest_sla.get('ttft_ms', 0):.2f} ms, ITL {sel.nearest_sla.get('itl_ms', 0):.2f} ms; "
+            "the DGD's planner targets it instead of the requested SLA.</p>"
         )
     if sel.replicas:
         r = sel.replicas

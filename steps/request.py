@@ -24,10 +24,16 @@ Quantization = Literal["auto", "bf16", "fp8", "fp4"]
 KvDtype = Literal["auto", "bf16", "fp8"]
 Estimator = Literal["builtin", "aic"]
 BACKENDS: tuple[str, ...] = ("vllm", "sglang", "trtllm")
+DGDR_KIND = "DynamoGraphDeploymentRequest"
+DGDR_API_VERSIONS: tuple[str, ...] = ("nvidia.com/v1alpha1", "nvidia.com/v1beta1")
+ACCEPTED_DOCUMENTS = (
+    f"a slaprof request (no `kind`), a Dynamo profile_sla config, or a {DGDR_KIND} ({', '.join(DGDR_API_VERSIONS)})"
+)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are refused: an infinite target would pass every check, then break JSON and the planner
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SLA(_Strict):
@@ -137,6 +143,8 @@ def _format_validation_error(exc: ValidationError) -> str:
         msg = f"must be one of {err['ctx']['expected']}"
     elif err["type"] == "extra_forbidden":
         msg = "is not a known setting"
+    elif err["type"] == "finite_number":
+        msg = "must be a finite number"
     return f"invalid request: {loc}{shown}: {msg}"
 
 
@@ -212,8 +220,7 @@ def _from_profiling_config(cfg: dict[str, Any], out: dict[str, Any]) -> None:
 def _from_dgdr(doc: dict[str, Any]) -> dict[str, Any]:
     spec = doc.get("spec") or {}
     out: dict[str, Any] = {}
-    version = str(doc.get("apiVersion", "")).rsplit("/", 1)[-1]
-    if version == "v1beta1":
+    if doc["apiVersion"] == "nvidia.com/v1beta1":
         workload, sla, hw = spec.get("workload") or {}, spec.get("sla") or {}, spec.get("hardware") or {}
         _set(out, "sla.isl", workload.get("isl"))
         _set(out, "sla.osl", workload.get("osl"))
@@ -248,8 +255,21 @@ def parse_request_document(doc: Any, origin: str = "request") -> dict[str, Any]:
     """Our request dict, a DGDR manifest, or a bare profile_sla config, as our nested dict."""
     if not isinstance(doc, dict):
         raise UserError(f"{origin}: expected a mapping at the top level, got {type(doc).__name__}")
-    if doc.get("kind") == "DynamoGraphDeploymentRequest":
+    kind, version = doc.get("kind"), doc.get("apiVersion")
+    if kind == DGDR_KIND:
+        if version not in DGDR_API_VERSIONS:
+            raise UserError(
+                f"{origin}: a {DGDR_KIND} of apiVersion {version!r} is not supported; "
+                f"slaprof reads apiVersion {', '.join(DGDR_API_VERSIONS)}"
+            )
         return _from_dgdr(doc)
+    if kind is not None:
+        # a DGD is the output of a profile, not a request: the likeliest mix-up gets its own hint
+        hint = "; a DynamoGraphDeployment is a deployment to start from: pass it to `slaprof render --base`"
+        raise UserError(
+            f"{origin}: found kind {kind} (apiVersion {version!r}), which is not a request; accepted: "
+            f"{ACCEPTED_DOCUMENTS}{hint if kind == 'DynamoGraphDeployment' else ''}"
+        )
     if "profilingConfig" in doc or ({"sla", "sweep", "hardware"} & doc.keys() and "ttft" in (doc.get("sla") or {})):
         out: dict[str, Any] = {}
         _from_profiling_config(doc.get("profilingConfig", {}).get("config", doc), out)

@@ -127,3 +127,21 @@ class Selection(BaseModel):
     nearest_sla: dict[str, float] | None = None  # {"ttft_ms": .., "itl_ms": ..} when a target cannot be met
     warnings: list[str] = Field(default_factory=list)
     recommendation: list[str] = Field(default_factory=list)  # the printed "Suggested ..." lines
+    # the engine context (tokens) the plan sized the engines for; the DGD's workers get it (0: unknown)
+    max_context: int = 0
+
+    def planner_targets(self) -> tuple[float, float]:
+        """(TTFT, ITL) in ms the deployment's planner scales for: the request's targets, or the
+        nearest achievable ones the engines reach when a target cannot be met."""
+        nearest = self.nearest_sla or {}
+        return nearest.get("ttft_ms", self.ttft_ms), nearest.get("itl_ms", self.itl_ms)
+
+    def sla_note(self) -> str | None:
+        """One sentence when the planner gets other targets than the request's, else None."""
+        if not self.nearest_sla:
+            return None
+        ttft, itl = self.planner_targets()
+        return (
+            f"the requested SLA (TTFT {self.ttft_ms:g} ms, ITL {self.itl_ms:g} ms) cannot be met; the DGD's planner "
+            f"targets the nearest achievable SLA: TTFT {ttft:.2f} ms, ITL {itl:.2f} ms"
+        )

@@ -8,6 +8,7 @@ presented as complete.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import urlparse
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from steps.errors import UserError
 
@@ -38,6 +39,7 @@ class Layout:
     PLOTS = "plots/"
     REPORT = "report.html"
     DGD = "dgd.yaml"
+    LOCK = ".slaprof-lock.json"  # the run lock (steps/runlock.py); present only while a run writes here
 
     @staticmethod
     def profile(candidate_id: str) -> str:
@@ -70,6 +72,36 @@ class MissingArtifact(UserError):
     pass
 
 
+class BadArtifact(UserError):
+    """An artifact that exists but does not hold what its key promises (edited, truncated, another format)."""
+
+
+class StoreWriteError(UserError):
+    """The output cannot be written (disk full, read-only, no permission): the run stops here."""
+
+
+def temp_file(folder: Path, name: str) -> tuple[int, str]:
+    """A new hidden temporary file next to `folder/name`, open for writing: (fd, path)."""
+    return tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary file and a rename, so a reader never sees half a file and a
+    failed write (a full disk) leaves the previous content; errors are one StoreWriteError line."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file(path.parent, path.name)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        hint = "; free some space or write elsewhere" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise StoreWriteError(f"cannot write {path}: {exc.strerror or exc}{hint}") from None
+
+
 @dataclass
 class LocalStore:
     root: Path
@@ -78,17 +110,7 @@ class LocalStore:
         return self.root / key
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
-        path = self._path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            if "tmp" in locals() and os.path.exists(tmp):
-                os.unlink(tmp)
-            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        write_file_atomic(self._path(key), data)
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -234,7 +256,16 @@ def write_model(store: ArtifactStore, key: str, model: BaseModel) -> None:
 
 
 def read_model(store: ArtifactStore, key: str, cls: type[T]) -> T:
-    return cls.model_validate_json(store.get_bytes(key))
+    """The artifact at `key` as a `cls`; one of another shape is a BadArtifact naming it."""
+    try:
+        return cls.model_validate_json(store.get_bytes(key))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise BadArtifact(
+            f"{store.uri(key)} is not a valid {cls.__name__} ({where + ': ' if where else ''}{err['msg']}); "
+            "it was edited or written by another slaprof version: rerun the step that writes it"
+        ) from None
 
 
 def write_json(store: ArtifactStore, key: str, data: object) -> None:

@@ -183,7 +183,11 @@ def test_infeasible_picks_lowest_latency_and_reports_nearest_sla():
     assert sel.prefill.ttft_ms == pytest.approx(lowest_ttft)
     assert sel.decode.candidate.id == "tp4" and not sel.decode.meets_sla
     assert sel.decode.itl_ms == pytest.approx(lowest_itl) and sel.decode.concurrency == 1
-    assert sel.nearest_sla == {"ttft_ms": round(lowest_ttft, 2), "itl_ms": round(lowest_itl, 2)}
+    assert sel.nearest_sla is not None and set(sel.nearest_sla) == {"ttft_ms", "itl_ms"}
+    for key, lowest in (("ttft_ms", lowest_ttft), ("itl_ms", lowest_itl)):
+        # rounded up to 0.01 ms: the planner must not be given a target below what the engine reaches
+        assert lowest - 1e-6 <= sel.nearest_sla[key] < lowest + 0.01
+        assert sel.nearest_sla[key] == round(sel.nearest_sla[key], 2)
     assert any("No engine configuration satisfies the TTFT target" in w for w in sel.warnings)
     assert any("No engine configuration satisfies the ITL target" in w for w in sel.warnings)
     # the lines are still printed, as Dynamo does

@@ -163,7 +163,8 @@ CASES = [  # (model, prefill, decode): dense, MoE on one node, MoE across nodes
 def test_rendered_dgd_structure(backend, model, prefill, decode):
     docs = _render(backend, prefill, decode, model=model)
     kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
-    assert kinds[0] == ("ConfigMap", "planner-profile-data") and kinds[-1][0] == "DynamoGraphDeployment"
+    planner_data = f"{_dgd(docs)['metadata']['name']}-planner-profile-data"
+    assert kinds[0] == ("ConfigMap", planner_data) and kinds[-1][0] == "DynamoGraphDeployment"
     assert len(docs) == (3 if backend == "trtllm" else 2)
     assert docs[0]["data"] == {"prefill_raw_data.json": PREFILL_JSON, "decode_raw_data.json": DECODE_JSON}
     assert list(yaml.safe_load_all(to_yaml(docs, header="a\nb"))) == docs  # valid YAML, nothing lost
@@ -193,9 +194,7 @@ def test_rendered_dgd_structure(backend, model, prefill, decode):
     assert mount == [
         {"name": "planner-profile-data", "mountPath": _flag(pargs, "--profile-results-dir"), "readOnly": True}
     ]
-    assert planner["extraPodSpec"]["volumes"] == [
-        {"name": "planner-profile-data", "configMap": {"name": "planner-profile-data"}}
-    ]
+    assert planner["extraPodSpec"]["volumes"] == [{"name": "planner-profile-data", "configMap": {"name": planner_data}}]
 
     name = dgd["metadata"]["name"]
     assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)

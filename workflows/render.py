@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from steps.store import write_file_atomic
 from workflows.cron import reprofile_cron
 from workflows.params import WorkflowSettings
 from workflows.profile import BENCH_TASKS, profile_template
@@ -73,6 +74,6 @@ def write_manifests(
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in texts.items():
             path = folder / name
-            path.write_text(text)
+            write_file_atomic(path, text.encode())  # a failed write keeps the previous file whole
             written.append(path)
     return written

@@ -69,9 +69,13 @@ def run_location(run: str, *parts: str) -> str:
 
 
 def run_store(run: str):
+    """The run's store; refused while a local `slaprof profile` holds its lock (steps/runlock.py)."""
+    from steps.runlock import ensure_free
     from steps.store import open_store
 
-    return open_store(run_location(run))
+    store = open_store(run_location(run))
+    ensure_free(store)
+    return store
 
 
 def history_store(key: str):

@@ -66,11 +66,14 @@ def estimate(args: argparse.Namespace) -> dict[str, float | int | str]:
     from steps.gpus import get_gpu
     from steps.models import apply_overrides, load_model_info
     from steps.perf import get_estimator
-    from steps.plan import divisibility_problem
+    from steps.plan import context_problem, divisibility_problem
 
     _check(args)
     cand = Candidate.parse(args.mapping)
     model = apply_overrides(load_model_info(args.model), args.quantization, args.kv_cache_dtype)
+    too_long = context_problem(args.isl, args.osl, model)
+    if too_long:
+        raise UserError(too_long)
     problem = divisibility_problem(model, cand)
     if problem:
         raise UserError(f"mapping {cand.id} does not fit {model.name}: {problem}; choose another --mapping")

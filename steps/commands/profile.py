@@ -98,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     assert selection is not None
     if result.dgd:
         print(f"DGD: {result.dgd}", file=sys.stderr)
+        note = selection.sla_note()
+        if note:
+            print(f"slaprof: warning: {note}", file=sys.stderr)
     for line in selection.recommendation:
         print(line)
     print(f"Report: {result.report or result.location}")

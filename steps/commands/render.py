@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from steps.render import describe, load_base, local_model_warning, render_manifests, to_yaml
     from steps.request import ProfileRequest, build_request
     from steps.results import Selection
-    from steps.store import Layout, MissingArtifact, open_store, read_model
+    from steps.store import Layout, MissingArtifact, open_store, read_model, write_file_atomic
 
     store = open_store(args.selection, create=False)
     try:
@@ -84,10 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out == "-":
         sys.stdout.write(text)
         return 0
-    try:
-        Path(args.out).write_text(text)
-    except OSError as exc:
-        raise UserError(f"cannot write {args.out}: {exc.strerror}") from None
+    write_file_atomic(Path(args.out), text.encode())  # a full disk keeps the previous file whole
     print(f"wrote {args.out}: {describe(request, selection).splitlines()[1]}")
     warning = local_model_warning(request)
     if warning:

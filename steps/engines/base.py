@@ -19,6 +19,15 @@ Role = Literal["prefill", "decode"]
 # One Dynamo release for every runtime image and worker module slaprof renders.
 DYNAMO_VERSION = "0.7.0"
 DYNAMO_IMAGE_REPO = "nvcr.io/nvidia/ai-dynamo"
+# Tokens per engine step, for the bench's engines and the DGD's workers alike: a whole prompt of the
+# prefill grid in one step (no chunked prefill), as Dynamo's profiler configures its prefill engines,
+# up to this cap.
+MAX_BATCHED_TOKENS = 32768
+
+
+def batched_tokens(max_context: int) -> int:
+    """Tokens per engine step for an engine whose context is `max_context`."""
+    return min(max_context, MAX_BATCHED_TOKENS)
 
 
 def dynamo_image(runtime: str) -> str:
@@ -110,10 +119,11 @@ class EngineBackend(ABC):
 
     # ---- DynamoGraphDeployment worker -------------------------------------
     @abstractmethod
-    def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
-        """Arguments of a disaggregated Dynamo worker (`python3 -m <dynamo_module> ...`)."""
+    def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
+        """Arguments of a disaggregated Dynamo worker (`python3 -m <dynamo_module> ...`); `max_context`:
+        the context (tokens) the plan sized the engine for, 0 = leave the engine's default."""
 
-    def engine_config(self, cand: Candidate, role: Role) -> dict[str, Any]:
+    def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:
         """Engine-args file content for backends that take settings in a YAML (TRT-LLM); else {}."""
         return {}
 

@@ -42,13 +42,17 @@ class SglangBackend(EngineBackend):
             args += ["--dp", str(cand.size), "--enable-dp-attention"]
         return args
 
-    def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
+    def context_args(self, max_context: int) -> list[str]:
+        return ["--context-length", str(max_context)] if max_context else []
+
+    def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
         args = [
             "--model-path",
             model,
             "--served-model-name",
             model,
             *self.parallel_args(cand),
+            *self.context_args(max_context),
             "--trust-remote-code",
             "--skip-tokenizer-init",
             "--disaggregation-mode",
@@ -88,8 +92,7 @@ class SglangBackend(EngineBackend):
                 "--max-prefill-tokens",
                 str(options.max_batched_tokens),
             ]
-        if options.max_context:
-            argv += ["--context-length", str(options.max_context)]
+        argv += self.context_args(options.max_context or 0)
         if options.memory_utilization:
             argv += ["--mem-fraction-static", f"{options.memory_utilization:g}"]
         env = {"SGLANG_TORCH_PROFILER_DIR": options.profile_dir} if options.profile_dir else {}

@@ -62,11 +62,11 @@ class SimulatedBackend(EngineBackend):
     def parallel_args(self, cand: Candidate) -> list[str]:
         return ["--mapping", cand.id]
 
-    def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
-        return self.emulated.dgd_worker_args(model, cand, role)
+    def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
+        return self.emulated.dgd_worker_args(model, cand, role, max_context)
 
-    def engine_config(self, cand: Candidate, role: Role) -> dict[str, Any]:
-        return self.emulated.engine_config(cand, role)
+    def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:
+        return self.emulated.engine_config(cand, role, max_context)
 
     def engine_config_path(self, role: Role) -> str | None:
         return self.emulated.engine_config_path(role)

@@ -20,6 +20,7 @@ from steps.engines.base import (
     Role,
     ServerLaunch,
     ServerOptions,
+    batched_tokens,
     dynamo_image,
     last_per_rank,
     to_int,
@@ -50,7 +51,7 @@ class TrtllmBackend(EngineBackend):
             args += ["--ep_size", str(cand.size)]
         return args
 
-    def engine_config(self, cand: Candidate, role: Role) -> dict[str, Any]:
+    def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:
         cfg: dict[str, Any] = {
             "tensor_parallel_size": cand.size,
             "moe_expert_parallel_size": cand.moe_ep,
@@ -58,6 +59,11 @@ class TrtllmBackend(EngineBackend):
             "kv_cache_config": {"enable_block_reuse": role == "decode", "free_gpu_memory_fraction": 0.9},
             "cache_transceiver_config": {"backend": "DEFAULT"},
         }
+        if max_context:
+            cfg["max_seq_len"] = max_context
+            cfg["max_num_tokens"] = batched_tokens(max_context)
+            if max_context > cfg["max_num_tokens"]:
+                cfg["enable_chunked_prefill"] = True  # prompts longer than one step are split, not refused
         if cand.kind != "tp":
             cfg["moe_tensor_parallel_size"] = cand.moe_tp
         if role == "prefill":
@@ -68,7 +74,8 @@ class TrtllmBackend(EngineBackend):
     def engine_config_path(self, role: Role) -> str | None:
         return f"{ENGINE_CONFIG_DIR}/{role}.yaml"
 
-    def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
+    def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
+        """The context travels in the engine-args file (`engine_config`), not as a flag."""
         return [
             "--model-path",
             model,

@@ -48,8 +48,11 @@ class VllmBackend(EngineBackend):
             return ["--tensor-parallel-size", str(cand.size), "--enable-expert-parallel"]
         return ["--tensor-parallel-size", "1", "--data-parallel-size", str(cand.size), "--enable-expert-parallel"]
 
-    def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
-        args = ["--model", model, *self.parallel_args(cand)]
+    def context_args(self, max_context: int) -> list[str]:
+        return ["--max-model-len", str(max_context)] if max_context else []
+
+    def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
+        args = ["--model", model, *self.parallel_args(cand), *self.context_args(max_context)]
         if role == "prefill":
             args.append("--is-prefill-worker")
         return args
@@ -70,8 +73,7 @@ class VllmBackend(EngineBackend):
         ]
         if options.max_batched_tokens:
             argv += ["--max-num-batched-tokens", str(options.max_batched_tokens)]
-        if options.max_context:
-            argv += ["--max-model-len", str(options.max_context)]
+        argv += self.context_args(options.max_context or 0)
         if options.memory_utilization:
             argv += ["--gpu-memory-utilization", f"{options.memory_utilization:g}"]
         env: dict[str, str] = {}
