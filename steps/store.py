@@ -3,15 +3,17 @@
 A run is a key prefix; the layout below is the same for the local runner (a folder) and
 the Argo workflow (an S3 prefix `{{workflow.name}}/`), so a step never knows who called it.
 Local writes go to a temporary file first and are renamed, so no partial file is ever
-presented as complete.
+presented as complete; the temporary file is created with the usual 0666 & ~umask mode (not
+mkstemp's 0600), so outputs are as readable as any other file the user writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -79,15 +81,17 @@ class LocalStore:
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
         path = self._path(key)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            # O_EXCL: a fresh name, like mkstemp; mode 0o666 lets the umask decide, unlike mkstemp's 0600
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
         except OSError as exc:
-            if "tmp" in locals() and os.path.exists(tmp):
-                os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def get_bytes(self, key: str) -> bytes:
