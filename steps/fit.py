@@ -406,7 +406,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         ]
         if stale:
             warnings.append(
-                f"profiles {', '.join(stale)} were measured under a different request than the plan "
+                f"profiles {', '.join(stale)} were profiled under a different request than the plan "
                 "(model, hardware, backend or sweep changed); their numbers may not apply"
             )
 
@@ -424,7 +424,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
             lo, hi = pi.isl_range
             if not any(p.isl == isl for p in prof.prefill) and not lo <= isl <= hi:
                 warnings.append(
-                    f"{cid}: ISL {isl} is outside the measured prefill range {lo:.0f}-{hi:.0f}; "
+                    f"{cid}: ISL {isl} is outside the profiled prefill range {lo:.0f}-{hi:.0f}; "
                     "its TTFT is extrapolated"
                 )
         if di is not None:
@@ -464,7 +464,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         )
     if decode_data is not None and len(set(decode_data.y_context_length)) < 2:
         warnings.append(
-            "the chosen decode engine was measured at a single context length; Dynamo's planner needs "
+            "the chosen decode engine was profiled at a single context length; Dynamo's planner needs "
             "two or more to triangulate its decode surface (raise --decode-interpolation-granularity)"
         )
 

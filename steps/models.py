@@ -1,7 +1,8 @@
 """Model-size detection (DAG step `plan`): ModelInfo from a model's config, never its weights.
 
 Inputs: a local model directory (config.json, optional hf_quant_config.json and safetensors
-index or headers), a Hugging Face cache entry, or the Hub's metadata files.
+index or headers); for a Hugging Face id, in this order: its Hugging Face cache entry, the Hub's
+metadata files (`steps.hub`, one short request), the built-in catalog (`steps.catalog`).
 Output: ModelInfo, the shapes the planner and the performance model need.
 """
 
@@ -11,6 +12,7 @@ import json
 import math
 import os
 import struct
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,11 +209,15 @@ def _declared_weight_dtype(cfg: dict[str, Any], quant: dict[str, Any] | None) ->
             return "fp8", kv, None
     qc = cfg.get("quantization_config") or {}
     method = str(qc.get("quant_method") or "").lower()
+    if method == "mxfp4":  # gpt-oss: MXFP4 experts (a scale per 32 weights, counted as NVFP4's per 16)
+        return "fp4", kv, None
     if method in ("fp8", "fbgemm_fp8"):
         block = qc.get("weight_block_size")
         return "fp8", kv, int(block[0]) if block else None
     if method in ("modelopt",):
         algo = str(qc.get("quant_algo") or "").upper()
+        if str(qc.get("kv_cache_quant_algo") or "").upper() == "FP8":
+            kv = "fp8"
         if "FP4" in algo:
             return "fp4", kv, None
         if "FP8" in algo:
@@ -360,60 +366,87 @@ def load_model_info_from_dir(directory: Path, name: str | None = None) -> ModelI
     return info.model_copy(update={"checkpoint_bytes": stored}) if stored else info
 
 
-def _from_hub(model_id: str) -> ModelInfo:
-    """config.json (and hf_quant_config.json when present) from the Hub cache or the Hub; never weights."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError
+def _from_cache(model_id: str) -> ModelInfo | None:
+    from steps.hub import cached_snapshot
 
-    def fetch(filename: str, required: bool) -> Path | None:
-        cached = try_to_load_from_cache(model_id, filename)
-        if isinstance(cached, str):
-            return Path(cached)
+    snap = cached_snapshot(model_id)
+    if snap is None:
+        return None
+    return load_model_info_from_dir(snap, model_id).model_copy(update={"source": f"hf-cache:{snap}"})
+
+
+def _from_hub(model_id: str) -> ModelInfo:
+    """config.json (plus hf_quant_config.json and the safetensors index when present) from the Hub:
+    one request per file; raises HubUnavailable when the first one gets no config."""
+    from steps.hub import HubUnavailable, fetch_json
+
+    cfg = fetch_json(model_id, "config.json")
+    if cfg is None:
+        raise HubUnavailable(f"the Hub's {model_id!r} has no config.json", reachable=True)
+
+    def optional(filename: str) -> dict[str, Any] | None:
         try:
-            return Path(hf_hub_download(model_id, filename))
-        except EntryNotFoundError:
-            if required:
-                raise
+            return fetch_json(model_id, filename)
+        except HubUnavailable:
             return None
 
+    info = model_info_from_config(cfg, model_id, optional("hf_quant_config.json"), source=f"hf://{model_id}")
+    index = optional("model.safetensors.index.json") or {}
+    stored = (index.get("metadata") or {}).get("total_size")
+    return info.model_copy(update={"checkpoint_bytes": int(stored)}) if stored else info
+
+
+def _announce(model_id: str, where: str) -> None:
+    """Which source answered for a model id: the user did not name it, so say it (stderr)."""
+    print(f"slaprof: model {model_id}: config.json from {where}", file=sys.stderr)
+
+
+def _from_id(model_id: str) -> ModelInfo:
+    """A Hugging Face id: the HF cache, else the Hub (asked once), else the built-in catalog."""
+    from steps.catalog import catalog_info
+    from steps.hub import HubUnavailable
+
+    cached = _from_cache(model_id)
+    if cached is not None:
+        _announce(model_id, f"the Hugging Face cache ({cached.source.removeprefix('hf-cache:')})")
+        return cached
     try:
-        cfg = fetch("config.json", required=True)
-        quant = fetch("hf_quant_config.json", required=False)
-    except Exception as exc:  # offline, unknown repo, gated
-        raise UserError(
-            f"cannot read the config of model {model_id!r} ({type(exc).__name__}); give --model a local folder "
-            "holding its config.json, or allow access to the Hugging Face Hub (HF_TOKEN for gated models)"
-        ) from None
-    assert cfg is not None
-    info = model_info_from_config(
-        _read_json(cfg), model_id, _read_json(quant) if quant else None, source=f"hf://{model_id}"
+        info = _from_hub(model_id)
+    except HubUnavailable as exc:
+        hub_problem = str(exc)
+    else:
+        _announce(model_id, "the Hugging Face Hub")
+        return info
+    info_from_catalog = catalog_info(model_id)
+    if info_from_catalog is not None:
+        _announce(model_id, f"the built-in catalog ({hub_problem})")
+        return info_from_catalog
+    raise UserError(
+        f"cannot read the config of model {model_id!r}: not in the Hugging Face cache, {hub_problem}, and not in "
+        f"the built-in catalog{_closest(model_id)}; give --model a local folder holding its config.json "
+        "(`slaprof models` lists the catalog)"
     )
-    stored = _hub_checkpoint_bytes(model_id)
-    return info.model_copy(update={"checkpoint_bytes": stored}) if stored else info
 
 
-def _hub_checkpoint_bytes(model_id: str) -> int | None:
-    """Checkpoint bytes from the Hub's safetensors metadata (headers only); None when unavailable."""
-    from huggingface_hub import get_safetensors_metadata
+def _closest(model: str) -> str:
+    from steps.catalog import suggestions
 
-    try:
-        meta = get_safetensors_metadata(model_id)
-    except Exception:  # offline or not safetensors: sizes then come from config.json alone
-        return None
-    counts = getattr(meta, "parameter_count", None) or {}
-    return sum(n * _DTYPE_BYTES.get(dtype, 2) for dtype, n in counts.items()) or None
+    close = suggestions(model)
+    return f" (closest: {', '.join(close)})" if close else ""
 
 
 def load_model_info(model: str) -> ModelInfo:
-    """ModelInfo for a local directory or a Hugging Face model id."""
+    """ModelInfo for a local directory, or a Hugging Face id (HF cache, Hub, built-in catalog)."""
     path = Path(os.path.expanduser(model))
     if path.is_dir():
         return load_model_info_from_dir(path)
     if path.exists() or model.startswith(("/", "./", "../")):
         raise UserError(f"model path {model!r} is not a directory with config.json")
     if model.count("/") != 1:
-        raise UserError(f"model {model!r} is neither a local directory nor a Hugging Face id like 'Qwen/Qwen3-32B'")
-    return _from_hub(model)
+        raise UserError(
+            f"model {model!r} is neither a local directory nor a Hugging Face id like 'Qwen/Qwen3-32B'{_closest(model)}"
+        )
+    return _from_id(model)
 
 
 def apply_overrides(info: ModelInfo, quantization: str = "auto", kv_cache_dtype: str = "auto") -> ModelInfo:

@@ -1,252 +1,78 @@
-"""Plots and the HTML report of DAG step `fit`.
+"""The HTML report of DAG step `fit`: report.html, one self-contained page.
 
-Input: a FitResult (selection, options at the operating point, interpolators, profiles) and the
-ProfileRequest. Output: plots/prefill_performance.png (TTFT vs throughput/GPU per candidate,
-TTFT target), plots/decode_performance.png (ITL vs throughput/GPU per candidate over concurrency,
-ITL target), plots/cost_sla.png ($ per 1000 requests vs tokens/s/user along the Pareto fronts),
-plots/interpolation.png (the chosen engines' fitted prefill curve and decode surface with the
-measured points) and one self-contained report.html (plots embedded as base64, inline CSS, no scripts or external assets,
-so it reads the same in a browser and in the Argo UI's artifact preview).
-
-matplotlib is imported here only (Agg canvas, no pyplot); figures are few and small and PNGs are
-compressed lightly, because the whole offline `slaprof profile` has a 3 s budget.
+Input: a FitResult (selection, options at the operating point, interpolators, profiles), the
+ProfileRequest and the plots (`steps.plots`). The page says what every number is (measured,
+simulated or estimated: `steps.evidence`) and shows the estimator's error band beside every
+modelled TTFT and ITL. It is one file: plots embedded as base64 PNGs, inline CSS, and one small
+inline script for the copy button, which only appears where scripts run (the Argo UI's artifact
+preview shows the page without it). The page is a list of sections (`SECTIONS`), each a function
+of one ReportContext, so a new view is one more function.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from steps.evidence import MEASURED, Evidence, evidence_of, run_evidence
+from steps.plots import PLOT_NAMES, png_size, render_plots
 
 if TYPE_CHECKING:
     from steps.fit import FitResult
     from steps.request import ProfileRequest
+    from steps.results import Selection
     from steps.store import ArtifactStore
 
-GPU_COST_PER_HOUR = 3.0  # $ per GPU-hour, as in Dynamo's cost plot
-DPI = 80
-SIZE = (6.4, 4.2)
-PLOT_NAMES = ("prefill_performance", "decode_performance", "cost_sla", "interpolation")
+__all__ = ["PLOT_NAMES", "SECTIONS", "ReportContext", "render_html", "write_report"]
 
-
-def _figure(size: tuple[float, float] = SIZE) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=DPI)
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)  # fixed: tight_layout costs 30 ms a plot
-    return fig
-
-
-def _style(ax: Any) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.grid(alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(6))
-    ax.yaxis.set_major_locator(MaxNLocator(6))
-    ax.title.set_fontsize(9)
-
-
-def _target_line(ax: Any, x: float, label: str) -> None:
-    ax.axvline(x, color="red", linestyle="--", label=label)
-
-
-def _finish(fig: Any, ax: Any, **labels: str) -> bytes:
-    """Axis labels and title, the shared style, a legend, and the PNG bytes."""
-    ax.set(**labels)
-    _style(ax)
-    ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})  # zlib level 6 costs 3x the time
-    return buf.getvalue()
-
-
-def _labels(result: FitResult) -> dict[str, str]:
-    return {p.id: p.candidate.label for p in result.profiles}
-
-
-def prefill_performance(result: FitResult) -> bytes | None:
-    sel = result.selection
-    if not result.prefill_options:
-        return None
-    fig = _figure()
-    ax = fig.add_subplot()
-    for o in result.prefill_options:
-        chosen = sel.prefill is not None and o.candidate.id == sel.prefill.candidate.id
-        ax.scatter(
-            [o.ttft_ms],
-            [o.thpt_per_gpu],
-            s=70 if chosen else 40,
-            marker="*" if chosen else "o",
-            label=f"{o.candidate.label} ({o.candidate.num_gpus} GPU{'s' if o.candidate.num_gpus > 1 else ''})",
-        )
-    _target_line(ax, sel.ttft_ms, f"target TTFT {sel.ttft_ms:g} ms")
-    return _finish(
-        fig, ax, xlabel="TTFT (ms)", ylabel="prefill throughput (tokens/s/GPU)", title=f"Prefill at ISL {sel.isl}"
-    )
-
-
-def decode_performance(result: FitResult) -> bytes | None:
-    sel = result.selection
-    if not result.decode_options:
-        return None
-    fig = _figure()
-    ax = fig.add_subplot()
-    by: dict[str, list[Any]] = {}
-    for o in result.decode_options:
-        by.setdefault(o.candidate.id, []).append(o)
-    for opts in by.values():
-        opts.sort(key=lambda o: o.concurrency)
-        ax.plot(
-            [o.itl_ms for o in opts], [o.thpt_per_gpu for o in opts], marker="o", ms=3, label=opts[0].candidate.label
-        )
-    if sel.decode is not None:
-        ax.scatter(
-            [sel.decode.itl_ms],
-            [sel.decode.thpt_per_gpu],
-            s=120,
-            marker="*",
-            color="black",
-            zorder=5,
-            label=f"chosen {sel.decode.candidate.label}",
-        )
-    _target_line(ax, sel.itl_ms, f"target ITL {sel.itl_ms:g} ms")
-    return _finish(
-        fig,
-        ax,
-        xlabel="ITL (ms)",
-        ylabel="decode throughput (tokens/s/GPU)",
-        title=f"Decode at context {sel.isl + sel.osl // 2} over concurrency",
-    )
-
-
-def cost_curves(result: FitResult) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Per prefill Pareto point: (label, tokens/s/user, $ per 1000 requests) along the decode front."""
-    sel = result.selection
-    dec = sorted(sel.decode_pareto, key=lambda p: p.latency_ms)
-    out: list[tuple[str, np.ndarray, np.ndarray]] = []
-    if not dec:
-        return out
-    for p in sel.prefill_pareto:
-        if p.thpt_per_gpu <= 0:
-            continue
-        x = np.array([1000.0 / d.latency_ms for d in dec])
-        prefill_cost = sel.isl * 1000 / p.thpt_per_gpu * GPU_COST_PER_HOUR / 3600
-        y = np.array([prefill_cost + sel.osl * 1000 / d.thpt_per_gpu * GPU_COST_PER_HOUR / 3600 for d in dec])
-        out.append((f"prefill TTFT {p.latency_ms:.1f} ms", x, y))
-    return out
-
-
-def cost_sla(result: FitResult) -> bytes | None:
-    curves = cost_curves(result)
-    if not curves:
-        return None
-    sel = result.selection
-    fig = _figure()
-    ax = fig.add_subplot()
-    for label, x, y in curves:
-        ax.plot(x, y, marker="o", ms=3, label=label)
-    _target_line(ax, 1000.0 / sel.itl_ms, f"ITL target ({1000.0 / sel.itl_ms:.1f} tokens/s/user)")
-    return _finish(
-        fig,
-        ax,
-        xlabel="tokens/s/user",
-        ylabel="$ per 1000 requests",
-        title=f"Cost Per 1000 i{sel.isl}o{sel.osl} requests (GPU/hour = ${GPU_COST_PER_HOUR:g}) Under Different SLA",
-    )
-
-
-def _prefill_curve(ax: Any, result: FitResult) -> bool:
-    sel = result.selection
-    if sel.prefill is None or sel.prefill.candidate.id not in result.prefill_interpolators:
-        return False
-    interp = result.prefill_interpolators[sel.prefill.candidate.id]
-    lo, hi = interp.isl_range
-    grid = np.linspace(lo, hi, 200)
-    ax.plot(grid, interp.ttft_ms(grid), label="fitted TTFT")
-    ax.scatter(interp.isl, interp.ttft, color="black", s=15, zorder=5, label="measured")
-    ax.axhline(sel.ttft_ms, color="red", linestyle="--", label=f"target TTFT {sel.ttft_ms:g} ms")
-    ax.axvline(sel.isl, color="gray", linestyle=":", label=f"request ISL {sel.isl}")
-    ax.set(xlabel="ISL (tokens)", ylabel="TTFT (ms)", title=f"Prefill {sel.prefill.candidate.label}: TTFT over ISL")
-    ax.legend(fontsize=7)
-    return True
-
-
-def _decode_surface(ax: Any, result: FitResult) -> bool:
-    sel = result.selection
-    if sel.decode is None or sel.decode.candidate.id not in result.decode_interpolators:
-        return False
-    interp = result.decode_interpolators[sel.decode.candidate.id]
-    contexts = np.unique(interp.context)
-    for color, ctx in zip(_colors(len(contexts)), contexts):
-        row = interp.context == ctx
-        batch = np.linspace(interp.attn_dp, max(interp.concurrency[row].max(), interp.attn_dp), 60)
-        ax.plot(batch, interp.itl_ms(batch, ctx), color=color, linewidth=1, label=f"context {ctx:.0f}")
-        ax.scatter(interp.concurrency[row], interp.itl[row], color=color, s=12)
-    ax.axhline(sel.itl_ms, color="red", linestyle="--", label=f"target ITL {sel.itl_ms:g} ms")
-    ax.set(
-        xlabel="concurrency",
-        ylabel="ITL (ms)",
-        title=f"Decode {sel.decode.candidate.label}: fitted ITL (lines), measured (dots)",
-    )
-    ax.legend(fontsize=6, ncol=2)
-    return True
-
-
-def interpolation(result: FitResult) -> bytes | None:
-    """The chosen engines' fitted prefill curve and decode surface with the measured points."""
-    fig = _figure((12.0, 4.2))
-    fig.subplots_adjust(left=0.06, right=0.98, wspace=0.2)
-    drawn = [draw(fig.add_subplot(1, 2, i + 1), result) for i, draw in enumerate((_prefill_curve, _decode_surface))]
-    if not any(drawn):
-        return None
-    for ax, ok in zip(fig.axes, drawn):
-        if ok:
-            _style(ax)
-        else:
-            ax.set_axis_off()
-    return _png(fig)
-
-
-def _colors(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
-    return [cmap(i / max(1, n - 1)) for i in range(n)]
-
-
-def render_plots(result: FitResult) -> dict[str, bytes]:
-    """name -> PNG bytes for every plot the data allows."""
-    makers = (prefill_performance, decode_performance, cost_sla, interpolation)
-    out = {}
-    for name, make in zip(PLOT_NAMES, makers):
-        png = make(result)
-        if png is not None:
-            out[name] = png
-    return out
-
-
-# ---------------------------------------------------------------------------
-# HTML
-# ---------------------------------------------------------------------------
 _CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222;max-width:1100px}
-h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em auto;padding:0 1.5em;color:#222;
+max-width:1120px;line-height:1.4}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
+h3{font-size:1.02em;margin:1.2em 0 .3em}
+.sub{color:#555;margin:0 0 1em}
+.badge{display:inline-block;border-radius:1em;padding:.1em .8em;font-size:.85em;font-weight:600;vertical-align:middle}
+.badge.estimated,.badge.simulated,.badge.mixed{background:#fff1c2;color:#6b4a00;border:1px solid #e0b040}
+.badge.measured{background:#dff3df;color:#1a5b1a;border:1px solid #8c8}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
-pre.rec{background:#eef6ee;border:1px solid #9c9;padding:.6em;font-size:.95em}
+th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.total td{font-weight:600;background:#f7f7f7}
+.rec{background:#f2f8f2;border:2px solid #7b7;border-radius:6px;padding:.6em 1.2em 1em;margin:1em 0}
+.rec h2{border:0;margin:.2em 0 .5em}
+.lines{display:flex;gap:.6em;align-items:flex-start}
+.lines pre{flex:1;margin:0;background:#fff;border:1px solid #9c9;padding:.6em;font-size:.95em;overflow-x:auto}
+button.copy{font:inherit;font-size:.85em;padding:.35em .9em;border:1px solid #6a6;border-radius:4px;background:#fff;
+cursor:pointer}
+button.copy:hover{background:#e6f3e6}
+.band{color:#7a5200;font-size:.85em}
+.note{font-size:.88em;color:#444;margin:.4em 0}
+code{background:#f4f4f4;padding:0 .25em;border-radius:3px}
 .warn{background:#fff4e0;border:1px solid #e0b060;padding:.4em .8em;margin:.3em 0}
 .chosen{font-weight:bold;color:#1a6b1a}.lost{color:#555}.failed,.infeasible{color:#a01010}
-img{max-width:100%;border:1px solid #eee;margin:.3em 0}
+figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.88em;color:#444}
+"""
+
+# Shows the copy buttons and copies a <pre>'s text; where scripts do not run the buttons stay hidden.
+_SCRIPT = """
+document.querySelectorAll('button.copy').forEach(function (b) {
+  b.hidden = false;
+  b.addEventListener('click', function () {
+    var el = document.getElementById(b.dataset.copy), text = el.innerText;
+    function done() { b.textContent = 'Copied'; setTimeout(function () { b.textContent = 'Copy'; }, 1500); }
+    function fallback() {
+      var r = document.createRange(); r.selectNodeContents(el);
+      var s = window.getSelection(); s.removeAllRanges(); s.addRange(r);
+      try { document.execCommand('copy'); done(); } catch (e) {}
+    }
+    if (navigator.clipboard) { navigator.clipboard.writeText(text).then(done, fallback); } else { fallback(); }
+  });
+});
 """
 
 
@@ -254,60 +80,185 @@ def _e(x: object) -> str:
     return html.escape(str(x))
 
 
-def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] | None = None) -> str:
-    numeric = numeric or set()
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = []
-        for i, cell in enumerate(row):
-            cls = ' class="n"' if i in numeric else ""
-            cells.append(f"<td{cls}>{cell if isinstance(cell, _Raw) else _e(cell)}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
 class _Raw(str):
     """Already-escaped HTML for a table cell."""
 
 
-def render_html(result: FitResult, request: ProfileRequest, plots: dict[str, bytes]) -> str:
-    sel = result.selection
-    parts = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>slaprof: {_e(sel.model)}</title>"
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>slaprof report: {_e(sel.model)} on {_e(sel.gpu)} ({_e(sel.backend)})</h1>",
-    ]
-    parts.append("<h2>Recommendation</h2>")
+def _table(
+    headers: list[str], rows: list[list[Any]], numeric: set[int] | None = None, row_class: list[str] | None = None
+) -> str:
+    numeric = numeric or set()
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for r, row in enumerate(rows):
+        cells = []
+        for i, cell in enumerate(row):
+            cls = ' class="n"' if i in numeric else ""
+            cells.append(f"<td{cls}>{cell if isinstance(cell, _Raw) else _e(cell)}</td>")
+        tr_cls = f' class="{row_class[r]}"' if row_class and row_class[r] else ""
+        body.append(f"<tr{tr_cls}>{''.join(cells)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _latency_cell(ev: Evidence, value_ms: float, kind: str, prefix: str = "") -> _Raw:
+    """A TTFT/ITL cell: the value, and beside it the error band when the value is modelled."""
+    pct = ev.pct(kind)
+    text = f"{_e(prefix)}{value_ms:.2f}"
+    if pct is None or ev.band is None:
+        return _Raw(text)
+    return _Raw(f"{text} <span class='band' title='{_e(ev.band.describe())}'>±{pct:.0f}%</span>")
+
+
+def _source(ev: Evidence, interpolated: bool) -> str:
+    return f"{ev.word}, interpolated" if interpolated else ev.word
+
+
+@dataclass
+class ReportContext:
+    """What every section of the report reads."""
+
+    result: FitResult
+    request: ProfileRequest
+    plots: dict[str, bytes]
+    dgd: str | None = None  # where the DGD is (or will be) written
+    evidence: Evidence = MEASURED
+    by_candidate: dict[str, Evidence] = field(default_factory=dict)
+
+    @property
+    def sel(self) -> Selection:
+        return self.result.selection
+
+    def of(self, candidate_id: str) -> Evidence:
+        return self.by_candidate.get(candidate_id, self.evidence)
+
+
+_BADGES = {
+    "estimated": "Offline estimates: nothing was measured",
+    "simulated": "Simulated engines: timed by the performance model, not measured on GPUs",
+    "measured": "Measured on GPUs",
+    "mixed": "Mixed: some candidates measured, others modelled",
+}
+
+
+def _badge(ctx: ReportContext) -> str:
+    ev = ctx.evidence
+    text = _BADGES[ev.word]
+    if ctx.request.sweep.dry_run:
+        text = "Dry run: offline estimates, nothing was measured"
+    return f"<span class='badge {ev.word}' id='evidence'>{_e(text)}</span>"
+
+
+def _header(ctx: ReportContext) -> str:
+    sel = ctx.sel
+    return (
+        f"<h1>slaprof report: {_e(sel.model)} on {_e(sel.gpu)} ({_e(sel.backend)})</h1>"
+        f"<p class='sub'>{_badge(ctx)} ISL {sel.isl}, OSL {sel.osl}, targets TTFT {sel.ttft_ms:g} ms and "
+        f"ITL {sel.itl_ms:g} ms</p>"
+    )
+
+
+def _deployment_table(ctx: ReportContext) -> str:
+    """Each role's engine, replicas and GPUs, the latency it reaches and whether it meets the target."""
+    sel = ctx.sel
+    roles: list[tuple[str, Any, str, float, float]] = []
+    if sel.prefill is not None:
+        roles.append(("prefill", sel.prefill, "ttft", sel.prefill.ttft_ms, sel.ttft_ms))
+    if sel.decode is not None:
+        roles.append(("decode", sel.decode, "itl", sel.decode.itl_ms, sel.itl_ms))
+    rows: list[list[Any]] = []
+    total = 0
+    for role, choice, kind, value, target in roles:
+        replicas = getattr(sel.replicas, role) if sel.replicas else 1
+        gpus = choice.candidate.num_gpus * replicas
+        total += gpus
+        ev = ctx.of(choice.candidate.id)
+        rows.append(
+            [
+                role,
+                choice.candidate.label,
+                choice.candidate.num_gpus,
+                replicas,
+                gpus,
+                _latency_cell(ev, value, kind, prefix=f"{kind.upper()} "),
+                f"{choice.thpt_per_gpu:.2f}",
+                "yes" if choice.meets_sla else f"no (target {target:g} ms)",
+                _source(ev, choice.interpolated),
+            ]
+        )
+    rows.append(["total", "", "", "", total, "", "", "", ""])
+    headers = ["role", "engine", "GPUs per engine", "replicas", "GPUs", "latency (ms)", "tokens/s/GPU", "meets target"]
+    return _table(
+        [*headers, "source"], rows, {2, 3, 4, 5, 6}, row_class=[""] * (len(rows) - 1) + ["total"]
+    ) + _replica_note(ctx, total)
+
+
+def _replica_note(ctx: ReportContext, total: int) -> str:
+    r = ctx.sel.replicas
+    if r is not None:
+        return (
+            f"<p class='note' id='total-gpus'>Total: <b>{total} GPUs</b> "
+            f"({r.prefill} prefill and {r.decode} decode replicas for {r.request_rate:g} requests/s).</p>"
+        )
+    return (
+        f"<p class='note' id='total-gpus'>Total: <b>{total} GPUs</b> (one replica per role; pass "
+        "<code>--request-rate</code> to size the replicas for a load).</p>"
+    )
+
+
+def _dgd_note(ctx: ReportContext) -> str:
+    if not ctx.dgd:
+        return ""
+    return (
+        f"<p class='note' id='dgd'>DynamoGraphDeployment: <code>{_e(ctx.dgd)}</code> (written by the render step "
+        "of <code>slaprof profile</code> and of the workflow; for a <code>fit</code> or <code>select</code> output, "
+        "<code>slaprof render --selection DIR --out FILE</code> writes it).</p>"
+    )
+
+
+def _band_paragraph(ctx: ReportContext) -> str:
+    bands = {ev.band for ev in [ctx.evidence, *ctx.by_candidate.values()] if ev.band is not None}
+    if not bands:
+        return ""
+    text = " ".join(f"{b.describe()}." for b in sorted(bands, key=lambda b: b.estimator))
+    return f"<p class='note' id='error-band'><b>Error band (±)</b>: {_e(text)}</p>"
+
+
+def _recommendation(ctx: ReportContext) -> str:
+    sel = ctx.sel
+    parts = ["<div class='rec' id='recommendation'><h2>Recommendation</h2>"]
     if sel.recommendation:
-        parts.append(f"<pre class='rec'>{_e(chr(10).join(sel.recommendation))}</pre>")
+        parts.append(
+            "<div class='lines'>"
+            f"<pre id='rec-lines'>{_e(chr(10).join(sel.recommendation))}</pre>"
+            "<button type='button' class='copy' data-copy='rec-lines' hidden>Copy</button></div>"
+        )
+        parts.append(_deployment_table(ctx))
+        parts.append(_dgd_note(ctx))
     else:
-        parts.append("<p class='warn'>No recommendation: no candidate produced usable measurements.</p>")
+        parts.append("<p class='warn'>No recommendation: no candidate produced usable results.</p>")
     if sel.nearest_sla:
         parts.append(
             f"<p class='warn'>The SLA cannot be met. Nearest achievable SLA: TTFT "
             f"{sel.nearest_sla.get('ttft_ms', 0):.2f} ms, ITL {sel.nearest_sla.get('itl_ms', 0):.2f} ms; "
             "the DGD's planner targets it instead of the requested SLA.</p>"
         )
-    if sel.replicas:
-        r = sel.replicas
-        parts.append(
-            "<h3>Replicas for the request rate</h3>"
-            + _table(
-                ["request rate (req/s)", "prefill engines", "decode engines", "total GPUs"],
-                [[f"{r.request_rate:g}", r.prefill, r.decode, r.total_gpus]],
-                {0, 1, 2, 3},
-            )
-        )
-    if sel.warnings:
-        parts.append("<h2>Warnings</h2>" + "".join(f"<div class='warn'>{_e(w)}</div>" for w in sel.warnings))
+    parts.append(_band_paragraph(ctx))
+    parts.append("</div>")
+    return "".join(parts)
 
-    parts.append("<h2>Request</h2>")
-    sla = request.sla
+
+def _warnings(ctx: ReportContext) -> str:
+    if not ctx.sel.warnings:
+        return ""
+    return "<h2>Warnings</h2>" + "".join(f"<div class='warn'>{_e(w)}</div>" for w in ctx.sel.warnings)
+
+
+def _request(ctx: ReportContext) -> str:
+    request, sla = ctx.request, ctx.request.sla
     rows = [
         ["model", request.model],
         ["backend", request.backend],
-        ["method", request.method],
+        ["method", request.method + (" (dry run)" if request.sweep.dry_run else "")],
         ["GPU", request.hardware.gpu],
         ["ISL / OSL", f"{sla.isl} / {sla.osl}"],
         ["TTFT target", f"{sla.ttft_ms:g} ms"],
@@ -317,113 +268,160 @@ def render_html(result: FitResult, request: ProfileRequest, plots: dict[str, byt
     ]
     if request.method == "offline":
         rows.append(["estimator", request.sweep.estimator])
-    parts.append(_table(["setting", "value"], rows))
+    return "<h2>Request</h2>" + _table(["setting", "value"], rows)
 
-    parts.append("<h2>Candidates</h2>")
+
+def _candidates(ctx: ReportContext) -> str:
+    sel, result = ctx.sel, ctx.result
     verdict_rows = [
         [v.candidate_id, v.phase, _Raw(f"<span class='{_e(v.status)}'>{_e(v.status)}</span>"), v.reason]
         for v in sel.verdicts
     ]
-    parts.append(_table(["candidate", "phase", "verdict", "why"], verdict_rows))
+    parts = ["<h2>Candidates</h2>", _table(["candidate", "phase", "verdict", "why"], verdict_rows)]
     prof_rows = []
     for p in result.profiles:
         prov = p.provenance
+        how = ctx.of(p.id).word + f" ({prov.method}" + (f", {prov.estimator}" if prov.estimator else "") + ")"
         prof_rows.append(
-            [
-                p.id,
-                p.candidate.label,
-                p.candidate.num_gpus,
-                p.status,
-                f"{p.max_kv_tokens:,}",
-                len(p.prefill),
-                len(p.decode),
-                prov.method + (f" ({prov.estimator})" if prov.estimator else ""),
-            ]
+            [p.id, p.candidate.label, p.candidate.num_gpus, p.status, f"{p.max_kv_tokens:,}", len(p.prefill)]
+            + [len(p.decode), how]
         )
     if prof_rows:
-        parts.append(
-            _table(
-                ["id", "mapping", "GPUs", "status", "max KV tokens", "prefill points", "decode points", "method"],
-                prof_rows,
-                {2, 4, 5, 6},
-            )
-        )
+        headers = ["id", "mapping", "GPUs", "status", "max KV tokens", "prefill points", "decode points", "results"]
+        parts.append(_table(headers, prof_rows, {2, 4, 5, 6}))
+    return "".join(parts)
 
+
+def _operating_points(ctx: ReportContext) -> str:
+    """Every candidate at the request's ISL (prefill) and context (decode)."""
+    sel, result = ctx.sel, ctx.result
+    parts = []
+    rows: list[list[Any]]
     if result.prefill_options:
+        rows = [
+            [
+                o.candidate.label,
+                _latency_cell(ctx.of(o.candidate.id), o.ttft_ms, "ttft"),
+                f"{o.thpt_per_gpu:.2f}",
+                "yes" if o.ttft_ms <= sel.ttft_ms else "no",
+                _source(ctx.of(o.candidate.id), o.interpolated),
+            ]
+            for o in result.prefill_options
+        ]
         parts.append(f"<h3>Prefill at ISL {sel.isl}</h3>")
         parts.append(
-            _table(
-                ["candidate", "TTFT (ms)", "throughput (tokens/s/GPU)", "meets TTFT", "source"],
-                [
-                    [
-                        o.candidate.label,
-                        f"{o.ttft_ms:.2f}",
-                        f"{o.thpt_per_gpu:.2f}",
-                        "yes" if o.ttft_ms <= sel.ttft_ms else "no",
-                        "interpolated" if o.interpolated else "measured",
-                    ]
-                    for o in result.prefill_options
-                ],
-                {1, 2},
-            )
+            _table(["candidate", "TTFT (ms)", "throughput (tokens/s/GPU)", "meets TTFT", "source"], rows, {1, 2})
         )
     if result.decode_options:
+        rows = [
+            [
+                o.candidate.label,
+                o.concurrency,
+                f"{o.kv_usage:.3f}",
+                _latency_cell(ctx.of(o.candidate.id), o.itl_ms, "itl"),
+                f"{o.thpt_per_gpu:.2f}",
+                "yes" if o.itl_ms <= sel.itl_ms else "no",
+                _source(ctx.of(o.candidate.id), o.interpolated),
+            ]
+            for o in result.decode_options
+        ]
+        headers = ["candidate", "concurrency", "KV usage", "ITL (ms)", "throughput (tokens/s/GPU)", "meets ITL"]
         parts.append(f"<h3>Decode at context {sel.isl + sel.osl // 2}</h3>")
-        parts.append(
-            _table(
-                [
-                    "candidate",
-                    "concurrency",
-                    "KV usage",
-                    "ITL (ms)",
-                    "throughput (tokens/s/GPU)",
-                    "meets ITL",
-                    "source",
-                ],
-                [
-                    [
-                        o.candidate.label,
-                        o.concurrency,
-                        f"{o.kv_usage:.3f}",
-                        f"{o.itl_ms:.2f}",
-                        f"{o.thpt_per_gpu:.2f}",
-                        "yes" if o.itl_ms <= sel.itl_ms else "no",
-                        "interpolated" if o.interpolated else "measured",
-                    ]
-                    for o in result.decode_options
-                ],
-                {1, 2, 3, 4},
-            )
-        )
-    for title, front in (
-        ("Prefill Pareto front (TTFT vs throughput/GPU)", sel.prefill_pareto),
-        ("Decode Pareto front (ITL vs throughput/GPU)", sel.decode_pareto),
+        parts.append(_table([*headers, "source"], rows, {1, 2, 3, 4}))
+    return "".join(parts)
+
+
+def _pareto(ctx: ReportContext) -> str:
+    sel = ctx.sel
+    parts = []
+    for title, front, kind in (
+        ("Prefill Pareto front (TTFT vs throughput/GPU)", sel.prefill_pareto, "ttft"),
+        ("Decode Pareto front (ITL vs throughput/GPU)", sel.decode_pareto, "itl"),
     ):
         if front:
-            parts.append(
-                f"<h3>{_e(title)}</h3>"
-                + _table(
-                    ["candidate", "latency (ms)", "throughput (tokens/s/GPU)", "concurrency"],
-                    [[p.candidate_id, f"{p.latency_ms:.2f}", f"{p.thpt_per_gpu:.2f}", p.concurrency] for p in front],
-                    {1, 2, 3},
-                )
-            )
+            rows = [
+                [
+                    p.candidate_id,
+                    _latency_cell(ctx.of(p.candidate_id), p.latency_ms, kind),
+                    f"{p.thpt_per_gpu:.2f}",
+                    p.concurrency,
+                ]
+                for p in front
+            ]
+            headers = ["candidate", f"{kind.upper()} (ms)", "throughput (tokens/s/GPU)", "concurrency"]
+            parts.append(f"<h3>{_e(title)}</h3>" + _table(headers, rows, {1, 2, 3}))
+    return "".join(parts)
 
-    if plots:
-        parts.append("<h2>Plots</h2>")
-        for name, png in plots.items():
-            data = base64.b64encode(png).decode()
-            parts.append(f"<div><img alt='{_e(name)}' src='data:image/png;base64,{data}'></div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+
+_CAPTIONS = {
+    "prefill_performance": "Each prefill candidate at the request's ISL; the star is the chosen engine.",
+    "decode_performance": "Each decode candidate over concurrency per engine (log axis); the star is the chosen "
+    "operating point.",
+    "cost_sla": "Cost of serving along the Pareto fronts: one line per prefill engine, one marker shape per decode "
+    "engine.",
+    "interpolation": "The chosen engines' fitted curves (what the planner data holds) and the points they were fitted "
+    "to.",
+}
+
+
+def _plots(ctx: ReportContext) -> str:
+    if not ctx.plots:
+        return ""
+    parts = ["<h2>Plots</h2>"]
+    for name, png in ctx.plots.items():
+        width, height = png_size(png)
+        data = base64.b64encode(png).decode()
+        parts.append(
+            f"<figure id='plot-{_e(name)}'><img alt='{_e(name)}' width='{width // 2}' height='{height // 2}' "
+            f"src='data:image/png;base64,{data}'><figcaption>{_e(_CAPTIONS.get(name, ''))}</figcaption></figure>"
+        )
+    return "".join(parts)
+
+
+Section = Callable[[ReportContext], str]
+# The page, top to bottom; a new section is a function of the context added here.
+SECTIONS: list[Section] = [
+    _header,
+    _recommendation,
+    _warnings,
+    _request,
+    _candidates,
+    _operating_points,
+    _pareto,
+    _plots,
+]
+
+
+def report_context(
+    result: FitResult, request: ProfileRequest, plots: dict[str, bytes], dgd: str | None = None
+) -> ReportContext:
+    by_candidate = {p.id: evidence_of(p) for p in result.profiles}
+    return ReportContext(result, request, plots, dgd, run_evidence(result, request), by_candidate)
+
+
+def render_html(result: FitResult, request: ProfileRequest, plots: dict[str, bytes], dgd: str | None = None) -> str:
+    ctx = report_context(result, request, plots, dgd)
+    body = "\n".join(part for section in SECTIONS if (part := section(ctx)))
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>slaprof: {_e(ctx.sel.model)}</title><style>{_CSS}</style></head><body>\n{body}\n"
+        f"<script>{_SCRIPT}</script></body></html>"
+    )
+
+
+def _display_path(uri: str) -> str:
+    """An absolute path for a local file (the report is read from anywhere), URIs unchanged."""
+    return uri if "://" in uri else str(Path(uri).resolve())
 
 
 def write_report(store: ArtifactStore, result: FitResult, request: ProfileRequest) -> str:
     """Write plots/*.png and report.html; returns the report's URI."""
     from steps.store import Layout
 
-    plots = render_plots(result)
+    plots = render_plots(result, run_evidence(result, request))
     for name, png in plots.items():
         store.put_bytes(f"{Layout.PLOTS}{name}.png", png, "image/png")
-    store.put_bytes(Layout.REPORT, render_html(result, request, plots).encode(), "text/html")
+    html_text = render_html(result, request, plots, _display_path(store.uri(Layout.DGD)))
+    store.put_bytes(Layout.REPORT, html_text.encode(), "text/html")
     return store.uri(Layout.REPORT)

@@ -3,7 +3,8 @@
 A run is a key prefix; the layout below is the same for the local runner (a folder) and
 the Argo workflow (an S3 prefix `{{workflow.name}}/`), so a step never knows who called it.
 Local writes go to a temporary file first and are renamed, so no partial file is ever
-presented as complete.
+presented as complete; the temporary file is created with the usual 0666 & ~umask mode (not
+mkstemp's 0600), so outputs are as readable as any other file the user writes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import errno
 import io
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -81,8 +82,17 @@ class StoreWriteError(UserError):
 
 
 def temp_file(folder: Path, name: str) -> tuple[int, str]:
-    """A new hidden temporary file next to `folder/name`, open for writing: (fd, path)."""
-    return tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+    """A new hidden temporary file next to `folder/name`, open for writing: (fd, path).
+
+    O_EXCL on a random name, like mkstemp, but with mode 0666 so the umask decides (mkstemp's 0600
+    would make every output private to its writer)."""
+    for _ in range(100):
+        path = folder / f".{name}.{secrets.token_hex(4)}.part"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {folder / name}")
 
 
 def write_file_atomic(path: Path, data: bytes) -> None:

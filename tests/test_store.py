@@ -42,3 +42,21 @@ def test_s3_unreachable_endpoint_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("SLAPROF_S3_ENDPOINT", "127.0.0.1:1")
     with pytest.raises(UserError, match="unreachable"):
         open_store("s3://slaprof-test/run")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_local_files_honour_the_umask(tmp_path, umask):
+    """Outputs get 0666 & ~umask like any file the user writes (a temp-file helper once made them 0600)."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        store = open_store(str(tmp_path / "run"))
+        store.put_bytes("plots/a.png", b"x")
+        store.put_bytes("report.html", b"<html>")
+    finally:
+        os.umask(old)
+    for name in ("plots/a.png", "report.html"):
+        mode = stat.S_IMODE((tmp_path / "run" / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, (name, oct(mode))

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from steps.commands.fit import load_inputs, print_result
     from steps.errors import UserError
     from steps.fit import fit_profiles, write_outputs
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = open_store(args.out)
         write_outputs(out, result, request, report=args.report)
-        if not args.json:
-            print(f"Selection: {out.uri(Layout.SELECTION)}")
+        where = sys.stderr if args.json else sys.stdout  # --json keeps stdout one JSON document
+        print(f"Selection: {out.uri(Layout.SELECTION)}", file=where)
+        if args.report:
+            print(f"Report: {out.uri(Layout.REPORT)}", file=where)
     return 0 if result.selection.recommendation else 1
