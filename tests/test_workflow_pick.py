@@ -9,7 +9,7 @@ from steps.errors import StepFailed, UserError
 from steps.results import DecodeChoice, ParetoPoint, PrefillChoice, Selection
 from workflows.params import PICK_SLOTS
 from workflows.pick import RECOMMENDED, pareto_choices, parse_choice
-from workflows.tasks import TRANSIENT_EXIT, fit_outputs, label_manifests, leftover_names, step_errors
+from workflows.tasks import TRANSIENT_EXIT, fit_outputs, label_manifests, step_errors
 
 
 def _selection(
@@ -103,15 +103,9 @@ def test_unknown_errors_keep_their_traceback():
         raise KeyError("bug")
 
 
-def test_run_label_on_every_manifest_and_leftovers():
+def test_run_label_on_every_manifest():
     text = label_manifests(
         "# rendered by slaprof\nkind: ConfigMap\nmetadata: {name: a}\n---\nkind: DynamoGraphDeployment\nmetadata:\n  name: b\n  labels: {team: infra}\n",
         "wf-1",
     )
     assert text.count("slaprof.io/run: wf-1") == 2 and "team: infra" in text and text.startswith("# rendered")
-    objects = [
-        {"metadata": {"name": "b", "labels": {"slaprof.io/run": "wf-1"}}},
-        {"metadata": {"name": "c", "labels": {"slaprof.io/run": "wf-2"}}},
-        {"metadata": {"name": "d"}},
-    ]
-    assert leftover_names(objects, "wf-1") == ["b"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from steps.apply import RUN_LABEL as RUN_LABEL  # re-exported: one declaration
 from steps.errors import UserError
 from steps.gpus import GPU_NAMES
 from steps.request import BACKENDS
@@ -28,8 +29,8 @@ S3_SECRET = "slaprof-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 SEMAPHORE_CONFIGMAP = "slaprof-semaphores"
 SEMAPHORE_KEY = "gpu-profiling"
 
-# Labels on every pod and on whatever a run deploys, so the exit handler can find leftovers.
-RUN_LABEL = "slaprof.io/run"
+# RUN_LABEL (steps.apply) is on every pod and on what a run creates; what the exit handler undoes
+# comes from the run's apply record, never from this label.
 LABEL_PREFIX = "slaprof.io"
 
 PICK_SLOTS = 6  # Pareto choices offered by the suspend node (Argo enums are static lists)

@@ -457,58 +457,26 @@ def record(
 # exit handler
 # ---------------------------------------------------------------------------
 class CleanupOutput(Output):
-    removed: Annotated[str, Parameter(name="removed", description="what the exit handler deleted")] = ""
-
-
-def leftover_names(objects: list[dict[str, Any]], run: str) -> list[str]:
-    """Names of the objects labelled with this run."""
-    return sorted(
-        o["metadata"]["name"] for o in objects if ((o.get("metadata") or {}).get("labels") or {}).get(RUN_LABEL) == run
-    )
+    undone: Annotated[str, Parameter(name="undone", description="what the exit handler deleted or restored")] = ""
 
 
 def cleanup(
     run: RunParam = "{{workflow.name}}",
     status: Annotated[str, Parameter(name="status", description="how the run ended")] = "{{workflow.status}}",
 ) -> CleanupOutput:
-    """Exit handler: when the run did not succeed, delete the DGDs it deployed (labelled with the run).
+    """Exit handler: when the run did not succeed, undo what its apply did (steps.undo).
 
-    Engines of online benchmarks are sidecars and die with their pods; a DGD applied by a run that
-    then failed (or was stopped) would keep its GPUs, so it goes. Never fails the run itself: a
-    cleanup it cannot do is reported in its output parameter and log."""
+    Only objects the run's record names are touched: those it created are deleted, those it
+    updated get their replaced values back, and nothing is undone once its deployment became
+    ready (a drift verdict in `record` fails the run but not the deployment). Engines of online
+    benchmarks are sidecars and die with their pods. A cluster it cannot reach exits 75, so the
+    template's retry tries again."""
     with step_errors("cleanup"):
         if status == "Succeeded":
-            return CleanupOutput(removed="nothing: the run succeeded")
-        from steps.request import ProfileRequest
-        from steps.store import Layout, read_model
+            return CleanupOutput(undone="nothing: the run succeeded")
+        from steps import undo
 
-        store = run_store(run)
-        if not store.exists(Layout.REQUEST) or not store.exists(Layout.DGD):
-            return CleanupOutput(removed="nothing: the run stopped before rendering a deployment")
-        request = read_model(store, Layout.REQUEST, ProfileRequest)
-        if not request.deployment.auto_apply:
-            return CleanupOutput(removed="nothing: the run does not apply its deployment")
-        try:
-            removed = _delete_run_deployments(request.deployment.namespace, run)
-        except Exception as exc:
-            message = f"could not clean up DGDs of {run} in {request.deployment.namespace}: {type(exc).__name__}: {exc}"
-            print(f"slaprof cleanup: warning: {message}", file=sys.stderr)
-            return CleanupOutput(removed=message[:500])
-        return CleanupOutput(removed=", ".join(removed) or "nothing")
-
-
-def _delete_run_deployments(namespace: str, run: str) -> list[str]:
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    api = client.CustomObjectsApi()
-    group, version, plural = "nvidia.com", "v1alpha1", "dynamographdeployments"
-    # label filtering on our side: selectors are not supported by every API emulator we test with
-    items = api.list_namespaced_custom_object(group, version, namespace, plural).get("items", [])
-    names = leftover_names(items, run)
-    for name in names:
-        api.delete_namespaced_custom_object(group, version, namespace, plural, name)
-    return [f"{namespace}/{n}" for n in names]
+        lines = undo.run_step(run_store(run))
+        for line in lines:
+            print(f"slaprof cleanup: {line}")
+        return CleanupOutput(undone="; ".join(lines))
