@@ -29,10 +29,12 @@ from pydantic import create_model
 from steps.errors import StepFailed, UserError
 from workflows.params import (
     AUTO_CHOICE,
+    CONTROL_PARAMS,
     PICK_SLOTS,
     REQUEST_DOC_DESCRIPTION,
     REQUEST_PARAMS,
     RUN_LABEL,
+    duration_seconds,
     request_overrides,
 )
 
@@ -139,6 +141,10 @@ PlanInput = create_model(  # type: ignore[call-overload]
     __base__=Input,
     run=(RunParam, ...),
     request=(Annotated[str, Parameter(name="request", description=REQUEST_DOC_DESCRIPTION)], ""),
+    bench_timeout=(
+        Annotated[str, Parameter(name="bench-timeout", description="how long one bench pod may run, e.g. 4h")],
+        next(c.value for c in CONTROL_PARAMS if c.name == "bench-timeout"),
+    ),
     **{
         p.name.replace("-", "_"): (Annotated[str, Parameter(name=p.name, description=p.description)], "")
         for p in REQUEST_PARAMS
@@ -159,6 +165,9 @@ class PlanOutput(Output):
     engine_image: Annotated[str, Parameter(name="engine-image", description="engine image for online benchmarks")] = ""
     model: Annotated[str, Parameter(name="model", description="the model profiled")] = ""
     history_key: Annotated[str, Parameter(name="history-key", description="stable key of model/backend/GPU")] = ""
+    bench_deadline: Annotated[
+        str, Parameter(name="bench-deadline-seconds", description="bench-timeout in seconds (activeDeadlineSeconds)")
+    ] = "0"
     request_json: Annotated[str | None, _artifact("request", "request.json")] = None
     plan_json: Annotated[str | None, _artifact("plan", "plan.json")] = None
 
@@ -193,6 +202,7 @@ def plan(inputs: PlanInput) -> PlanOutput:  # type: ignore[valid-type]
     from steps.store import Layout, read_model, write_model
 
     with step_errors("plan"):
+        deadline = duration_seconds(inputs.bench_timeout, "bench-timeout")  # type: ignore[attr-defined]
         values = {p.name: getattr(inputs, p.name.replace("-", "_")) for p in REQUEST_PARAMS}
         request = build_request_from_parameters(inputs.request, values)  # type: ignore[attr-defined]
         store = run_store(inputs.run)  # type: ignore[attr-defined]
@@ -211,6 +221,7 @@ def plan(inputs: PlanInput) -> PlanOutput:  # type: ignore[valid-type]
             engine_image=request.deployment.engine_image or get_backend(request.backend).default_image,
             model=request.model,
             history_key=history_key(request.model, request.backend, request.hardware.gpu),
+            bench_deadline=str(deadline),
             request_json=_store_text(store, Layout.REQUEST),
             plan_json=_store_text(store, Layout.PLAN),
         )

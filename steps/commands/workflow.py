@@ -16,12 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "render",
         help="write workflowtemplate.yaml and cronworkflow.yaml",
         description="Write the slaprof-profile WorkflowTemplate and the slaprof-reprofile CronWorkflow "
-        "into --out, and into charts/slaprof/files/ when the chart is in this checkout.",
+        "into --out (and nowhere else; the chart's copies are refreshed with --out charts/slaprof/files).",
     )
     r.add_argument("--out", required=True, help="folder to write the YAML into")
     r.add_argument("--image", default=None, help="slaprof step image (default: ghcr.io/slaprof/slaprof:<version>)")
-    r.add_argument("--service-account", default=None, help="service account of the workflow pods (default: slaprof)")
-    r.add_argument("--no-chart", action="store_true", help="do not also write charts/slaprof/files/")
+    r.add_argument(
+        "--service-account",
+        default=None,
+        help="service account of the workflow pods and Argo's executor (default: slaprof)",
+    )
+    r.add_argument(
+        "--deployer-service-account",
+        default=None,
+        help="service account of apply and cleanup, the steps that change the cluster (default: slaprof-deployer)",
+    )
     r.set_defaults(func=run_render)
 
 
@@ -29,13 +37,15 @@ def run_render(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from workflows.params import WorkflowSettings
-    from workflows.render import CHART_FILES, write_manifests
+    from workflows.render import write_manifests
 
     settings = WorkflowSettings()
     if args.image:
         settings.image = args.image
     if args.service_account:
         settings.service_account = args.service_account
-    for path in write_manifests(Path(args.out), settings, chart_files=None if args.no_chart else CHART_FILES):
+    if args.deployer_service_account:
+        settings.deployer_service_account = args.deployer_service_account
+    for path in write_manifests(Path(args.out), settings):
         print(path)
     return 0
