@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
+from steps import process_groups
 from steps.errors import StepFailed, UserError
 from steps.progress import ProgressReporter, SilentProgress
 from steps.request import ProfileRequest
@@ -199,15 +200,7 @@ def _interrupt_once(signum: int, frame: Any) -> None:
 def _die_with_parent(parent_pid: int) -> None:
     """Linux: SIGTERM this worker when the runner dies (even by SIGKILL), so its cleanup still stops
     the engine instead of leaving it running for nobody."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the runner died before prctl took effect
-        raise KeyboardInterrupt
+    process_groups.set_parent_death_signal(signal.SIGTERM, parent_pid)
 
 
 def _bench_worker(
@@ -298,6 +291,7 @@ class _Job:
     process: Any
     gpus: list[str]
     started: float
+    groups: Path  # where the worker records the process groups it starts (engine, AIPerf)
 
 
 class _BenchScheduler:
@@ -345,6 +339,9 @@ class _BenchScheduler:
                 gpus = got
             self.pending.popleft()
             env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if self.gpu_pool is not None else {}
+            fd, groups = tempfile.mkstemp(prefix=f"slaprof-{cid}-", suffix=".groups")
+            os.close(fd)
+            env[process_groups.GROUPS_ENV] = groups
             proc = self.ctx.Process(
                 target=_bench_worker,
                 args=(self.run.location, cid, env, self.run.bench_overrides, self.events, os.getpid()),
@@ -352,7 +349,7 @@ class _BenchScheduler:
                 daemon=False,
             )
             proc.start()
-            self.jobs[cid] = _Job(proc, gpus, time.monotonic())
+            self.jobs[cid] = _Job(proc, gpus, time.monotonic(), Path(groups))
             self.run.reporter.candidate_started(cid, f"GPUs {','.join(gpus)}" if gpus else "")
 
     def _drain(self, block: bool) -> None:
@@ -384,8 +381,20 @@ class _BenchScheduler:
     def _finish(self, cid: str, job: _Job) -> None:
         del self.jobs[cid]
         job.process.join(timeout=STOP_GRACE_S)
+        self._kill_leftovers(job)
         if self.gpu_pool is not None:
             self.gpu_pool.release(job.gpus)
+
+    def _kill_leftovers(self, job: _Job) -> None:
+        """Whatever the worker started and did not stop (it was killed, or an engine's child escaped
+        its stop): SIGKILL its process groups, before their GPUs go to the next candidate."""
+        if job.process.is_alive():
+            job.process.kill()
+            job.process.join(timeout=5)
+        killed = process_groups.kill_recorded_groups(job.groups)
+        if killed:
+            self.run.reporter.warn(f"killed {len(killed)} process group(s) left by a bench worker: {killed}")
+        job.groups.unlink(missing_ok=True)
 
     def _reap(self) -> None:
         """A worker that died without reporting (killed, out of memory) fails its candidate."""
@@ -416,9 +425,7 @@ class _BenchScheduler:
         deadline = time.monotonic() + STOP_GRACE_S
         for job in self.jobs.values():
             job.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if job.process.is_alive():
-                job.process.kill()
-                job.process.join(timeout=5)
+            self._kill_leftovers(job)
         self.jobs.clear()
 
 
