@@ -38,7 +38,7 @@ from steps.errors import StepFailed, UserError
 from steps.progress import ProgressReporter, SilentProgress
 from steps.request import ProfileRequest
 from steps.results import CandidateProfile, Provenance, Selection, utc_now
-from steps.store import ArtifactStore, Layout, open_store, read_model, write_model
+from steps.store import ArtifactStore, Layout, StoreUnavailable, open_store, read_model, write_model
 
 if TYPE_CHECKING:
     from steps.plan import Plan
@@ -232,6 +232,9 @@ def _bench_worker(
         events.put(("done", candidate_id, profile.status, profile.reason, _summary(profile)))
     except KeyboardInterrupt:
         events.put(("error", candidate_id, "interrupted", ""))
+    except StoreUnavailable as exc:  # the run cannot go on without its store: the runner stops it
+        events.put(("store-unavailable", candidate_id, str(exc), ""))
+        store = None  # and the worker's log would only wait for it again
     except (UserError, StepFailed) as exc:
         events.put(("error", candidate_id, str(exc), ""))
     except BaseException as exc:
@@ -317,6 +320,9 @@ class _BenchScheduler:
             stopped = sorted(self.jobs)
             self.stop_all()
             raise Interrupted(", ".join(stopped)) from None
+        except BaseException:  # e.g. the store went away: no worker may go on measuring for nobody
+            self.stop_all()
+            raise
 
     def _start_ready(self) -> None:
         while self.pending and len(self.jobs) < self.parallel:
@@ -372,6 +378,8 @@ class _BenchScheduler:
             return
         self._finish(cid, job)
         seconds = time.monotonic() - job.started
+        if kind == "store-unavailable":
+            raise StoreUnavailable(event[2])
         if kind == "done":
             status, reason, summary = event[2], event[3], event[4]
             self.run.record(cid, status, reason, summary, seconds)
@@ -459,6 +467,8 @@ class _Run:
                 self.store.put_bytes(log_key, details.encode(), "text/plain")
                 profile.artifacts["error_log"] = log_key
             write_model(self.store, Layout.profile(cid), profile)
+        except StoreUnavailable:
+            raise
         except UserError as exc:
             self.reporter.warn(f"could not record the failure of {cid}: {exc}")
         self.record(cid, "failed", reason, "", seconds)
@@ -500,8 +510,9 @@ def run_profile(
 ) -> RunResult:
     """plan -> bench (every candidate) -> fit -> render [-> apply]; see the module docstring.
 
-    Raises UserError for problems the user can fix (unreachable S3, unwritable output) and
-    Interrupted on Ctrl-C; a failing candidate or a failing step after bench is recorded in
+    Raises UserError for problems the user can fix (unwritable output; StoreUnavailable when the S3
+    store stays unreachable for its retry budget, with everything written so far kept for a rerun to
+    resume from) and Interrupted on Ctrl-C; a failing candidate or a failing step after bench is recorded in
     the result instead, so whatever could be decided is still reported."""
     from steps import plan as plan_step
     from steps.plan import Plan
@@ -611,6 +622,8 @@ def _bench_in_process(run: _Run, ids: list[str]) -> None:
             profile = _call_bench(run.store, cid, None, run.bench_overrides)
         except KeyboardInterrupt:
             raise Interrupted(cid) from None
+        except StoreUnavailable:
+            raise
         except (UserError, StepFailed) as exc:
             run.record_failure(cid, str(exc), time.monotonic() - started)
             continue
@@ -625,6 +638,8 @@ def _step(run: _Run, result: RunResult, name: str, fn: Callable[[], Any]) -> tup
     t = time.monotonic()
     try:
         value = fn()
+    except StoreUnavailable:
+        raise  # nothing after this could be written either: stop with one line
     except (UserError, StepFailed) as exc:
         result.errors.append(f"{name}: {exc}")
         return False, None

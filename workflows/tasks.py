@@ -83,7 +83,9 @@ def history_store(key: str):  # type: ignore[no-untyped-def]
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (ConnectionError, TimeoutError)):
+    from steps.store import StoreUnavailable
+
+    if isinstance(exc, (ConnectionError, TimeoutError, StoreUnavailable)):
         return True
     if isinstance(exc, UserError) and "unreachable" in str(exc):
         return True  # steps.store reports a dead S3 endpoint this way
