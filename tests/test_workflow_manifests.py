@@ -287,6 +287,40 @@ def test_exit_handler_and_artifact_repository(wt):
     assert spec["artifactRepositoryRef"]["configMap"] and spec["artifactRepositoryRef"]["key"]
 
 
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_online_bench_pods_request_resources_cache_models_and_read_the_hub_with_a_token(wt):
+    templates = _templates(wt)
+    sidecar = templates["bench-online"]["sidecars"][0]
+    for name, engine in (("bench-online", sidecar), ("bench-online-main", templates["bench-online-main"]["script"])):
+        requests = engine["resources"]["requests"]
+        assert {"cpu", "memory", "ephemeral-storage"} <= set(requests), name
+        assert _env(engine)["HF_HOME"]["value"] == "/opt/model-cache"
+        assert any(m["mountPath"] == "/opt/model-cache" and m["name"] == "model-cache" for m in engine["volumeMounts"])
+        assert any(v["name"] == "model-cache" for v in templates[name]["volumes"])
+    readers = [templates[n]["script"] for n in ("plan", *BENCHES)] + [sidecar]
+    for container in readers:
+        token = _env(container)["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert token == {"name": "hf-token-secret", "key": "HF_TOKEN", "optional": True}
+    for name in ("fit", "render", "apply", "record", "cleanup"):  # nothing there reads the Hub
+        assert "HF_TOKEN" not in _env(templates[name]["script"]), name
+
+
+def test_only_apply_and_cleanup_get_a_kubernetes_api_token(wt):
+    from tests.plugins.pod_security import restricted_violations, workflow_pods
+
+    spec = wt["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["executor"]["serviceAccountName"] == spec["serviceAccountName"] == "slaprof"
+    pods = workflow_pods(wt)
+    with_token = {name: pod["serviceAccountName"] for name, pod in pods.items() if pod["automountServiceAccountToken"]}
+    assert with_token == {"apply": "slaprof-deployer", "cleanup": "slaprof-deployer"}
+    problems = {name: restricted_violations(pod) for name, pod in pods.items()}
+    assert not any(problems.values()), problems
+
+
 def test_runner_scripts_point_at_importable_functions(wt):
     for template in _templates(wt).values():
         script = template.get("script")
