@@ -33,6 +33,8 @@ DGD_GROUP, DGD_VERSION, DGD_PLURAL, DGD_KIND = (
 )
 APPLIED_FIELDS_ANNOTATION = "slaprof/applied-fields"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+RUN_LABEL = "slaprof.io/run"  # the run that created the object; kept as it is by later updates
+RECORD_KEY = "applied.json"  # what `run_step` did to each object, for the exit handler
 READY_STATE = "successful"
 MERGE_PATCH = "application/merge-patch+json"
 CONFLICT_RETRIES = 3
@@ -83,6 +85,16 @@ class AppliedObject(BaseModel):
     name: str
     namespace: str
     action: Action
+    # The object as this apply left it: uid, and generation (objects with a spec) or resourceVersion,
+    # so that undoing can tell whether someone changed it since.
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+    # "updated" only: a merge patch that puts back every value this apply replaced (None = absent before)
+    restore: dict[str, Any] | None = None
+
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.namespace, self.name)
 
 
 class ApplyResult(BaseModel):
@@ -92,6 +104,21 @@ class ApplyResult(BaseModel):
 
     def summary(self) -> str:
         return ", ".join(f"{o.kind}/{o.name} {o.action}" for o in self.objects)
+
+    def merged_into(self, earlier: ApplyResult | None) -> ApplyResult:
+        """This result as the record of a run that may have applied before (a retried step): what the
+        run's first change to an object was (created, or the values it replaced) is kept."""
+        if earlier is None:
+            return self
+        before = {o.key(): o for o in earlier.objects if o.action != "unchanged"}
+        objects = []
+        for obj in self.objects:
+            first = before.pop(obj.key(), None)
+            if first is not None and first.uid == obj.uid:
+                obj = obj.model_copy(update={"action": first.action, "restore": first.restore})
+            objects.append(obj)
+        # objects an earlier attempt changed and this one did not reach yet stay on record
+        return ApplyResult(objects=list(before.values()) + objects, ready=self.ready, state=self.state)
 
 
 # ---------------------------------------------------------------------------
@@ -121,6 +148,9 @@ class _Kind:
     group: str  # "" for the core API
     version: str
     plural: str
+    # whether changes to the object show in metadata.generation (it has a spec; its status, written
+    # by an operator, changes only the resourceVersion)
+    has_generation: bool = False
 
     @property
     def api_version(self) -> str:
@@ -129,7 +159,7 @@ class _Kind:
 
 KINDS: dict[str, _Kind] = {
     "ConfigMap": _Kind("ConfigMap", "", "v1", "configmaps"),
-    DGD_KIND: _Kind(DGD_KIND, DGD_GROUP, DGD_VERSION, DGD_PLURAL),
+    DGD_KIND: _Kind(DGD_KIND, DGD_GROUP, DGD_VERSION, DGD_PLURAL, has_generation=True),
 }
 
 
@@ -177,6 +207,19 @@ def merge_patch(previous: dict[str, Any], desired: dict[str, Any], live: dict[st
         if key not in desired and key in live:
             patch[key] = None
     return patch
+
+
+def reverse_patch(patch: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that undoes `patch` on `live`: every key it sets back to its old value, or
+    removed (None) where `live` did not have it."""
+    out: dict[str, Any] = {}
+    for key, value in patch.items():
+        before = live.get(key, _MISSING)
+        if isinstance(value, dict) and isinstance(before, dict):
+            out[key] = reverse_patch(value, before)
+        else:
+            out[key] = None if before is _MISSING else before
+    return out
 
 
 def _prepare(doc: dict[str, Any], namespace: str, owner: OwnerReference | None) -> dict[str, Any]:
@@ -262,20 +305,37 @@ class _Objects:
                 return None
             raise
 
-    def create(self, body: dict[str, Any]) -> None:
+    def create(self, body: dict[str, Any]) -> dict[str, Any] | None:
         k = self.kind
         if not k.group:
-            self.core.create_namespaced_config_map(self.namespace, body)  # type: ignore[arg-type]  # a dict body is accepted
-        else:
+            return self._plain(self.core.create_namespaced_config_map(self.namespace, body))  # type: ignore[arg-type]
+        return self._plain(
             self.custom.create_namespaced_custom_object(k.group, k.version, self.namespace, k.plural, body)
+        )
 
-    def patch(self, name: str, body: dict[str, Any]) -> None:
+    def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
         k = self.kind
         if not k.group:
-            self.core.patch_namespaced_config_map(name, self.namespace, body, _content_type=MERGE_PATCH)
-        else:
+            return self._plain(
+                self.core.patch_namespaced_config_map(name, self.namespace, body, _content_type=MERGE_PATCH)
+            )
+        return self._plain(
             self.custom.patch_namespaced_custom_object(
                 k.group, k.version, self.namespace, k.plural, name, body, _content_type=MERGE_PATCH
+            )
+        )
+
+    def delete(self, name: str, uid: str) -> None:
+        """Delete `name` only while it is still the object with `uid` (a precondition the server checks)."""
+        from kubernetes import client
+
+        k = self.kind
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        if not k.group:
+            self.core.delete_namespaced_config_map(name, self.namespace, body=options)
+        else:
+            self.custom.delete_namespaced_custom_object(
+                k.group, k.version, self.namespace, k.plural, name, body=options
             )
 
 
@@ -351,7 +411,36 @@ def _explain(exc: Any, kind: _Kind, name: str, namespace: str, verb: str) -> Use
     return UserError(f"cannot {verb} {what}: HTTP {status}: {message}")
 
 
-def _apply_one(api_client: Any, desired: dict[str, Any], namespace: str) -> Action:
+def _keep_run_label(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """`desired` for an object that already exists: its run label stays what it is (the run that
+    created it), so a later run never claims, and its exit handler never removes, what it did not make."""
+    labels = (desired.get("metadata") or {}).get("labels") or {}
+    if RUN_LABEL not in labels:
+        return desired
+    out = json.loads(json.dumps(desired))
+    live_run = ((live.get("metadata") or {}).get("labels") or {}).get(RUN_LABEL)
+    if live_run is None:
+        del out["metadata"]["labels"][RUN_LABEL]
+    else:
+        out["metadata"]["labels"][RUN_LABEL] = live_run
+    return out
+
+
+def _after(obj: dict[str, Any] | None, kind: str, name: str, namespace: str, action: Action) -> AppliedObject:
+    meta = (obj or {}).get("metadata") or {}
+    generation = meta.get("generation")
+    return AppliedObject(
+        kind=kind,
+        name=name,
+        namespace=namespace,
+        action=action,
+        uid=meta.get("uid"),
+        generation=int(generation) if generation is not None else None,
+        resource_version=meta.get("resourceVersion"),
+    )
+
+
+def _apply_one(api_client: Any, desired: dict[str, Any], namespace: str) -> AppliedObject:
     from kubernetes.client.exceptions import ApiException
 
     kind = KINDS[desired["kind"]]
@@ -365,21 +454,25 @@ def _apply_one(api_client: Any, desired: dict[str, Any], namespace: str) -> Acti
             if live is None:
                 verb = "create"
                 try:
-                    objects.create(desired)
-                    return "created"
+                    created = objects.create(desired)
                 except ApiException as exc:
                     if exc.status == 409:  # created by someone else meanwhile: patch it instead
                         continue
                     raise
-            patch = merge_patch(_previous_fields(live), desired, live)
+                return _after(created or objects.get(name), kind.kind, name, namespace, "created")
+            wanted = _keep_run_label(desired, live)
+            patch = merge_patch(_previous_fields(live), wanted, live)
             if not patch:
-                return "unchanged"
+                return _after(live, kind.kind, name, namespace, "unchanged")
+            restore = reverse_patch(patch, live)
             rv = (live.get("metadata") or {}).get("resourceVersion")
             if rv:
                 patch.setdefault("metadata", {})["resourceVersion"] = rv
             verb = "update"
-            objects.patch(name, patch)
-            return "updated"
+            updated = objects.patch(name, patch)
+            done = _after(updated or objects.get(name), kind.kind, name, namespace, "updated")
+            done.restore = restore
+            return done
         except ApiException as exc:
             if exc.status == 409 and attempt + 1 < CONFLICT_RETRIES:
                 continue
@@ -399,9 +492,11 @@ def apply_manifests(
     api_client: Any = None,
     progress: Progress | None = None,
     poll_interval: float = 10.0,
+    record: Callable[[ApplyResult], None] | None = None,
 ) -> ApplyResult:
     """Create or update each document in order (ConfigMaps before the DGD that mounts them);
-    optionally wait until the DGD is ready."""
+    optionally wait until the DGD is ready. `record` gets the result so far after every object
+    and once more when the wait ends, so what was done is known even if this process dies."""
     from urllib3.exceptions import HTTPError
 
     say = progress or (lambda _line: None)
@@ -419,13 +514,13 @@ def apply_manifests(
                 "(the DynamoGraphDeployment CRD is not installed): install the Dynamo platform "
                 "(operator and CRDs) first; nothing was applied"
             )
-        results: list[AppliedObject] = []
+        keep = record or (lambda _result: None)
+        result = ApplyResult(objects=[])
         for desired in prepared:
-            act = _apply_one(client, desired, namespace)
-            name = desired["metadata"]["name"]
-            say(f"{desired['kind']}/{name} {act} in namespace {namespace}")
-            results.append(AppliedObject(kind=desired["kind"], name=name, namespace=namespace, action=act))
-        result = ApplyResult(objects=results)
+            done = _apply_one(client, desired, namespace)
+            say(f"{done.kind}/{done.name} {done.action} in namespace {namespace}")
+            result.objects.append(done)
+            keep(result)
         dgds = [d for d in prepared if d["kind"] == DGD_KIND]
         if wait and dgds:
             status = wait_until_ready(
@@ -437,6 +532,7 @@ def apply_manifests(
                 progress=say,
             )
             result.ready, result.state = True, status.get("state")
+            keep(result)
         return result
     except HTTPError as exc:
         raise UserError(
@@ -532,13 +628,17 @@ def run_step(
     progress: Progress | None = None,
     poll_interval: float = 10.0,
 ) -> ApplyResult:
-    """Apply the run's dgd.yaml; the namespace defaults to the request's deployment namespace."""
+    """Apply the run's dgd.yaml; the namespace defaults to the request's deployment namespace.
+
+    What happened to each object is written to RECORD_KEY as it happens, merged with the record of
+    an earlier attempt of the same run (a retried pod): that is all the exit handler may undo."""
     from steps.request import ProfileRequest
-    from steps.store import Layout, read_model
+    from steps.store import Layout, read_model, write_model
 
     if namespace is None:
         namespace = read_model(store, Layout.REQUEST, ProfileRequest).deployment.namespace
     docs = load_manifests(store.get_bytes(Layout.DGD).decode(), origin=store.uri(Layout.DGD))
+    earlier = read_model(store, RECORD_KEY, ApplyResult) if store.exists(RECORD_KEY) else None
     return apply_manifests(
         docs,
         namespace,
@@ -548,4 +648,5 @@ def run_step(
         api_client=api_client,
         progress=progress,
         poll_interval=poll_interval,
+        record=lambda result: write_model(store, RECORD_KEY, result.merged_into(earlier)),
     )

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from steps.process_groups import start_group
+
 FailureKind = Literal["engine_unreachable", "timeout", "errors", "missing_output", "aiperf_failed", "cancelled"]
 DEFAULT_ERROR_THRESHOLD = 0.0  # any failed request fails the point: a partial point is not a measurement
 SUMMARY_FILE = "profile_export_aiperf.json"
@@ -244,7 +246,7 @@ class LoadRun:
         env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # AIPerf's tokenizer import: no PyTorch advice
         self.started = time.monotonic()
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.proc = start_group(argv, stdout=log, env=env)  # dies with the bench (steps.process_groups)
         if self.gate_file is None:
             self.gate_opened_at = self.started
         return self

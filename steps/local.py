@@ -37,11 +37,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
+from steps import process_groups
 from steps.errors import StepFailed, UserError
 from steps.progress import ProgressReporter, SilentProgress
 from steps.request import ProfileRequest
 from steps.results import CandidateProfile, Provenance, Selection, utc_now
-from steps.store import ArtifactStore, Layout, StoreWriteError, open_store, read_model, write_model
+from steps.store import (
+    ArtifactStore,
+    Layout,
+    StoreUnavailable,
+    StoreWriteError,
+    open_store,
+    read_model,
+    write_model,
+)
 
 if TYPE_CHECKING:
     from steps.plan import Plan
@@ -204,15 +213,7 @@ def _interrupt_once(signum: int, frame: Any) -> None:
 def _die_with_parent(parent_pid: int) -> None:
     """Linux: SIGTERM this worker when the runner dies (even by SIGKILL), so its cleanup still stops
     the engine instead of leaving it running for nobody."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the runner died before prctl took effect
-        raise KeyboardInterrupt
+    process_groups.set_parent_death_signal(signal.SIGTERM, parent_pid)
 
 
 def _bench_worker(
@@ -244,6 +245,9 @@ def _bench_worker(
         events.put(("done", candidate_id, profile.status, profile.reason, _summary(profile)))
     except KeyboardInterrupt:
         events.put(("error", candidate_id, "interrupted", ""))
+    except StoreUnavailable as exc:  # the run cannot go on without its store: the runner stops it
+        events.put(("store-unavailable", candidate_id, str(exc), ""))
+        store = None  # and the worker's log would only wait for it again
     except (UserError, StepFailed) as exc:
         events.put(("error", candidate_id, str(exc), ""))
     except BaseException as exc:
@@ -303,6 +307,7 @@ class _Job:
     process: Any
     gpus: list[str]
     started: float
+    groups: Path  # where the worker records the process groups it starts (engine, AIPerf)
 
 
 class _BenchScheduler:
@@ -328,7 +333,7 @@ class _BenchScheduler:
             stopped = sorted(self.jobs)
             self.stop_all()
             raise Interrupted(", ".join(stopped)) from None
-        except StoreWriteError:
+        except BaseException:  # e.g. the store went away: no worker may go on measuring for nobody
             self.stop_all()
             raise
 
@@ -354,6 +359,9 @@ class _BenchScheduler:
                 gpus = got
             self.pending.popleft()
             env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if self.gpu_pool is not None else {}
+            fd, groups = tempfile.mkstemp(prefix=f"slaprof-{cid}-", suffix=".groups")
+            os.close(fd)
+            env[process_groups.GROUPS_ENV] = groups
             proc = self.ctx.Process(
                 target=_bench_worker,
                 args=(self.run.location, cid, env, self.run.bench_overrides, self.events, os.getpid()),
@@ -361,7 +369,7 @@ class _BenchScheduler:
                 daemon=False,
             )
             proc.start()
-            self.jobs[cid] = _Job(proc, gpus, time.monotonic())
+            self.jobs[cid] = _Job(proc, gpus, time.monotonic(), Path(groups))
             self.run.reporter.candidate_started(cid, f"GPUs {','.join(gpus)}" if gpus else "")
 
     def _drain(self, block: bool) -> None:
@@ -384,6 +392,8 @@ class _BenchScheduler:
             return
         self._finish(cid, job)
         seconds = time.monotonic() - job.started
+        if kind == "store-unavailable":
+            raise StoreUnavailable(event[2])
         if kind == "done":
             status, reason, summary = event[2], event[3], event[4]
             self.run.record(cid, status, reason, summary, seconds)
@@ -393,8 +403,20 @@ class _BenchScheduler:
     def _finish(self, cid: str, job: _Job) -> None:
         del self.jobs[cid]
         job.process.join(timeout=STOP_GRACE_S)
+        self._kill_leftovers(job)
         if self.gpu_pool is not None:
             self.gpu_pool.release(job.gpus)
+
+    def _kill_leftovers(self, job: _Job) -> None:
+        """Whatever the worker started and did not stop (it was killed, or an engine's child escaped
+        its stop): SIGKILL its process groups, before their GPUs go to the next candidate."""
+        if job.process.is_alive():
+            job.process.kill()
+            job.process.join(timeout=5)
+        killed = process_groups.kill_recorded_groups(job.groups)
+        if killed:
+            self.run.reporter.warn(f"killed {len(killed)} process group(s) left by a bench worker: {killed}")
+        job.groups.unlink(missing_ok=True)
 
     def _reap(self) -> None:
         """A worker that died without reporting (killed, out of memory) fails its candidate."""
@@ -425,9 +447,7 @@ class _BenchScheduler:
         deadline = time.monotonic() + STOP_GRACE_S
         for job in self.jobs.values():
             job.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if job.process.is_alive():
-                job.process.kill()
-                job.process.join(timeout=5)
+            self._kill_leftovers(job)
         self.jobs.clear()
 
 
@@ -461,7 +481,7 @@ class _Run:
                 self.store.put_bytes(log_key, details.encode(), "text/plain")
                 profile.artifacts["error_log"] = log_key
             write_model(self.store, Layout.profile(cid), profile)
-        except StoreWriteError:
+        except (StoreWriteError, StoreUnavailable):
             raise  # the output cannot be written at all: nothing later can be either
         except UserError as exc:
             self.reporter.warn(f"could not record the failure of {cid}: {exc}")
@@ -504,10 +524,11 @@ def run_profile(
 ) -> RunResult:
     """plan -> bench (every candidate) -> fit -> render [-> apply]; see the module docstring.
 
-    Raises UserError for problems the user can fix (unreachable S3, unwritable output) and
-    Interrupted on Ctrl-C; a failing candidate or a failing step after bench is recorded in
-    the result instead, so whatever could be decided is still reported. The store's run lock is
-    held throughout: a live run already writing there is a RunInUse error (exit 2)."""
+    Raises UserError for problems the user can fix (unwritable output; StoreUnavailable when the S3
+    store stays unreachable for its retry budget, with everything written so far kept for a rerun to
+    resume from) and Interrupted on Ctrl-C; a failing candidate or a failing step after bench is
+    recorded in the result instead, so whatever could be decided is still reported. The store's run
+    lock is held throughout: a live run already writing there is a RunInUse error (exit 2)."""
     from steps import runlock
 
     reporter = reporter or SilentProgress()
@@ -631,7 +652,7 @@ def _bench_in_process(run: _Run, ids: list[str]) -> None:
             profile = _call_bench(run.store, cid, None, run.bench_overrides)
         except KeyboardInterrupt:
             raise Interrupted(cid) from None
-        except StoreWriteError:
+        except (StoreWriteError, StoreUnavailable):
             raise
         except (UserError, StepFailed) as exc:
             run.record_failure(cid, str(exc), time.monotonic() - started)
@@ -647,8 +668,8 @@ def _step(run: _Run, result: RunResult, name: str, fn: Callable[[], Any]) -> tup
     t = time.monotonic()
     try:
         value = fn()
-    except StoreWriteError:
-        raise
+    except (StoreWriteError, StoreUnavailable):
+        raise  # nothing after this could be written either: stop with one line
     except (UserError, StepFailed) as exc:
         result.errors.append(f"{name}: {exc}")
         return False, None

@@ -14,9 +14,11 @@ import io
 import json
 import os
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ValidationError
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from steps.errors import UserError
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 
 
 class Layout:
@@ -142,8 +145,39 @@ class LocalStore:
         return str(self._path(key))
 
 
+class StoreUnavailable(UserError):
+    """The S3 endpoint kept failing with transient errors (no connection, 5xx) for the whole retry
+    budget. What was written before is kept; a run started again resumes from it."""
+
+
+S3_RETRY_ENV = "SLAPROF_S3_RETRY_S"  # seconds a store call keeps retrying transient errors
+DEFAULT_S3_RETRY_S = 120.0
+# S3 error codes that mean "try again", whatever the HTTP status says
+_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "OperationAborted"}
+
+
+def _transient(exc: BaseException) -> bool:
+    """An error that another attempt may not get: no connection, a reset, a 5xx answer."""
+    from minio.error import InvalidResponseError, S3Error, ServerError
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, S3Error):
+        status = getattr(exc.response, "status", 0) or 0
+        return exc.code in _TRANSIENT_CODES or status >= 500
+    if isinstance(exc, ServerError):
+        return exc.status_code >= 500
+    if isinstance(exc, InvalidResponseError):
+        return int(getattr(exc, "_code", 0) or 0) >= 500
+    return isinstance(exc, (HTTPError, OSError))
+
+
 class S3Store:
-    """An S3 prefix through the minio SDK (MinIO, SeaweedFS, AWS S3 ...)."""
+    """An S3 prefix through the minio SDK (MinIO, SeaweedFS, AWS S3 ...).
+
+    Every call retries transient errors (see `_transient`) with exponential back-off for
+    `retry_s` seconds, then raises StoreUnavailable; other errors are UserErrors at once.
+    Credentials: the given keys, else the SDK's chain of cloud identities when `sdk_credentials`
+    (IRSA / web identity, ECS, EC2; what `artifacts.s3.useSDKCreds` asks for), else anonymous."""
 
     def __init__(
         self,
@@ -154,79 +188,135 @@ class S3Store:
         secret_key: str | None,
         secure: bool = False,
         region: str | None = None,
+        *,
+        sdk_credentials: bool = False,
+        retry_s: float = DEFAULT_S3_RETRY_S,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        import urllib3
         from minio import Minio
 
         self.endpoint, self.bucket, self.prefix = endpoint, bucket, prefix.strip("/")
-        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        self.retry_s, self._sleep, self._clock = retry_s, sleep, clock
+        # no retries below ours, and bounded waits: a dead or hanging endpoint surfaces to `_call`
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=120), retries=False, maxsize=10)
+        credentials = _sdk_credentials() if sdk_credentials and not access_key else None
+        self.client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
+            credentials=credentials,
+        )
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         from minio.error import S3Error
-        from urllib3.exceptions import HTTPError, MaxRetryError
 
-        try:
-            return fn(*args, **kwargs)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject"):
-                raise MissingArtifact(
-                    f"missing artifact s3://{self.bucket}/{args[1] if len(args) > 1 else ''}"
-                ) from None
-            raise UserError(
-                f"S3 {what} on {self.endpoint} bucket {self.bucket!r} failed: {exc.code}: {exc.message}"
-            ) from None
-        except (MaxRetryError, HTTPError, OSError) as exc:
-            raise UserError(
-                f"S3 endpoint {self.endpoint} is unreachable ({type(exc).__name__}); "
-                "check SLAPROF_S3_ENDPOINT and the network"
-            ) from None
+        waited, delay = 0.0, 0.5
+        started = self._clock()
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject"):
+                    raise MissingArtifact(
+                        f"missing artifact s3://{self.bucket}/{args[1] if len(args) > 1 else ''}"
+                    ) from None
+                if not _transient(exc):
+                    raise UserError(
+                        f"S3 {what} on {self.endpoint} bucket {self.bucket!r} failed: {exc.code}: {exc.message}"
+                    ) from None
+                error = f"{exc.code}"
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                error = type(exc).__name__
+            waited = self._clock() - started
+            if waited >= self.retry_s:
+                raise StoreUnavailable(
+                    f"S3 endpoint {self.endpoint} is unreachable ({error}; {what} retried for {waited:.0f} s): "
+                    f"what was written is kept; check SLAPROF_S3_ENDPOINT and the network, then run again "
+                    f"to resume ({S3_RETRY_ENV} sets how long to retry)"
+                )
+            self._sleep(min(delay, self.retry_s - waited))
+            delay = min(delay * 2, 15.0)
 
     def ensure_bucket(self) -> None:
         if not self._call("bucket check", self.client.bucket_exists, self.bucket):
             self._call("bucket create", self.client.make_bucket, self.bucket)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
+        # a fresh stream per attempt; an object appears whole or not at all
         self._call(
             "upload",
-            self.client.put_object,
+            lambda bucket, name: self.client.put_object(
+                bucket, name, io.BytesIO(data), len(data), content_type=content_type or content_type_for(key)
+            ),
             self.bucket,
             self._key(key),
-            io.BytesIO(data),
-            len(data),
-            content_type=content_type or content_type_for(key),
         )
 
-    def get_bytes(self, key: str) -> bytes:
-        resp = self._call("download", self.client.get_object, self.bucket, self._key(key))
+    def _read(self, bucket: str, name: str) -> bytes:
+        resp = self.client.get_object(bucket, name)
         try:
-            return resp.read()
+            return resp.read()  # a connection lost while reading is retried whole
         finally:
             resp.close()
             resp.release_conn()
 
-    def exists(self, key: str) -> bool:
-        from minio.error import S3Error
+    def get_bytes(self, key: str) -> bytes:
+        return self._call("download", self._read, self.bucket, self._key(key))
 
+    def exists(self, key: str) -> bool:
         try:
-            self.client.stat_object(self.bucket, self._key(key))
-            return True
-        except S3Error:
+            self._call("stat", self.client.stat_object, self.bucket, self._key(key))
+        except MissingArtifact:
             return False
+        return True
 
     def list(self, prefix: str = "") -> list[str]:
-        objs = self._call("list", self.client.list_objects, self.bucket, prefix=self._key(prefix), recursive=True)
+        def names(bucket: str, name_prefix: str) -> list[str]:  # the listing is paged: read it all here
+            return [o.object_name for o in self.client.list_objects(bucket, prefix=name_prefix, recursive=True)]
+
         strip = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(o.object_name[strip:] for o in objs)
+        return sorted(name[strip:] for name in self._call("list", names, self.bucket, self._key(prefix)))
 
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
 
+def _sdk_credentials() -> Any:
+    """The SDK's chain of cloud identities: AWS keys in the environment, then IamAwsProvider (IRSA /
+    web identity via AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, ECS task roles, EC2 instance
+    roles). AWS_ENDPOINT_URL_STS points the web-identity exchange at another STS endpoint."""
+    from minio.credentials import ChainedProvider, EnvAWSProvider, IamAwsProvider
+
+    return ChainedProvider([EnvAWSProvider(), IamAwsProvider(custom_endpoint=os.environ.get("AWS_ENDPOINT_URL_STS"))])
+
+
+def _retry_seconds() -> float:
+    text = os.environ.get(S3_RETRY_ENV, "").strip()
+    if not text:
+        return DEFAULT_S3_RETRY_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise UserError(f"{S3_RETRY_ENV}={text!r} must be a number of seconds (0 = no retries)")
+    return value
+
+
 def open_store(location: str, create: bool = True) -> ArtifactStore:
     """A folder path, file://PATH, or s3://bucket/prefix (endpoint and keys from the environment:
-    SLAPROF_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, SLAPROF_S3_SECURE=1 for TLS)."""
+    SLAPROF_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, SLAPROF_S3_SECURE=1 for TLS;
+    SLAPROF_S3_USE_SDK_CREDS=1 for the pod's cloud identity instead of keys; SLAPROF_S3_RETRY_S)."""
     parsed = urlparse(location)
     if parsed.scheme == "s3":
         endpoint = os.environ.get("SLAPROF_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL", "")
@@ -243,6 +333,8 @@ def open_store(location: str, create: bool = True) -> ArtifactStore:
             os.environ.get("AWS_SECRET_ACCESS_KEY"),
             secure=os.environ.get("SLAPROF_S3_SECURE", "0") in ("1", "true"),
             region=os.environ.get("AWS_REGION"),
+            sdk_credentials=os.environ.get("SLAPROF_S3_USE_SDK_CREDS", "0") in ("1", "true"),
+            retry_s=_retry_seconds(),
         )
         if create:
             store.ensure_bucket()

@@ -22,6 +22,7 @@ from helm_python.errors import HelmError
 
 from tests.conftest import ROOT
 from tests.plugins.argo_schema import assert_valid_argo
+from tests.plugins.pod_security import manifest_pods, restricted_violations
 
 CHART = ROOT / "charts" / "slaprof"
 GENERATED = {"WorkflowTemplate": "workflowtemplate.yaml", "CronWorkflow": "cronworkflow.yaml"}
@@ -117,7 +118,8 @@ def image_name(ref: str) -> str:
 def test_default_values_render_valid_objects(chart: Any, generated: dict[str, dict[str, Any]]) -> None:
     docs = render(chart)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["WorkflowTemplate", "ServiceAccount", "Role", "RoleBinding", "ConfigMap"]), kinds
+    expected = ["WorkflowTemplate", "ConfigMap", "Secret"] + ["ServiceAccount", "Role", "RoleBinding"] * 3
+    assert kinds == sorted(expected), kinds
     for doc in docs:
         assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
@@ -125,7 +127,8 @@ def test_default_values_render_valid_objects(chart: Any, generated: dict[str, di
             assert_valid_argo(doc)
     wt = one(docs, "WorkflowTemplate")
     assert wt["metadata"]["name"] == generated["WorkflowTemplate"]["metadata"]["name"] == "slaprof-profile"
-    assert wt["spec"]["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    assert one(docs, "ServiceAccount", wt["spec"]["serviceAccountName"])
+    assert one(docs, "ServiceAccount", wt["spec"]["executor"]["serviceAccountName"])
 
 
 def test_full_values_render_valid_objects(chart: Any) -> None:
@@ -193,7 +196,13 @@ def test_full_values_override_exactly_their_fields(chart: Any, generated: dict[s
         "apply-timeout",
         *values["profile"]["parameters"],
     }
-    allowed = {"metadata.namespace", "spec.serviceAccountName", "spec.imagePullSecrets", "spec.activeDeadlineSeconds"}
+    allowed = {
+        "metadata.namespace",
+        "spec.serviceAccountName",
+        "spec.executor.serviceAccountName",
+        "spec.imagePullSecrets",
+        "spec.activeDeadlineSeconds",
+    }
     allowed |= {f"spec.arguments.parameters[{param_index[n]}].value" for n in set_params}
     for c in slaprof_containers:
         allowed |= {f"{c}.image", f"{c}.imagePullPolicy"}
@@ -204,8 +213,20 @@ def test_full_values_override_exactly_their_fields(chart: Any, generated: dict[s
                 if source.get("secretRef", {}).get("name") == "slaprof-s3":
                     allowed.add(f"spec.templates[{i}].{field}.envFrom[{j}].secretRef.name")
                     s3_secret_readers.add(t["name"])
-        if "pendingTimeout" in t:
-            allowed.add(f"spec.templates[{i}].pendingTimeout")
+        if "serviceAccountName" in t:  # the deployer's templates
+            allowed.add(f"spec.templates[{i}].serviceAccountName")
+        if (t.get("synchronization") or {}).get("semaphores"):  # GPU pods: Kueue, model cache, engine requests
+            allowed.add(f"spec.templates[{i}].metadata.labels.kueue.x-k8s.io/queue-name")
+            cache = [j for j, v in enumerate(t.get("volumes", [])) if v["name"] == "model-cache"]
+            allowed |= {
+                f"spec.templates[{i}].volumes[{j}].{k}" for j in cache for k in ("emptyDir", "persistentVolumeClaim")
+            }
+            engine = [f"sidecars[{j}]" for j, c in enumerate(t.get("sidecars", [])) if c["name"] == "engine"] or [
+                "script"
+            ]
+            allowed |= {
+                f"spec.templates[{i}].{engine[0]}.resources.requests.{k}" for k in values["bench"]["engineRequests"]
+            }
         if t["name"] in values["profile"]["templateTimeouts"]:
             allowed.add(f"spec.templates[{i}].timeout")
     changed = {p for p in diff_paths(hera, wt) if not p.startswith("metadata.labels")}
@@ -225,8 +246,15 @@ def test_full_values_override_exactly_their_fields(chart: Any, generated: dict[s
                 assert secrets == [values["artifacts"]["s3"]["existingSecret"]], t["name"]
             if field in t and image_name(t[field]["image"]) != "slaprof":  # e.g. the engine image
                 assert t[field]["image"] == templates[t["name"]][field]["image"]
-        if "pendingTimeout" in templates[t["name"]]:
-            assert t["pendingTimeout"] == values["profile"]["pendingTimeout"]
+        if "serviceAccountName" in templates[t["name"]]:
+            assert t["serviceAccountName"] == values["serviceAccount"]["deployerName"], t["name"]
+        if (t.get("synchronization") or {}).get("semaphores"):
+            assert t["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == values["gpu"]["kueueQueueName"]
+            claims = [v["persistentVolumeClaim"]["claimName"] for v in t["volumes"] if v["name"] == "model-cache"]
+            assert claims == [values["bench"]["modelCache"]["existingClaim"]], t["name"]
+            engine_container = next((c for c in t.get("sidecars", []) if c["name"] == "engine"), t["script"])
+            for key, value in values["bench"]["engineRequests"].items():
+                assert engine_container["resources"]["requests"][key] == value, (t["name"], key)
         expected_timeout = values["profile"]["templateTimeouts"].get(t["name"], templates[t["name"]].get("timeout"))
         assert t.get("timeout") == expected_timeout, t["name"]
     params = {p["name"]: p["value"] for p in wt["spec"]["arguments"]["parameters"]}
@@ -239,6 +267,7 @@ def test_full_values_override_exactly_their_fields(chart: Any, generated: dict[s
         assert params[name] == argo_str(value)
     assert wt["spec"]["activeDeadlineSeconds"] == values["profile"]["activeDeadlineSeconds"]
     assert wt["spec"]["serviceAccountName"] == values["serviceAccount"]["name"]
+    assert wt["spec"]["executor"] == {"serviceAccountName": values["serviceAccount"]["name"]}
     assert wt["spec"]["imagePullSecrets"] == [{"name": n} for n in values["imagePullSecrets"]]
     assert wt["metadata"]["namespace"] == values["namespace"]
     # Argo's own expressions survive Helm untouched.
@@ -279,61 +308,90 @@ def test_cron_workflow_from_values(chart: Any, generated: dict[str, dict[str, An
 # ---------------------------------------------------------------------------
 # RBAC, artifact repository, semaphore, MinIO
 # ---------------------------------------------------------------------------
-EXPECTED_RULES = {
-    ("argoproj.io", "workflowtaskresults"): {"create", "patch"},
-    ("nvidia.com", "dynamographdeployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("nvidia.com", "dynamographdeployments/status"): {"get"},
-    ("", "configmaps"): {"get", "create", "patch"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("", "pods/log"): {"get", "list", "watch"},
+EXECUTOR_RULES = {("argoproj.io", "workflowtaskresults", None): {"create", "patch"}}
+DEPLOYER_RULES = {
+    ("nvidia.com", "dynamographdeployments", None): {"get", "create", "patch", "delete"},
+    ("", "configmaps", None): {"create"},
+    ("", "configmaps", ("planner-profile-data",)): {"get", "patch", "delete"},
+}
+SUBMITTER_RULES = {
+    ("argoproj.io", "workflows", None): {"create", "get", "list", "watch"},
+    ("argoproj.io", "workflowtemplates", None): {"get", "list"},
 }
 
 
-def rule_table(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
-    table: dict[tuple[str, str], set[str]] = {}
+def rule_table(role: dict[str, Any]) -> dict[tuple[str, str, tuple[str, ...] | None], set[str]]:
+    table: dict[tuple[str, str, tuple[str, ...] | None], set[str]] = {}
     for rule in role["rules"]:
-        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/nonResourceURLs
+        assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}, rule  # no nonResourceURLs
+        names = tuple(rule["resourceNames"]) if "resourceNames" in rule else None
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                table.setdefault((group, resource), set()).update(rule["verbs"])
+                table.setdefault((group, resource, names), set()).update(rule["verbs"])
     return table
 
 
 @pytest.mark.parametrize("values_file", [None, "full-values.yaml"])
-def test_roles_are_least_privilege(chart: Any, values_file: str | None) -> None:
+def test_each_account_gets_exactly_what_it_uses(chart: Any, values_file: str | None) -> None:
+    """The executor records outputs; the deployer (apply, cleanup) touches DGDs and the named
+    ConfigMaps in the deployment namespaces; the submitter creates and watches runs. Nobody gets
+    pods or pods/log, or anything cluster-wide."""
     values = ci_values(values_file) if values_file else {}
     docs = render(chart, values)
     ns = values.get("namespace") or NAMESPACE
-    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
-    assert all(r["kind"] == "Role" for r in roles)  # namespaced only
+    sa = {**{"name": "slaprof", "deployerName": "slaprof-deployer"}, **values.get("serviceAccount", {})}
+    submitter = values.get("submitter", {}).get("name", "slaprof-submitter")
     assert not any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in docs)
-    for role in roles:
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "Role"}
+    bindings = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "RoleBinding"}
+    assert set(roles) == set(bindings)
+    for role in roles.values():
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
-                assert "*" not in rule[field] and all("*" not in item for item in rule[field]), rule
-        table = rule_table(role)
-        expected = dict(EXPECTED_RULES)
-        if role["metadata"]["namespace"] != ns:  # a deployment namespace: no executor rights
-            del expected[("argoproj.io", "workflowtaskresults")]
-        assert table == expected, role["metadata"]["namespace"]
-    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
-    assert {b["metadata"]["namespace"] for b in bindings} == {r["metadata"]["namespace"] for r in roles}
-    sa = one(docs, "ServiceAccount")
-    for b in bindings:
-        assert b["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": ns}]
-        assert b["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "Role",
-            "name": roles[0]["metadata"]["name"],
-        }
-    namespaces = {r["metadata"]["namespace"] for r in roles}
-    assert namespaces == {ns, *values.get("rbac", {}).get("deploymentNamespaces", [])}
+                assert all("*" not in item for item in rule[field]), rule
+            assert not {"pods", "pods/log"} & set(rule["resources"]), rule
+    deployment_namespaces = {ns, *values.get("rbac", {}).get("deploymentNamespaces", [])}
+    config_maps = tuple(values.get("rbac", {}).get("configMapNames", []))
+    deployer_rules: dict[tuple[str, str, tuple[str, ...] | None], set[str]] = {
+        (g, r, config_maps if n else None): v for (g, r, n), v in DEPLOYER_RULES.items()
+    }
+    expected: dict[tuple[str, str], tuple[Any, Any]] = {
+        (ns, "slaprof-executor"): (EXECUTOR_RULES, sa["name"]),
+        (ns, "slaprof-submitter"): (SUBMITTER_RULES, submitter),
+    }
+    expected |= {(target, "slaprof-deployer"): (deployer_rules, sa["deployerName"]) for target in deployment_namespaces}
+    assert set(roles) == set(expected)
+    for key, (rules, account) in expected.items():
+        assert rule_table(roles[key]) == rules, key
+        assert bindings[key]["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": ns}], key
+        assert bindings[key]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": key[1]}
+    accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    assert set(accounts) == {sa["name"], sa["deployerName"], submitter}
+    for name in (sa["name"], sa["deployerName"]):  # the pods' cloud identity (IRSA) on both
+        assert accounts[name]["metadata"].get("annotations") == sa.get("annotations"), name
+    token = one(docs, "Secret", f"{sa['name']}.service-account-token")
+    assert token["type"] == "kubernetes.io/service-account-token"
+    assert token["metadata"]["annotations"] == {"kubernetes.io/service-account.name": sa["name"]}
+
+
+def test_only_apply_and_cleanup_carry_a_kubernetes_api_token(chart: Any) -> None:
+    wt = one(render(chart, ci_values("full-values.yaml")), "WorkflowTemplate")
+    spec = wt["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["executor"] == {"serviceAccountName": "llm-profiler"}
+    with_token = {
+        t["name"]: t["serviceAccountName"] for t in spec["templates"] if t.get("automountServiceAccountToken")
+    }
+    assert with_token == {"apply": "llm-deployer", "cleanup": "llm-deployer"}
 
 
 def test_rbac_without_dynamo(chart: Any) -> None:
-    role = one(render(chart, {"rbac": {"dynamoGraphDeployments": False}}), "Role")
-    assert not any(group == "nvidia.com" for group, _ in rule_table(role))
+    docs = render(chart, {"rbac": {"dynamoGraphDeployments": False}})
+    for role in (d for d in docs if d["kind"] == "Role"):
+        assert not any(group == "nvidia.com" for group, _, _ in rule_table(role))
     assert not any(d["kind"] in ("Role", "RoleBinding") for d in render(chart, {"rbac": {"create": False}}))
+    role = one(render(chart, {"rbac": {"configMapNames": []}}), "Role", "slaprof-deployer")
+    assert rule_table(role)[("", "configmaps", None)] == {"create", "get", "patch", "delete"}
 
 
 def test_artifact_repository_bring_your_own_s3(chart: Any, generated: dict[str, dict[str, Any]]) -> None:
@@ -362,11 +420,30 @@ def test_artifact_repository_bring_your_own_s3(chart: Any, generated: dict[str, 
         "SLAPROF_S3_SECURE": "0" if s3["insecure"] else "1",
         "AWS_REGION": s3["region"],
     }
-    assert not any(d["kind"] == "Secret" for d in docs)  # credentials stay in the user's Secret
-    # Cloud identity instead of a Secret.
+    # credentials stay in the user's Secret: the chart's only Secret is the executor's token
+    assert [d["type"] for d in docs if d["kind"] == "Secret"] == ["kubernetes.io/service-account-token"]
+
+
+def test_sdk_credentials_read_no_secret(chart: Any, generated: dict[str, dict[str, Any]]) -> None:
+    """useSDKCreds: the chart creates no Secret, so no pod may reference one (CreateContainerConfigError);
+    the steps are told to take the pods' cloud identity."""
+    ref = generated["WorkflowTemplate"]["spec"]["artifactRepositoryRef"]
     sdk = {"artifacts": {"s3": {"endpoint": "s3.amazonaws.com", "useSDKCreds": True}}}
-    repo = yaml.safe_load(one(render(chart, sdk), "ConfigMap", ref["configMap"])["data"][ref["key"]])
+    docs = render(chart, sdk)
+    repo = yaml.safe_load(one(docs, "ConfigMap", ref["configMap"])["data"][ref["key"]])
     assert repo["s3"]["useSDKCreds"] is True and "accessKeySecret" not in repo["s3"]
+    assert one(docs, "ConfigMap", "slaprof-s3")["data"]["SLAPROF_S3_USE_SDK_CREDS"] == "1"
+    wt = one(docs, "WorkflowTemplate")
+    created = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    for template in wt["spec"]["templates"]:
+        for c in [template.get("script") or template.get("container") or {}, *template.get("sidecars", [])]:
+            referenced = {e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e}
+            referenced |= {
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in c.get("env", [])
+                if "secretKeyRef" in (e.get("valueFrom") or {}) and not e["valueFrom"]["secretKeyRef"].get("optional")
+            }
+            assert referenced <= created, (template["name"], referenced)
 
 
 def test_optional_minio(chart: Any, generated: dict[str, dict[str, Any]]) -> None:
@@ -399,16 +476,26 @@ def test_optional_minio(chart: Any, generated: dict[str, dict[str, Any]]) -> Non
         if "secretRef" in e
     }
     assert env_secrets == {name}
-    assert not any(d["kind"] in ("Deployment", "Secret") for d in render(chart))  # off by default
+    assert not any(d["kind"] == "Deployment" or d["metadata"]["name"] == name for d in render(chart))  # off by default
 
 
-def test_semaphore_configmap_matches_the_template(chart: Any, generated: dict[str, dict[str, Any]]) -> None:
-    refs = [s["configMapKeyRef"] for s in generated["WorkflowTemplate"]["spec"]["synchronization"]["semaphores"]]
-    assert refs, "the generated template takes no semaphore"
-    for values, limit in (({}, "1"), ({"concurrency": {"runs": 3}}, "3")):
+def test_gpu_semaphores_are_sized_from_the_gpus_the_chart_is_told_about(
+    chart: Any, generated: dict[str, dict[str, Any]]
+) -> None:
+    refs = [
+        s["configMapKeyRef"]
+        for t in generated["WorkflowTemplate"]["spec"]["templates"]
+        for s in (t.get("synchronization") or {}).get("semaphores", [])
+    ]
+    assert refs and {r["key"] for r in refs} == {"gpus-{{inputs.parameters.gpus}}"}
+    assert "synchronization" not in generated["WorkflowTemplate"]["spec"]  # nothing held for a whole run
+    for values, expected in (
+        ({}, {"gpus-1": "8", "gpus-2": "4", "gpus-4": "2", "gpus-8": "1"}),
+        ({"gpu": {"total": 12}}, {"gpus-1": "12", "gpus-2": "6", "gpus-4": "3", "gpus-8": "1"}),
+        ({"gpu": {"total": 1}}, {"gpus-1": "1"}),
+    ):
         docs = render(chart, values)
-        for ref in refs:
-            assert one(docs, "ConfigMap", ref["name"])["data"][ref["key"]] == limit
+        assert one(docs, "ConfigMap", refs[0]["name"])["data"] == expected, values
 
 
 def test_chart_names_match_the_workflow_package(chart: Any) -> None:
@@ -449,9 +536,13 @@ BAD_VALUES = [
     ({"profile": {"parameters": {"no-such-parameter": "x"}}}, "no-such-parameter"),
     ({"profile": {"templateTimeouts": {"no-such-template": "1h"}}}, "no-such-template"),
     ({"profile": {"templateTimeouts": {"fit": "soon"}}}, "templateTimeouts"),
-    ({"profile": {"pendingTimeout": "10"}}, "pendingTimeout"),
+    ({"profile": {"pendingTimeout": "30m"}}, "pendingTimeout"),
+    ({"cron": {"enabled": True, "timezone": "Mars/Olympus"}}, "timezone"),
+    ({"cron": {"enabled": True, "timezone": "Europe/Atlantis"}}, "timezone"),
+    ({"gpu": {"total": 0}}, "total"),
+    ({"bench": {"engineRequests": {"gpu": "1"}}}, "engineRequests"),
     ({"profile": {"parameters": {"backend": "tgi"}}}, "backend"),
-    ({"concurrency": {"runs": 0}}, "runs"),
+    ({"concurrency": {"runs": 1}}, "concurrency"),
     ({"cron": {"enabled": True, "schedules": ["every monday"]}}, "schedules"),
     ({"cron": {"enabled": True, "concurrencyPolicy": "Never"}}, "concurrencyPolicy"),
     ({"cron": {"enabled": True}}, "cron.parameters.model"),
@@ -495,3 +586,73 @@ def test_values_yaml_passes_its_own_schema(chart: Any) -> None:
     chart.validate_schema(copy.deepcopy(chart.values))
     for name in ("full-values.yaml", "minio-values.yaml"):
         chart.validate_schema(chart.merge_values(ci_values(name)))
+
+
+# ---------------------------------------------------------------------------
+# Pod Security "restricted", the Argo version, the time zone, the cron history
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("values_file", [None, "full-values.yaml", "minio-values.yaml"])
+def test_every_rendered_pod_passes_the_restricted_profile(chart: Any, values_file: str | None) -> None:
+    """Every pod the chart installs or the WorkflowTemplate creates: Pod Security "restricted" (and
+    read-only roots), so a namespace labelled pod-security.kubernetes.io/enforce=restricted admits them."""
+    pods = manifest_pods(render(chart, ci_values(values_file) if values_file else None))
+    assert any(key.startswith("WorkflowTemplate/") for key in pods)
+    if values_file == "minio-values.yaml":
+        assert "Deployment/slaprof-minio" in pods
+    problems = {key: restricted_violations(pod) for key, pod in pods.items()}
+    assert not any(problems.values()), {k: v for k, v in problems.items() if v}
+
+
+def test_read_only_pods_write_only_to_volumes(chart: Any) -> None:
+    """What a step writes (HOME, /tmp with Hera's outputs, the engine's model cache) is a mounted volume."""
+    wt = one(render(chart), "WorkflowTemplate")
+    for template in wt["spec"]["templates"]:
+        main = template.get("script")
+        if main is None:
+            continue
+        for c in [main, *template.get("sidecars", [])]:
+            mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            writes = [env["HOME"], "/tmp", *(v for k, v in env.items() if k in ("HF_HOME", "hera__outputs_directory"))]
+            for path in writes:
+                assert any(path == m or path.startswith(m + "/") for m in mounts), (
+                    template["name"],
+                    c.get("name"),
+                    path,
+                )
+        for output in (template.get("outputs") or {}).get("parameters", []):
+            path = (output.get("valueFrom") or {}).get("path")
+            assert path is None or path.startswith("/tmp/"), path
+
+
+def test_chart_declares_the_argo_version_its_manifests_need(chart: Any) -> None:
+    """The chart requires Argo 4.0: nothing it renders may use a field that appeared in 4.1."""
+    requires = helm_chart.Chart.load(CHART).metadata["annotations"]["slaprof.io/requires"]
+    assert requires == "argo-workflows>=4.0"
+    newer_fields = ("pendingTimeout",)  # added in Argo 4.1.0
+    for values_file in (None, "full-values.yaml"):
+        text = json.dumps(render(chart, ci_values(values_file) if values_file else None))
+        for field in newer_fields:
+            assert f'"{field}"' not in text, field
+
+
+def test_time_zones_are_the_iana_names(chart: Any) -> None:
+    import zoneinfo
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    names = schema["definitions"]["timezone"]["enum"]
+    assert {"", "UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"} <= set(names)
+    for name in names[1:]:
+        zoneinfo.ZoneInfo(name)  # every allowed name is a real zone
+    values = {"cron": {"enabled": True, "timezone": "Asia/Kolkata", "parameters": {"model": "Qwen/Qwen3-8B"}}}
+    assert one(render(chart, values), "CronWorkflow")["spec"]["timezone"] == "Asia/Kolkata"
+
+
+def test_cron_history_limits_default_to_the_documented_ones(chart: Any, generated: dict[str, dict[str, Any]]) -> None:
+    """README: history limits 3/5, what the generated CronWorkflow says; the chart's defaults agree."""
+    values = {"cron": {"enabled": True, "parameters": {"model": "Qwen/Qwen3-8B"}}}
+    spec = one(render(chart, values), "CronWorkflow")["spec"]
+    hera = generated["CronWorkflow"]["spec"]
+    assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (3, 5)
+    assert (hera["successfulJobsHistoryLimit"], hera["failedJobsHistoryLimit"]) == (3, 5)
+    assert "history limits 3/5" in (ROOT / "README.md").read_text()

@@ -122,8 +122,8 @@ def test_final_stage_is_slim_non_root_with_the_entry_point(image: str) -> None:
         base = stage.base
         for name, default in global_args.items():
             base = base.replace(f"${{{name}}}", default)
-        assert re.fullmatch(
-            rf"python:{re.escape(python_major_minor)}(\.\d+)?-slim(-\w+)?(@sha256:[0-9a-f]{{64}})?", base
+        assert re.fullmatch(  # pinned by digest: a rebuild gets the same base
+            rf"python:{re.escape(python_major_minor)}(\.\d+)?-slim(-\w+)?@sha256:[0-9a-f]{{64}}", base
         ), base
     final = stages[-1]
     users = final.all("USER")

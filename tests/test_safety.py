@@ -328,13 +328,13 @@ def test_selection_of_the_wrong_shape_is_one_line(tmp_path, capsys):
 def test_workflow_render_onto_an_existing_file_is_refused(tmp_path, capsys):
     existing = tmp_path / "manifests.yaml"
     existing.write_text("mine\n")
-    assert main(["workflow", "render", "--out", str(existing), "--no-chart"]) == 2
+    assert main(["workflow", "render", "--out", str(existing)]) == 2
     assert "is a file" in _one_error_line(capsys.readouterr().err)
     assert existing.read_text() == "mine\n"
     folder = tmp_path / "manifests"
-    assert main(["workflow", "render", "--out", str(folder), "--no-chart"]) == 0
+    assert main(["workflow", "render", "--out", str(folder)]) == 0
     first = (folder / "workflowtemplate.yaml").read_text()
-    assert main(["workflow", "render", "--out", str(folder), "--no-chart"]) == 0  # regenerated in place
+    assert main(["workflow", "render", "--out", str(folder)]) == 0  # regenerated in place
     assert (folder / "workflowtemplate.yaml").read_text() == first
     assert sorted(p.name for p in folder.iterdir()) == ["cronworkflow.yaml", "workflowtemplate.yaml"]
 

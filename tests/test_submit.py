@@ -58,7 +58,8 @@ class FakeArgoServer:
 MODEL = str(MODELS / "Qwen3-0.6B")
 
 
-def test_submit_posts_a_workflow_from_the_template(capsys):
+def test_submit_posts_a_workflow_from_the_template(capsys, monkeypatch):
+    monkeypatch.setenv("ARGO_TOKEN", "s3cr3t")  # the token never appears on the command line
     with FakeArgoServer() as server:
         code = main(
             [
@@ -75,8 +76,6 @@ def test_submit_posts_a_workflow_from_the_template(capsys):
                 "h100_sxm",
                 "--argo-server",
                 server.url,
-                "--token",
-                "s3cr3t",
                 "--workflow-namespace",
                 "profiling",
                 "--pick",
@@ -146,6 +145,13 @@ def test_server_from_argo_cli_environment(monkeypatch, env, expected):
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    server = ArgoServer.from_env(None, None, None, None)
+    server = ArgoServer.from_env(None, None, None)
     assert server.url == expected and server.namespace == "argo"
     assert server.ui_link("wf-1") == f"{expected}/workflows/argo/wf-1"
+
+
+def test_a_token_on_the_command_line_is_refused(capsys):
+    with FakeArgoServer() as server, pytest.raises(SystemExit) as info:
+        main(["submit", "--model", MODEL, "--argo-server", server.url, "--token", "s3cr3t"])
+    assert info.value.code == 2 and server.requests == []
+    assert "--token" in capsys.readouterr().err

@@ -14,15 +14,10 @@ import yaml
 
 from tests.conftest import ROOT
 from tests.plugins.argo_schema import argo_errors, assert_valid_argo
-from workflows.params import CONTROL_PARAMS, PICK_SLOTS, REQUEST_PARAMS, RUN_LABEL, TEMPLATE_NAME
-from workflows.render import (
-    CHART_FILES,
-    CRON_WORKFLOW_FILE,
-    WORKFLOW_TEMPLATE_FILE,
-    manifests,
-    to_yaml,
-    write_manifests,
-)
+from workflows.params import CONTROL_PARAMS, PICK_SLOTS, REQUEST_PARAMS, RUN_LABEL, TEMPLATE_NAME, duration_seconds
+from workflows.render import CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, manifests, to_yaml
+
+CHART_FILES = ROOT / "charts" / "slaprof" / "files"
 
 GOLDEN = ROOT / "tests" / "golden"
 UPDATE = os.environ.get("SLAPROF_UPDATE_GOLDEN") == "1"
@@ -108,6 +103,7 @@ def test_bench_fans_out_over_plan_candidates_and_tolerates_failures(wt):
         assert task["withParam"] == "{{tasks.plan.outputs.parameters.candidates}}"
         assert task["depends"] == "plan"
         assert _args(task)["candidate"] == "{{item.id}}" and _args(task)["gpus"] == "{{item.gpus}}"
+        assert _args(task)["deadline-seconds"] == "{{tasks.plan.outputs.parameters.bench-deadline-seconds}}"
         assert task["continueOn"] == {"failed": True, "error": True}
     assert "!= 'online'" in tasks["bench"]["when"]
     assert "== 'online'" in tasks["bench-online"]["when"] and "== 'online'" in tasks["bench-online-main"]["when"]
@@ -132,15 +128,28 @@ def test_pick_render_apply_record_order(wt):
 
 def test_suspend_node_offers_fit_choices_as_an_enum(wt):
     choose = _templates(wt)["choose"]
-    assert choose["suspend"] == {}
     slots = [f"{{{{inputs.parameters.choice-{i}}}}}" for i in range(1, PICK_SLOTS + 1)]
     assert _inputs(choose)["choice"]["enum"] == slots
-    assert _outputs(choose)["choice"]["valueFrom"] == {"supplied": {}}
+    assert _outputs(choose)["choice"]["valueFrom"]["supplied"] == {}
     args = _args(_tasks(wt)["choose"])
     assert args["choice"] == "{{tasks.fit.outputs.parameters.choice-1}}"  # the recommendation, preselected
     fit_outputs = _outputs(_templates(wt)["fit"])
     for i in range(1, PICK_SLOTS + 1):
         assert f"choice-{i}" in fit_outputs
+
+
+def test_the_pick_waits_pick_timeout_then_takes_fits_recommendation(wt):
+    """A suspend without a duration waits until the run's deadline kills it; with one, Argo resumes it
+    with the output's default (auto), which `pick` treats as fit's own choice."""
+    from workflows.pick import parse_choice
+
+    choose = _templates(wt)["choose"]
+    params = {p["name"]: p for p in wt["spec"]["arguments"]["parameters"]}
+    assert choose["suspend"]["duration"] == "{{workflow.parameters.pick-timeout}}"
+    wait = duration_seconds(params["pick-timeout"]["value"], "pick-timeout")
+    assert 0 < wait < wt["spec"]["activeDeadlineSeconds"]
+    default = _outputs(choose)["choice"]["valueFrom"]["default"]
+    assert parse_choice(default) is None  # `pick` keeps fit's selection
 
 
 def test_fit_exposes_the_recommendation_as_described_output_parameters(wt):
@@ -188,33 +197,128 @@ def test_gpu_count_comes_through_pod_spec_patch(wt):
     assert "limits" not in offline["script"]["resources"]  # no GPU for estimates and simulated engines
 
 
-def test_deadlines_and_transient_only_retries(wt):
+def _attempt_seconds(template: dict, defaults: dict[str, str]) -> int:
+    """The most one attempt of a pod template may take: its timeout, or its activeDeadlineSeconds
+    resolved as Argo would (bench: plan turns the bench-timeout parameter into seconds)."""
+    if template.get("timeout"):
+        return duration_seconds(template["timeout"], "timeout")
+    deadline = str(template["activeDeadlineSeconds"])
+    if deadline == "{{inputs.parameters.deadline-seconds}}":
+        return duration_seconds(defaults["bench-timeout"], "bench-timeout")
+    return int(deadline)
+
+
+def _retry_window(retry: dict, attempt_s: int) -> int:
+    """Seconds the attempts and the waits between them can take: (limit + 1) attempts."""
+    backoff = retry.get("backoff") or {}
+    base = duration_seconds(str(backoff.get("duration", "0s")), "duration") if backoff.get("duration") else 0
+    cap = duration_seconds(backoff["cap"], "cap") if backoff.get("cap") else None
+    waits = [base * int(backoff.get("factor", 1)) ** i for i in range(int(retry["limit"]))]
+    return (int(retry["limit"]) + 1) * attempt_s + sum(min(w, cap) if cap else w for w in waits)
+
+
+def test_retries_are_never_cut_short_by_a_deadline_shorter_than_the_attempts(wt):
+    """Argo counts backoff.maxDuration from the first attempt's start and gives later attempts that
+    deadline: any maxDuration shorter than the attempts may take stops retries of long steps (and
+    kills a retry) early. Every pod template retries transient errors, the exit handler included."""
+    defaults = {c.name: c.value for c in CONTROL_PARAMS}
+    pods = {name: t for name, t in _templates(wt).items() if "script" in t or "container" in t}
+    assert {"plan", *BENCHES, "fit", "apply", "cleanup"} <= set(pods)
+    for name, template in pods.items():
+        retry = template.get("retryStrategy")
+        assert retry, f"{name} has no retryStrategy"
+        assert retry["expression"] == "lastRetry.status == 'Error' || lastRetry.exitCode == '75'", name
+        assert int(retry["limit"]) >= 1, name
+        attempt = _attempt_seconds(template, defaults)
+        assert attempt > 0, name
+        max_duration = (retry.get("backoff") or {}).get("maxDuration")
+        if max_duration is not None:
+            window = _retry_window(retry, attempt)
+            assert duration_seconds(max_duration, "maxDuration") >= window, (
+                f"{name}: maxDuration {max_duration} ends retries before {retry['limit']} retries of "
+                f"{attempt} s each can run ({window} s)"
+            )
+
+
+def test_bench_deadlines_count_running_time_only(wt):
+    """`timeout` (and pendingTimeout) count time a node waits, for a semaphore or for GPUs; a bench
+    pod's deadline is activeDeadlineSeconds, which counts from the pod's start on a node."""
     templates = _templates(wt)
     for name in BENCHES:
-        assert templates[name]["timeout"] == "{{workflow.parameters.bench-timeout}}"
-        assert templates[name]["pendingTimeout"]
-    for template in templates.values():
-        if "script" not in template:
-            continue
-        assert template.get("timeout"), template["name"]
-        retry = template.get("retryStrategy")
-        if template["name"] == "cleanup":
-            assert retry is None
-            continue
-        assert retry["expression"] == "lastRetry.status == 'Error' || lastRetry.exitCode == '75'"
+        assert "timeout" not in templates[name] and "pendingTimeout" not in templates[name], name
+        assert templates[name]["activeDeadlineSeconds"] == "{{inputs.parameters.deadline-seconds}}"
+    assert _outputs(templates["plan"])["bench-deadline-seconds"]
+    assert _args(_tasks(wt)["plan"])["bench-timeout"] == "{{workflow.parameters.bench-timeout}}"
+    for name, template in templates.items():
+        if name not in BENCHES and "script" in template:
+            assert template.get("timeout"), name
     assert wt["spec"]["activeDeadlineSeconds"] > 0
 
 
-def test_exit_handler_semaphore_and_artifact_repository(wt):
+def _held_semaphores(wt: dict, template: str) -> list[dict]:
+    """Semaphores held while a node of `template` runs: the workflow's own (held for the whole run),
+    those of the DAG template it runs in, and its own."""
+    spec, templates = wt["spec"], _templates(wt)
+    held = []
+    for source in (spec, templates["profile"], templates[template]):
+        held += [s["configMapKeyRef"] for s in (source.get("synchronization") or {}).get("semaphores", [])]
+    return held
+
+
+def test_gpu_semaphores_are_held_by_online_bench_pods_only(wt):
+    """A run waiting at the pick, applying or fitting holds no GPU semaphore; offline and simulate
+    runs (the `bench` template) take none; an online bench pod takes one slot for its engine size."""
+    templates = _templates(wt)
+    for name in templates:
+        held = _held_semaphores(wt, name)
+        if name in ("bench-online", "bench-online-main"):
+            assert held == [{"name": "slaprof-semaphores", "key": "gpus-{{inputs.parameters.gpus}}"}], name
+            assert "gpus" in _inputs(templates[name])
+        else:
+            assert held == [], f"{name} holds {held}"
+    assert "synchronization" not in wt["spec"]
+
+
+def test_exit_handler_and_artifact_repository(wt):
     spec = wt["spec"]
     assert spec["onExit"] == "cleanup"
     cleanup = _inputs(_templates(wt)["cleanup"])
     assert cleanup["status"]["default"] == "{{workflow.status}}" and cleanup["run"]["default"] == "{{workflow.name}}"
-    assert spec["synchronization"]["semaphores"][0]["configMapKeyRef"] == {
-        "name": "slaprof-semaphores",
-        "key": "gpu-profiling",
-    }
     assert spec["artifactRepositoryRef"]["configMap"] and spec["artifactRepositoryRef"]["key"]
+
+
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_online_bench_pods_request_resources_cache_models_and_read_the_hub_with_a_token(wt):
+    templates = _templates(wt)
+    sidecar = templates["bench-online"]["sidecars"][0]
+    for name, engine in (("bench-online", sidecar), ("bench-online-main", templates["bench-online-main"]["script"])):
+        requests = engine["resources"]["requests"]
+        assert {"cpu", "memory", "ephemeral-storage"} <= set(requests), name
+        assert _env(engine)["HF_HOME"]["value"] == "/opt/model-cache"
+        assert any(m["mountPath"] == "/opt/model-cache" and m["name"] == "model-cache" for m in engine["volumeMounts"])
+        assert any(v["name"] == "model-cache" for v in templates[name]["volumes"])
+    readers = [templates[n]["script"] for n in ("plan", *BENCHES)] + [sidecar]
+    for container in readers:
+        token = _env(container)["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert token == {"name": "hf-token-secret", "key": "HF_TOKEN", "optional": True}
+    for name in ("fit", "render", "apply", "record", "cleanup"):  # nothing there reads the Hub
+        assert "HF_TOKEN" not in _env(templates[name]["script"]), name
+
+
+def test_only_apply_and_cleanup_get_a_kubernetes_api_token(wt):
+    from tests.plugins.pod_security import restricted_violations, workflow_pods
+
+    spec = wt["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["executor"]["serviceAccountName"] == spec["serviceAccountName"] == "slaprof"
+    pods = workflow_pods(wt)
+    with_token = {name: pod["serviceAccountName"] for name, pod in pods.items() if pod["automountServiceAccountToken"]}
+    assert with_token == {"apply": "slaprof-deployer", "cleanup": "slaprof-deployer"}
+    problems = {name: restricted_violations(pod) for name, pod in pods.items()}
+    assert not any(problems.values()), problems
 
 
 def test_runner_scripts_point_at_importable_functions(wt):
@@ -293,34 +397,26 @@ def test_golden_yaml(docs, name):
 @pytest.mark.parametrize("name", [WORKFLOW_TEMPLATE_FILE, CRON_WORKFLOW_FILE])
 def test_chart_files_are_current(docs, name):
     path = CHART_FILES / name
-    assert path.is_file(), f"{path} is missing: run `slaprof workflow render --out DIR`"
-    assert path.read_text() == to_yaml(docs[name]), f"{path} is stale: run `slaprof workflow render --out DIR`"
+    assert path.is_file(), f"{path} is missing: run `slaprof workflow render --out charts/slaprof/files`"
+    assert path.read_text() == to_yaml(docs[name]), (
+        f"{path} is stale: run `slaprof workflow render --out charts/slaprof/files`"
+    )
 
 
-def test_cli_render_writes_both_files(tmp_path, capsys):
+def test_cli_render_writes_only_under_out(tmp_path, capsys):
+    """`slaprof workflow render --out DIR` writes its two files into DIR and touches nothing else,
+    not even the chart's copies in this checkout."""
     from steps.cli import main
 
-    chart = tmp_path / "chart" / "files"
-    chart.parent.mkdir()
-    written = write_manifests(tmp_path / "out", chart_files=chart)
-    assert sorted(p.name for p in written) == sorted([WORKFLOW_TEMPLATE_FILE, CRON_WORKFLOW_FILE] * 2)
-    assert (chart / WORKFLOW_TEMPLATE_FILE).read_text() == (tmp_path / "out" / WORKFLOW_TEMPLATE_FILE).read_text()
-    assert (
-        main(
-            [
-                "workflow",
-                "render",
-                "--out",
-                str(tmp_path / "cli"),
-                "--image",
-                "registry.local/slaprof:dev",
-                "--no-chart",
-            ]
-        )
-        == 0
-    )
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in CHART_FILES.iterdir()}
+    out = tmp_path / "cli"
+    assert main(["workflow", "render", "--out", str(out), "--image", "registry.local/slaprof:dev"]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(tmp_path / "cli" / WORKFLOW_TEMPLATE_FILE), str(tmp_path / "cli" / CRON_WORKFLOW_FILE)]
-    doc = yaml.safe_load((tmp_path / "cli" / WORKFLOW_TEMPLATE_FILE).read_text())
+    assert printed == [str(out / WORKFLOW_TEMPLATE_FILE), str(out / CRON_WORKFLOW_FILE)]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        [WORKFLOW_TEMPLATE_FILE, CRON_WORKFLOW_FILE]
+    )
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in CHART_FILES.iterdir()} == before
+    doc = yaml.safe_load((out / WORKFLOW_TEMPLATE_FILE).read_text())
     images = {t["script"]["image"] for t in doc["spec"]["templates"] if "script" in t}
     assert images == {"registry.local/slaprof:dev", "{{inputs.parameters.engine-image}}"}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from steps.candidates import Candidate
 from steps.errors import StepFailed, UserError
 from steps.results import DecodeChoice, ParetoPoint, PrefillChoice, Selection
+from steps.store import StoreUnavailable
 from workflows.params import PICK_SLOTS
 from workflows.pick import RECOMMENDED, pareto_choices, parse_choice
-from workflows.tasks import TRANSIENT_EXIT, fit_outputs, label_manifests, leftover_names, step_errors
+from workflows.tasks import TRANSIENT_EXIT, fit_outputs, label_manifests, step_errors
 
 
 def _selection(
@@ -89,6 +88,10 @@ def test_parse_choice_rejects_free_text():
             TRANSIENT_EXIT,
         ),
         (ConnectionResetError("peer"), TRANSIENT_EXIT),
+        (
+            StoreUnavailable("S3 endpoint s3:9000 is unreachable (NewConnectionError; upload retried for 120 s)"),
+            TRANSIENT_EXIT,
+        ),
         (UserError("invalid request: backend"), 2),
         (StepFailed("drift"), 1),
     ],
@@ -105,15 +108,24 @@ def test_unknown_errors_keep_their_traceback():
         raise KeyError("bug")
 
 
-def test_run_label_on_every_manifest_and_leftovers():
+def test_run_label_on_every_manifest():
     text = label_manifests(
         "# rendered by slaprof\nkind: ConfigMap\nmetadata: {name: a}\n---\nkind: DynamoGraphDeployment\nmetadata:\n  name: b\n  labels: {team: infra}\n",
         "wf-1",
     )
     assert text.count("slaprof.io/run: wf-1") == 2 and "team: infra" in text and text.startswith("# rendered")
-    objects: list[dict[str, Any]] = [
-        {"metadata": {"name": "b", "labels": {"slaprof.io/run": "wf-1"}}},
-        {"metadata": {"name": "c", "labels": {"slaprof.io/run": "wf-2"}}},
-        {"metadata": {"name": "d"}},
-    ]
-    assert leftover_names(objects, "wf-1") == ["b"]
+
+
+@pytest.mark.parametrize("text,seconds", [("4h", 14400), ("2h30m", 9000), ("90s", 90), ("1.5h", 5400)])
+def test_durations_of_parameters(text, seconds):
+    from workflows.params import duration_seconds
+
+    assert duration_seconds(text, "bench-timeout") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "4", "four hours", "4d", "0s", "-1h"])
+def test_bad_durations_name_the_parameter(text):
+    from workflows.params import duration_seconds
+
+    with pytest.raises(UserError, match="bench-timeout"):
+        duration_seconds(text, "bench-timeout")

@@ -16,6 +16,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -292,39 +294,86 @@ def test_bench_of_unknown_candidate_is_one_line_exit_2(argo):
     assert "tp16" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_exit_handler_deletes_what_a_failed_run_deployed(argo, cluster, tmp_path):
-    """`cleanup` (onExit) of a failed auto-apply run deletes the run's DGD and nothing else."""
-    from kubernetes import client
+def _make_ready_when_created(cluster, namespace: str, name: str) -> None:
+    """The Dynamo operator's part: mark the DGD ready once it exists."""
+    from tests.plugins.kube import DGD_RESOURCE, ready_status
 
+    for _ in range(2000):
+        if cluster.get(DGD_RESOURCE, namespace, name) is not None:
+            cluster.set_status(namespace, name, ready_status())
+            return
+        time.sleep(0.01)
+
+
+def test_an_existing_dgd_survives_a_failed_reprofile(argo, cluster, tmp_path):
+    """A scheduled re-profile with auto-apply renders the DGD name a previous run deployed. Its
+    `apply` pod updates that DGD, which does not become ready in time, so the run fails; the exit
+    handler (`cleanup`, onExit) gives the serving DGD and its planner data back instead of deleting
+    them, and the update never relabelled them."""
+    from steps.apply import RUN_LABEL, run_step
     from steps.request import ProfileRequest
     from steps.store import S3Store, write_model
+    from tests.plugins.kube import CONFIGMAP_RESOURCE, DGD_RESOURCE
 
-    run = "slaprof-failed-run"
-    store = S3Store(argo.s3.endpoint, BUCKET, run, argo.s3.access_key, argo.s3.secret_key)
-    write_model(
-        store,
-        "request.json",
-        ProfileRequest(model="Qwen/Qwen3-32B", deployment={"namespace": "dynamo", "auto_apply": True}),
-    )
-    store.put_bytes("dgd.yaml", b"kind: DynamoGraphDeployment\n")
-    cluster.install_dgd_crd()
-    api = client.CustomObjectsApi(cluster.api_client())
-    for name, labels in (("ours", {"slaprof.io/run": run}), ("someone-elses", {"slaprof.io/run": "other"})):
-        api.create_namespaced_custom_object(
-            "nvidia.com",
-            "v1alpha1",
-            "dynamo",
-            "dynamographdeployments",
-            {
-                "apiVersion": "nvidia.com/v1alpha1",
-                "kind": "DynamoGraphDeployment",
-                "metadata": {"name": name, "namespace": "dynamo", "labels": labels},
-                "spec": {},
-            },
-        )
+    def deployment(run: str, replicas: int, data: str) -> bytes:
+        return yaml.safe_dump_all(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "planner-profile-data", "labels": {RUN_LABEL: run}},
+                    "data": {"prefill_raw_data.json": data},
+                },
+                {
+                    "apiVersion": "nvidia.com/v1alpha1",
+                    "kind": "DynamoGraphDeployment",
+                    "metadata": {"name": "qwen3-32b-vllm", "labels": {RUN_LABEL: run}},
+                    "spec": {"services": {"decode": {"componentType": "worker", "replicas": replicas}}},
+                },
+            ]
+        ).encode()
+
+    request = ProfileRequest(model="Qwen/Qwen3-32B", deployment={"namespace": "dynamo", "auto_apply": True})
     kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
     env = {"KUBECONFIG": str(kubeconfig), "KUBERNETES_SERVICE_HOST": ""}
-    _ok(argo.run("cleanup", template_name="cleanup", extra_env=env, arguments={"run": run, "status": "Failed"}))
-    assert argo.outputs["cleanup"]["removed"] == "dynamo/ours"
-    assert cluster.get("nvidia.com/v1alpha1/dynamographdeployments", "dynamo", "ours") is None
-    assert cluster.get("nvidia.com/v1alpha1/dynamographdeployments", "dynamo", "someone-elses") is not None
+    runs = {}
+    for run, replicas, data in (("slaprof-monday", 2, '{"prefill_isl": [100]}'), ("slaprof-tuesday", 4, "{}")):
+        store = S3Store(argo.s3.endpoint, BUCKET, run, argo.s3.access_key, argo.s3.secret_key)
+        store.ensure_bucket()
+        write_model(store, "request.json", request)
+        store.put_bytes("dgd.yaml", deployment(run, replicas, data))
+        runs[run] = store
+    # Monday's run deployed (its apply step, here in-process) and the operator made it ready
+    operator = threading.Thread(target=_make_ready_when_created, args=(cluster, "dynamo", "qwen3-32b-vllm"))
+    operator.start()
+    run_step(runs["slaprof-monday"], api_client=cluster.api_client(), timeout=60, poll_interval=0.05)
+    operator.join()
+    serving = cluster.get(DGD_RESOURCE, "dynamo", "qwen3-32b-vllm")
+    planner = cluster.get(CONFIGMAP_RESOURCE, "dynamo", "planner-profile-data")
+
+    # Tuesday's re-profile: the update does not become ready within the apply timeout
+    failed = argo.run(
+        "apply", extra_env=env, arguments={"run": "slaprof-tuesday", "timeout": "1"}, template_name="apply"
+    )
+    assert failed.returncode == 2 and "not ready after 1 s" in failed.stderr
+    assert cluster.get(DGD_RESOURCE, "dynamo", "qwen3-32b-vllm")["metadata"]["labels"][RUN_LABEL] == "slaprof-monday"
+
+    _ok(
+        argo.run(
+            "cleanup", template_name="cleanup", extra_env=env, arguments={"run": "slaprof-tuesday", "status": "Failed"}
+        )
+    )
+    assert "restored" in argo.outputs["cleanup"]["undone"]
+    after = cluster.get(DGD_RESOURCE, "dynamo", "qwen3-32b-vllm")
+    assert after is not None and after["metadata"]["uid"] == serving["metadata"]["uid"]
+    assert after["spec"] == serving["spec"] and after["metadata"]["labels"] == serving["metadata"]["labels"]
+    assert cluster.get(CONFIGMAP_RESOURCE, "dynamo", "planner-profile-data")["data"] == planner["data"]
+    assert not cluster.requests("DELETE")
+
+    # Monday's exit handler, had that run failed after its DGD became ready, undoes nothing
+    _ok(
+        argo.run(
+            "cleanup", template_name="cleanup", extra_env=env, arguments={"run": "slaprof-monday", "status": "Failed"}
+        )
+    )
+    assert argo.outputs["cleanup"]["undone"].startswith("nothing")

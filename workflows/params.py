@@ -7,9 +7,11 @@ the `request` document, else slaprof's default", so a request YAML and the UI fo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from steps.apply import RUN_LABEL as RUN_LABEL  # re-exported: one declaration
 from steps.errors import UserError
 from steps.gpus import GPU_NAMES
 from steps.request import BACKENDS
@@ -19,17 +21,20 @@ IMAGE = f"ghcr.io/slaprof/slaprof:{VERSION}"
 
 TEMPLATE_NAME = "slaprof-profile"
 CRON_NAME = "slaprof-reprofile"
-SERVICE_ACCOUNT = "slaprof"
+SERVICE_ACCOUNT = "slaprof"  # every pod (token not mounted) and Argo's executor containers
+DEPLOYER_SERVICE_ACCOUNT = "slaprof-deployer"  # apply and cleanup: DGDs and the run's ConfigMaps
 # The chart installs these; a cluster without the chart needs them too (see the README, "Profiling on a cluster").
 ARTIFACT_REPOSITORY_CONFIGMAP = "slaprof-artifact-repository"
 ARTIFACT_REPOSITORY_KEY = "default"
 S3_CONFIGMAP = "slaprof-s3"  # SLAPROF_S3_ENDPOINT, SLAPROF_S3_BUCKET, SLAPROF_S3_SECURE
 S3_SECRET = "slaprof-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 SEMAPHORE_CONFIGMAP = "slaprof-semaphores"
-SEMAPHORE_KEY = "gpu-profiling"
+# One semaphore per engine size, taken by online bench pods only: key gpus-<N> holds how many
+# N-GPU engines may be measured at once (the chart derives it from the GPUs it is told about).
+GPU_SEMAPHORE_KEY = "gpus-{{inputs.parameters.gpus}}"
 
-# Labels on every pod and on whatever a run deploys, so the exit handler can find leftovers.
-RUN_LABEL = "slaprof.io/run"
+# RUN_LABEL (steps.apply) is on every pod and on what a run creates; what the exit handler undoes
+# comes from the run's apply record, never from this label.
 LABEL_PREFIX = "slaprof.io"
 
 PICK_SLOTS = 6  # Pareto choices offered by the suspend node (Argo enums are static lists)
@@ -152,7 +157,13 @@ CONTROL_PARAMS: tuple[ControlParam, ...] = (
     ControlParam(
         "bench-timeout",
         "4h",
-        "deadline of one candidate's benchmark pod, including time spent Pending (e.g. no free GPUs)",
+        "how long one candidate's benchmark pod may run (a duration such as 4h or 2h30m); time spent waiting "
+        "for GPUs (semaphore, scheduler, Kueue) does not count",
+    ),
+    ControlParam(
+        "pick-timeout",
+        "12h",
+        "pick=manual: how long the run waits for a person to pick; then it goes on with fit's recommendation",
     ),
     ControlParam("apply-timeout", "1800", "seconds to wait for an applied DGD to become ready"),
 )
@@ -169,13 +180,34 @@ class WorkflowSettings:
 
     image: str = IMAGE
     service_account: str = SERVICE_ACCOUNT
+    deployer_service_account: str = DEPLOYER_SERVICE_ACCOUNT
     active_deadline_seconds: int = 24 * 3600
-    pending_timeout: str = "30m"  # a GPU pod that cannot be scheduled fails after this (Argo >= 4.1)
     bench_cpu: str = "2"
     bench_memory: str = "4Gi"
+    # requests of the container that runs the engine (online): weights are loaded through host
+    # memory, and without a model-cache PVC they are downloaded into an emptyDir (ephemeral storage)
+    engine_cpu: str = "4"
+    engine_memory: str = "32Gi"
+    engine_ephemeral_storage: str = "50Gi"
     cron_schedules: list[str] = field(default_factory=lambda: ["0 3 * * 1"])
     cron_timezone: str = "UTC"
     cron_suspend: bool = True  # set arguments (at least the model) before enabling
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+_UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
+
+
+def duration_seconds(text: str, name: str) -> int:
+    """Seconds of a Go duration such as 4h, 2h30m or 90s (workflow parameter `name`)."""
+    value = text.strip()
+    parts = _DURATION.findall(value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        raise UserError(f"workflow parameter {name}={text!r} must be a duration such as 4h, 2h30m or 45m")
+    seconds = round(sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
+    if seconds < 1:
+        raise UserError(f"workflow parameter {name}={text!r} must be at least 1s")
+    return seconds
 
 
 def request_overrides(values: dict[str, str]) -> dict[str, Any]:

@@ -7,10 +7,13 @@ https://argo-workflows.readthedocs.io/en/latest/walk-through/dag/).
          ─▶ fit ─▶ [choose (suspend) ─▶ pick]   (pick=manual only)
                 ─▶ render ─▶ apply              (auto-apply only)
                 ─▶ record (history + drift)
-    onExit: cleanup (deletes what a failed run deployed)
+    onExit: cleanup (undoes what a failed run applied)
 
 Every task is a runner script of `workflows.tasks` calling the same step functions as
 `slaprof profile`. A failed candidate does not stop the DAG (continueOn); fit reports it.
+GPUs are admitted per online bench pod (workflows.bench), not per run; every pod meets Pod
+Security "restricted" and runs without a Kubernetes API token except apply and cleanup
+(workflows.security).
 """
 
 from __future__ import annotations
@@ -18,18 +21,15 @@ from __future__ import annotations
 from hera.workflows import DAG, NoneArchiveStrategy, Parameter, S3Artifact, Task, WorkflowTemplate
 from hera.workflows.models import (
     ArtifactRepositoryRef,
-    ConfigMapKeySelector,
     ContinueOn,
     LabelValueFrom,
     PodGC,
-    SemaphoreRef,
-    Synchronization,
     TTLStrategy,
     WorkflowMetadata,
 )
 
-from workflows import tasks
-from workflows.bench import offline_bench, online_bench_main, online_bench_sidecar
+from workflows import security, tasks
+from workflows.bench import DEADLINE_INPUT, offline_bench, online_bench_main, online_bench_sidecar
 from workflows.params import (
     ARTIFACT_REPOSITORY_CONFIGMAP,
     ARTIFACT_REPOSITORY_KEY,
@@ -37,8 +37,6 @@ from workflows.params import (
     PICK_SLOTS,
     REQUEST_DOC_DESCRIPTION,
     REQUEST_PARAMS,
-    SEMAPHORE_CONFIGMAP,
-    SEMAPHORE_KEY,
     TEMPLATE_NAME,
     VERSION,
     WorkflowSettings,
@@ -101,15 +99,12 @@ def profile_template(settings: WorkflowSettings | None = None) -> WorkflowTempla
         on_exit="cleanup",
         arguments=workflow_parameters(),
         service_account_name=settings.service_account,
+        automount_service_account_token=False,
+        executor=security.executor(settings),
+        security_context=security.pod_security_context(),
         active_deadline_seconds=settings.active_deadline_seconds,
         artifact_repository_ref=ArtifactRepositoryRef(
             config_map=ARTIFACT_REPOSITORY_CONFIGMAP, key=ARTIFACT_REPOSITORY_KEY
-        ),
-        # one profiling run at a time per semaphore slot, so runs do not compete for the same GPUs
-        synchronization=Synchronization(
-            semaphores=[
-                SemaphoreRef(config_map_key_ref=ConfigMapKeySelector(name=SEMAPHORE_CONFIGMAP, key=SEMAPHORE_KEY))
-            ]
         ),
         workflow_metadata=WorkflowMetadata(
             annotations={"workflows.argoproj.io/title": TITLE, "workflows.argoproj.io/description": DESCRIPTION},
@@ -124,7 +119,7 @@ def profile_template(settings: WorkflowSettings | None = None) -> WorkflowTempla
         ttl_strategy=TTLStrategy(seconds_after_success=7 * 86400, seconds_after_failure=14 * 86400),
         archive_logs=True,
     ) as template:
-        plan_t = runner_script("plan", tasks.plan, settings, timeout="15m")
+        plan_t = runner_script("plan", tasks.plan, settings, timeout="15m", reads_hub=True)
         benches = {
             "bench": offline_bench(settings),
             "bench-online": online_bench_sidecar(settings),
@@ -150,15 +145,20 @@ def profile_template(settings: WorkflowSettings | None = None) -> WorkflowTempla
         choose_t = choose_template()
         pick_t = runner_script("pick", tasks.pick, settings, timeout="10m")
         render_t = runner_script("render", tasks.render, settings, timeout="15m")
-        apply_t = runner_script("apply", tasks.apply, settings, timeout="2h")
+        apply_t = runner_script("apply", tasks.apply, settings, timeout="2h", deployer=True)
         record_t = runner_script("record", tasks.record, settings, timeout="15m")
-        runner_script("cleanup", tasks.cleanup, settings, timeout="10m", retry=False)
+        runner_script("cleanup", tasks.cleanup, settings, timeout="10m", deployer=True)
 
         with DAG(name="profile"):
             Task(
                 name="plan",
                 template=plan_t,
-                arguments={"run": RUN, "request": _wp("request"), **{p.name: _wp(p.name) for p in REQUEST_PARAMS}},
+                arguments={
+                    "run": RUN,
+                    "request": _wp("request"),
+                    "bench-timeout": _wp("bench-timeout"),
+                    **{p.name: _wp(p.name) for p in REQUEST_PARAMS},
+                },
             )
             method = f"'{_plan_out('method')}'"
             in_main = f"'{_wp('engine-in-main')}' == 'true'"
@@ -168,7 +168,12 @@ def profile_template(settings: WorkflowSettings | None = None) -> WorkflowTempla
                 "bench-online-main": f"{method} == 'online' && {in_main}",
             }
             for name, script in benches.items():
-                args = {"run": RUN, "candidate": "{{item.id}}", "gpus": "{{item.gpus}}"}
+                args = {
+                    "run": RUN,
+                    "candidate": "{{item.id}}",
+                    "gpus": "{{item.gpus}}",
+                    DEADLINE_INPUT: _plan_out("bench-deadline-seconds"),
+                }
                 if name != "bench":
                     args["engine-image"] = _plan_out("engine-image")
                 Task(

@@ -38,9 +38,10 @@ class ArgoServer:
     verify_ssl: bool = True
 
     @classmethod
-    def from_env(cls, url: str | None, token: str | None, namespace: str | None, insecure: bool | None) -> ArgoServer:
-        """Flags first, then the argo CLI's environment (ARGO_SERVER, ARGO_TOKEN, ARGO_NAMESPACE, ARGO_SECURE,
-        ARGO_INSECURE_SKIP_VERIFY, ARGO_BASE_HREF)."""
+    def from_env(cls, url: str | None, namespace: str | None, insecure: bool | None) -> ArgoServer:
+        """Flags first, then the argo CLI's environment (ARGO_SERVER, ARGO_NAMESPACE, ARGO_SECURE,
+        ARGO_INSECURE_SKIP_VERIFY, ARGO_BASE_HREF). The token comes from ARGO_TOKEN only: a token
+        on the command line would be visible to every user of the machine (ps) and in shell history."""
         url = url or os.environ.get("ARGO_SERVER", "")
         if not url:
             raise UserError("no Argo Server given: pass --argo-server https://HOST:2746 or set ARGO_SERVER")
@@ -55,7 +56,7 @@ class ArgoServer:
             insecure = os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "false").lower() == "true"
         return cls(
             url=url.rstrip("/"),
-            token=token or os.environ.get("ARGO_TOKEN") or None,
+            token=os.environ.get("ARGO_TOKEN") or None,
             namespace=namespace or os.environ.get("ARGO_NAMESPACE") or "argo",
             verify_ssl=not insecure,
         )
@@ -148,7 +149,7 @@ def _explain(exc: Exception, server: ArgoServer) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     kind = type(exc).__name__
     if kind == "Unauthorized":
-        return f"the Argo Server at {server.url} refused the token ({text}); pass --token or set ARGO_TOKEN"
+        return f"the Argo Server at {server.url} refused the token ({text}); set ARGO_TOKEN to a valid one"
     if kind == "Forbidden":
         return (
             f"not allowed to create workflows in namespace {server.namespace!r} ({text}); "

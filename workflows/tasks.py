@@ -29,10 +29,12 @@ from pydantic import create_model
 from steps.errors import StepFailed, UserError
 from workflows.params import (
     AUTO_CHOICE,
+    CONTROL_PARAMS,
     PICK_SLOTS,
     REQUEST_DOC_DESCRIPTION,
     REQUEST_PARAMS,
     RUN_LABEL,
+    duration_seconds,
     request_overrides,
 )
 
@@ -85,7 +87,9 @@ def history_store(key: str):
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (ConnectionError, TimeoutError)):
+    from steps.store import StoreUnavailable
+
+    if isinstance(exc, (ConnectionError, TimeoutError, StoreUnavailable)):
         return True
     if isinstance(exc, UserError) and "unreachable" in str(exc):
         return True  # steps.store reports a dead S3 endpoint this way
@@ -143,6 +147,10 @@ PlanInput = create_model(  # type: ignore[call-overload]
     __base__=Input,
     run=(RunParam, ...),
     request=(Annotated[str, Parameter(name="request", description=REQUEST_DOC_DESCRIPTION)], ""),
+    bench_timeout=(
+        Annotated[str, Parameter(name="bench-timeout", description="how long one bench pod may run, e.g. 4h")],
+        next(c.value for c in CONTROL_PARAMS if c.name == "bench-timeout"),
+    ),
     **{
         p.name.replace("-", "_"): (Annotated[str, Parameter(name=p.name, description=p.description)], "")
         for p in REQUEST_PARAMS
@@ -163,6 +171,9 @@ class PlanOutput(Output):
     engine_image: Annotated[str, Parameter(name="engine-image", description="engine image for online benchmarks")] = ""
     model: Annotated[str, Parameter(name="model", description="the model profiled")] = ""
     history_key: Annotated[str, Parameter(name="history-key", description="stable key of model/backend/GPU")] = ""
+    bench_deadline: Annotated[
+        str, Parameter(name="bench-deadline-seconds", description="bench-timeout in seconds (activeDeadlineSeconds)")
+    ] = "0"
     request_json: Annotated[str | None, _artifact("request", "request.json")] = None
     plan_json: Annotated[str | None, _artifact("plan", "plan.json")] = None
 
@@ -197,6 +208,7 @@ def plan(inputs: PlanInput) -> PlanOutput:
     from steps.store import Layout, read_model, write_model
 
     with step_errors("plan"):
+        deadline = duration_seconds(inputs.bench_timeout, "bench-timeout")  # type: ignore[attr-defined]
         values = {p.name: getattr(inputs, p.name.replace("-", "_")) for p in REQUEST_PARAMS}
         request = build_request_from_parameters(inputs.request, values)  # type: ignore[attr-defined]
         store = run_store(inputs.run)  # type: ignore[attr-defined]
@@ -215,6 +227,7 @@ def plan(inputs: PlanInput) -> PlanOutput:
             engine_image=request.deployment.engine_image or get_backend(request.backend).default_image,
             model=request.model,
             history_key=history_key(request.model, request.backend, request.hardware.gpu),
+            bench_deadline=str(deadline),
             request_json=_store_text(store, Layout.REQUEST),
             plan_json=_store_text(store, Layout.PLAN),
         )
@@ -461,58 +474,26 @@ def record(
 # exit handler
 # ---------------------------------------------------------------------------
 class CleanupOutput(Output):
-    removed: Annotated[str, Parameter(name="removed", description="what the exit handler deleted")] = ""
-
-
-def leftover_names(objects: list[dict[str, Any]], run: str) -> list[str]:
-    """Names of the objects labelled with this run."""
-    return sorted(
-        o["metadata"]["name"] for o in objects if ((o.get("metadata") or {}).get("labels") or {}).get(RUN_LABEL) == run
-    )
+    undone: Annotated[str, Parameter(name="undone", description="what the exit handler deleted or restored")] = ""
 
 
 def cleanup(
     run: RunParam = "{{workflow.name}}",
     status: Annotated[str, Parameter(name="status", description="how the run ended")] = "{{workflow.status}}",
 ) -> CleanupOutput:
-    """Exit handler: when the run did not succeed, delete the DGDs it deployed (labelled with the run).
+    """Exit handler: when the run did not succeed, undo what its apply did (steps.undo).
 
-    Engines of online benchmarks are sidecars and die with their pods; a DGD applied by a run that
-    then failed (or was stopped) would keep its GPUs, so it goes. Never fails the run itself: a
-    cleanup it cannot do is reported in its output parameter and log."""
+    Only objects the run's record names are touched: those it created are deleted, those it
+    updated get their replaced values back, and nothing is undone once its deployment became
+    ready (a drift verdict in `record` fails the run but not the deployment). Engines of online
+    benchmarks are sidecars and die with their pods. A cluster it cannot reach exits 75, so the
+    template's retry tries again."""
     with step_errors("cleanup"):
         if status == "Succeeded":
-            return CleanupOutput(removed="nothing: the run succeeded")
-        from steps.request import ProfileRequest
-        from steps.store import Layout, read_model
+            return CleanupOutput(undone="nothing: the run succeeded")
+        from steps import undo
 
-        store = run_store(run)
-        if not store.exists(Layout.REQUEST) or not store.exists(Layout.DGD):
-            return CleanupOutput(removed="nothing: the run stopped before rendering a deployment")
-        request = read_model(store, Layout.REQUEST, ProfileRequest)
-        if not request.deployment.auto_apply:
-            return CleanupOutput(removed="nothing: the run does not apply its deployment")
-        try:
-            removed = _delete_run_deployments(request.deployment.namespace, run)
-        except Exception as exc:
-            message = f"could not clean up DGDs of {run} in {request.deployment.namespace}: {type(exc).__name__}: {exc}"
-            print(f"slaprof cleanup: warning: {message}", file=sys.stderr)
-            return CleanupOutput(removed=message[:500])
-        return CleanupOutput(removed=", ".join(removed) or "nothing")
-
-
-def _delete_run_deployments(namespace: str, run: str) -> list[str]:
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    api = client.CustomObjectsApi()
-    group, version, plural = "nvidia.com", "v1alpha1", "dynamographdeployments"
-    # label filtering on our side: selectors are not supported by every API emulator we test with
-    listing: Any = api.list_namespaced_custom_object(group, version, namespace, plural)
-    names = leftover_names(listing.get("items", []), run)
-    for name in names:
-        api.delete_namespaced_custom_object(group, version, namespace, plural, name)
-    return [f"{namespace}/{n}" for n in names]
+        lines = undo.run_step(run_store(run))
+        for line in lines:
+            print(f"slaprof cleanup: {line}")
+        return CleanupOutput(undone="; ".join(lines))

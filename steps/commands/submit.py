@@ -12,12 +12,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "submit",
         help="run the profile on Argo Workflows (slaprof-profile WorkflowTemplate)",
         description="Validate the request here, then create a Workflow from the slaprof-profile "
-        "WorkflowTemplate through the Argo Server API and print its name and UI link.",
+        "WorkflowTemplate through the Argo Server API and print its name and UI link. The token is "
+        "read from ARGO_TOKEN (as the argo CLI does), never from the command line.",
     )
     add_request_options(p)
     argo = p.add_argument_group("Argo")
     argo.add_argument("--argo-server", help="Argo Server URL, e.g. https://localhost:2746 (default: $ARGO_SERVER)")
-    argo.add_argument("--token", help="Argo Server token, with or without 'Bearer ' (default: $ARGO_TOKEN)")
     argo.add_argument(
         "--workflow-namespace", help="namespace of the WorkflowTemplate (default: $ARGO_NAMESPACE or argo)"
     )
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_only:
         print(yaml.safe_dump(describe(workflow), sort_keys=False), end="")
         return 0
-    server = ArgoServer.from_env(args.argo_server, args.token, args.workflow_namespace, args.insecure_skip_verify)
+    server = ArgoServer.from_env(args.argo_server, args.workflow_namespace, args.insecure_skip_verify)
     name = submit(workflow, server)
     print(f"submitted {name} in namespace {server.namespace}")
     print(f"watch it: {server.ui_link(name)}")

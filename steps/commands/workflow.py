@@ -16,13 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "render",
         help="write workflowtemplate.yaml and cronworkflow.yaml",
         description="Write the slaprof-profile WorkflowTemplate and the slaprof-reprofile CronWorkflow "
-        "into --out, and into charts/slaprof/files/ when the chart is in this checkout. Files of those "
-        "names already there are regenerated (each replaced whole, never half-written); nothing else is touched.",
+        "into --out (and nowhere else; the chart's copies are refreshed with --out charts/slaprof/files).",
     )
-    r.add_argument("--out", required=True, help="folder to write the YAML into (created if missing)")
+    r.add_argument("--out", required=True, help="folder to write the YAML into")
     r.add_argument("--image", default=None, help="slaprof step image (default: ghcr.io/slaprof/slaprof:<version>)")
-    r.add_argument("--service-account", default=None, help="service account of the workflow pods (default: slaprof)")
-    r.add_argument("--no-chart", action="store_true", help="do not also write charts/slaprof/files/")
+    r.add_argument(
+        "--service-account",
+        default=None,
+        help="service account of the workflow pods and Argo's executor (default: slaprof)",
+    )
+    r.add_argument(
+        "--deployer-service-account",
+        default=None,
+        help="service account of apply and cleanup, the steps that change the cluster (default: slaprof-deployer)",
+    )
     r.set_defaults(func=run_render)
 
 
@@ -31,7 +38,7 @@ def run_render(args: argparse.Namespace) -> int:
 
     from steps.errors import UserError
     from workflows.params import WorkflowSettings
-    from workflows.render import CHART_FILES, CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, write_manifests
+    from workflows.render import CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, write_manifests
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -44,8 +51,10 @@ def run_render(args: argparse.Namespace) -> int:
         settings.image = args.image
     if args.service_account:
         settings.service_account = args.service_account
+    if args.deployer_service_account:
+        settings.deployer_service_account = args.deployer_service_account
     try:
-        paths = write_manifests(out, settings, chart_files=None if args.no_chart else CHART_FILES)
+        paths = write_manifests(out, settings)
     except OSError as exc:  # the folder cannot be created (a file on its path, no permission)
         raise UserError(f"cannot create the folder {exc.filename or out}: {exc.strerror or exc}") from None
     for path in paths:

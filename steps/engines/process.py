@@ -5,7 +5,7 @@ Backend-neutral: the command, environment, readiness hints and KV parsing come f
 
 - subprocess (default): the server runs in its own session (process group) with its output in a
   log file; `stop()` signals the whole group (SIGTERM, then SIGKILL) and checks that nothing of
-  it is left.
+  it is left. It gets SIGTERM if the bench process dies first (`steps.process_groups`).
 - sidecar (`SLAPROF_ENGINE_SIDECAR=DIR`, the Argo `bench-online` pod): the engine runs in another
   container of the pod (the engine image, with the GPUs) that shares DIR and the network with
   this one. The bench writes the launch into DIR (`steps.engines.sidecar`); the sidecar runs it,
@@ -29,6 +29,7 @@ from pathlib import Path
 from steps.candidates import Candidate
 from steps.engines import sidecar
 from steps.engines.base import EngineBackend, ServerOptions
+from steps.process_groups import start_group
 
 # Log phrases of an engine that ran out of GPU memory at start-up: the mapping does not fit.
 _OOM = re.compile(
@@ -136,9 +137,8 @@ class EngineProcess:
         self.started_at = time.monotonic()
         with self.log_path.open("wb") as log:
             try:
-                self.proc = subprocess.Popen(
-                    launch.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-                )
+                # its own process group, dying with this process (an OOM-killed bench leaves no engine)
+                self.proc = start_group(launch.argv, stdout=log, env=env)
             except FileNotFoundError:
                 raise EngineFailed(
                     f"{self.backend.name} server command not found: {launch.argv[0]!r}; "

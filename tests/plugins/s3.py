@@ -62,8 +62,11 @@ def _weed_binary() -> str:
     return found
 
 
-def _start(workdir: Path) -> tuple[subprocess.Popen, int]:
-    ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3", "admin")}
+PORT_NAMES = ("master", "volume", "filer", "s3", "admin")
+
+
+def _start(workdir: Path, ports: dict[str, int] | None = None) -> tuple[subprocess.Popen, int]:
+    ports = ports or {name: _free_port_pair() for name in PORT_NAMES}
     cmd = [
         _weed_binary(),
         "mini",
@@ -79,7 +82,7 @@ def _start(workdir: Path) -> tuple[subprocess.Popen, int]:
         *(f"-{name}.port={port}" for name, port in ports.items()),
     ]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-    with open(workdir / "weed.log", "wb") as log:
+    with open(workdir / "weed.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{ports['s3']}/healthz"
     deadline = time.monotonic() + 60
@@ -93,6 +96,25 @@ def _start(workdir: Path) -> tuple[subprocess.Popen, int]:
         time.sleep(0.2)
     _stop(proc)
     raise RuntimeError(f"weed mini did not start: {(workdir / 'weed.log').read_text()[-2000:]}")
+
+
+class RestartableS3(S3Server):
+    """An S3 server of its own that a test may stop and start again: same ports, same data folder,
+    so what was written before the stop is there after it (a store that went away and came back)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.ports = {name: _free_port_pair() for name in PORT_NAMES}
+        self.proc: subprocess.Popen | None = None
+        super().__init__(f"127.0.0.1:{self.ports['s3']}", ACCESS_KEY, SECRET_KEY)
+
+    def start(self) -> None:
+        self.proc, _ = _start(self.workdir, self.ports)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -123,3 +145,14 @@ def s3_server():
     finally:
         _stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def restartable_s3(tmp_path_factory):
+    """A fresh S3 server for one test, which it may stop and start (see RestartableS3)."""
+    server = RestartableS3(tmp_path_factory.mktemp("s3-restartable"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

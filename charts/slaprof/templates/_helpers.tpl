@@ -94,7 +94,8 @@ SLAPROF_S3_SECURE for the steps' own artifact store; the Secret the two AWS_* ke
 
 {{/*
 Semaphores the generated WorkflowTemplate takes, as JSON {configMapName: [key, ...]}:
-workflow-level and template-level configMapKeyRef semaphores.
+workflow-level and template-level configMapKeyRef semaphores (keys as generated, e.g.
+"gpus-{{inputs.parameters.gpus}}").
 */}}
 {{- define "slaprof.semaphores" -}}
 {{- $wt := include "slaprof.workflowTemplate.raw" . | fromJson -}}
@@ -142,4 +143,15 @@ Call with dict "params" LIST "name" NAME "value" STRING "from" VALUES-KEY.
 {{/* The generated CronWorkflow, parsed (JSON text: pass it through fromJson). */}}
 {{- define "slaprof.cronWorkflow.raw" -}}
 {{- include "slaprof.generated" (dict "root" . "path" "files/cronworkflow.yaml") | fromYaml | toJson -}}
+{{- end -}}
+
+{{/* A container securityContext the Pod Security "restricted" profile admits, with a read-only root. */}}
+{{- define "slaprof.restrictedContainer" -}}
+allowPrivilegeEscalation: false
+capabilities:
+  drop: ["ALL"]
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+seccompProfile:
+  type: RuntimeDefault
 {{- end -}}
