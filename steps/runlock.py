@@ -231,10 +231,17 @@ def _parse(data: bytes) -> Holder | None:
         return None
 
 
+# Tokens of the locks this process holds now: a lock naming this very process with another token
+# was left by an earlier run in it that could not release it (its store was unreachable then).
+_HELD_HERE: set[str] = set()
+
+
 def _stale_reason(holder: Holder, host: str, now: float) -> str | None:
     """Why `holder` no longer holds its lock, or None while it does."""
     if holder.host == host and not _alive(holder.pid, holder.pid_start):
         return "it is no longer running"
+    if holder.host == host and holder.pid == os.getpid() and holder.token not in _HELD_HERE:
+        return "an earlier run of this process ended without releasing it"
     idle = now - holder.renewed_at
     if idle > holder.ttl_s:
         return f"it stopped renewing its lease {idle:.0f} s ago (a lease lasts {holder.ttl_s:.0f} s)"
@@ -333,6 +340,7 @@ class RunLock:
         for _attempt in range(5):  # another run changed the lock between our read and write: look again
             if self.slot.create(self._record(now)) is not None:
                 if self._confirm():
+                    _HELD_HERE.add(self.token)
                     return None
                 continue
             current = self.slot.read()
@@ -343,11 +351,13 @@ class RunLock:
                 raise _unreadable(self.where)
             if holder.token == self.token:  # our own write, whose answer was lost
                 self.version = current[1]
+                _HELD_HERE.add(self.token)
                 return None
             why = _stale_reason(holder, self.host, now)
             if why is None:
                 raise _in_use(self.where, holder, now)
             if self.slot.replace(self._record(now), current[1]) is not None and self._confirm():
+                _HELD_HERE.add(self.token)
                 return f"took over the lock of {self.where} from {holder.who()}: {why}"
         raise RunInUse(f"{self.where}: could not take the run lock; other runs keep changing it")
 
@@ -375,6 +385,7 @@ class RunLock:
             )
 
     def release(self) -> None:
+        _HELD_HERE.discard(self.token)
         if self.version is not None and self.lost_to is None:
             self.slot.delete(self.version)
         self.version = None

@@ -312,7 +312,7 @@ EXECUTOR_RULES = {("argoproj.io", "workflowtaskresults", None): {"create", "patc
 DEPLOYER_RULES = {
     ("nvidia.com", "dynamographdeployments", None): {"get", "create", "patch", "delete"},
     ("", "configmaps", None): {"create"},
-    ("", "configmaps", ("planner-profile-data",)): {"get", "patch", "delete"},
+    ("", "configmaps", ("<rbac.configMapNames>",)): {"get", "patch", "delete"},
 }
 SUBMITTER_RULES = {
     ("argoproj.io", "workflows", None): {"create", "get", "list", "watch"},
@@ -352,9 +352,9 @@ def test_each_account_gets_exactly_what_it_uses(chart: Any, values_file: str | N
             assert not {"pods", "pods/log"} & set(rule["resources"]), rule
     deployment_namespaces = {ns, *values.get("rbac", {}).get("deploymentNamespaces", [])}
     config_maps = tuple(values.get("rbac", {}).get("configMapNames", []))
-    deployer_rules: dict[tuple[str, str, tuple[str, ...] | None], set[str]] = {
-        (g, r, config_maps if n else None): v for (g, r, n), v in DEPLOYER_RULES.items()
-    }
+    deployer_rules: dict[tuple[str, str, tuple[str, ...] | None], set[str]] = {}
+    for (g, r, named), verbs in DEPLOYER_RULES.items():  # no names listed: the named rights cover every ConfigMap
+        deployer_rules.setdefault((g, r, (config_maps or None) if named else None), set()).update(verbs)
     expected: dict[tuple[str, str], tuple[Any, Any]] = {
         (ns, "slaprof-executor"): (EXECUTOR_RULES, sa["name"]),
         (ns, "slaprof-submitter"): (SUBMITTER_RULES, submitter),

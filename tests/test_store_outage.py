@@ -108,5 +108,8 @@ def test_a_run_stops_with_one_line_and_a_rerun_resumes(restartable_s3, monkeypat
     restartable_s3.start()
     written = open_store("s3://outage/run-b").list()
     assert "request.json" in written and "plan.json" in written  # what was written before is kept
-    assert main(args) == 0  # the same command again, with the store back
+    # the same command again, with the store back; a restarted server may answer 5xx for a few
+    # seconds while its volume registers, which the store's retries are there to absorb
+    monkeypatch.setenv("SLAPROF_S3_RETRY_S", "60")
+    assert main(args) == 0
     assert {"profiles/tp1.json", "profiles/tp2.json", "selection.json"} <= set(open_store("s3://outage/run-b").list())
