@@ -48,6 +48,12 @@ _REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--namespace", "deployment.namespace", str, "Kubernetes namespace of the deployment"),
     ("--engine-image", "deployment.engine_image", str, "worker image (default per backend)"),
     ("--frontend-image", "deployment.frontend_image", str, "frontend/planner image"),
+    (
+        "--dynamo-version",
+        "deployment.dynamo_version",
+        str,
+        "Dynamo release the DGD is for (0.7, 0.8, 0.9, 1.0, 1.6); default: the images' tag, else the newest",
+    ),
     ("--model-cache-pvc", "deployment.model_cache_pvc", str, "PVC holding the model weights"),
 ]
 

@@ -26,7 +26,10 @@ from typing import Any
 
 import yaml
 
+from steps import dynamo_releases
 from steps.candidates import Candidate
+from steps.dgd_v1beta1 import to_v1beta1
+from steps.dynamo_releases import PLANNER_DATA_DIR, PLANNER_WORKDIR, DynamoRelease
 from steps.engines import EngineBackend, get_backend
 from steps.engines.base import Role
 from steps.errors import UserError
@@ -38,7 +41,6 @@ from steps.store import ArtifactStore, Layout, read_model
 DGD_API_VERSION = "nvidia.com/v1alpha1"
 DGD_KIND = "DynamoGraphDeployment"
 PLANNER_CONFIGMAP = "planner-profile-data"
-PLANNER_DATA_DIR = "/workspace/profiling_results"
 ENGINE_CONFIG_VOLUME = "engine-config"
 # The Dynamo admission webhook rejects a service when len(DGD name) + len(service) + len(service +
 # "-ldr") exceeds 45 (the leader pod of a multinode service); we hold every service to that rule.
@@ -209,7 +211,10 @@ def _check_base(base: dict[str, Any], origin: str = "base DGD") -> None:
         kind = base.get("kind") if isinstance(base, dict) else None
         raise UserError(f"{origin} must be a {DGD_KIND} (kind {kind!r})")
     if base.get("apiVersion") != DGD_API_VERSION:
-        raise UserError(f"{origin} has apiVersion {base.get('apiVersion')!r}; slaprof renders {DGD_API_VERSION}")
+        raise UserError(
+            f"{origin} has apiVersion {base.get('apiVersion')!r}; give it as {DGD_API_VERSION} (spec.services), "
+            "which slaprof edits for every Dynamo release and converts to v1beta1 where the release uses that"
+        )
     services = (base.get("spec") or {}).get("services")
     if not isinstance(services, dict) or not services:
         raise UserError(f"{origin} has no spec.services")
@@ -260,6 +265,8 @@ def _set_worker(
     role: str,
     replicas: int | None,
     managed: set[str],
+    release: DynamoRelease,
+    default_image: str,
 ) -> None:
     dep, per_node = request.deployment, request.hardware.gpus_per_node
     service["componentType"] = "worker"
@@ -278,8 +285,8 @@ def _set_worker(
     container = _container(service)
     if dep.engine_image:
         container["image"] = dep.engine_image
-    container.setdefault("image", backend.default_image)
-    ours = backend.dgd_worker_args(_worker_model(request), cand, role)  # type: ignore[arg-type]
+    container.setdefault("image", default_image)
+    ours = release.worker_args(backend.name, role, backend.dgd_worker_args(_worker_model(request), cand, role))  # type: ignore[arg-type]
     if _worker_model(request) != request.model:
         # clients ask for the model by its id, not by its folder on the PVC
         ours = (
@@ -323,31 +330,35 @@ def _set_planner(
     fallback_image: str | None,
     prefill: Candidate,
     decode: Candidate,
+    release: DynamoRelease,
 ) -> None:
-    """`image`: the request's frontend image (wins); `fallback_image`: the Frontend's, for a new Planner."""
+    """`image`: the request's frontend image (wins); `fallback_image`: the Frontend's, for a new Planner.
+    Releases with their own Planner image get that image's sibling (same registry path and tag)."""
     service["componentType"] = "planner"
     service.setdefault("replicas", 1)
     container = _container(service)
+    chosen = image or fallback_image
+    if chosen and release.planner.image_name:
+        chosen = dynamo_releases.rename_image(chosen, release.planner.image_name)
     if image:
-        container["image"] = image
-    elif fallback_image:
-        container.setdefault("image", fallback_image)
-    if "command" not in container:  # a Planner we add: Dynamo's SLA planner entry point
-        container.update(
-            workingDir="/workspace/components/src/dynamo/planner", command=["python3", "-m", "planner_sla"]
-        )
+        container["image"] = chosen
+    elif chosen:
+        container.setdefault("image", chosen)
+    command = release.planner_command()
     args = [str(a) for a in container.get("args") or []]
-    container["args"] = set_flag_values(
-        args,
+    if [str(t) for t in container.get("command") or []] != command:  # absent, or another release's Planner
+        args = []
+    container.update(workingDir=PLANNER_WORKDIR, command=command)
+    container["args"] = release.planner_args(
         {
-            "--environment": _flag_value(args, "--environment") or "kubernetes",
-            "--backend": backend.name,
-            "--ttft": f"{selection.ttft_ms:g}",
-            "--itl": f"{selection.itl_ms:g}",
-            "--profile-results-dir": PLANNER_DATA_DIR,
-            "--prefill-engine-num-gpu": str(prefill.num_gpus),
-            "--decode-engine-num-gpu": str(decode.num_gpus),
+            "backend": backend.name,
+            "ttft": selection.ttft_ms,
+            "itl": selection.itl_ms,
+            "profile_results_dir": PLANNER_DATA_DIR,
+            "prefill_engine_num_gpu": prefill.num_gpus,
+            "decode_engine_num_gpu": decode.num_gpus,
         },
+        args,
     )
     _mount_configmap(service, PLANNER_CONFIGMAP, PLANNER_CONFIGMAP, PLANNER_DATA_DIR)
 
@@ -379,11 +390,11 @@ def render_manifests(
     DecodePlannerData.from_json(decode_json)
     backend = get_backend(request.backend)
     dep = request.deployment
+    release = dynamo_releases.resolve(dep.dynamo_version, dep.engine_image, dep.frontend_image, dep.dynamo_image)
+    default_image = release.worker_image(backend.default_image, dep.dynamo_image)
     frontend_image = dep.frontend_image or dep.engine_image
     if base is None:
-        dgd = load_template(
-            request.backend, dep.engine_image or backend.default_image, frontend_image or backend.default_image
-        )
+        dgd = load_template(request.backend, dep.engine_image or default_image, frontend_image or default_image)
     else:
         _check_base(base)
         dgd = copy.deepcopy(base)
@@ -407,11 +418,22 @@ def render_manifests(
     planner = _find_service(services, "planner") or "Planner"
     services.setdefault(planner, {})
 
-    managed = managed_worker_flags(backend)
+    managed = managed_worker_flags(backend) | release.managed_flags
     choices = {"prefill": selection.prefill.candidate, "decode": selection.decode.candidate}
     replicas = {r: getattr(selection.replicas, r) if selection.replicas else None for r in ROLES}
     for role in ROLES:
-        _set_worker(services[names[role]], names[role], request, backend, choices[role], role, replicas[role], managed)
+        _set_worker(
+            services[names[role]],
+            names[role],
+            request,
+            backend,
+            choices[role],
+            role,
+            replicas[role],
+            managed,
+            release,
+            default_image,
+        )
     _set_planner(
         services[planner],
         selection,
@@ -420,6 +442,7 @@ def render_manifests(
         _container(services[frontend]).get("image"),
         choices["prefill"],
         choices["decode"],
+        release,
     )
     _mount_model_cache(dgd, [frontend, names["prefill"], names["decode"]], request)
 
@@ -430,6 +453,7 @@ def render_manifests(
     meta.setdefault("annotations", {}).update(
         {
             "slaprof/model": request.model,
+            "slaprof/dynamo": release.version,
             "slaprof/prefill": f"{choices['prefill'].label} x{services[names['prefill']]['replicas']}",
             "slaprof/decode": f"{choices['decode'].label} x{services[names['decode']]['replicas']}",
             "slaprof/sla": (
@@ -457,7 +481,7 @@ def render_manifests(
             )
     if engine_files:
         docs.append(_configmap(f"{name}-engine-config", dep.namespace, engine_files))
-    docs.append(dgd)
+    docs.append(to_v1beta1(dgd) if release.dgd_shape == "components" else dgd)
     return docs
 
 

@@ -102,6 +102,12 @@ REQUEST_PARAMS: tuple[RequestParam, ...] = (
         f"engine image for online benchmarks and the rendered DGD; {_EMPTY} (Dynamo's runtime image for the backend)",
     ),
     RequestParam(
+        "dynamo-version",
+        "deployment.dynamo_version",
+        str,
+        f"Dynamo release the DGD is rendered for (0.7, 0.8, 0.9, 1.0, 1.6); {_EMPTY} (the engine image's tag, else the newest)",
+    ),
+    RequestParam(
         "namespace", "deployment.namespace", str, f"namespace the DGD is rendered for and applied to; {_EMPTY} (dynamo)"
     ),
     RequestParam(
