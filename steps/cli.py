@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from steps import commands
+from steps.dynamo_releases import supported
 from steps.errors import StepFailed, UserError
 from steps.gpus import GPU_NAMES
 from steps.request import BACKENDS, ProfileRequest, build_request, load_request_file, merge
@@ -52,7 +53,7 @@ _REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
         "--dynamo-version",
         "deployment.dynamo_version",
         str,
-        "Dynamo release the DGD is for (0.7, 0.8, 0.9, 1.0, 1.6); default: the images' tag, else the newest",
+        f"Dynamo release the DGD is for ({supported()}); default: the images' tag, else the newest",
     ),
     ("--model-cache-pvc", "deployment.model_cache_pvc", str, "PVC holding the model weights"),
 ]

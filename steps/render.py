@@ -340,13 +340,12 @@ def _set_planner(
     chosen = image or fallback_image
     if chosen and release.planner.image_name:
         chosen = dynamo_releases.rename_image(chosen, release.planner.image_name)
-    if image:
-        container["image"] = chosen
-    elif chosen:
-        container.setdefault("image", chosen)
     command = release.planner_command()
     args = [str(a) for a in container.get("args") or []]
-    if [str(t) for t in container.get("command") or []] != command:  # absent, or another release's Planner
+    foreign = [str(t) for t in container.get("command") or []] != command  # new, or another release's Planner
+    if chosen and (image or foreign or "image" not in container):
+        container["image"] = chosen
+    if foreign:
         args = []
     container.update(workingDir=PLANNER_WORKDIR, command=command)
     container["args"] = release.planner_args(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from steps.dynamo_releases import supported
 from steps.errors import UserError
 from steps.gpus import GPU_NAMES
 from steps.request import BACKENDS
@@ -105,7 +106,7 @@ REQUEST_PARAMS: tuple[RequestParam, ...] = (
         "dynamo-version",
         "deployment.dynamo_version",
         str,
-        f"Dynamo release the DGD is rendered for (0.7, 0.8, 0.9, 1.0, 1.6); {_EMPTY} (the engine image's tag, else the newest)",
+        f"Dynamo release the DGD is rendered for ({supported()}); {_EMPTY} (the engine image's tag, else the newest)",
     ),
     RequestParam(
         "namespace", "deployment.namespace", str, f"namespace the DGD is rendered for and applied to; {_EMPTY} (dynamo)"
