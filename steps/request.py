@@ -287,8 +287,8 @@ def _is_bare_v1beta1_spec(doc: dict[str, Any]) -> bool:
     """A DGDR v1beta1 spec on its own: only its keys, and one no slaprof request has (or its SLA spelling)."""
     if not doc.keys() <= V1BETA1_SPEC_KEYS:
         return False
-    sla = doc.get("sla") if isinstance(doc.get("sla"), dict) else {}
-    hw = doc.get("hardware") if isinstance(doc.get("hardware"), dict) else {}
+    sla: dict[str, Any] = doc["sla"] if isinstance(doc.get("sla"), dict) else {}
+    hw: dict[str, Any] = doc["hardware"] if isinstance(doc.get("hardware"), dict) else {}
     return bool(
         doc.keys() & {"image", "workload", "searchStrategy", "autoApply", "modelCache", "features", "overrides"}
         or sla.keys() & {"ttft", "itl", "e2eLatency", "optimizationType"}
