@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -47,7 +48,7 @@ def _operator_reads(cluster, result_text: str, status_text: str, result_key: str
     from kubernetes import client
 
     name = f"dgdr-output-{DGDR['DGDR_NAME']}"
-    body = {
+    body: Any = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": DGDR["DGDR_NAMESPACE"]},
