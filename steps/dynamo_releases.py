@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from steps.argv import groups, set_flag_values
 from steps.errors import UserError
 
 DgdShape = Literal["services", "components"]
@@ -101,9 +102,9 @@ class DynamoRelease(_Facts):
         defaults = named({"environment": "kubernetes", "interval": PLANNER_INTERVAL_S})
         settings = {**self.planner.fixed, **named(values)}
         if self.planner.style == "flags":
-            given = {t.split("=", 1)[0] for t in base_args if t.startswith("--")}
+            given = {flag for flag, _ in groups(base_args) if flag}
             wanted = {**{k: v for k, v in defaults.items() if k not in given}, **settings}
-            return _set_flags(base_args, {k: _flag_text(v) for k, v in wanted.items()})
+            return set_flag_values(base_args, {k: _flag_text(v) for k, v in wanted.items()})
         base = _config_of(base_args)
         for logical, key in keys.items():  # another release's spelling of a key we set
             if logical != key:
@@ -272,26 +273,6 @@ def resolve(version: str | None, *images: str | None) -> DynamoRelease:
 # ---------------------------------------------------------------------------
 def _flag_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _set_flags(args: list[str], values: dict[str, str]) -> list[str]:
-    """`--flag=value` for each entry, in place of either spelling already present, else appended."""
-    out: list[str] = []
-    done: set[str] = set()
-    skip_value = False
-    for token in args:
-        if skip_value:
-            skip_value = False
-            continue
-        name = token.split("=", 1)[0]
-        if name in values:
-            skip_value = "=" not in token  # `--flag value`: drop the value too
-            if name not in done:
-                out.append(f"{name}={values[name]}")
-                done.add(name)
-            continue
-        out.append(token)
-    return out + [f"{flag}={value}" for flag, value in values.items() if flag not in done]
 
 
 def _config_of(args: list[str]) -> dict[str, Any]:

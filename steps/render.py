@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from steps import dynamo_releases
+from steps.argv import groups as _groups
 from steps.candidates import Candidate
 from steps.dgd_v1beta1 import to_v1beta1
 from steps.dynamo_releases import PLANNER_DATA_DIR, PLANNER_WORKDIR, DynamoRelease
@@ -48,7 +49,6 @@ POD_NAME_LIMIT = 45
 ROLES: tuple[Role, ...] = ("prefill", "decode")
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_NUMBER = re.compile(r"^-\d")
 
 
 # ---------------------------------------------------------------------------
@@ -110,23 +110,6 @@ def _check_name(name: str, services: list[str], given: bool) -> None:
 # ---------------------------------------------------------------------------
 # command-line argument lists
 # ---------------------------------------------------------------------------
-def _is_flag(token: str) -> bool:
-    return token.startswith("-") and not _NUMBER.match(token)
-
-
-def _groups(args: list[str]) -> list[tuple[str | None, list[str]]]:
-    """[(flag name or None for positionals, tokens)]; `--a=1` and `--a 1` both give flag `--a`."""
-    out: list[tuple[str | None, list[str]]] = []
-    for token in args:
-        if _is_flag(token):
-            out.append((token.split("=", 1)[0], [token]))
-        elif out:
-            out[-1][1].append(token)
-        else:
-            out.append((None, [token]))
-    return out
-
-
 def flag_names(args: list[str]) -> set[str]:
     return {flag for flag, _ in _groups(args) if flag}
 
@@ -136,27 +119,6 @@ def merge_args(base: list[str], ours: list[str], managed: set[str]) -> list[str]
     drop = managed | flag_names(ours)
     kept = [tok for flag, toks in _groups(base) if flag not in drop for tok in toks]
     return [*ours, *kept]
-
-
-def set_flag_values(args: list[str], values: dict[str, str]) -> list[str]:
-    """Set `--flag=value` for each entry: in place of either spelling already present, else appended."""
-    out: list[str] = []
-    done: set[str] = set()
-    for flag, toks in _groups(args):
-        if flag in values:
-            if flag not in done:
-                out.append(f"{flag}={values[flag]}")
-                done.add(flag)
-        else:
-            out += toks
-    return out + [f"{flag}={value}" for flag, value in values.items() if flag not in done]
-
-
-def _flag_value(args: list[str], flag: str) -> str | None:
-    for name, toks in _groups(args):
-        if name == flag:
-            return toks[0].split("=", 1)[1] if "=" in toks[0] else (toks[1] if len(toks) > 1 else "")
-    return None
 
 
 def _replace_flag(args: list[str], flag: str, value: str) -> list[str]:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from steps import dynamo_releases
 from steps.errors import UserError
 from steps.gpus import GPU_NAMES
 
@@ -93,6 +94,17 @@ class Deployment(_Strict):
     model_cache_mount_path: str = "/opt/model-cache"
     hf_token_secret: str = "hf-token-secret"
     auto_apply: bool = False
+
+    @field_validator("dynamo_version")
+    @classmethod
+    def _supported_release(cls, value: str | None) -> str | None:
+        """Refused when the request is read, not at the end of a run."""
+        if value is not None:
+            try:
+                dynamo_releases.get(value)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class ProfileRequest(_Strict):

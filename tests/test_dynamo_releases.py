@@ -180,7 +180,12 @@ def test_bad_dynamo_version_on_the_command_line_is_one_clear_line(tmp_path, caps
     _write_offline_selection(run)
     assert main(["render", "--selection", str(run), "--out", "-", "--dynamo-version", "2.1"]) == 2
     err = capsys.readouterr().err
-    assert err == "slaprof: error: Dynamo 2.1 is not supported; slaprof renders for Dynamo 0.7, 0.8, 0.9, 1.0, 1.6\n"
+    assert err == (
+        "slaprof: error: invalid request: deployment.dynamo_version = '2.1': "
+        "Dynamo 2.1 is not supported; slaprof renders for Dynamo 0.7, 0.8, 0.9, 1.0, 1.6\n"
+    )
+    with pytest.raises(UserError, match=r"^invalid request: deployment.dynamo_version = 'v3': Dynamo v3 is not"):
+        _request("vllm", "v3")
 
 
 def _write_offline_selection(run: Path) -> None:
