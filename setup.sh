@@ -21,4 +21,6 @@ if ! .venv/bin/uv sync --locked --all-extras --quiet; then
     echo "setup.sh: after changing dependencies on purpose, run: .venv/bin/python images/lock.py --upgrade" >&2
     exit 1
 fi
+# Dynamo's own planner code of each supported release (the compatibility tests import it): one folder each.
+.venv/bin/python images/lock.py --dynamo-releases .venv/dynamo
 echo "slaprof is set up: .venv/bin/slaprof --help"

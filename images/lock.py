@@ -8,6 +8,7 @@ container images install from requirement files exported from it, never from a v
     .venv/bin/python images/lock.py --check    # exit 1 when uv.lock or an image file is stale
     .venv/bin/python images/lock.py --upgrade  # re-resolve on purpose: newest allowed versions
     python3 images/lock.py --uv-requirement    # uv's own pin and hashes (setup.sh bootstraps it)
+    .venv/bin/python images/lock.py --dynamo-releases .venv/dynamo   # each locked `ai-dynamo`, one folder each
 
 `--check` looks only at this repository's files (offline): a new release on the registry
 cannot make it fail.
@@ -85,6 +86,50 @@ def image_files() -> dict[Path, str]:
     return {IMAGES / name: exported(selection, what) for name, (what, selection) in EXPORTS.items()}
 
 
+DYNAMO_GROUP_PREFIX = "dynamo-"
+
+
+def dynamo_groups() -> list[str]:
+    """The `dynamo-<major>-<minor>` dependency groups: one Dynamo release each, for the compatibility tests."""
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text()).get("dependency-groups", {})
+    return sorted(g for g in groups if g.startswith(DYNAMO_GROUP_PREFIX))
+
+
+def install_dynamo_releases(target: Path) -> list[Path]:
+    """Install each dynamo group's locked, hash-checked `ai-dynamo` wheel into `target/<major.minor>`.
+
+    The groups conflict (one `ai-dynamo` per environment), so each release gets its own folder that a
+    test puts on a subprocess's path. A folder is reinstalled only when its requirement changed.
+    """
+    done = []
+    for group in dynamo_groups():
+        requirement = exported(["--only-group", group], f"The `{group}` group.")
+        folder = target / group.removeprefix(DYNAMO_GROUP_PREFIX).replace("-", ".")
+        stamp = folder / ".requirement.txt"
+        if not (stamp.exists() and stamp.read_text() == requirement):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            req_file = folder.parent / f".{folder.name}.txt"
+            req_file.write_text(requirement)
+            uv(
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                sys.executable,
+                "--target",
+                str(folder),
+                "--no-deps",
+                "--require-hashes",
+                "-r",
+                str(req_file),
+            )
+            req_file.unlink()
+            stamp.write_text(requirement)
+        done.append(folder)
+    return done
+
+
 def lock_is_current() -> bool:
     """Whether uv.lock still satisfies pyproject.toml, judged offline from the repository alone."""
     done = subprocess.run(
@@ -102,9 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
     mode.add_argument("--upgrade", action="store_true", help="re-resolve uv.lock to the newest allowed versions")
     mode.add_argument("--uv-requirement", action="store_true", help="print uv's locked pip requirement line")
+    mode.add_argument("--dynamo-releases", metavar="DIR", help="install each locked Dynamo release into DIR/<x.y>")
     args = parser.parse_args(argv)
     if args.uv_requirement:
         sys.stdout.write(uv_requirement())
+        return 0
+    if args.dynamo_releases:
+        install_dynamo_releases(Path(args.dynamo_releases).resolve())
         return 0
     if not args.check:
         # Plain: pin what pyproject.toml added and keep every other pin; --upgrade: re-resolve all.

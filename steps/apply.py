@@ -161,12 +161,16 @@ KINDS: dict[str, _Kind] = {
     "ConfigMap": _Kind("ConfigMap", "", "v1", "configmaps"),
     DGD_KIND: _Kind(DGD_KIND, DGD_GROUP, DGD_VERSION, DGD_PLURAL, has_generation=True),
 }
+# Dynamo 1.4+ DGDs (steps/dynamo_releases.py); readiness is still read through v1alpha1, which those
+# releases serve too.
+_APPLIED_ALSO = (_Kind(DGD_KIND, DGD_GROUP, "v1beta1", DGD_PLURAL),)
 
 
 def _kind_of(doc: dict[str, Any]) -> _Kind:
-    kind = KINDS.get(doc["kind"])
-    if kind is None or kind.api_version != doc["apiVersion"]:
-        allowed = ", ".join(f"{k.api_version} {k.kind}" for k in KINDS.values())
+    known = [*KINDS.values(), *_APPLIED_ALSO]
+    kind = next((k for k in known if (k.kind, k.api_version) == (doc["kind"], doc["apiVersion"])), None)
+    if kind is None:
+        allowed = ", ".join(f"{k.api_version} {k.kind}" for k in known)
         raise UserError(
             f"cannot apply {doc['apiVersion']} {doc['kind']} {doc['metadata']['name']!r}: slaprof applies {allowed}"
         )
@@ -443,7 +447,7 @@ def _after(obj: dict[str, Any] | None, kind: str, name: str, namespace: str, act
 def _apply_one(api_client: Any, desired: dict[str, Any], namespace: str) -> AppliedObject:
     from kubernetes.client.exceptions import ApiException
 
-    kind = KINDS[desired["kind"]]
+    kind = _kind_of(desired)
     name = desired["metadata"]["name"]
     objects = _Objects(api_client, kind, namespace)
     verb = "read"

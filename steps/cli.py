@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from steps import commands
+from steps.dynamo_releases import supported
 from steps.errors import StepFailed, UserError
 from steps.gpus import GPU_NAMES
 from steps.request import BACKENDS, ProfileRequest, build_request, load_request_file, merge
@@ -48,6 +49,12 @@ _REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--namespace", "deployment.namespace", str, "Kubernetes namespace of the deployment"),
     ("--engine-image", "deployment.engine_image", str, "worker image (default per backend)"),
     ("--frontend-image", "deployment.frontend_image", str, "frontend/planner image"),
+    (
+        "--dynamo-version",
+        "deployment.dynamo_version",
+        str,
+        f"Dynamo release the DGD is for ({supported()}); default: the images' tag, else the newest",
+    ),
     ("--model-cache-pvc", "deployment.model_cache_pvc", str, "PVC holding the model weights"),
 ]
 

@@ -28,7 +28,11 @@ from typing import Any
 
 import yaml
 
+from steps import dynamo_releases
+from steps.argv import groups as _groups
 from steps.candidates import Candidate
+from steps.dgd_v1beta1 import to_v1beta1
+from steps.dynamo_releases import PLANNER_DATA_DIR, PLANNER_WORKDIR, DynamoRelease
 from steps.engines import EngineBackend, get_backend
 from steps.engines.base import Role
 from steps.errors import UserError
@@ -41,7 +45,6 @@ DGD_API_VERSION = "nvidia.com/v1alpha1"
 DGD_KIND = "DynamoGraphDeployment"
 PLANNER_DATA = "planner-profile-data"  # the planner's data volume; its ConfigMap is `<DGD name>-` + this
 CONFIGMAP_NAME_LIMIT = 63  # a ConfigMap name is a DNS subdomain; 63 keeps it a label too
-PLANNER_DATA_DIR = "/workspace/profiling_results"
 ENGINE_CONFIG_VOLUME = "engine-config"
 # The Dynamo admission webhook rejects a service when len(DGD name) + len(service) + len(service +
 # "-ldr") exceeds 45 (the leader pod of a multinode service); we hold every service to that rule.
@@ -49,7 +52,6 @@ POD_NAME_LIMIT = 45
 ROLES: tuple[Role, ...] = ("prefill", "decode")
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_NUMBER = re.compile(r"^-\d")
 
 
 # ---------------------------------------------------------------------------
@@ -121,23 +123,6 @@ def _check_name(name: str, services: list[str], given: bool) -> None:
 # ---------------------------------------------------------------------------
 # command-line argument lists
 # ---------------------------------------------------------------------------
-def _is_flag(token: str) -> bool:
-    return token.startswith("-") and not _NUMBER.match(token)
-
-
-def _groups(args: list[str]) -> list[tuple[str | None, list[str]]]:
-    """[(flag name or None for positionals, tokens)]; `--a=1` and `--a 1` both give flag `--a`."""
-    out: list[tuple[str | None, list[str]]] = []
-    for token in args:
-        if _is_flag(token):
-            out.append((token.split("=", 1)[0], [token]))
-        elif out:
-            out[-1][1].append(token)
-        else:
-            out.append((None, [token]))
-    return out
-
-
 def flag_names(args: list[str]) -> set[str]:
     return {flag for flag, _ in _groups(args) if flag}
 
@@ -147,27 +132,6 @@ def merge_args(base: list[str], ours: list[str], managed: set[str]) -> list[str]
     drop = managed | flag_names(ours)
     kept = [tok for flag, toks in _groups(base) if flag not in drop for tok in toks]
     return [*ours, *kept]
-
-
-def set_flag_values(args: list[str], values: dict[str, str]) -> list[str]:
-    """Set `--flag=value` for each entry: in place of either spelling already present, else appended."""
-    out: list[str] = []
-    done: set[str] = set()
-    for flag, toks in _groups(args):
-        if flag in values:
-            if flag not in done:
-                out.append(f"{flag}={values[flag]}")
-                done.add(flag)
-        else:
-            out += toks
-    return out + [f"{flag}={value}" for flag, value in values.items() if flag not in done]
-
-
-def _flag_value(args: list[str], flag: str) -> str | None:
-    for name, toks in _groups(args):
-        if name == flag:
-            return toks[0].split("=", 1)[1] if "=" in toks[0] else (toks[1] if len(toks) > 1 else "")
-    return None
 
 
 def _replace_flag(args: list[str], flag: str, value: str) -> list[str]:
@@ -222,7 +186,10 @@ def _check_base(base: dict[str, Any], origin: str = "base DGD") -> None:
         kind = base.get("kind") if isinstance(base, dict) else None
         raise UserError(f"{origin} must be a {DGD_KIND} (kind {kind!r})")
     if base.get("apiVersion") != DGD_API_VERSION:
-        raise UserError(f"{origin} has apiVersion {base.get('apiVersion')!r}; slaprof renders {DGD_API_VERSION}")
+        raise UserError(
+            f"{origin} has apiVersion {base.get('apiVersion')!r}; give it as {DGD_API_VERSION} (spec.services), "
+            "which slaprof edits for every Dynamo release and converts to v1beta1 where the release uses that"
+        )
     services = (base.get("spec") or {}).get("services")
     if not isinstance(services, dict) or not services:
         raise UserError(f"{origin} has no spec.services")
@@ -274,6 +241,8 @@ def _set_worker(
     replicas: int | None,
     managed: set[str],
     max_context: int,
+    release: DynamoRelease,
+    default_image: str,
 ) -> None:
     dep, per_node = request.deployment, request.hardware.gpus_per_node
     service["componentType"] = "worker"
@@ -292,8 +261,12 @@ def _set_worker(
     container = _container(service)
     if dep.engine_image:
         container["image"] = dep.engine_image
-    container.setdefault("image", backend.default_image)
-    ours = backend.dgd_worker_args(_worker_model(request), cand, role, max_context)  # type: ignore[arg-type]
+    container.setdefault("image", default_image)
+    ours = release.worker_args(
+        backend.name,
+        role,
+        backend.dgd_worker_args(_worker_model(request), cand, role, max_context),  # type: ignore[arg-type]
+    )
     if _worker_model(request) != request.model:
         # clients ask for the model by its id, not by its folder on the PVC
         ours = (
@@ -338,32 +311,35 @@ def _set_planner(
     prefill: Candidate,
     decode: Candidate,
     configmap: str,
+    release: DynamoRelease,
 ) -> None:
-    """`image`: the request's frontend image (wins); `fallback_image`: the Frontend's, for a new Planner."""
+    """`image`: the request's frontend image (wins); `fallback_image`: the Frontend's, for a new Planner.
+    Releases with their own Planner image get that image's sibling (same registry path and tag)."""
     service["componentType"] = "planner"
     service.setdefault("replicas", 1)
     container = _container(service)
-    if image:
-        container["image"] = image
-    elif fallback_image:
-        container.setdefault("image", fallback_image)
-    if "command" not in container:  # a Planner we add: Dynamo's SLA planner entry point
-        container.update(
-            workingDir="/workspace/components/src/dynamo/planner", command=["python3", "-m", "planner_sla"]
-        )
+    chosen = image or fallback_image
+    if chosen and release.planner.image_name:
+        chosen = dynamo_releases.rename_image(chosen, release.planner.image_name)
+    command = release.planner_command()
     args = [str(a) for a in container.get("args") or []]
-    ttft, itl = selection.planner_targets()
-    container["args"] = set_flag_values(
-        args,
+    foreign = [str(t) for t in container.get("command") or []] != command  # new, or another release's Planner
+    if chosen and (image or foreign or "image" not in container):
+        container["image"] = chosen
+    if foreign:
+        args = []
+    container.update(workingDir=PLANNER_WORKDIR, command=command)
+    ttft, itl = selection.planner_targets()  # the nearest achievable SLA when the asked one cannot be met
+    container["args"] = release.planner_args(
         {
-            "--environment": _flag_value(args, "--environment") or "kubernetes",
-            "--backend": backend.name,
-            "--ttft": f"{ttft:g}",
-            "--itl": f"{itl:g}",
-            "--profile-results-dir": PLANNER_DATA_DIR,
-            "--prefill-engine-num-gpu": str(prefill.num_gpus),
-            "--decode-engine-num-gpu": str(decode.num_gpus),
+            "backend": backend.name,
+            "ttft": ttft,
+            "itl": itl,
+            "profile_results_dir": PLANNER_DATA_DIR,
+            "prefill_engine_num_gpu": prefill.num_gpus,
+            "decode_engine_num_gpu": decode.num_gpus,
         },
+        args,
     )
     _mount_configmap(service, PLANNER_DATA, configmap, PLANNER_DATA_DIR)
 
@@ -396,11 +372,11 @@ def render_manifests(
     DecodePlannerData.from_json(decode_json)
     backend = get_backend(request.backend)
     dep = request.deployment
+    release = dynamo_releases.resolve(dep.dynamo_version, dep.engine_image, dep.frontend_image, dep.dynamo_image)
+    default_image = release.worker_image(backend.default_image, dep.dynamo_image)
     frontend_image = dep.frontend_image or dep.engine_image
     if base is None:
-        dgd = load_template(
-            request.backend, dep.engine_image or backend.default_image, frontend_image or backend.default_image
-        )
+        dgd = load_template(request.backend, dep.engine_image or default_image, frontend_image or default_image)
     else:
         _check_base(base)
         dgd = copy.deepcopy(base)
@@ -428,7 +404,7 @@ def render_manifests(
     _check_name(name, list(services), given=bool(given))
     configmap = planner_configmap_name(name)
 
-    managed = managed_worker_flags(backend)
+    managed = managed_worker_flags(backend) | release.managed_flags
     # the context the plan sized the KV cache and the candidates for: without it an engine takes the
     # model's full context and may refuse to start on the GPUs the plan admitted
     context = selection.max_context or request.engine.max_context_length
@@ -445,6 +421,8 @@ def render_manifests(
             replicas[role],
             managed,
             context,
+            release,
+            default_image,
         )
     _set_planner(
         services[planner],
@@ -455,6 +433,7 @@ def render_manifests(
         choices["prefill"],
         choices["decode"],
         configmap,
+        release,
     )
     _mount_model_cache(dgd, [frontend, names["prefill"], names["decode"]], request)
 
@@ -464,6 +443,7 @@ def render_manifests(
     meta.setdefault("annotations", {}).update(
         {
             "slaprof/model": request.model,
+            "slaprof/dynamo": release.version,
             "slaprof/prefill": f"{choices['prefill'].label} x{services[names['prefill']]['replicas']}",
             "slaprof/decode": f"{choices['decode'].label} x{services[names['decode']]['replicas']}",
             "slaprof/sla": f"isl={selection.isl} osl={selection.osl} ttft={ttft:g}ms itl={itl:g}ms",
@@ -492,7 +472,7 @@ def render_manifests(
             )
     if engine_files:
         docs.append(_configmap(f"{name}-engine-config", dep.namespace, engine_files))
-    docs.append(dgd)
+    docs.append(to_v1beta1(dgd) if release.dgd_shape == "components" else dgd)
     return docs
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from steps import dynamo_releases
 from steps.errors import UserError
 from steps.gpus import GPU_NAMES
 
@@ -86,11 +87,30 @@ class Deployment(_Strict):
     name: str | None = Field(None, description="DGD name; default derived from model and backend")
     engine_image: str | None = Field(None, description="worker image; default per backend")
     frontend_image: str | None = None
+    dynamo_version: str | None = Field(
+        None, description="Dynamo release to render for (e.g. 0.9, 1.6); default from the images' tag, else newest"
+    )
+    dynamo_image: str | None = Field(
+        None,
+        description="a v1beta1 DGDR's spec.image (profiler/planner image): workers run its <backend>-runtime "
+        "sibling and the Planner its dynamo-planner sibling, unless engine_image/frontend_image say otherwise",
+    )
     model_cache_pvc: str | None = None
     model_cache_pvc_path: str | None = None
     model_cache_mount_path: str = "/opt/model-cache"
     hf_token_secret: str = "hf-token-secret"
     auto_apply: bool = False
+
+    @field_validator("dynamo_version")
+    @classmethod
+    def _supported_release(cls, value: str | None) -> str | None:
+        """Refused when the request is read, not at the end of a run."""
+        if value is not None:
+            try:
+                dynamo_releases.get(value)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class ProfileRequest(_Strict):
@@ -217,23 +237,40 @@ def _from_profiling_config(cfg: dict[str, Any], out: dict[str, Any]) -> None:
     _set(out, "engine.max_context_length", _get(eng, "maxContextLength", "max_context_length"))
 
 
+# The top-level keys of a v1beta1 DGDR spec (Dynamo 1.x `DynamoGraphDeploymentRequestSpec`), which
+# `python -m dynamo.profiler --config` also takes bare.
+V1BETA1_SPEC_KEYS = frozenset(
+    {"model", "backend", "image", "runtimeVersionOverride", "modelCache", "hardware", "workload", "sla"}
+    | {"overrides", "features", "searchStrategy", "autoApply"}
+)
+
+
+def _from_v1beta1_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    workload, sla, hw = spec.get("workload") or {}, spec.get("sla") or {}, spec.get("hardware") or {}
+    _set(out, "sla.isl", workload.get("isl"))
+    _set(out, "sla.osl", workload.get("osl"))
+    _set(out, "sla.request_rate", workload.get("requestRate"))
+    _set(out, "sla.ttft_ms", sla.get("ttft"))
+    _set(out, "sla.itl_ms", sla.get("itl"))
+    gpu = hw.get("gpuSku")
+    _set(out, "hardware.gpu", gpu.lower() if isinstance(gpu, str) else gpu)
+    _set(out, "hardware.gpus_per_node", hw.get("numGpusPerNode"))
+    # spec.image is the profiler/planner image, not the workers' (Dynamo derives theirs from it)
+    _set(out, "deployment.dynamo_image", spec.get("image"))
+    cache = spec.get("modelCache") or {}
+    _set(out, "deployment.model_cache_pvc", cache.get("pvcName"))
+    _set(out, "deployment.model_cache_pvc_path", cache.get("pvcModelPath"))
+    _set(out, "deployment.model_cache_mount_path", cache.get("pvcMountPath"))
+    return out
+
+
 def _from_dgdr(doc: dict[str, Any]) -> dict[str, Any]:
     spec = doc.get("spec") or {}
     out: dict[str, Any] = {}
-    if doc["apiVersion"] == "nvidia.com/v1beta1":
-        workload, sla, hw = spec.get("workload") or {}, spec.get("sla") or {}, spec.get("hardware") or {}
-        _set(out, "sla.isl", workload.get("isl"))
-        _set(out, "sla.osl", workload.get("osl"))
-        _set(out, "sla.request_rate", workload.get("requestRate"))
-        _set(out, "sla.ttft_ms", sla.get("ttft"))
-        _set(out, "sla.itl_ms", sla.get("itl"))
-        _set(out, "hardware.gpu", hw.get("gpuSku"))
-        _set(out, "hardware.gpus_per_node", hw.get("numGpusPerNode"))
-        _set(out, "deployment.engine_image", spec.get("image"))
-        cache = spec.get("modelCache") or {}
-        _set(out, "deployment.model_cache_pvc", cache.get("pvcName"))
-        _set(out, "deployment.model_cache_pvc_path", cache.get("pvcModelPath"))
-        _set(out, "deployment.model_cache_mount_path", cache.get("pvcMountPath"))
+    version = str(doc.get("apiVersion", "")).rsplit("/", 1)[-1]
+    if version == "v1beta1":
+        out = _from_v1beta1_spec(spec)
     else:
         cfg = (spec.get("profilingConfig") or {}).get("config") or {}
         if isinstance(cfg, str):
@@ -270,11 +307,26 @@ def parse_request_document(doc: Any, origin: str = "request") -> dict[str, Any]:
             f"{origin}: found kind {kind} (apiVersion {version!r}), which is not a request; accepted: "
             f"{ACCEPTED_DOCUMENTS}{hint if kind == 'DynamoGraphDeployment' else ''}"
         )
+    if _is_bare_v1beta1_spec(doc):
+        return _from_dgdr({"apiVersion": "nvidia.com/v1beta1", "spec": doc})
     if "profilingConfig" in doc or ({"sla", "sweep", "hardware"} & doc.keys() and "ttft" in (doc.get("sla") or {})):
         out: dict[str, Any] = {}
         _from_profiling_config(doc.get("profilingConfig", {}).get("config", doc), out)
         return out
     return doc
+
+
+def _is_bare_v1beta1_spec(doc: dict[str, Any]) -> bool:
+    """A DGDR v1beta1 spec on its own: only its keys, and one no slaprof request has (or its SLA spelling)."""
+    if not doc.keys() <= V1BETA1_SPEC_KEYS:
+        return False
+    sla: dict[str, Any] = doc["sla"] if isinstance(doc.get("sla"), dict) else {}
+    hw: dict[str, Any] = doc["hardware"] if isinstance(doc.get("hardware"), dict) else {}
+    return bool(
+        doc.keys() & {"image", "workload", "searchStrategy", "autoApply", "modelCache", "features", "overrides"}
+        or sla.keys() & {"ttft", "itl", "e2eLatency", "optimizationType"}
+        or hw.keys() & {"gpuSku", "numGpusPerNode", "totalGpus", "vramMb"}
+    )
 
 
 def load_request_file(path: str | Path) -> dict[str, Any]:

@@ -56,7 +56,8 @@ def _request(backend: str, model: str = "Qwen/Qwen3-32B", rate: float | None = N
             "backend": backend,
             "sla": sla,
             "hardware": {"gpus_per_node": 8},
-            "deployment": {"namespace": "serving", **deployment},
+            # slaprof's editing rules, shown on the v1alpha1 shape; per-release output: test_dynamo_releases.py
+            "deployment": {"namespace": "serving", "dynamo_version": "0.9", **deployment},
         }
     )
 

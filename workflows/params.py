@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steps.apply import RUN_LABEL as RUN_LABEL  # re-exported: one declaration
+from steps.dynamo_releases import supported
 from steps.errors import UserError
 from steps.gpus import GPU_NAMES
 from steps.request import BACKENDS
@@ -105,6 +106,12 @@ REQUEST_PARAMS: tuple[RequestParam, ...] = (
         "deployment.engine_image",
         str,
         f"engine image for online benchmarks and the rendered DGD; {_EMPTY} (Dynamo's runtime image for the backend)",
+    ),
+    RequestParam(
+        "dynamo-version",
+        "deployment.dynamo_version",
+        str,
+        f"Dynamo release the DGD is rendered for ({supported()}); {_EMPTY} (the engine image's tag, else the newest)",
     ),
     RequestParam(
         "namespace", "deployment.namespace", str, f"namespace the DGD is rendered for and applied to; {_EMPTY} (dynamo)"

@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from steps.dynamo_releases import supported
+
     p = sub.add_parser(
         "render",
         help="write the disaggregated DGD (+ planner ConfigMap) for a profiled run",
@@ -32,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     over.add_argument("--namespace", help="namespace written into the manifests")
     over.add_argument("--engine-image", help="worker image")
     over.add_argument("--frontend-image", help="frontend and planner image")
+    over.add_argument(
+        "--dynamo-version",
+        help=f"Dynamo release to render for: {supported()} (default: the images' tag, else the newest)",
+    )
     over.add_argument("--model-cache-pvc", help="PVC holding the model weights (mounted at --model-cache-mount-path)")
     over.add_argument("--model-cache-pvc-path", help="the model's folder inside that PVC")
     over.add_argument("--model-cache-mount-path", help="where the PVC is mounted (default /opt/model-cache)")
@@ -44,6 +50,7 @@ _OVERRIDES = (
     "namespace",
     "engine_image",
     "frontend_image",
+    "dynamo_version",
     "model_cache_pvc",
     "model_cache_pvc_path",
     "model_cache_mount_path",

@@ -176,10 +176,11 @@ class Cluster:
         path.write_text(yaml.safe_dump(config))
         return path
 
-    def install_dgd_crd(self) -> None:
+    def install_dgd_crd(self, version: str = "v1alpha1") -> None:
+        """Serve DynamoGraphDeployments at `version` too (the fixture serves v1alpha1)."""
         self.call(
             lambda: self.emulator.resources.__setitem__(
-                DGD_RESOURCE,
+                DGD_RESOURCE.replace("v1alpha1", version),
                 {  # type: ignore[assignment]  # a plain dict is what kmock reads
                     "kind": "DynamoGraphDeployment",
                     "singular": "dynamographdeployment",
