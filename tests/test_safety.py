@@ -27,7 +27,22 @@ QWEN06 = str(MODELS / "Qwen3-0.6B")  # max_position_embeddings 40960
 
 
 def _profile(out: Path | str, *args: str) -> list[str]:
-    return ["profile", "--model", QWEN06, "--gpu", "h200_sxm", "--progress", "none", "--out", str(out), *args]
+    # Dynamo 0.9's DGD shape (spec.services), which these checks read; every release is rendered in
+    # tests/test_dynamo_releases.py
+    return [
+        "profile",
+        "--model",
+        QWEN06,
+        "--gpu",
+        "h200_sxm",
+        "--dynamo-version",
+        "0.9",
+        "--progress",
+        "none",
+        "--out",
+        str(out),
+        *args,
+    ]
 
 
 def _one_error_line(err: str) -> str:
