@@ -20,14 +20,16 @@ import hashlib
 import math
 import posixpath
 import re
+from collections.abc import Callable
 from importlib import resources
 from string import Template
 from typing import Any
 
 import yaml
 
-from steps.candidates import Candidate
+from steps.candidates import MAPPING_KINDS, Candidate
 from steps.engines import EngineBackend, get_backend
+from steps.engines.base import ROLES as WORKER_ROLES
 from steps.errors import UserError
 from steps.planner_data import DecodePlannerData, PrefillPlannerData
 from steps.request import ProfileRequest
@@ -167,8 +169,8 @@ def managed_worker_flags(backend: EngineBackend) -> set[str]:
     """Every flag the backend's worker arguments can carry, for any mapping and role: these are
     replaced in a base DGD, so a stale one (e.g. an EP flag after switching to TP) cannot survive."""
     flags: set[str] = set()
-    for kind in ("tp", "tep", "dep"):
-        for role in ROLES:
+    for kind in MAPPING_KINDS:
+        for role in WORKER_ROLES:
             flags |= flag_names(backend.dgd_worker_args("model", Candidate(kind=kind, size=2), role))  # type: ignore[arg-type]
     return flags
 
@@ -360,6 +362,68 @@ def _configmap(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any
     }
 
 
+def start_dgd(request: ProfileRequest, base: dict[str, Any] | None) -> tuple[dict[str, Any], EngineBackend]:
+    """The DGD to fill in: a copy of `base`, else the backend's built-in template, with the
+    Frontend's image set; raises when it has no Frontend."""
+    backend = get_backend(request.backend)
+    dep = request.deployment
+    frontend_image = dep.frontend_image or dep.engine_image
+    if base is None:
+        dgd = load_template(
+            request.backend, dep.engine_image or backend.default_image, frontend_image or backend.default_image
+        )
+    else:
+        _check_base(base)
+        dgd = copy.deepcopy(base)
+        dgd.pop("status", None)
+    services: dict[str, Any] = dgd["spec"]["services"]
+    frontend = _find_service(services, "frontend")
+    if frontend is None:
+        raise UserError(f"the base DGD has no service with componentType frontend (services: {', '.join(services)})")
+    if frontend_image:
+        _container(services[frontend])["image"] = frontend_image
+    return dgd, backend
+
+
+def finish_dgd(dgd: dict[str, Any], request: ProfileRequest, selection: Selection, annotations: dict[str, str]) -> str:
+    """Name the DGD (checked against Dynamo's pod-name limit), set its namespace and slaprof's
+    annotations; returns the name."""
+    dep = request.deployment
+    services = list(dgd["spec"]["services"])
+    name = dep.name or derive_name(request.model, request.backend, name_budget(services))
+    _check_name(name, services, given=bool(dep.name))
+    meta = dgd.setdefault("metadata", {})
+    meta.update(name=name, namespace=dep.namespace)
+    meta.setdefault("annotations", {}).update(
+        {
+            "slaprof/model": request.model,
+            **annotations,
+            "slaprof/sla": (
+                f"isl={selection.isl} osl={selection.osl} ttft={selection.ttft_ms:g}ms itl={selection.itl_ms:g}ms"
+            ),
+        }
+    )
+    return name
+
+
+def engine_config_docs(
+    backend: EngineBackend,
+    name: str,
+    namespace: str,
+    services: dict[str, Any],
+    workers: dict[str, tuple[str, Candidate]],
+) -> list[dict[str, Any]]:
+    """For backends configured by a file (TensorRT-LLM): the ConfigMap `<name>-engine-config` with
+    each worker's engine-args file, mounted where the worker's arguments expect it."""
+    files: dict[str, str] = {}
+    for role, (service, cand) in workers.items():
+        path = backend.engine_config_path(role)  # type: ignore[arg-type]
+        if path:
+            files[posixpath.basename(path)] = yaml.safe_dump(backend.engine_config(cand, role), sort_keys=False)  # type: ignore[arg-type]
+            _mount_configmap(services[service], ENGINE_CONFIG_VOLUME, f"{name}-engine-config", posixpath.dirname(path))
+    return [_configmap(f"{name}-engine-config", namespace, files)] if files else []
+
+
 def render_manifests(
     request: ProfileRequest,
     selection: Selection,
@@ -376,17 +440,8 @@ def render_manifests(
         )
     PrefillPlannerData.from_json(prefill_json)  # refuse malformed planner data before it reaches a cluster
     DecodePlannerData.from_json(decode_json)
-    backend = get_backend(request.backend)
     dep = request.deployment
-    frontend_image = dep.frontend_image or dep.engine_image
-    if base is None:
-        dgd = load_template(
-            request.backend, dep.engine_image or backend.default_image, frontend_image or backend.default_image
-        )
-    else:
-        _check_base(base)
-        dgd = copy.deepcopy(base)
-        dgd.pop("status", None)
+    dgd, backend = start_dgd(request, base)
     services: dict[str, Any] = dgd["spec"]["services"]
 
     names: dict[str, str] = {}
@@ -399,10 +454,7 @@ def render_manifests(
             )
         names[role] = found
     frontend = _find_service(services, "frontend")
-    if frontend is None:
-        raise UserError(f"the base DGD has no service with componentType frontend (services: {', '.join(services)})")
-    if frontend_image:
-        _container(services[frontend])["image"] = frontend_image
+    assert frontend is not None
     planner = _find_service(services, "planner") or "Planner"
     services.setdefault(planner, {})
 
@@ -415,28 +467,21 @@ def render_manifests(
         services[planner],
         selection,
         backend,
-        frontend_image,
+        dep.frontend_image or dep.engine_image,
         _container(services[frontend]).get("image"),
         choices["prefill"],
         choices["decode"],
     )
     _mount_model_cache(dgd, [frontend, names["prefill"], names["decode"]], request)
-
-    name = dep.name or derive_name(request.model, request.backend, name_budget(list(services)))
-    _check_name(name, list(services), given=bool(dep.name))
-    meta = dgd.setdefault("metadata", {})
-    meta.update(name=name, namespace=dep.namespace)
-    meta.setdefault("annotations", {}).update(
+    name = finish_dgd(
+        dgd,
+        request,
+        selection,
         {
-            "slaprof/model": request.model,
             "slaprof/prefill": f"{choices['prefill'].label} x{services[names['prefill']]['replicas']}",
             "slaprof/decode": f"{choices['decode'].label} x{services[names['decode']]['replicas']}",
-            "slaprof/sla": (
-                f"isl={selection.isl} osl={selection.osl} ttft={selection.ttft_ms:g}ms itl={selection.itl_ms:g}ms"
-            ),
-        }
+        },
     )
-
     docs = [
         _configmap(
             PLANNER_CONFIGMAP,
@@ -444,20 +489,26 @@ def render_manifests(
             {"prefill_raw_data.json": prefill_json, "decode_raw_data.json": decode_json},
         )
     ]
-    engine_files: dict[str, str] = {}
-    for role in ROLES:
-        path = backend.engine_config_path(role)  # type: ignore[arg-type]
-        if path:
-            engine_files[posixpath.basename(path)] = yaml.safe_dump(
-                backend.engine_config(choices[role], role), sort_keys=False
-            )  # type: ignore[arg-type]
-            _mount_configmap(
-                services[names[role]], ENGINE_CONFIG_VOLUME, f"{name}-engine-config", posixpath.dirname(path)
-            )
-    if engine_files:
-        docs.append(_configmap(f"{name}-engine-config", dep.namespace, engine_files))
+    workers = {role: (names[role], choices[role]) for role in ROLES}
+    docs += engine_config_docs(backend, name, dep.namespace, services, workers)
     docs.append(dgd)
     return docs
+
+
+def render_selection(
+    request: ProfileRequest,
+    selection: Selection,
+    planner_json: Callable[[], tuple[str, str]],
+    base: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The manifests of the selection's deployment: aggregated (`steps.render_agg`), or
+    disaggregated with the planner data `planner_json()` returns (prefill, decode JSON)."""
+    if selection.deployment is not None and selection.deployment.mode == "agg":
+        from steps.render_agg import render_agg_manifests
+
+        return render_agg_manifests(request, selection, base=base)
+    prefill_json, decode_json = planner_json()
+    return render_manifests(request, selection, prefill_json, decode_json, base=base)
 
 
 # ---------------------------------------------------------------------------
@@ -498,16 +549,26 @@ def local_model_warning(request: ProfileRequest) -> str | None:
 
 def describe(request: ProfileRequest, selection: Selection) -> str:
     rep = selection.replicas
-    prefill = selection.prefill.candidate.label if selection.prefill else "-"
-    decode = selection.decode.candidate.label if selection.decode else "-"
-    lines = [
-        f"Rendered by slaprof: {request.model} on {request.backend}, {selection.gpu}",
-        f"prefill {prefill}{f' x{rep.prefill}' if rep else ''}, "
-        f"decode {decode}{f' x{rep.decode}' if rep else ''}; "
-        f"SLA TTFT {selection.ttft_ms:g} ms, ITL {selection.itl_ms:g} ms",
-    ]
-    if rep:
-        lines.append(f"replicas sized for {rep.request_rate:g} requests/s ({rep.total_gpus} GPUs)")
+    chosen = selection.deployment
+    sla = f"SLA TTFT {selection.ttft_ms:g} ms, ITL {selection.itl_ms:g} ms"
+    lines = [f"Rendered by slaprof: {request.model} on {request.backend}, {selection.gpu}"]
+    if chosen is not None and chosen.mode == "agg":
+        from steps.render_agg import PLANNER_OMITTED
+
+        lines += [f"aggregated: {chosen.shape} on {chosen.gpus} GPUs; {sla}", PLANNER_OMITTED]
+    else:
+        prefill = selection.prefill.candidate.label if selection.prefill else "-"
+        decode = selection.decode.candidate.label if selection.decode else "-"
+        lines.append(
+            f"prefill {prefill}{f' x{rep.prefill}' if rep else ''}, "
+            f"decode {decode}{f' x{rep.decode}' if rep else ''}; {sla}"
+        )
+        if rep and request.sla.request_rate:
+            lines.append(f"replicas sized for {rep.request_rate:g} requests/s ({rep.total_gpus} GPUs)")
+        elif rep:
+            lines.append(
+                f"replicas rate-matched within {selection.gpu_budget or rep.total_gpus} GPUs ({rep.total_gpus} used)"
+            )
     warning = local_model_warning(request)
     if warning:
         lines.append(warning)
@@ -534,12 +595,14 @@ def load_base(path: str) -> dict[str, Any]:
 # DAG step
 # ---------------------------------------------------------------------------
 def run_step(store: ArtifactStore, base: dict[str, Any] | None = None) -> str:
-    """request.json + selection.json + planner JSON -> dgd.yaml; returns the YAML text."""
+    """request.json + selection.json (+ planner JSON for a disaggregated graph) -> dgd.yaml; returns the YAML."""
     request = read_model(store, Layout.REQUEST, ProfileRequest)
     selection = read_model(store, Layout.SELECTION, Selection)
-    prefill_json = store.get_bytes(Layout.PREFILL_JSON).decode()
-    decode_json = store.get_bytes(Layout.DECODE_JSON).decode()
-    docs = render_manifests(request, selection, prefill_json, decode_json, base=base)
+
+    def planner_json() -> tuple[str, str]:
+        return store.get_bytes(Layout.PREFILL_JSON).decode(), store.get_bytes(Layout.DECODE_JSON).decode()
+
+    docs = render_selection(request, selection, planner_json, base=base)
     text = to_yaml(docs, header=describe(request, selection))
     store.put_bytes(Layout.DGD, text.encode(), "application/yaml")
     return text

@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from steps.candidates import Candidate
 
-Role = Literal["prefill", "decode"]
+# a disaggregated graph's prefill or decode worker, or an aggregated worker serving both phases
+Role = Literal["prefill", "decode", "agg"]
+ROLES: tuple[str, ...] = ("prefill", "decode", "agg")
 
 # One Dynamo release for every runtime image and worker module slaprof renders.
 DYNAMO_VERSION = "0.7.0"
@@ -111,7 +113,7 @@ class EngineBackend(ABC):
     # ---- DynamoGraphDeployment worker -------------------------------------
     @abstractmethod
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
-        """Arguments of a disaggregated Dynamo worker (`python3 -m <dynamo_module> ...`)."""
+        """Arguments of a Dynamo worker (`python3 -m <dynamo_module> ...`) in `role`."""
 
     def engine_config(self, cand: Candidate, role: Role) -> dict[str, Any]:
         """Engine-args file content for backends that take settings in a YAML (TRT-LLM); else {}."""

@@ -46,7 +46,7 @@ class TrtllmBackend(EngineBackend):
     def parallel_args(self, cand: Candidate) -> list[str]:
         """trtllm-serve flags; attention DP has no flag and lives in `engine_config`."""
         args = ["--tp_size", str(cand.size)]
-        if cand.kind != "tp":
+        if cand.moe_ep > 1:
             args += ["--ep_size", str(cand.size)]
         return args
 
@@ -54,10 +54,11 @@ class TrtllmBackend(EngineBackend):
         cfg: dict[str, Any] = {
             "tensor_parallel_size": cand.size,
             "moe_expert_parallel_size": cand.moe_ep,
-            "enable_attention_dp": cand.kind == "dep",
-            "kv_cache_config": {"enable_block_reuse": role == "decode", "free_gpu_memory_fraction": 0.9},
-            "cache_transceiver_config": {"backend": "DEFAULT"},
+            "enable_attention_dp": cand.attn_dp > 1,
+            "kv_cache_config": {"enable_block_reuse": role != "prefill", "free_gpu_memory_fraction": 0.9},
         }
+        if role != "agg":  # an aggregated worker keeps its KV cache: nothing to transfer
+            cfg["cache_transceiver_config"] = {"backend": "DEFAULT"}
         if cand.kind != "tp":
             cfg["moe_tensor_parallel_size"] = cand.moe_tp
         if role == "prefill":
@@ -69,20 +70,18 @@ class TrtllmBackend(EngineBackend):
         return f"{ENGINE_CONFIG_DIR}/{role}.yaml"
 
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role) -> list[str]:
-        return [
+        args = [
             "--model-path",
             model,
             "--served-model-name",
             model,
             "--extra-engine-args",
             str(self.engine_config_path(role)),
-            "--disaggregation-mode",
-            role,
         ]
+        return args if role == "agg" else [*args, "--disaggregation-mode", role]
 
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
-        cfg = self.engine_config(cand, "decode")
-        cfg.pop("cache_transceiver_config")  # aggregated server: no KV transfer
+        cfg = self.engine_config(cand, "agg")  # a standalone server is an aggregated engine
         cfg["kv_cache_config"]["enable_block_reuse"] = options.prefix_caching
         if options.memory_utilization:
             cfg["kv_cache_config"]["free_gpu_memory_fraction"] = options.memory_utilization
