@@ -628,6 +628,8 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
     else:
         other_mode = "agg" if chosen.mode == "disagg" else "disagg"
         alternative = bests[other_mode]
+        if alternative is not None:
+            alternative = alternative.model_copy(update={"verdict": dep.why_lost(alternative, chosen, w)})
         comparison = dep.comparison_line(chosen, alternative, other_mode, profiled[other_mode], w)  # type: ignore[arg-type]
         if not chosen.meets_sla:
             missed = True

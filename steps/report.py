@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 GPU_COST_PER_HOUR = 3.0  # $ per GPU-hour, as in Dynamo's cost plot
 DPI = 80
 SIZE = (6.4, 4.2)
-PLOT_NAMES = ("prefill_performance", "decode_performance", "cost_sla", "interpolation")
+PLOT_NAMES = ("prefill_performance", "decode_performance", "cost_sla", "interpolation", "serving_modes")
 
 
 def _figure(size: tuple[float, float] = SIZE) -> Any:
@@ -216,6 +216,115 @@ def interpolation(result: FitResult) -> bytes | None:
     return _png(fig)
 
 
+# ---------------------------------------------------------------------------
+# aggregated vs disaggregated serving
+# ---------------------------------------------------------------------------
+ITL_VIEW = 2.5  # the plot shows ITL up to this multiple of the target
+MODE_STYLE = {"agg": ("aggregated", "tab:blue", "o"), "disagg": ("disaggregated", "tab:orange", "s")}
+
+
+def serving_modes(result: FitResult) -> bytes | None:
+    """Whole-deployment output tokens/s per GPU against ITL, both serving modes: every evaluated
+    deployment (filled when it meets the TTFT target, hollow when not), the ITL target, and the
+    recommended deployment and the other mode's best marked."""
+    sel = result.selection
+    found = {mode: ds for mode, ds in result.deployments.items() if ds}
+    if not found:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for mode, ds in found.items():
+        name, color, marker = MODE_STYLE[mode]
+        ok = [d for d in ds if d.ttft_ms <= sel.ttft_ms]
+        late = [d for d in ds if d.ttft_ms > sel.ttft_ms]
+        if ok:
+            ax.scatter(
+                [d.itl_ms for d in ok],
+                [d.thpt_per_gpu for d in ok],
+                s=14,
+                color=color,
+                marker=marker,
+                label=f"{name}, TTFT within {sel.ttft_ms:g} ms",
+            )
+        if late:
+            ax.scatter(
+                [d.itl_ms for d in late],
+                [d.thpt_per_gpu for d in late],
+                s=14,
+                facecolors="none",
+                edgecolors=color,
+                marker=marker,
+                alpha=0.6,
+                label=f"{name}, TTFT over target",
+            )
+    for d, label in ((sel.deployment, "recommended"), (sel.alternative, "best of the other mode")):
+        if d is not None:
+            ax.scatter(
+                [d.itl_ms],
+                [d.thpt_per_gpu],
+                s=160,
+                marker="*",
+                color="black" if label == "recommended" else "gray",
+                zorder=5,
+                label=f"{label}: {d.shape} ({d.gpus} GPUs)",
+            )
+    _target_line(ax, sel.itl_ms, f"target ITL {sel.itl_ms:g} ms")
+    # the region around the ITL target: far slower deployments only squeeze it
+    near = [d for ds in found.values() for d in ds if d.itl_ms <= ITL_VIEW * sel.itl_ms]
+    ax.set_xlim(0, ITL_VIEW * sel.itl_ms)
+    ax.set_ylim(0, 1.08 * max((d.thpt_per_gpu for d in near), default=1.0))
+    return _finish(
+        fig,
+        ax,
+        xlabel="ITL (ms)",
+        ylabel="deployment output throughput (tokens/s/GPU)",
+        title=f"Aggregated vs disaggregated within {sel.gpu_budget} GPUs, ISL {sel.isl} / OSL {sel.osl}",
+    )
+
+
+def serving_modes_section(result: FitResult) -> str:
+    """HTML: the recommended deployment and the best of the other serving mode side by side, and
+    why the other lost."""
+    from steps.deployments import MODE_NAMES
+
+    sel = result.selection
+    chosen = sel.deployment
+    if chosen is None:
+        return ""
+    rows = [
+        [
+            MODE_NAMES[d.mode],
+            d.shape,
+            d.gpus,
+            f"{d.thpt_per_gpu:.1f}",
+            f"{d.request_rate:.2f}",
+            f"{d.ttft_ms:.1f}",
+            f"{d.itl_ms:.2f}",
+            "yes" if d.meets_sla else "no",
+            "recommended" if d is chosen else d.verdict,
+        ]
+        for d in (chosen, sel.alternative)
+        if d is not None
+    ]
+    headers = [
+        "mode",
+        "deployment",
+        "GPUs",
+        "tokens/s/GPU",
+        "requests/s",
+        "TTFT (ms)",
+        "ITL (ms)",
+        "meets SLA",
+        "verdict",
+    ]
+    note = f"<p>{_e(sel.comparison)}</p>" if sel.alternative is None and sel.comparison else ""
+    return (
+        f"<h2>Aggregated vs disaggregated (within {sel.gpu_budget} GPUs)</h2>"
+        + _table(headers, rows, {2, 3, 4, 5, 6})
+        + note
+    )
+
+
 def _colors(n: int) -> list[Any]:
     from matplotlib import colormaps
 
@@ -225,7 +334,7 @@ def _colors(n: int) -> list[Any]:
 
 def render_plots(result: FitResult) -> dict[str, bytes]:
     """name -> PNG bytes for every plot the data allows."""
-    makers = (prefill_performance, decode_performance, cost_sla, interpolation)
+    makers = (prefill_performance, decode_performance, cost_sla, interpolation, serving_modes)
     out = {}
     for name, make in zip(PLOT_NAMES, makers):
         png = make(result)
@@ -288,6 +397,7 @@ def render_html(result: FitResult, request: ProfileRequest, plots: dict[str, byt
             f"<p class='warn'>The SLA cannot be met. Nearest achievable SLA: TTFT "
             f"{sel.nearest_sla.get('ttft_ms', 0):.2f} ms, ITL {sel.nearest_sla.get('itl_ms', 0):.2f} ms.</p>"
         )
+    parts.append(serving_modes_section(result))
     if sel.replicas:
         r = sel.replicas
         parts.append(

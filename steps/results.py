@@ -160,6 +160,7 @@ class DeploymentChoice(BaseModel):
     itl_ms: float
     meets_sla: bool
     serves_rate: bool = True  # with a request rate: whether it serves that rate
+    verdict: str = ""  # for the best of the other serving mode: why it was not recommended
 
     def group(self, role: str) -> EngineGroup | None:
         return next((e for e in self.engines if e.role == role), None)
