@@ -12,8 +12,8 @@ Rules:
   the prefill engine's under its load, plus the KV transfer and the decode worker's first token;
 - aggregated: r replicas of one engine at one concurrency (as many as the budget holds);
 - every deployment meeting both targets is ranked by output tokens/s per GPU of the whole
-  deployment (then total tokens/s, fewer GPUs, lower ITL, lower TTFT); with a request rate, by
-  the fewest GPUs that serve it (then tokens/s per GPU);
+  deployment (then total tokens/s, fewer GPUs, smaller engines, lower ITL, lower TTFT); with a
+  request rate, by the fewest GPUs that serve it (then tokens/s per GPU);
 - when no deployment meets the SLA, the nearest one (smallest max(TTFT/target, ITL/target)).
 """
 
@@ -168,6 +168,11 @@ def _agg(a: AggOption, r: int, w: Workload, serves: bool = True) -> DeploymentCh
     return _choice("agg", [group], r * rate, a.ttft_ms, a.itl_ms, w, serves)
 
 
+def _largest(o: DeploymentChoice) -> int:
+    """GPUs of the deployment's largest engine: on a tie, smaller engines scale in finer steps."""
+    return max(e.candidate.num_gpus for e in o.engines)
+
+
 def rank_key(w: Workload) -> Callable[[DeploymentChoice], tuple[float, ...]]:
     """Larger is better, among deployments that meet the SLA."""
     if w.request_rate:
@@ -176,10 +181,11 @@ def rank_key(w: Workload) -> Callable[[DeploymentChoice], tuple[float, ...]]:
             float(o.serves_rate),
             -o.gpus if o.serves_rate else o.request_rate,
             o.thpt_per_gpu,
+            -_largest(o),
             -o.itl_ms,
             -o.ttft_ms,
         )
-    return lambda o: (o.thpt_per_gpu, o.request_rate, -o.gpus, -o.itl_ms, -o.ttft_ms)
+    return lambda o: (o.thpt_per_gpu, o.request_rate, -o.gpus, -_largest(o), -o.itl_ms, -o.ttft_ms)
 
 
 def _counts(gp: int, gd: int, w: Workload, rp: float, rd: float) -> list[tuple[int, int, bool]]:
@@ -305,15 +311,12 @@ def why_lost(loser: DeploymentChoice, winner: DeploymentChoice, w: Workload) -> 
     return f"{ratio:.2f}x the tokens/s per GPU of the {MODE_NAMES[winner.mode]} choice"
 
 
-def comparison_line(
-    winner: DeploymentChoice, other: DeploymentChoice | None, other_mode: ServingMode, profiled: bool, w: Workload
-) -> str:
-    """One line: how the best deployment of the other serving mode compares with the winner."""
-    name = MODE_NAMES[other_mode]
-    if not profiled:
-        return f"Other mode: {name} serving was not profiled (--serving {winner.mode})"
+def comparison_line(winner: DeploymentChoice, other: DeploymentChoice | None, absent: str, w: Workload) -> str:
+    """One line: how the best deployment of the other serving mode compares with the winner;
+    `absent` says why there is none when `other` is None."""
+    name = MODE_NAMES["agg" if winner.mode == "disagg" else "disagg"]
     if other is None:
-        return f"Other mode: no {name} deployment fits {w.gpu_budget} GPUs"
+        return f"Other mode: {absent}"
     if not other.meets_sla:
         return (
             f"Other mode: no {name} deployment within {w.gpu_budget} GPUs meets the SLA; the nearest, "

@@ -475,8 +475,11 @@ def _role_verdict(
 ) -> CandidateVerdict:
     """A candidate's verdict in one role, from the best deployment that uses it in that role."""
     role_name = {"prefill": "prefill engine", "decode": "decode engine", "agg": "aggregated engine"}[phase]
-    if any(e.candidate.id == cid and e.role == phase for e in chosen.engines):
+    mine_in_chosen = [e for e in chosen.engines if e.candidate.id == cid and e.role == phase]
+    if mine_in_chosen:
         how = "meets the SLA with the highest rank" if chosen.meets_sla else "nearest to the SLA (none meets it)"
+        if mine_in_chosen[0].interpolated:
+            how += f"; its operating point (concurrency {mine_in_chosen[0].concurrency}) is interpolated"
         reason = (
             f"{role_name} of the recommended deployment, {chosen.shape} on {chosen.gpus} GPUs "
             f"({chosen.thpt_per_gpu:.1f} tokens/s/GPU, TTFT {chosen.ttft_ms:.1f} ms, ITL {chosen.itl_ms:.2f} ms): {how}"
@@ -630,7 +633,14 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         alternative = bests[other_mode]
         if alternative is not None:
             alternative = alternative.model_copy(update={"verdict": dep.why_lost(alternative, chosen, w)})
-        comparison = dep.comparison_line(chosen, alternative, other_mode, profiled[other_mode], w)  # type: ignore[arg-type]
+        other_name = dep.MODE_NAMES[other_mode]
+        if not profiled[other_mode]:
+            absent = f"{other_name} serving was not profiled (--serving {request.serving})"
+        elif not (agg_ids if other_mode == "agg" else disagg_ids):
+            absent = f"no {other_name} candidate was profiled or produced results"
+        else:
+            absent = f"no {other_name} deployment fits {w.gpu_budget} GPUs"
+        comparison = dep.comparison_line(chosen, alternative, absent, w)  # type: ignore[arg-type]
         if not chosen.meets_sla:
             missed = True
             if chosen.ttft_ms > sla.ttft_ms:
