@@ -640,7 +640,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
             absent = f"no {other_name} candidate was profiled or produced results"
         else:
             absent = f"no {other_name} deployment fits {w.gpu_budget} GPUs"
-        comparison = dep.comparison_line(chosen, alternative, absent, w)  # type: ignore[arg-type]
+        comparison = dep.comparison_line(chosen, alternative, absent, w)
         if not chosen.meets_sla:
             missed = True
             if chosen.ttft_ms > sla.ttft_ms:
@@ -738,6 +738,78 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         profiles=list(profiles),
         agg_options=a_opts,
         deployments=evaluated,
+    )
+
+
+def fit_pick(request: ProfileRequest, profiles: dict[str, CandidateProfile], ids: tuple[str, ...]) -> FitResult:
+    """fit's result for engines a person picked: `(aggregated id,)` or `(prefill id, decode id)`.
+
+    The operating points, engine counts and lines are what fit computes for those engines alone."""
+    sla = request.sla
+    isl, osl = sla.isl, sla.osl
+    w = _workload(request, None)
+    warnings: list[str] = []
+    for cid in ids:
+        if cid not in profiles or profiles[cid].status != "ok":
+            known = ", ".join(sorted(c for c, p in profiles.items() if p.status == "ok")) or "none"
+            raise UserError(f"picked candidate {cid!r} has no successful profile; measured: {known}")
+    prefill_choice = decode_choice = None
+    replicas = None
+    if len(ids) == 1:
+        prof = profiles[ids[0]]
+        chosen = dep.best(dep.agg_deployments(agg_options(prof, isl, osl, sla.ttft_ms, sla.itl_ms), w), w)
+        planner_source = (prof, prof)
+        lines = [dep.agg_line(chosen)] if chosen is not None else []
+    else:
+        pre, dec = profiles[ids[0]], profiles[ids[1]]
+        pi, _ = _interpolators(pre, warnings)
+        _, di = _interpolators(dec, warnings)
+        granularity = request.sweep.decode_granularity
+        d_opts = decode_options(dec, isl, osl, granularity, di, sla.itl_ms)
+        loads = prefill_loads(pre, isl, prefill_options(pre, isl, pi))
+        chosen = dep.best(dep.disagg_deployments(loads, d_opts, w), w)
+        planner_source = (pre, dec)
+        lines = []
+        if chosen is not None:
+            decode_by = {(o.candidate.id, o.concurrency): o for o in d_opts}
+            prefill_choice, decode_choice = _deployment_choices(chosen, decode_by, isl, w)
+            pg, dg = chosen.group("prefill"), chosen.group("decode")
+            assert prefill_choice and decode_choice and pg and dg
+            replicas = Replicas(
+                request_rate=sla.request_rate or round(chosen.request_rate, 3),
+                prefill=pg.replicas,
+                decode=dg.replicas,
+                total_gpus=chosen.gpus,
+            )
+            lines = [prefill_line(prefill_choice), decode_line(decode_choice)]
+    if chosen is None:
+        raise UserError(
+            f"no deployment of the pick {'+'.join(ids)} fits the budget of {w.gpu_budget} GPUs or has an "
+            "operating point; resume with another choice"
+        )
+    p_src, d_src = planner_source
+    selection = Selection(
+        model=request.model,
+        backend=request.backend,
+        gpu=request.hardware.gpu,
+        isl=isl,
+        osl=osl,
+        ttft_ms=sla.ttft_ms,
+        itl_ms=sla.itl_ms,
+        prefill=prefill_choice,
+        decode=decode_choice,
+        replicas=replicas,
+        warnings=warnings,
+        recommendation=[*lines, dep.deployment_line(chosen, w)],
+        serving=request.serving,
+        gpu_budget=w.gpu_budget,
+        deployment=chosen,
+    )
+    return FitResult(
+        selection=selection,
+        prefill_data=PrefillPlannerData.from_profile(p_src) if p_src.prefill else None,
+        decode_data=DecodePlannerData.from_profile(d_src) if d_src.decode and d_src.max_kv_tokens else None,
+        profiles=[profiles[c] for c in ids],
     )
 
 
