@@ -178,13 +178,14 @@ def decode_options(
 
 
 def prefill_loads(profile: CandidateProfile, isl: int, lone: Sequence[PrefillOption]) -> list[PrefillLoad]:
-    """The candidate's prefill engine under load at `isl`: its `prefill_load` points there, else
-    the lone-prompt option (one prompt per attention-DP rank)."""
+    """The candidate's prefill engine under load at `isl`: its `prefill_load` points there, and the
+    lone-prompt option (one prompt per attention-DP rank) unless a load point has that load."""
     cand = profile.candidate
     points = sorted((p for p in profile.prefill_load if p.isl == isl), key=lambda p: p.concurrency)
-    if points:
-        return [PrefillLoad(cand, p.concurrency, p.ttft_ms, p.thpt_per_gpu) for p in points]
-    return [PrefillLoad(cand, cand.attn_dp, o.ttft_ms, o.thpt_per_gpu, o.interpolated) for o in lone]
+    loads = [PrefillLoad(cand, p.concurrency, p.ttft_ms, p.thpt_per_gpu) for p in points]
+    if not any(p.concurrency == cand.attn_dp for p in points):
+        loads += [PrefillLoad(cand, cand.attn_dp, o.ttft_ms, o.thpt_per_gpu, o.interpolated) for o in lone]
+    return sorted(loads, key=lambda p: p.concurrency)
 
 
 def _crossing(lo: float, hi: float, c_lo: int, c_hi: int, target: float) -> float:
