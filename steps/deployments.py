@@ -173,19 +173,18 @@ def _largest(o: DeploymentChoice) -> int:
     return max(e.candidate.num_gpus for e in o.engines)
 
 
-def rank_key(w: Workload) -> Callable[[DeploymentChoice], tuple[float, ...]]:
+def _key(
+    w: Workload, serves: bool, gpus: int, rate: float, per_gpu: float, largest: int, itl: float, ttft: float
+) -> tuple[float, ...]:
     """Larger is better, among deployments that meet the SLA."""
     if w.request_rate:
         # served at all first; then the fewest GPUs; then what each GPU delivers
-        return lambda o: (
-            float(o.serves_rate),
-            -o.gpus if o.serves_rate else o.request_rate,
-            o.thpt_per_gpu,
-            -_largest(o),
-            -o.itl_ms,
-            -o.ttft_ms,
-        )
-    return lambda o: (o.thpt_per_gpu, o.request_rate, -o.gpus, -_largest(o), -o.itl_ms, -o.ttft_ms)
+        return (float(serves), -gpus if serves else rate, per_gpu, -largest, -itl, -ttft)
+    return (per_gpu, rate, -gpus, -largest, -itl, -ttft)
+
+
+def rank_key(w: Workload) -> Callable[[DeploymentChoice], tuple[float, ...]]:
+    return lambda o: _key(w, o.serves_rate, o.gpus, o.request_rate, o.thpt_per_gpu, _largest(o), o.itl_ms, o.ttft_ms)
 
 
 def _counts(gp: int, gd: int, w: Workload, rp: float, rd: float) -> list[tuple[int, int, bool]]:
@@ -213,7 +212,6 @@ def disagg_deployments(
     for p in prefill:
         if prefill_rate(p, w.isl) > 0:
             by_cand.setdefault(p.candidate.id, []).append(p)
-    key = rank_key(w)
     out: list[DeploymentChoice] = []
     for d in decode:
         rd = decode_rate(d, w.osl)
@@ -231,9 +229,21 @@ def disagg_deployments(
                 else min(loads, key=lambda q: (q.ttft_ms, -q.thpt_per_gpu))
             )
             rp = prefill_rate(p, w.isl)
-            options = [_disagg(p, x, d, y, w, serves) for x, y, serves in _counts(gp, gd, w, rp, rd)]
-            if options:
-                out.append(max(options, key=key))
+            largest, ttft = max(gp, gd), w.disagg_ttft(p.ttft_ms, d.itl_ms)
+            # the engine counts are ranked on plain numbers; only the best becomes a DeploymentChoice
+            scored = [
+                (
+                    _key(w, serves, x * gp + y * gd, r, r * w.osl / (x * gp + y * gd), largest, d.itl_ms, ttft),
+                    x,
+                    y,
+                    serves,
+                )
+                for x, y, serves in _counts(gp, gd, w, rp, rd)
+                for r in (min(x * rp, y * rd),)
+            ]
+            if scored:
+                _, x, y, serves = max(scored, key=lambda t: t[0])
+                out.append(_disagg(p, x, d, y, w, serves))
     return out
 
 

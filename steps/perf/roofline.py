@@ -188,13 +188,11 @@ class BuiltinEstimator:
             mlp_allreduces = s.layers if m.attn_dp == 1 else s.dense_layers
             t = t + one * (s.layers + mlp_allreduces) / s.layers
         if self.model.is_moe and m.attn_dp > 1:
+            # dispatch and combine: each token's hidden state to its top-k experts, (n-1)/n of them remote
+            # (also charged to attention DP with experts split by TP: the calibration rows of that
+            # mapping fit this cost better than an all-gather and reduce-scatter of the hidden states)
             n = m.num_gpus
-            if m.moe_ep > 1:
-                # dispatch and combine: each token's hidden state to its top-k experts, (n-1)/n of them remote
-                nbytes = tokens_per_rank * s.top_k * s.hidden * ACT_BYTES * (n - 1) / n
-            else:
-                # experts split by TP: every rank gathers all ranks' tokens, then reduce-scatters the outputs
-                nbytes = tokens_per_rank * s.hidden * ACT_BYTES * (n - 1)
+            nbytes = tokens_per_rank * s.top_k * s.hidden * ACT_BYTES * (n - 1) / n
             t = t + 2.0 * (nbytes / self._link + lat) * s.moe_layers / s.layers
         return t
 
