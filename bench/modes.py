@@ -159,14 +159,15 @@ def main() -> None:
 
     print("Offline `slaprof profile`, both serving modes; tokens/s per GPU of the whole deployment (TTFT, ITL)\n")
     print(
-        "| case | model, GPU, backend | ISL/OSL, TTFT/ITL | budget | best aggregated | best disaggregated | choice | GPUs | wall s |"
+        "| case | model, GPU, backend | ISL/OSL, TTFT/ITL | budget | best aggregated | best disaggregated "
+        "| choice | GPUs | wall s | CPU s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for case, by_mode, chosen, wall in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for case, by_mode, chosen, wall, cpu in rows:
         print(
             f"| {case.name} | {case.model}, {case.gpu}, {case.backend} | {case.isl}/{case.osl}, "
             f"{case.ttft:g}/{case.itl:g} ms | {case.total_gpus} | {describe(by_mode.get('agg'))} | "
-            f"{describe(by_mode.get('disagg'))} | {chosen['mode']} | {chosen['gpus']} | {wall:.2f} |"
+            f"{describe(by_mode.get('disagg'))} | {chosen['mode']} | {chosen['gpus']} | {wall:.2f} | {cpu:.2f} |"
         )
     print("\nPeers on the same inputs (from the issue; tokens/s/GPU):")
     for case, *_ in rows:
