@@ -148,7 +148,9 @@ def main() -> None:
     floor = statistics.median([_timed_pass() for _ in range(3)])
     rows = []
     for case in CASES:
-        walls, cpus, sel = [], [], {}
+        walls: list[float] = []
+        cpus: list[float] = []
+        sel: dict = {}
         for i in range(args.runs):
             wall, cpu, sel = run_case(case, tmp / f"case{case.name}-{i}")
             walls.append(wall)
