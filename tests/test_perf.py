@@ -382,9 +382,6 @@ class _PointByPoint:
         self.calls += 1
         return self.inner.agg(isl, osl, concurrency)
 
-    def agg(self, isl: int, osl: int, concurrency: int):
-        return self.inner.agg(isl, osl, concurrency)
-
 
 def test_offline_profile_takes_point_by_point_estimators():
     from steps.perf.surfaces import estimator_for
