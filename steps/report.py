@@ -401,9 +401,14 @@ def render_html(result: FitResult, request: ProfileRequest, plots: dict[str, byt
     if sel.replicas:
         r = sel.replicas
         parts.append(
-            "<h3>Replicas for the request rate</h3>"
+            f"<h3>{'Replicas for the request rate' if request.sla.request_rate else 'Engines, rate-matched'}</h3>"
             + _table(
-                ["request rate (req/s)", "prefill engines", "decode engines", "total GPUs"],
+                [
+                    "request rate (req/s)" if request.sla.request_rate else "requests/s served",
+                    "prefill engines",
+                    "decode engines",
+                    "total GPUs",
+                ],
                 [[f"{r.request_rate:g}", r.prefill, r.decode, r.total_gpus]],
                 {0, 1, 2, 3},
             )
