@@ -26,6 +26,15 @@ SLAPROF_TOKENIZER, else the model's own); one that cannot count tokens is a User
 AIPerf runs are started gated and ahead of time (during engine start-up, or while the
 previous run measures), so their ~10 s start-up does not idle the engine.
 
+  prefill  under load: one AIPerf run per load of `prefill_load_per_rank` prompts in flight per
+           rank at the SLA's ISL (fresh prompts, AGG_ROUNDS per slot); TTFT after the first wave,
+           throughput/GPU = load x ISL / TTFT / GPUs (closed loop).
+
+Aggregated candidates (`agg-tp4`) start the engine as it would serve (its own chunked-prefill
+budget) and measure one AIPerf run per concurrency at the SLA's ISL/OSL (`plan.agg_concurrencies`,
+fresh prompts, AGG_ROUNDS requests per slot): TTFT and ITL averaged after the first wave, and
+output tokens/s/GPU = concurrency x OSL / (TTFT + (OSL - 1) x ITL) / GPUs (Little's law).
+
 Failures: engine out of memory at start-up -> infeasible; engine not ready, crash mid-sweep,
 AIPerf failure -> failed. Either way the profile keeps the points measured so far and the
 engine and every AIPerf process are stopped.
@@ -50,7 +59,15 @@ from pydantic import BaseModel, Field
 from steps.candidates import Candidate
 from steps.engines.base import batched_tokens
 from steps.errors import UserError
-from steps.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance, utc_now
+from steps.results import (
+    AggPoint,
+    CandidateProfile,
+    DecodePoint,
+    PrefillLoadPoint,
+    PrefillPoint,
+    Provenance,
+    utc_now,
+)
 
 # The engine, load-generator and asyncio modules are imported on the online/simulate path only:
 # an offline run (the default of `slaprof profile`) never needs them.
@@ -68,6 +85,7 @@ AIPERF_BOOT_S = 10.0
 # requests/s under the concurrency cap: all of a point's requests leave within milliseconds, and
 # AIPerf's timing loop sleeps instead of spinning (see LoadSpec.request_rate)
 REQUEST_RATE = 1000.0
+AGG_ROUNDS = 3  # requests per concurrency slot of an aggregated point: the first wave, then steady state
 
 
 class BenchOptions(BaseModel):
@@ -83,6 +101,9 @@ class BenchOptions(BaseModel):
     max_prefill_points: int | None = Field(None, ge=1, description="thin the plan's prefill ISLs to at most this many")
     max_decode_isls: int | None = Field(None, ge=1, description="thin the plan's decode contexts to at most this many")
     max_concurrency_points: int | None = Field(None, ge=1, description="concurrencies per context (default: plan)")
+    prefill_load_per_rank: tuple[int, ...] = Field(
+        (4, 16), description="prompts in flight per attention-DP rank of the prefill-under-load runs (SLA ISL)"
+    )
     pipeline: bool = Field(True, description="start the next AIPerf runs while the current one measures")
     pipeline_depth: int = Field(2, ge=1, description="AIPerf runs booting ahead of the one measuring")
     torch_profile: bool = Field(False, description="capture a torch-profiler trace after the sweeps")
@@ -338,6 +359,8 @@ class CandidateBench:
         self.runs: list[LoadRun] = []
         self.prefill: list[PrefillPoint] = []
         self.decode: list[DecodePoint] = []
+        self.agg: list[AggPoint] = []
+        self.prefill_load: list[PrefillLoadPoint] = []
         self.max_kv = 0
         self.measuring_s = 0.0
         self.warming_s = 0.0
@@ -407,6 +430,46 @@ class CandidateBench:
                 )
         return jobs
 
+    def agg_jobs(self, prompts: PromptBuilder) -> list[_Job]:
+        """An aggregated engine: one AIPerf run per concurrency at the SLA's ISL/OSL, fresh prompts,
+        AGG_ROUNDS requests per concurrency slot (closed loop: the first wave arrives together)."""
+        from steps.plan import agg_concurrencies
+
+        isl, osl = self.request.sla.isl, self.request.sla.osl
+        points = self.opts.max_concurrency_points or self.plan.grid.decode_granularity
+        jobs = []
+        for c in agg_concurrencies(self.max_kv, isl, osl, points, self.cand.attn_dp):
+
+            def make(c: int = c) -> list[str]:
+                return [prompts.make(isl, f"{j} {isl} {self.nonce} agg{c}") for j in range(AGG_ROUNDS * c)]
+
+            jobs.append(_Job(f"agg-c{c}", "agg", isl, c, osl, False, make, self._spec))
+        return jobs
+
+    def prefill_load_jobs(self, prompts: PromptBuilder) -> list[_Job]:
+        """The prefill engine kept busy: one AIPerf run per load (prompts in flight) at the SLA's ISL,
+        fresh prompts, AGG_ROUNDS per slot, as many as the KV cache holds at once."""
+        isl, dp = self.request.sla.isl, self.cand.attn_dp
+        jobs = []
+        for per_rank in self.opts.prefill_load_per_rank:
+            b = per_rank * dp
+            if b * isl > self.max_kv:
+                break
+
+            def make(b: int = b) -> list[str]:
+                return [prompts.make(isl, f"{j} {isl} {self.nonce} load{b}") for j in range(AGG_ROUNDS * b)]
+
+            jobs.append(
+                _Job(f"prefill-load-c{b}", "prefill_load", isl, b, self.opts.prefill_osl, False, make, self._spec)
+            )
+        return jobs
+
+    def jobs(self, prompts: PromptBuilder) -> list[_Job]:
+        """The AIPerf runs of this candidate at the current KV capacity, in order."""
+        if self.cand.is_agg:
+            return self.agg_jobs(prompts)
+        return [self.prefill_job(prompts), *self.prefill_load_jobs(prompts), *self.decode_jobs(prompts)]
+
     def _decode_prompts(self, prompts: PromptBuilder, isl: int, count: int) -> list[str]:
         """The first `count` prompts of context `isl`: every concurrency of a context shares them, so
         later points find their prefixes warm, and a run started early sends what the bench warms."""
@@ -435,23 +498,21 @@ class CandidateBench:
             options=ServerOptions(
                 prefix_caching=True,
                 max_context=self.plan.grid.max_context,
-                max_batched_tokens=batched_tokens(self.plan.grid.max_context),
+                # an aggregated engine runs with its own chunked-prefill budget, as it would serve
+                max_batched_tokens=None if self.cand.is_agg else batched_tokens(self.plan.grid.max_context),
                 memory_utilization=self.opts.memory_utilization,
                 profile_dir=str(self.workdir / "traces") if self.opts.torch_profile else None,
             ),
             port=self.opts.port,
         )
-        # AIPerf runs boot before and while the engine starts: the prefill run, and (speculatively,
-        # from the predicted KV capacity) the first decode runs; the engine's real capacity decides
-        # which of those are kept
-        prefill = self.prefill_job(prompts)
-        early: dict[str, LoadRun] = {"prefill": self._start_run(prefill)}
-        if self.opts.pipeline:
-            self.max_kv = self.predicted_kv_tokens()
-            for job in self.decode_jobs(prompts)[: self.opts.pipeline_depth] if self.max_kv else []:
-                early[job.label] = self._start_run(job)
-        if self.opts.pipeline and getattr(self.backend, "expected_startup_s", 120.0) < AIPERF_BOOT_S:
-            early["prefill"].wait_at_gate(timeout_s=120.0)  # a fast engine would only idle while AIPerf boots
+        # AIPerf runs boot before and while the engine starts: the first runs of the sweep (prefill,
+        # then decode or aggregated points planned from the predicted KV capacity); the engine's real
+        # capacity decides which of those are kept
+        self.max_kv = self.predicted_kv_tokens()
+        ahead = 1 + (self.opts.pipeline_depth if self.opts.pipeline else 0)
+        early: dict[str, LoadRun] = {job.label: self._start_run(job) for job in self.jobs(prompts)[:ahead]}
+        if early and self.opts.pipeline and getattr(self.backend, "expected_startup_s", 120.0) < AIPERF_BOOT_S:
+            next(iter(early.values())).wait_at_gate(timeout_s=120.0)  # a fast engine would only idle while AIPerf boots
         self.engine.start()
         self.engine.wait_ready(self.opts.ready_timeout_s)
         self.engine_version = self.engine.version()
@@ -460,16 +521,16 @@ class CandidateBench:
             kv = self.predicted_kv_tokens()
             log.warning("%s: the engine reported no KV capacity; using the plan's estimate %d", self.cand.id, kv)
         self.max_kv = int(kv)
-        jobs = [prefill, *self.decode_jobs(prompts)]
-        self.total_decode = len(jobs) - 1
+        jobs = self.jobs(prompts)
+        self.total_decode = sum(job.kind in ("decode", "agg") for job in jobs)
         labels = {job.label for job in jobs}
         for label, run in early.items():
             if label not in labels:
                 run.terminate()  # its concurrency does not fit the capacity the engine reported
         if self.total_decode == 0:
             raise SweepFailed(
-                f"KV cache of {self.max_kv:,} tokens holds no decode request of the grid "
-                f"(osl {self.osl}); the candidate cannot serve this workload"
+                f"KV cache of {self.max_kv:,} tokens holds no {'request' if self.cand.is_agg else 'decode request'} "
+                f"of the grid (osl {self.osl}); the candidate cannot serve this workload"
             )
         self._execute(jobs, {i: early[j.label] for i, j in enumerate(jobs) if j.label in early})
         if self.opts.torch_profile:
@@ -552,6 +613,10 @@ class CandidateBench:
             raise SweepFailed(f"AIPerf run {job.label} failed ({result.failure}): {result.reason}")
         if job.kind == "prefill":
             self._prefill_points(job, measured)
+        elif job.kind == "agg":
+            self._agg_point(job, measured)
+        elif job.kind == "prefill_load":
+            self._prefill_load_point(job, measured)
         else:
             self._decode_point(job, result, measured)
 
@@ -607,6 +672,51 @@ class CandidateBench:
             )
         )
         self._progress("decode", len(self.decode), self.total_decode)
+
+    def _steady(self, job: _Job, measured: list) -> list:
+        """The requests after the first wave (the `concurrency` sent together at the start) when
+        later ones exist: the steady state of the closed loop."""
+        done = sorted((r for r in measured if r.ttft_ms is not None), key=lambda r: r.start_ns)
+        steady = done[job.concurrency :] or done
+        if not steady:
+            raise SweepFailed(f"AIPerf run {job.label} returned no time-to-first-token")
+        return steady
+
+    def _prefill_load_point(self, job: _Job, measured: list) -> None:
+        steady = self._steady(job, measured)
+        ttft = sum(r.ttft_ms for r in steady) / len(steady) / self.scale
+        # closed loop: `concurrency` prompts every TTFT (Little's law)
+        thpt = job.concurrency * job.isl / (ttft / 1e3) / self.cand.num_gpus
+        self.prefill_load.append(
+            PrefillLoadPoint(
+                isl=job.isl, concurrency=job.concurrency, ttft_ms=round(ttft, 4), thpt_per_gpu=round(thpt, 3)
+            )
+        )
+
+    def _agg_point(self, job: _Job, measured: list) -> None:
+        """TTFT, ITL and output tokens/s/GPU of an aggregated engine at one concurrency. The first wave
+        (the `concurrency` requests sent together at the start) is left out when later requests
+        exist, so the point describes the steady state of the closed loop."""
+        steady = self._steady(job, measured)
+        ttft = sum(r.ttft_ms for r in steady) / len(steady) / self.scale
+        itls = [r.itl_ms for r in steady if r.itl_ms is not None]
+        if not itls:
+            raise SweepFailed(f"AIPerf run {job.label} returned no inter-token latency")
+        itl = sum(itls) / len(itls) / self.scale
+        # Little's law over the closed loop: `concurrency` requests, each ttft + (osl - 1) * itl long
+        latency_ms = ttft + max(0, job.osl - 1) * itl
+        thpt = job.concurrency * job.osl / (latency_ms / 1e3) / self.cand.num_gpus
+        self.agg.append(
+            AggPoint(
+                isl=job.isl,
+                osl=job.osl,
+                concurrency=job.concurrency,
+                ttft_ms=round(ttft, 4),
+                itl_ms=round(itl, 4),
+                thpt_per_gpu=round(thpt, 3),
+            )
+        )
+        self._progress("agg", len(self.agg), self.total_decode)
 
     def _progress(self, phase: str, done: int, total: int) -> None:
         if self.on_progress is not None:
@@ -671,7 +781,7 @@ def measure_candidate(
         status, reason = ("infeasible" if exc.infeasible else "failed"), exc.reason
     except SweepFailed as exc:
         status, reason = "failed", str(exc)
-        if "holds no decode request" in reason:
+        if reason.startswith("KV cache of") and " holds no " in reason:
             status = "infeasible"
     finally:
         bench.close()
@@ -697,6 +807,8 @@ def measure_candidate(
         max_kv_tokens=bench.max_kv,
         prefill=bench.prefill,
         decode=bench.decode,
+        agg=bench.agg,
+        prefill_load=bench.prefill_load,
         provenance=provenance,
         artifacts=artifacts,
     )

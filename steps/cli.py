@@ -17,22 +17,29 @@ from steps import commands
 from steps.dynamo_releases import supported
 from steps.errors import StepFailed, UserError
 from steps.gpus import GPU_NAMES
-from steps.request import BACKENDS, ProfileRequest, build_request, load_request_file, merge
+from steps.request import BACKENDS, SERVING_MODES, ProfileRequest, build_request, load_request_file, merge
 
 # (flag, nested request path, type, help). Names follow Dynamo's profile_sla where it has one.
 _REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--model", "model", str, "Hugging Face model id or local model directory"),
     ("--backend", "backend", str, f"inference backend: {' | '.join(BACKENDS)}"),
     ("--method", "method", str, "offline (estimate, default) | simulate (simulated engines + AIPerf) | online (GPUs)"),
+    (
+        "--serving",
+        "serving",
+        str,
+        f"{' | '.join(SERVING_MODES)}: compare aggregated and disaggregated serving (auto, default) or profile one",
+    ),
     ("--isl", "sla.isl", int, "average input sequence length, tokens"),
     ("--osl", "sla.osl", int, "average output sequence length, tokens"),
     ("--ttft", "sla.ttft_ms", float, "time-to-first-token target, ms"),
     ("--itl", "sla.itl_ms", float, "inter-token latency target, ms"),
-    ("--request-rate", "sla.request_rate", float, "expected requests/s; adds replica counts (rate matching)"),
+    ("--request-rate", "sla.request_rate", float, "expected requests/s: recommend the fewest GPUs that serve it"),
     ("--gpu", "hardware.gpu", str, f"GPU type: {', '.join(GPU_NAMES)}"),
     ("--num-gpus-per-node", "hardware.gpus_per_node", int, "GPUs per node (default 8)"),
     ("--min-num-gpus-per-engine", "hardware.min_gpus_per_engine", int, "smallest engine to try (0 = from model size)"),
     ("--max-num-gpus-per-engine", "hardware.max_gpus_per_engine", int, "largest engine to try (0 = one node)"),
+    ("--total-gpus", "hardware.total_gpus", int, "GPUs the whole deployment may use (0 = one node, the default)"),
     ("--quantization", "engine.quantization", str, "weights: auto (as the checkpoint declares) | bf16 | fp8 | fp4"),
     ("--kv-cache-dtype", "engine.kv_cache_dtype", str, "KV cache: auto | bf16 | fp8"),
     ("--max-context-length", "engine.max_context_length", int, "cap on the engine's context (0 = the model's)"),

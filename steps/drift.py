@@ -72,6 +72,11 @@ def history_key(model: str, backend: str, gpu: str) -> str:
 
 
 def choice_of(selection: Selection) -> str | None:
+    """`tp2+tp4` (prefill+decode) or `agg-tp8`; with engine counts when fit sized a deployment:
+    `2xtp2+1xtp4`."""
+    chosen = selection.deployment
+    if chosen is not None:
+        return "+".join(f"{e.replicas}x{e.candidate.id}" for e in chosen.engines)
     if selection.prefill is None and selection.decode is None:
         return None
     p = selection.prefill.candidate.id if selection.prefill else "-"
@@ -87,6 +92,10 @@ def _numbers(selection: Selection) -> dict[str, float]:
     if selection.decode:
         out["decode_itl_ms"] = selection.decode.itl_ms
         out["decode_thpt_per_gpu"] = selection.decode.thpt_per_gpu
+    if selection.deployment is not None:
+        out["deployment_ttft_ms"] = selection.deployment.ttft_ms
+        out["deployment_itl_ms"] = selection.deployment.itl_ms
+        out["deployment_thpt_per_gpu"] = selection.deployment.thpt_per_gpu
     return out
 
 

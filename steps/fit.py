@@ -1,12 +1,20 @@
-"""DAG step `fit`: choose the prefill and decode engines under the SLA.
+"""DAG step `fit`: choose the deployment (aggregated, or x prefill + y decode engines) under the SLA.
 
 Inputs (from the run's store): request.json, plan.json and every profiles/<id>.json.
-Outputs: selection.json (the choices and the numbers behind them, Pareto fronts, why every other
-candidate lost, the nearest achievable SLA when a target cannot be met, replica counts when the
-request gives a rate), the planner data of the chosen engines (prefill/raw_data.npz,
-decode/raw_data.npz, prefill_raw_data.json, decode_raw_data.json), plots/*.png and report.html.
+Outputs: selection.json (the recommended deployment and the best of the other serving mode, the
+engines and the numbers behind them, Pareto fronts, why every other candidate lost, the nearest
+achievable SLA when a target cannot be met, engine counts), the planner data of the chosen engines
+(prefill/raw_data.npz, decode/raw_data.npz, prefill_raw_data.json, decode_raw_data.json),
+plots/*.png and report.html.
 
-Rules (Dynamo's profiler, made explicit):
+Whole deployments within the GPU budget are built and ranked by `steps.deployments` from each
+candidate's operating points at the SLA's ISL/OSL: prefill engines under load (the profile's
+`prefill_load` points, else its lone-prompt point), decode engines over concurrency (below), and
+aggregated engines over concurrency (measured points, plus the highest concurrency within both
+targets on the line between two of them).
+
+Per-phase rules (Dynamo's profiler, made explicit), used for the Pareto fronts and when no
+deployment fits the budget:
 - prefill: among the candidates' points at the request's ISL that meet the TTFT target, the
   highest throughput per GPU; decode: likewise over all concurrencies at the request's context
   (isl + osl/2) under the ITL target. A profile without that exact ISL/context is interpolated
@@ -24,7 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from steps import deployments as dep
 from steps.candidates import Candidate
+from steps.deployments import AggOption, PrefillLoad, Workload
 from steps.errors import UserError
 from steps.interpolate import DecodeInterpolator, PrefillInterpolator
 from steps.planner_data import DecodePlannerData, PrefillPlannerData
@@ -32,6 +42,7 @@ from steps.results import (
     CandidateProfile,
     CandidateVerdict,
     DecodeChoice,
+    DeploymentChoice,
     ParetoPoint,
     PrefillChoice,
     Replicas,
@@ -89,6 +100,9 @@ class FitResult:
     prefill_interpolators: dict[str, PrefillInterpolator] = field(default_factory=dict)
     decode_interpolators: dict[str, DecodeInterpolator] = field(default_factory=dict)
     profiles: list[CandidateProfile] = field(default_factory=list)
+    agg_options: list[AggOption] = field(default_factory=list)
+    # every deployment evaluated, per serving mode (the best per engine pair or aggregated option)
+    deployments: dict[str, list[DeploymentChoice]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -163,6 +177,56 @@ def decode_options(
     return sorted(out, key=lambda o: o.concurrency)
 
 
+def prefill_loads(profile: CandidateProfile, isl: int, lone: Sequence[PrefillOption]) -> list[PrefillLoad]:
+    """The candidate's prefill engine under load at `isl`: its `prefill_load` points there, and the
+    lone-prompt option (one prompt per attention-DP rank) unless a load point has that load."""
+    cand = profile.candidate
+    points = sorted((p for p in profile.prefill_load if p.isl == isl), key=lambda p: p.concurrency)
+    loads = [PrefillLoad(cand, p.concurrency, p.ttft_ms, p.thpt_per_gpu) for p in points]
+    if not any(p.concurrency == cand.attn_dp for p in points):
+        loads += [PrefillLoad(cand, cand.attn_dp, o.ttft_ms, o.thpt_per_gpu, o.interpolated) for o in lone]
+    return sorted(loads, key=lambda p: p.concurrency)
+
+
+def _crossing(lo: float, hi: float, c_lo: int, c_hi: int, target: float) -> float:
+    """Concurrency where a quantity linear between (c_lo, lo) and (c_hi, hi) reaches `target`."""
+    if hi <= target:
+        return float(c_hi)
+    if lo > target:
+        return float(c_lo) - 1.0
+    return c_lo + (target - lo) / (hi - lo) * (c_hi - c_lo)
+
+
+def agg_options(profile: CandidateProfile, isl: int, osl: int, ttft_ms: float, itl_ms: float) -> list[AggOption]:
+    """The aggregated candidate's points at (isl, osl), plus, between a point within both targets
+    and the next one that is not, the highest concurrency within both (linear in concurrency)."""
+    cand = profile.candidate
+    points = sorted((p for p in profile.agg if p.isl == isl and p.osl == osl), key=lambda p: p.concurrency)
+    out = [AggOption(cand, p.concurrency, p.ttft_ms, p.itl_ms, p.thpt_per_gpu) for p in points]
+    for a, b in zip(points, points[1:]):
+        if not (a.ttft_ms <= ttft_ms and a.itl_ms <= itl_ms) or (b.ttft_ms <= ttft_ms and b.itl_ms <= itl_ms):
+            continue
+        top = min(
+            _crossing(a.ttft_ms, b.ttft_ms, a.concurrency, b.concurrency, ttft_ms),
+            _crossing(a.itl_ms, b.itl_ms, a.concurrency, b.concurrency, itl_ms),
+        )
+        step = cand.attn_dp
+        c = int(math.floor(top + 1e-9)) // step * step
+        if a.concurrency < c < b.concurrency:
+            f = (c - a.concurrency) / (b.concurrency - a.concurrency)
+            out.append(
+                AggOption(
+                    cand,
+                    c,
+                    a.ttft_ms + f * (b.ttft_ms - a.ttft_ms),
+                    a.itl_ms + f * (b.itl_ms - a.itl_ms),
+                    a.thpt_per_gpu + f * (b.thpt_per_gpu - a.thpt_per_gpu),
+                    True,
+                )
+            )
+    return sorted(out, key=lambda o: o.concurrency)
+
+
 # ---------------------------------------------------------------------------
 # choosing
 # ---------------------------------------------------------------------------
@@ -184,6 +248,12 @@ def choose(
     return min(tied, key=lambda o: (o.candidate.num_gpus, -o.thpt_per_gpu, order.get(o.candidate.id, 0))), False
 
 
+def round_up_ms(value: float) -> float:
+    """A latency target rounded up to 0.01 ms: a target below what the engine reaches would make the
+    planner chase it forever."""
+    return math.ceil(round(value * 100, 6)) / 100
+
+
 def _decide(
     phase: str,
     options: Sequence[OptionT],
@@ -201,8 +271,7 @@ def _decide(
     pick, met = choose(options, lambda o: getattr(o, latency), target, order)
     if not met:
         value = getattr(pick, latency)
-        # rounded up: a target below what the engine reaches would make the planner chase it forever
-        nearest[latency] = math.ceil(round(value * 100, 6)) / 100
+        nearest[latency] = round_up_ms(value)
         at = f", concurrency {pick.concurrency}" if isinstance(pick, DecodeOption) else ""
         name = latency.removesuffix("_ms").upper()
         warnings.append(
@@ -378,8 +447,87 @@ def _profile_verdicts(
     return verdicts, usable
 
 
+def _workload(request: ProfileRequest, plan: Plan | None) -> Workload:
+    """The SLA, the budget and the disaggregated fixed costs (KV transfer, first decode step)."""
+    from steps.models import apply_overrides, load_model_info
+    from steps.perf.constants import constants_for
+    from steps.perf.roofline import FIRST_TOKEN_DECODE_STEPS, kv_transfer_ms
+
+    sla = request.sla
+    if plan is not None:
+        model = plan.model
+    else:
+        model = apply_overrides(
+            load_model_info(request.model), request.engine.quantization, request.engine.kv_cache_dtype
+        )
+    return Workload(
+        isl=sla.isl,
+        osl=sla.osl,
+        ttft_ms=sla.ttft_ms,
+        itl_ms=sla.itl_ms,
+        gpu_budget=request.hardware.gpu_budget,
+        request_rate=sla.request_rate,
+        transfer_ms=kv_transfer_ms(model, sla.isl, constants_for(request.backend)),
+        first_token_steps=FIRST_TOKEN_DECODE_STEPS,
+    )
+
+
+def _role_verdict(
+    cid: str,
+    phase: str,
+    own: list[DeploymentChoice],
+    chosen: DeploymentChoice,
+    w: Workload,
+    no_points: str,
+) -> CandidateVerdict:
+    """A candidate's verdict in one role, from the best deployment that uses it in that role."""
+    role_name = {"prefill": "prefill engine", "decode": "decode engine", "agg": "aggregated engine"}[phase]
+    mine_in_chosen = [e for e in chosen.engines if e.candidate.id == cid and e.role == phase]
+    if mine_in_chosen:
+        how = "meets the SLA with the highest rank" if chosen.meets_sla else "nearest to the SLA (none meets it)"
+        if mine_in_chosen[0].interpolated:
+            how += f"; its operating point (concurrency {mine_in_chosen[0].concurrency}) is interpolated"
+        reason = (
+            f"{role_name} of the recommended deployment, {chosen.shape} on {chosen.gpus} GPUs "
+            f"({chosen.thpt_per_gpu:.1f} tokens/s/GPU, TTFT {chosen.ttft_ms:.1f} ms, ITL {chosen.itl_ms:.2f} ms): {how}"
+        )
+        return CandidateVerdict(candidate_id=cid, phase=phase, status="chosen", reason=reason)
+    mine = dep.best(own, w)
+    if mine is None:
+        reason = no_points
+    else:
+        reason = (
+            f"its best deployment as {role_name}, {mine.shape} on {mine.gpus} GPUs "
+            f"({mine.thpt_per_gpu:.1f} tokens/s/GPU, TTFT {mine.ttft_ms:.1f} ms, ITL {mine.itl_ms:.2f} ms): "
+            f"{dep.why_lost(mine, chosen, w)}"
+        )
+    return CandidateVerdict(candidate_id=cid, phase=phase, status="lost", reason=reason)
+
+
+def _deployment_choices(
+    chosen: DeploymentChoice, decode_by: dict[tuple[str, int], DecodeOption], isl: int, w: Workload
+) -> tuple[PrefillChoice | None, DecodeChoice | None]:
+    """The Dynamo-style per-engine choices of a disaggregated deployment."""
+    p, d = chosen.group("prefill"), chosen.group("decode")
+    if p is None or d is None:
+        return None, None
+    assert p.ttft_ms is not None
+    prefill = PrefillChoice(
+        candidate=p.candidate,
+        isl=isl,
+        ttft_ms=p.ttft_ms,
+        thpt_per_gpu=p.thpt_per_gpu,
+        meets_sla=chosen.ttft_ms <= w.ttft_ms,
+        interpolated=p.interpolated,
+        concurrency=p.concurrency,
+    )
+    option = decode_by[(d.candidate.id, d.concurrency)]
+    decode = DecodeChoice(**_fields_of(option), meets_sla=chosen.itl_ms <= w.itl_ms)
+    return prefill, decode
+
+
 def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[CandidateProfile]) -> FitResult:
-    """Select prefill and decode engines for `request`'s SLA from measured `profiles`."""
+    """Select the deployment for `request`'s SLA and GPU budget from measured `profiles`."""
     sla = request.sla
     isl, osl, context = sla.isl, sla.osl, sla.isl + sla.osl // 2
     if plan is not None:  # `select` with a new --isl/--osl re-targets a plan made for other lengths
@@ -409,14 +557,19 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
                 f"profiles {', '.join(stale)} were profiled under a different request than the plan "
                 "(model, hardware, backend or sweep changed); their numbers may not apply"
             )
+    w = _workload(request, plan)
+    disagg_ids = [cid for cid in usable if not by_id[cid].candidate.is_agg]
+    agg_ids = [cid for cid in usable if by_id[cid].candidate.is_agg]
 
     p_opts: list[PrefillOption] = []
     d_opts: list[DecodeOption] = []
+    loads: list[PrefillLoad] = []
+    a_opts: list[AggOption] = []
     p_by: dict[str, list[PrefillOption]] = {}
     d_by: dict[str, list[DecodeOption]] = {}
     pre_i: dict[str, PrefillInterpolator] = {}
     dec_i: dict[str, DecodeInterpolator] = {}
-    for cid in usable:
+    for cid in disagg_ids:
         prof = by_id[cid]
         pi, di = _interpolators(prof, warnings)
         if pi is not None:
@@ -433,30 +586,126 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         d_by[cid] = decode_options(prof, isl, osl, granularity, di, sla.itl_ms)
         p_opts += p_by[cid]
         d_opts += d_by[cid]
+        loads += prefill_loads(prof, isl, p_by[cid])
+    a_by: dict[str, list[AggOption]] = {}
+    for cid in agg_ids:
+        a_by[cid] = agg_options(by_id[cid], isl, osl, sla.ttft_ms, sla.itl_ms)
+        a_opts += a_by[cid]
+        if not a_by[cid] and by_id[cid].agg:
+            warnings.append(
+                f"{cid} was measured at ISL/OSL {by_id[cid].agg[0].isl}/{by_id[cid].agg[0].osl}, not at the "
+                f"request's {isl}/{osl}; profile it again for this workload"
+            )
+
+    evaluated = {"disagg": dep.disagg_deployments(loads, d_opts, w), "agg": dep.agg_deployments(a_opts, w)}
+    bests = {mode: dep.best(found, w) for mode, found in evaluated.items()}
+    chosen = dep.choose_mode(bests, w)
+    profiled = {mode: request.serving in ("auto", mode) for mode in ("agg", "disagg")}
 
     nearest: dict[str, float] = {"ttft_ms": sla.ttft_ms, "itl_ms": sla.itl_ms}
-    p_pick, p_met = _decide("prefill", p_opts, "ttft_ms", sla.ttft_ms, order, f"ISL {isl}", nearest, warnings)
-    d_pick, d_met = _decide("decode", d_opts, "itl_ms", sla.itl_ms, order, f"context {context}", nearest, warnings)
-    missed = (p_pick is not None and not p_met) or (d_pick is not None and not d_met)
-    prefill_choice = PrefillChoice(**_fields_of(p_pick), meets_sla=p_met) if p_pick else None
-    decode_choice = DecodeChoice(**_fields_of(d_pick), meets_sla=d_met) if d_pick else None
-
-    for cid in usable:
-        verdicts.append(_prefill_verdict(cid, p_by[cid], p_pick, p_met, sla.ttft_ms, isl))
-        verdicts.append(_decode_verdict(cid, d_by[cid], d_pick, d_met, sla.itl_ms, context))
-
+    missed = False
     replicas = None
-    if sla.request_rate and prefill_choice and decode_choice:
-        replicas = replica_counts(sla.request_rate, isl, osl, prefill_choice, decode_choice)
+    alternative = None
+    comparison = ""
+    prefill_choice: PrefillChoice | None = None
+    decode_choice: DecodeChoice | None = None
+    recommendation: list[str] = []
+    planner_source: tuple[CandidateProfile | None, CandidateProfile | None] = (None, None)
+    if chosen is None:
+        # no deployment fits the budget: each phase on its own, as Dynamo's profiler chooses
+        if disagg_ids or not agg_ids:
+            p_pick, p_met = _decide("prefill", p_opts, "ttft_ms", sla.ttft_ms, order, f"ISL {isl}", nearest, warnings)
+            d_pick, d_met = _decide(
+                "decode", d_opts, "itl_ms", sla.itl_ms, order, f"context {context}", nearest, warnings
+            )
+            missed = (p_pick is not None and not p_met) or (d_pick is not None and not d_met)
+            prefill_choice = PrefillChoice(**_fields_of(p_pick), meets_sla=p_met) if p_pick else None
+            decode_choice = DecodeChoice(**_fields_of(d_pick), meets_sla=d_met) if d_pick else None
+            if p_pick is not None and d_pick is not None:
+                warnings.append(
+                    f"no deployment of a prefill and a decode engine fits the budget of {w.gpu_budget} GPUs "
+                    "(--total-gpus); each phase is chosen on its own"
+                )
+            for cid in disagg_ids:
+                verdicts.append(_prefill_verdict(cid, p_by[cid], p_pick, p_met, sla.ttft_ms, isl))
+                verdicts.append(_decode_verdict(cid, d_by[cid], d_pick, d_met, sla.itl_ms, context))
+            if sla.request_rate and prefill_choice and decode_choice:
+                replicas = replica_counts(sla.request_rate, isl, osl, prefill_choice, decode_choice)
+            if prefill_choice:
+                recommendation.append(prefill_line(prefill_choice))
+            if decode_choice:
+                recommendation.append(decode_line(decode_choice))
+            planner_source = (
+                by_id[p_pick.candidate.id] if p_pick else None,
+                by_id[d_pick.candidate.id] if d_pick else None,
+            )
+        if agg_ids and not a_opts:
+            warnings.append("No aggregated results produced; no aggregated recommendation")
+    else:
+        other_mode = "agg" if chosen.mode == "disagg" else "disagg"
+        alternative = bests[other_mode]
+        if alternative is not None:
+            alternative = alternative.model_copy(update={"verdict": dep.why_lost(alternative, chosen, w)})
+        other_name = dep.MODE_NAMES[other_mode]
+        if not profiled[other_mode]:
+            absent = f"{other_name} serving was not profiled (--serving {request.serving})"
+        elif not (agg_ids if other_mode == "agg" else disagg_ids):
+            absent = f"no {other_name} candidate was profiled or produced results"
+        else:
+            absent = f"no {other_name} deployment fits {w.gpu_budget} GPUs"
+        comparison = dep.comparison_line(chosen, alternative, absent, w)
+        if not chosen.meets_sla:
+            missed = True
+            if chosen.ttft_ms > sla.ttft_ms:
+                nearest["ttft_ms"] = round_up_ms(chosen.ttft_ms)
+            if chosen.itl_ms > sla.itl_ms:
+                nearest["itl_ms"] = round_up_ms(chosen.itl_ms)
+            warnings.append(
+                f"No deployment within {w.gpu_budget} GPUs satisfies the SLA (TTFT {sla.ttft_ms:g} ms, ITL "
+                f"{sla.itl_ms:g} ms): the nearest is {chosen.shape} at TTFT {chosen.ttft_ms:.2f} ms, ITL "
+                f"{chosen.itl_ms:.2f} ms, chosen anyway"
+            )
+        if w.request_rate and not chosen.serves_rate:
+            warnings.append(
+                f"no deployment within {w.gpu_budget} GPUs serves {w.request_rate:g} requests/s; the chosen one "
+                f"serves {chosen.request_rate:.2f} (raise --total-gpus)"
+            )
+        decode_by = {(o.candidate.id, o.concurrency): o for o in d_opts}
+        if chosen.mode == "disagg":
+            prefill_choice, decode_choice = _deployment_choices(chosen, decode_by, isl, w)
+            assert prefill_choice is not None and decode_choice is not None
+            pg, dg = chosen.group("prefill"), chosen.group("decode")
+            assert pg is not None and dg is not None
+            replicas = Replicas(
+                request_rate=sla.request_rate or round(chosen.request_rate, 3),
+                prefill=pg.replicas,
+                decode=dg.replicas,
+                total_gpus=chosen.gpus,
+            )
+            recommendation = [prefill_line(prefill_choice), decode_line(decode_choice)]
+            planner_source = (by_id[pg.candidate.id], by_id[dg.candidate.id])
+        else:
+            recommendation = [dep.agg_line(chosen)]
+            agg_profile = by_id[chosen.engines[0].candidate.id]
+            planner_source = (agg_profile, agg_profile)
+        recommendation += [dep.deployment_line(chosen, w), comparison]
+        for cid in disagg_ids:
+            for role, no_points in (
+                ("prefill", f"no prefill points at ISL {isl}, or no deployment with it fits {w.gpu_budget} GPUs"),
+                ("decode", f"no decode points at context {context}, or no deployment with it fits {w.gpu_budget} GPUs"),
+            ):
+                own = [o for o in evaluated["disagg"] if (g := o.group(role)) is not None and g.candidate.id == cid]
+                verdicts.append(_role_verdict(cid, role, own, chosen, w, no_points))
+        for cid in agg_ids:
+            own = [o for o in evaluated["agg"] if o.engines[0].candidate.id == cid]
+            no_points = f"no points at ISL {isl} / OSL {osl}, or it does not fit {w.gpu_budget} GPUs"
+            verdicts.append(_role_verdict(cid, "agg", own, chosen, w, no_points))
 
-    recommendation = []
-    if prefill_choice:
-        recommendation.append(prefill_line(prefill_choice))
-    if decode_choice:
-        recommendation.append(decode_line(decode_choice))
-
-    prefill_data = PrefillPlannerData.from_profile(by_id[p_pick.candidate.id]) if p_pick else None
-    decode_data = DecodePlannerData.from_profile(by_id[d_pick.candidate.id]) if d_pick else None
+    p_src, d_src = planner_source
+    prefill_data = PrefillPlannerData.from_profile(p_src) if p_src is not None and p_src.prefill else None
+    decode_data = (
+        DecodePlannerData.from_profile(d_src) if d_src is not None and d_src.decode and d_src.max_kv_tokens else None
+    )
     if prefill_data is not None and len(prefill_data.prefill_isl) < DYNAMO_MIN_PREFILL_POINTS:
         warnings.append(
             f"the chosen prefill engine has {len(prefill_data.prefill_isl)} ISL points; Dynamo's planner "
@@ -486,6 +735,11 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         warnings=warnings,
         recommendation=recommendation,
         max_context=plan.grid.max_context if plan else request.engine.max_context_length,
+        serving=request.serving,
+        gpu_budget=w.gpu_budget,
+        deployment=chosen,
+        alternative=alternative,
+        comparison=comparison,
     )
     return FitResult(
         selection=selection,
@@ -496,6 +750,80 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         prefill_interpolators=pre_i,
         decode_interpolators=dec_i,
         profiles=list(profiles),
+        agg_options=a_opts,
+        deployments=evaluated,
+    )
+
+
+def fit_pick(request: ProfileRequest, profiles: dict[str, CandidateProfile], ids: tuple[str, ...]) -> FitResult:
+    """fit's result for engines a person picked: `(aggregated id,)` or `(prefill id, decode id)`.
+
+    The operating points, engine counts and lines are what fit computes for those engines alone."""
+    sla = request.sla
+    isl, osl = sla.isl, sla.osl
+    w = _workload(request, None)
+    warnings: list[str] = []
+    for cid in ids:
+        if cid not in profiles or profiles[cid].status != "ok":
+            known = ", ".join(sorted(c for c, p in profiles.items() if p.status == "ok")) or "none"
+            raise UserError(f"picked candidate {cid!r} has no successful profile; measured: {known}")
+    prefill_choice = decode_choice = None
+    replicas = None
+    if len(ids) == 1:
+        prof = profiles[ids[0]]
+        chosen = dep.best(dep.agg_deployments(agg_options(prof, isl, osl, sla.ttft_ms, sla.itl_ms), w), w)
+        planner_source = (prof, prof)
+        lines = [dep.agg_line(chosen)] if chosen is not None else []
+    else:
+        pre, dec = profiles[ids[0]], profiles[ids[1]]
+        pi, _ = _interpolators(pre, warnings)
+        _, di = _interpolators(dec, warnings)
+        granularity = request.sweep.decode_granularity
+        d_opts = decode_options(dec, isl, osl, granularity, di, sla.itl_ms)
+        loads = prefill_loads(pre, isl, prefill_options(pre, isl, pi))
+        chosen = dep.best(dep.disagg_deployments(loads, d_opts, w), w)
+        planner_source = (pre, dec)
+        lines = []
+        if chosen is not None:
+            decode_by = {(o.candidate.id, o.concurrency): o for o in d_opts}
+            prefill_choice, decode_choice = _deployment_choices(chosen, decode_by, isl, w)
+            pg, dg = chosen.group("prefill"), chosen.group("decode")
+            assert prefill_choice and decode_choice and pg and dg
+            replicas = Replicas(
+                request_rate=sla.request_rate or round(chosen.request_rate, 3),
+                prefill=pg.replicas,
+                decode=dg.replicas,
+                total_gpus=chosen.gpus,
+            )
+            lines = [prefill_line(prefill_choice), decode_line(decode_choice)]
+    if chosen is None:
+        raise UserError(
+            f"no deployment of the pick {'+'.join(ids)} fits the budget of {w.gpu_budget} GPUs or has an "
+            "operating point; resume with another choice"
+        )
+    p_src, d_src = planner_source
+    selection = Selection(
+        model=request.model,
+        backend=request.backend,
+        gpu=request.hardware.gpu,
+        isl=isl,
+        osl=osl,
+        ttft_ms=sla.ttft_ms,
+        itl_ms=sla.itl_ms,
+        prefill=prefill_choice,
+        decode=decode_choice,
+        replicas=replicas,
+        warnings=warnings,
+        recommendation=[*lines, dep.deployment_line(chosen, w)],
+        serving=request.serving,
+        gpu_budget=w.gpu_budget,
+        deployment=chosen,
+    )
+    return FitResult(
+        selection=selection,
+        prefill_data=PrefillPlannerData.from_profile(p_src) if p_src.prefill else None,
+        decode_data=DecodePlannerData.from_profile(d_src) if d_src.decode and d_src.max_kv_tokens else None,
+        profiles=[profiles[c] for c in ids],
     )
 
 

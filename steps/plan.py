@@ -130,8 +130,9 @@ def engine_max_context(model: ModelInfo, request: ProfileRequest) -> int:
 
 
 def _mapping_kinds(model: ModelInfo, size: int) -> list[str]:
-    """TP for dense models; TEP and DEP for MoE (on one GPU all three are the same engine: tp1)."""
-    return ["tep", "dep"] if model.is_moe and size > 1 else ["tp"]
+    """TP for dense models; TEP, DEP and DTP (attention DP x experts TP) for MoE (on one GPU they
+    are all the same engine: tp1)."""
+    return ["tep", "dep", "dtp"] if model.is_moe and size > 1 else ["tp"]
 
 
 def _fits(model: ModelInfo, request: ProfileRequest, cand: Candidate, max_ctx: int) -> tuple[int, str]:
@@ -185,8 +186,59 @@ def decode_concurrencies(max_kv_tokens: int, isl: int, osl: int, granularity: in
     return sorted({max(attn_dp, int(round(p / attn_dp)) * attn_dp) for p in points})
 
 
+def agg_concurrencies(max_kv_tokens: int, isl: int, osl: int, points: int, attn_dp: int = 1) -> list[int]:
+    """Concurrencies of an aggregated engine's sweep: geometric from one request per attention-DP
+    rank up to what its KV cache holds (a running request holds isl + osl/2 tokens), multiples of
+    attn_dp. The SLA-meeting loads of an aggregated engine sit at the low end, where a geometric
+    grid is dense; beyond the KV cache requests only queue."""
+    most = min(int(max_kv_tokens // (isl + osl / 2.0)), DECODE_MAX_CONCURRENCY)
+    most = (most // attn_dp) * attn_dp
+    if most < attn_dp:
+        return []
+    steps = np.geomspace(attn_dp, most, max(2, points))
+    return sorted({max(attn_dp, int(round(c / attn_dp)) * attn_dp) for c in steps} | {most})
+
+
+def _planned(model: ModelInfo, request: ProfileRequest, cand: Candidate, max_ctx: int) -> PlannedCandidate:
+    weights = weight_bytes_per_gpu(model, cand) / GIB
+    reason = divisibility_problem(model, cand)
+    kv = 0
+    if reason is None:
+        kv, reason = _fits(model, request, cand, max_ctx)
+    return PlannedCandidate(
+        candidate=cand,
+        status="dropped" if reason else "runnable",
+        reason=reason or "",
+        weight_gib_per_gpu=round(weights, 2),
+        kv_tokens_estimate=max(kv, 0),
+    )
+
+
+def _over_budget(planned: list[PlannedCandidate], budget: int) -> None:
+    """Drop what cannot be part of a deployment within `budget` GPUs: an aggregated engine larger
+    than the budget, a disaggregated engine that leaves no room for the smallest engine of the
+    other phase."""
+    smallest = min((p.candidate.num_gpus for p in planned if p.status == "runnable"), default=0)
+    for p in planned:
+        n = p.candidate.num_gpus
+        if p.status != "runnable":
+            continue
+        if p.candidate.is_agg and n > budget:
+            p.status, p.reason = "dropped", f"needs {n} GPUs, more than the budget of {budget} (--total-gpus)"
+        elif not p.candidate.is_agg and n + smallest > budget:
+            p.status, p.reason = (
+                "dropped",
+                f"disaggregated: {n} GPUs plus at least {smallest} for the other phase exceed the budget "
+                f"of {budget} (--total-gpus)",
+            )
+
+
 def make_plan(request: ProfileRequest, model: ModelInfo | None = None) -> Plan:
-    """Candidates (runnable and dropped, with reasons) and grids for `request`."""
+    """Candidates (runnable and dropped, with reasons) and grids for `request`.
+
+    Disaggregated candidates (`tp4`) are measured as prefill and decode engines; aggregated ones
+    (`agg-tp4`, the same mappings) as one engine serving both phases. `request.serving` says which
+    are planned; the GPU budget drops engines no deployment within it could use."""
     model = apply_overrides(
         model or load_model_info(request.model), request.engine.quantization, request.engine.kv_cache_dtype
     )
@@ -196,6 +248,7 @@ def make_plan(request: ProfileRequest, model: ModelInfo | None = None) -> Plan:
     gpu = get_gpu(request.hardware.gpu)
     max_ctx = engine_max_context(model, request)
     hw = request.hardware
+    budget = hw.gpu_budget
     auto_min = min_gpus_for(model, request, max_ctx)
     lo = hw.min_gpus_per_engine or auto_min
     hi = hw.max_gpus_per_engine or max(hw.gpus_per_node, lo)
@@ -204,25 +257,21 @@ def make_plan(request: ProfileRequest, model: ModelInfo | None = None) -> Plan:
             f"model needs at least {lo} {gpu.name} GPUs per engine but max_gpus_per_engine is {hi}; "
             "raise --max-num-gpus-per-engine, use a GPU with more memory, or quantize (--quantization fp8)"
         )
+    if lo > budget:
+        raise UserError(
+            f"model needs at least {lo} {gpu.name} GPUs per engine but the deployment may use {budget} "
+            f"(--total-gpus, default one node of {hw.gpus_per_node}); raise --total-gpus to allow "
+            "multi-node deployments, use a GPU with more memory, or quantize (--quantization fp8)"
+        )
+    servings = ["disagg", "agg"] if request.serving == "auto" else [request.serving]
     planned: list[PlannedCandidate] = []
-    # below the automatic minimum, list the sizes as dropped so users see why
-    for n in _powers_of_two(hw.min_gpus_per_engine or 1, hi):
-        for kind in _mapping_kinds(model, n):
-            cand = Candidate(kind=kind, size=n)
-            weights = weight_bytes_per_gpu(model, cand) / GIB
-            reason = divisibility_problem(model, cand)
-            kv = 0
-            if reason is None:
-                kv, reason = _fits(model, request, cand, max_ctx)
-            planned.append(
-                PlannedCandidate(
-                    candidate=cand,
-                    status="dropped" if reason else "runnable",
-                    reason=reason or "",
-                    weight_gib_per_gpu=round(weights, 2),
-                    kv_tokens_estimate=max(kv, 0),
-                )
-            )
+    for serving in servings:
+        # below the automatic minimum, list the sizes as dropped so users see why
+        for n in _powers_of_two(hw.min_gpus_per_engine or 1, hi):
+            for kind in _mapping_kinds(model, n):
+                cand = Candidate(kind=kind, size=n, serving=serving)
+                planned.append(_planned(model, request, cand, max_ctx))
+    _over_budget(planned, budget)
     if not any(p.status == "runnable" for p in planned):
         why = "; ".join(f"{p.id}: {p.reason}" for p in planned) or "no GPU counts in range"
         raise UserError(f"no runnable candidate for {model.name} on {gpu.name}: {why}")

@@ -33,7 +33,7 @@ PX_PER_INCH = 80  # CSS pixels per figure inch in the report
 DPI = 2 * PX_PER_INCH  # PNGs hold twice the pixels they are shown at
 SIZE = (8.5, 5.0)
 WIDE = (13.0, 4.8)
-PLOT_NAMES = ("prefill_performance", "decode_performance", "cost_sla", "interpolation")
+PLOT_NAMES = ("prefill_performance", "decode_performance", "cost_sla", "interpolation", "serving_modes")
 _RC: dict[Any, Any] = {
     "font.size": 11,
     "axes.titlesize": 12,
@@ -284,6 +284,70 @@ def interpolation(result: FitResult, ev: Evidence) -> Any:
     return fig
 
 
+ITL_VIEW = 2.5  # the serving-modes plot shows ITL up to this multiple of the target
+MODE_STYLE = {"agg": ("aggregated", "tab:blue", "o"), "disagg": ("disaggregated", "tab:orange", "s")}
+
+
+def serving_modes(result: FitResult, ev: Evidence) -> Any:
+    """Whole-deployment output tokens/s per GPU against ITL, both serving modes: every evaluated
+    deployment (filled when it meets the TTFT target, hollow when not), the ITL target, and the
+    recommended deployment and the other mode's best marked."""
+    sel = result.selection
+    found = {mode: ds for mode, ds in result.deployments.items() if ds}
+    if not found:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for mode, ds in found.items():
+        name, color, marker = MODE_STYLE[mode]
+        ok = [d for d in ds if d.ttft_ms <= sel.ttft_ms]
+        late = [d for d in ds if d.ttft_ms > sel.ttft_ms]
+        if ok:
+            ax.scatter(
+                [d.itl_ms for d in ok],
+                [d.thpt_per_gpu for d in ok],
+                s=20,
+                color=color,
+                marker=marker,
+                label=f"{name}, TTFT within {sel.ttft_ms:g} ms",
+            )
+        if late:
+            ax.scatter(
+                [d.itl_ms for d in late],
+                [d.thpt_per_gpu for d in late],
+                s=20,
+                facecolors="none",
+                edgecolors=color,
+                marker=marker,
+                alpha=0.6,
+                label=f"{name}, TTFT over target",
+            )
+    for d, label in ((sel.deployment, "recommended"), (sel.alternative, "best of the other mode")):
+        if d is not None:
+            ax.scatter(
+                [d.itl_ms],
+                [d.thpt_per_gpu],
+                s=200,
+                marker="*",
+                color="black" if label == "recommended" else "gray",
+                zorder=5,
+                label=f"{label}: {d.shape} ({d.gpus} GPUs)",
+            )
+    _target_line(ax, sel.itl_ms, f"target ITL {sel.itl_ms:g} ms")
+    # the region around the ITL target: far slower deployments only squeeze it
+    near = [d for ds in found.values() for d in ds if d.itl_ms <= ITL_VIEW * sel.itl_ms]
+    ax.set_xlim(0, ITL_VIEW * sel.itl_ms)
+    ax.set_ylim(0, 1.08 * max((d.thpt_per_gpu for d in near), default=1.0))
+    return _finish(
+        fig,
+        ax,
+        xlabel="ITL (ms)",
+        ylabel="deployment output throughput (tokens/s/GPU)",
+        title=f"Aggregated vs disaggregated within {sel.gpu_budget} GPUs, ISL {sel.isl} / OSL {sel.osl} "
+        f"({ev.note('itl')})",
+    )
+
+
 def _colors(n: int) -> list[Any]:
     from matplotlib import colormaps
 
@@ -297,6 +361,7 @@ _MAKERS: dict[str, PlotMaker] = {
     "decode_performance": decode_performance,
     "cost_sla": cost_sla,
     "interpolation": interpolation,
+    "serving_modes": serving_modes,
 }
 
 

@@ -22,6 +22,8 @@ import hashlib
 import math
 import posixpath
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from string import Template
 from typing import Any
@@ -30,10 +32,11 @@ import yaml
 
 from steps import dynamo_releases
 from steps.argv import groups as _groups
-from steps.candidates import Candidate
+from steps.candidates import MAPPING_KINDS, Candidate
 from steps.dgd_v1beta1 import to_v1beta1
 from steps.dynamo_releases import PLANNER_DATA_DIR, PLANNER_WORKDIR, DynamoRelease
 from steps.engines import EngineBackend, get_backend
+from steps.engines.base import ROLES as WORKER_ROLES
 from steps.engines.base import Role
 from steps.errors import UserError
 from steps.planner_data import DecodePlannerData, PrefillPlannerData
@@ -145,9 +148,9 @@ def managed_worker_flags(backend: EngineBackend) -> set[str]:
     """Every flag the backend's worker arguments can carry, for any mapping and role: these are
     replaced in a base DGD, so a stale one (e.g. an EP flag after switching to TP) cannot survive."""
     flags: set[str] = set()
-    for kind in ("tp", "tep", "dep"):
-        for role in ROLES:
-            flags |= flag_names(backend.dgd_worker_args("model", Candidate(kind=kind, size=2), role))
+    for kind in MAPPING_KINDS:
+        for role in WORKER_ROLES:
+            flags |= flag_names(backend.dgd_worker_args("model", Candidate(kind=kind, size=2), role))  # type: ignore[arg-type]
     return flags
 
 
@@ -353,6 +356,99 @@ def _configmap(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any
     }
 
 
+@dataclass
+class DgdStart:
+    """The DGD to fill in, and what filling it needs: the backend and the Dynamo release it targets."""
+
+    dgd: dict[str, Any]
+    backend: EngineBackend
+    release: DynamoRelease
+    default_image: str  # the workers' image when neither the request nor the base DGD names one
+
+
+def start_dgd(request: ProfileRequest, base: dict[str, Any] | None) -> DgdStart:
+    """A copy of `base`, else the backend's built-in template, with the Frontend's image set;
+    raises when it has no Frontend."""
+    backend = get_backend(request.backend)
+    dep = request.deployment
+    release = dynamo_releases.resolve(dep.dynamo_version, dep.engine_image, dep.frontend_image, dep.dynamo_image)
+    default_image = release.worker_image(backend.default_image, dep.dynamo_image)
+    frontend_image = dep.frontend_image or dep.engine_image
+    if base is None:
+        dgd = load_template(request.backend, dep.engine_image or default_image, frontend_image or default_image)
+    else:
+        _check_base(base)
+        dgd = copy.deepcopy(base)
+        dgd.pop("status", None)
+    services: dict[str, Any] = dgd["spec"]["services"]
+    frontend = _find_service(services, "frontend")
+    if frontend is None:
+        raise UserError(f"the base DGD has no service with componentType frontend (services: {', '.join(services)})")
+    if frontend_image:
+        _container(services[frontend])["image"] = frontend_image
+    return DgdStart(dgd, backend, release, default_image)
+
+
+def dgd_name(request: ProfileRequest, services: list[str], base: dict[str, Any] | None) -> str:
+    """The request's name, else a base DGD's own, else one derived from model and backend; checked
+    against Dynamo's pod-name limit."""
+    given = request.deployment.name or ((base.get("metadata") or {}).get("name") if base is not None else None)
+    name = given or derive_name(request.model, request.backend, name_budget(services))
+    _check_name(name, services, given=bool(given))
+    return name
+
+
+def finish_dgd(
+    dgd: dict[str, Any],
+    request: ProfileRequest,
+    selection: Selection,
+    name: str,
+    release: DynamoRelease,
+    annotations: dict[str, str],
+) -> None:
+    """Set the DGD's name, namespace and slaprof's annotations (the SLA is the planner's: the
+    nearest achievable one when the request's cannot be met)."""
+    ttft, itl = selection.planner_targets()
+    meta = dgd.setdefault("metadata", {})
+    meta.update(name=name, namespace=request.deployment.namespace)
+    meta.setdefault("annotations", {}).update(
+        {
+            "slaprof/model": request.model,
+            "slaprof/dynamo": release.version,
+            **annotations,
+            "slaprof/sla": f"isl={selection.isl} osl={selection.osl} ttft={ttft:g}ms itl={itl:g}ms",
+        }
+    )
+    if selection.nearest_sla:
+        meta["annotations"]["slaprof/requested-sla"] = f"ttft={selection.ttft_ms:g}ms itl={selection.itl_ms:g}ms"
+
+
+def release_form(dgd: dict[str, Any], release: DynamoRelease) -> dict[str, Any]:
+    """The DGD in the shape its release's operator reads (v1beta1 `spec.components` since 1.4)."""
+    return to_v1beta1(dgd) if release.dgd_shape == "components" else dgd
+
+
+def engine_config_docs(
+    backend: EngineBackend,
+    name: str,
+    namespace: str,
+    services: dict[str, Any],
+    workers: Mapping[str, tuple[str, Candidate]],
+    max_context: int,
+) -> list[dict[str, Any]]:
+    """For backends configured by a file (TensorRT-LLM): the ConfigMap `<name>-engine-config` with
+    each worker's engine-args file (carrying the context the plan sized it for), mounted where the
+    worker's arguments expect it."""
+    files: dict[str, str] = {}
+    for role, (service, cand) in workers.items():
+        path = backend.engine_config_path(role)  # type: ignore[arg-type]
+        if path:
+            config = backend.engine_config(cand, role, max_context)  # type: ignore[arg-type]
+            files[posixpath.basename(path)] = yaml.safe_dump(config, sort_keys=False)
+            _mount_configmap(services[service], ENGINE_CONFIG_VOLUME, f"{name}-engine-config", posixpath.dirname(path))
+    return [_configmap(f"{name}-engine-config", namespace, files)] if files else []
+
+
 def render_manifests(
     request: ProfileRequest,
     selection: Selection,
@@ -370,17 +466,9 @@ def render_manifests(
         )
     PrefillPlannerData.from_json(prefill_json)  # refuse malformed planner data before it reaches a cluster
     DecodePlannerData.from_json(decode_json)
-    backend = get_backend(request.backend)
     dep = request.deployment
-    release = dynamo_releases.resolve(dep.dynamo_version, dep.engine_image, dep.frontend_image, dep.dynamo_image)
-    default_image = release.worker_image(backend.default_image, dep.dynamo_image)
-    frontend_image = dep.frontend_image or dep.engine_image
-    if base is None:
-        dgd = load_template(request.backend, dep.engine_image or default_image, frontend_image or default_image)
-    else:
-        _check_base(base)
-        dgd = copy.deepcopy(base)
-        dgd.pop("status", None)
+    start = start_dgd(request, base)
+    dgd, backend, release = start.dgd, start.backend, start.release
     services: dict[str, Any] = dgd["spec"]["services"]
 
     names: dict[str, str] = {}
@@ -393,15 +481,10 @@ def render_manifests(
             )
         names[role] = found
     frontend = _find_service(services, "frontend")
-    if frontend is None:
-        raise UserError(f"the base DGD has no service with componentType frontend (services: {', '.join(services)})")
-    if frontend_image:
-        _container(services[frontend])["image"] = frontend_image
+    assert frontend is not None
     planner = _find_service(services, "planner") or "Planner"
     services.setdefault(planner, {})
-    given = dep.name or ((base.get("metadata") or {}).get("name") if base is not None else None)
-    name = given or derive_name(request.model, request.backend, name_budget(list(services)))
-    _check_name(name, list(services), given=bool(given))
+    name = dgd_name(request, list(services), base)
     configmap = planner_configmap_name(name)
 
     managed = managed_worker_flags(backend) | release.managed_flags
@@ -422,13 +505,13 @@ def render_manifests(
             managed,
             context,
             release,
-            default_image,
+            start.default_image,
         )
     _set_planner(
         services[planner],
         selection,
         backend,
-        frontend_image,
+        dep.frontend_image or dep.engine_image,
         _container(services[frontend]).get("image"),
         choices["prefill"],
         choices["decode"],
@@ -436,22 +519,17 @@ def render_manifests(
         release,
     )
     _mount_model_cache(dgd, [frontend, names["prefill"], names["decode"]], request)
-
-    ttft, itl = selection.planner_targets()
-    meta = dgd.setdefault("metadata", {})
-    meta.update(name=name, namespace=dep.namespace)
-    meta.setdefault("annotations", {}).update(
+    finish_dgd(
+        dgd,
+        request,
+        selection,
+        name,
+        release,
         {
-            "slaprof/model": request.model,
-            "slaprof/dynamo": release.version,
             "slaprof/prefill": f"{choices['prefill'].label} x{services[names['prefill']]['replicas']}",
             "slaprof/decode": f"{choices['decode'].label} x{services[names['decode']]['replicas']}",
-            "slaprof/sla": f"isl={selection.isl} osl={selection.osl} ttft={ttft:g}ms itl={itl:g}ms",
-        }
+        },
     )
-    if selection.nearest_sla:
-        meta["annotations"]["slaprof/requested-sla"] = f"ttft={selection.ttft_ms:g}ms itl={selection.itl_ms:g}ms"
-
     docs = [
         _configmap(
             configmap,
@@ -459,21 +537,26 @@ def render_manifests(
             {"prefill_raw_data.json": prefill_json, "decode_raw_data.json": decode_json},
         )
     ]
-    engine_files: dict[str, str] = {}
-    for role in ROLES:
-        path = backend.engine_config_path(role)
-        if path:
-            engine_files[posixpath.basename(path)] = yaml.safe_dump(
-                backend.engine_config(choices[role], role, context),
-                sort_keys=False,
-            )
-            _mount_configmap(
-                services[names[role]], ENGINE_CONFIG_VOLUME, f"{name}-engine-config", posixpath.dirname(path)
-            )
-    if engine_files:
-        docs.append(_configmap(f"{name}-engine-config", dep.namespace, engine_files))
-    docs.append(to_v1beta1(dgd) if release.dgd_shape == "components" else dgd)
+    workers: dict[str, tuple[str, Candidate]] = {role: (names[role], choices[role]) for role in ROLES}
+    docs += engine_config_docs(backend, name, dep.namespace, services, workers, context)
+    docs.append(release_form(dgd, release))
     return docs
+
+
+def render_selection(
+    request: ProfileRequest,
+    selection: Selection,
+    planner_json: Callable[[], tuple[str, str]],
+    base: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The manifests of the selection's deployment: aggregated (`steps.render_agg`), or
+    disaggregated with the planner data `planner_json()` returns (prefill, decode JSON)."""
+    if selection.deployment is not None and selection.deployment.mode == "agg":
+        from steps.render_agg import render_agg_manifests
+
+        return render_agg_manifests(request, selection, base=base)
+    prefill_json, decode_json = planner_json()
+    return render_manifests(request, selection, prefill_json, decode_json, base=base)
 
 
 # ---------------------------------------------------------------------------
@@ -514,20 +597,30 @@ def local_model_warning(request: ProfileRequest) -> str | None:
 
 def describe(request: ProfileRequest, selection: Selection) -> str:
     rep = selection.replicas
-    prefill = selection.prefill.candidate.label if selection.prefill else "-"
-    decode = selection.decode.candidate.label if selection.decode else "-"
+    chosen = selection.deployment
     ttft, itl = selection.planner_targets()
-    lines = [
-        f"Rendered by slaprof: {request.model} on {request.backend}, {selection.gpu}",
-        f"prefill {prefill}{f' x{rep.prefill}' if rep else ''}, "
-        f"decode {decode}{f' x{rep.decode}' if rep else ''}; "
-        f"SLA TTFT {ttft:g} ms, ITL {itl:g} ms",
-    ]
+    sla = f"SLA TTFT {ttft:g} ms, ITL {itl:g} ms"
+    lines = [f"Rendered by slaprof: {request.model} on {request.backend}, {selection.gpu}"]
+    if chosen is not None and chosen.mode == "agg":
+        from steps.render_agg import PLANNER_OMITTED
+
+        lines += [f"aggregated: {chosen.shape} on {chosen.gpus} GPUs; {sla}", PLANNER_OMITTED]
+    else:
+        prefill = selection.prefill.candidate.label if selection.prefill else "-"
+        decode = selection.decode.candidate.label if selection.decode else "-"
+        lines.append(
+            f"prefill {prefill}{f' x{rep.prefill}' if rep else ''}, "
+            f"decode {decode}{f' x{rep.decode}' if rep else ''}; {sla}"
+        )
+        if rep and request.sla.request_rate:
+            lines.append(f"replicas sized for {rep.request_rate:g} requests/s ({rep.total_gpus} GPUs)")
+        elif rep:
+            lines.append(
+                f"replicas rate-matched within {selection.gpu_budget or rep.total_gpus} GPUs ({rep.total_gpus} used)"
+            )
     note = selection.sla_note()
     if note:
         lines.append(f"note: {note}")
-    if rep:
-        lines.append(f"replicas sized for {rep.request_rate:g} requests/s ({rep.total_gpus} GPUs)")
     warning = local_model_warning(request)
     if warning:
         lines.append(warning)
@@ -554,12 +647,14 @@ def load_base(path: str) -> dict[str, Any]:
 # DAG step
 # ---------------------------------------------------------------------------
 def run_step(store: ArtifactStore, base: dict[str, Any] | None = None) -> str:
-    """request.json + selection.json + planner JSON -> dgd.yaml; returns the YAML text."""
+    """request.json + selection.json (+ planner JSON for a disaggregated graph) -> dgd.yaml; returns the YAML."""
     request = read_model(store, Layout.REQUEST, ProfileRequest)
     selection = read_model(store, Layout.SELECTION, Selection)
-    prefill_json = store.get_bytes(Layout.PREFILL_JSON).decode()
-    decode_json = store.get_bytes(Layout.DECODE_JSON).decode()
-    docs = render_manifests(request, selection, prefill_json, decode_json, base=base)
+
+    def planner_json() -> tuple[str, str]:
+        return store.get_bytes(Layout.PREFILL_JSON).decode(), store.get_bytes(Layout.DECODE_JSON).decode()
+
+    docs = render_selection(request, selection, planner_json, base=base)
     text = to_yaml(docs, header=describe(request, selection))
     store.put_bytes(Layout.DGD, text.encode(), "application/yaml")
     return text

@@ -24,7 +24,7 @@ from steps.plots import PLOT_NAMES, png_size, render_plots
 if TYPE_CHECKING:
     from steps.fit import FitResult
     from steps.request import ProfileRequest
-    from steps.results import Selection
+    from steps.results import DeploymentChoice, Selection
     from steps.store import ArtifactStore
 
 __all__ = ["PLOT_NAMES", "SECTIONS", "ReportContext", "render_html", "write_report"]
@@ -160,6 +160,8 @@ def _header(ctx: ReportContext) -> str:
 def _deployment_table(ctx: ReportContext) -> str:
     """Each role's engine, replicas and GPUs, the latency it reaches and whether it meets the target."""
     sel = ctx.sel
+    if sel.deployment is not None and sel.deployment.mode == "agg":
+        return _agg_table(ctx, sel.deployment)
     roles: list[tuple[str, Any, str, float, float]] = []
     if sel.prefill is not None:
         roles.append(("prefill", sel.prefill, "ttft", sel.prefill.ttft_ms, sel.ttft_ms))
@@ -192,12 +194,43 @@ def _deployment_table(ctx: ReportContext) -> str:
     ) + _replica_note(ctx, total)
 
 
+def _agg_table(ctx: ReportContext, chosen: DeploymentChoice) -> str:
+    """The aggregated deployment: one engine kind serving both phases, its replicas and GPUs."""
+    group = chosen.group("agg")
+    assert group is not None
+    ev = ctx.of(group.candidate.id)
+    row = [
+        "aggregated",
+        group.candidate.label,
+        group.candidate.num_gpus,
+        group.replicas,
+        chosen.gpus,
+        _Raw(
+            f"{_latency_cell(ev, chosen.ttft_ms, 'ttft', 'TTFT ')}, {_latency_cell(ev, chosen.itl_ms, 'itl', 'ITL ')}"
+        ),
+        f"{chosen.thpt_per_gpu:.2f}",
+        "yes" if chosen.meets_sla else f"no (targets {ctx.sel.ttft_ms:g} / {ctx.sel.itl_ms:g} ms)",
+        _source(ev, group.interpolated),
+    ]
+    headers = ["role", "engine", "GPUs per engine", "replicas", "GPUs", "latency (ms)", "tokens/s/GPU", "meets target"]
+    note = (
+        f"<p class='note' id='total-gpus'>Total: <b>{chosen.gpus} GPUs</b> ({group.replicas} aggregated replicas at "
+        f"concurrency {group.concurrency} each, {chosen.request_rate:.2f} requests/s).</p>"
+    )
+    return _table([*headers, "source"], [row], {2, 3, 4, 5, 6}) + note
+
+
 def _replica_note(ctx: ReportContext, total: int) -> str:
     r = ctx.sel.replicas
-    if r is not None:
+    if r is not None and ctx.request.sla.request_rate:
         return (
             f"<p class='note' id='total-gpus'>Total: <b>{total} GPUs</b> "
             f"({r.prefill} prefill and {r.decode} decode replicas for {r.request_rate:g} requests/s).</p>"
+        )
+    if r is not None:
+        return (
+            f"<p class='note' id='total-gpus'>Total: <b>{total} GPUs</b> ({r.prefill} prefill and {r.decode} decode "
+            f"replicas, rate-matched within {ctx.sel.gpu_budget or total} GPUs: {r.request_rate:g} requests/s).</p>"
         )
     return (
         f"<p class='note' id='total-gpus'>Total: <b>{total} GPUs</b> (one replica per role; pass "
@@ -245,6 +278,39 @@ def _recommendation(ctx: ReportContext) -> str:
     parts.append(_band_paragraph(ctx))
     parts.append("</div>")
     return "".join(parts)
+
+
+def _serving_modes(ctx: ReportContext) -> str:
+    """The recommended deployment and the best of the other serving mode side by side, and why the
+    other lost."""
+    from steps.deployments import MODE_NAMES
+
+    sel = ctx.sel
+    chosen = sel.deployment
+    if chosen is None:
+        return ""
+    rows = [
+        [
+            MODE_NAMES[d.mode],
+            d.shape,
+            d.gpus,
+            f"{d.thpt_per_gpu:.1f}",
+            f"{d.request_rate:.2f}",
+            _latency_cell(ctx.evidence, d.ttft_ms, "ttft"),
+            _latency_cell(ctx.evidence, d.itl_ms, "itl"),
+            "yes" if d.meets_sla else "no",
+            "recommended" if d is chosen else d.verdict,
+        ]
+        for d in (chosen, sel.alternative)
+        if d is not None
+    ]
+    headers = ["mode", "deployment", "GPUs", "tokens/s/GPU", "requests/s", "TTFT (ms)", "ITL (ms)", "meets SLA"]
+    note = f"<p>{_e(sel.comparison)}</p>" if sel.alternative is None and sel.comparison else ""
+    return (
+        f"<h2 id='serving-modes'>Aggregated vs disaggregated (within {sel.gpu_budget} GPUs)</h2>"
+        + _table([*headers, "verdict"], rows, {2, 3, 4, 5, 6})
+        + note
+    )
 
 
 def _warnings(ctx: ReportContext) -> str:
@@ -354,6 +420,8 @@ def _pareto(ctx: ReportContext) -> str:
 
 
 _CAPTIONS = {
+    "serving_modes": "Every deployment evaluated within the GPU budget, both serving modes: throughput per GPU of the "
+    "whole deployment against ITL; stars mark the recommendation and the other mode's best.",
     "prefill_performance": "Each prefill candidate at the request's ISL; the star is the chosen engine.",
     "decode_performance": "Each decode candidate over concurrency per engine (log axis); the star is the chosen "
     "operating point.",
@@ -383,6 +451,7 @@ Section = Callable[[ReportContext], str]
 SECTIONS: list[Section] = [
     _header,
     _recommendation,
+    _serving_modes,
     _warnings,
     _request,
     _candidates,

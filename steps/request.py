@@ -24,12 +24,14 @@ Method = Literal["offline", "simulate", "online"]
 Quantization = Literal["auto", "bf16", "fp8", "fp4"]
 KvDtype = Literal["auto", "bf16", "fp8"]
 Estimator = Literal["builtin", "aic"]
+ServingMode = Literal["auto", "agg", "disagg"]
 BACKENDS: tuple[str, ...] = ("vllm", "sglang", "trtllm")
 DGDR_KIND = "DynamoGraphDeploymentRequest"
 DGDR_API_VERSIONS: tuple[str, ...] = ("nvidia.com/v1alpha1", "nvidia.com/v1beta1")
 ACCEPTED_DOCUMENTS = (
     f"a slaprof request (no `kind`), a Dynamo profile_sla config, or a {DGDR_KIND} ({', '.join(DGDR_API_VERSIONS)})"
 )
+SERVING_MODES: tuple[str, ...] = ("auto", "agg", "disagg")
 
 
 class _Strict(BaseModel):
@@ -50,6 +52,12 @@ class Hardware(_Strict):
     gpus_per_node: int = Field(8, gt=0, le=64)
     min_gpus_per_engine: int = Field(0, ge=0, description="0 = derived from the model's memory needs")
     max_gpus_per_engine: int = Field(0, ge=0, description="0 = one node (more for large MoE models)")
+    total_gpus: int = Field(0, ge=0, description="GPUs the whole deployment may use; 0 = one node")
+
+    @property
+    def gpu_budget(self) -> int:
+        """GPUs every recommended deployment fits in: `total_gpus`, else one node."""
+        return self.total_gpus or self.gpus_per_node
 
     @model_validator(mode="after")
     def _check(self) -> Hardware:
@@ -117,6 +125,9 @@ class ProfileRequest(_Strict):
     model: str = Field(..., min_length=1, description="Hugging Face id or local model directory")
     backend: Backend = "vllm"
     method: Method = "offline"
+    serving: ServingMode = Field(
+        "auto", description="auto: compare aggregated and disaggregated serving; agg or disagg: only that mode"
+    )
     sla: SLA = Field(default_factory=SLA)
     hardware: Hardware = Field(default_factory=Hardware)
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -142,7 +153,8 @@ class ProfileRequest(_Strict):
             "method": self.method,
             "isl": self.sla.isl,
             "osl": self.sla.osl,
-            "hardware": self.hardware.model_dump(),
+            # the GPU budget decides which candidates are planned, not what one of them measures
+            "hardware": self.hardware.model_dump(exclude={"total_gpus"}),
             "engine": self.engine.model_dump(),
             "sweep": self.sweep.model_dump(exclude={"dry_run"}),
             "engine_image": self.deployment.engine_image,
@@ -202,6 +214,7 @@ def _from_profiling_config(cfg: dict[str, Any], out: dict[str, Any]) -> None:
     _set(out, "hardware.min_gpus_per_engine", _get(hw, "minNumGpusPerEngine", "min_num_gpus_per_engine"))
     _set(out, "hardware.max_gpus_per_engine", _get(hw, "maxNumGpusPerEngine", "max_num_gpus_per_engine"))
     _set(out, "hardware.gpus_per_node", _get(hw, "numGpusPerNode", "num_gpus_per_node"))
+    _set(out, "hardware.total_gpus", _get(hw, "totalGpus", "total_gpus"))
     _set(out, "hardware.gpu", _get(hw, "gpuType", "gpu_type", "gpu"))
     sweep = cfg.get("sweep") or {}
     if _get(sweep, "useAiConfigurator", "use_ai_configurator"):
@@ -256,6 +269,7 @@ def _from_v1beta1_spec(spec: dict[str, Any]) -> dict[str, Any]:
     gpu = hw.get("gpuSku")
     _set(out, "hardware.gpu", gpu.lower() if isinstance(gpu, str) else gpu)
     _set(out, "hardware.gpus_per_node", hw.get("numGpusPerNode"))
+    _set(out, "hardware.total_gpus", hw.get("totalGpus"))
     # spec.image is the profiler/planner image, not the workers' (Dynamo derives theirs from it)
     _set(out, "deployment.dynamo_image", spec.get("image"))
     cache = spec.get("modelCache") or {}

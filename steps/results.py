@@ -33,6 +33,26 @@ class DecodePoint(BaseModel):
     thpt_per_gpu: float  # output tokens/s/GPU
 
 
+class PrefillLoadPoint(BaseModel):
+    """A prefill engine kept busy by `concurrency` prompts in flight (closed loop, one ISL)."""
+
+    isl: int
+    concurrency: int
+    ttft_ms: float
+    thpt_per_gpu: float  # input tokens/s/GPU
+
+
+class AggPoint(BaseModel):
+    """An aggregated engine serving `concurrency` requests in flight (closed loop, the SLA's ISL/OSL)."""
+
+    isl: int
+    osl: int
+    concurrency: int
+    ttft_ms: float  # with the prompts queued ahead and the decode steps they share
+    itl_ms: float  # with the other requests' chunked prefill mixed into the decode steps
+    thpt_per_gpu: float  # output tokens/s/GPU
+
+
 class Provenance(BaseModel):
     method: Literal["offline", "simulate", "online"]
     estimator: str | None = None  # offline: builtin | aic
@@ -47,7 +67,9 @@ class Provenance(BaseModel):
 
 
 class CandidateProfile(BaseModel):
-    """One candidate's measured (or estimated) prefill and decode surfaces."""
+    """One candidate's measured (or estimated) surfaces: a disaggregated candidate's prefill
+    (lone prompts over ISL, and under load at the SLA's ISL) and decode; an aggregated candidate's
+    concurrency sweep at the SLA's ISL/OSL (`agg`)."""
 
     candidate: Candidate
     status: ProfileStatus
@@ -55,6 +77,8 @@ class CandidateProfile(BaseModel):
     max_kv_tokens: int = 0
     prefill: list[PrefillPoint] = Field(default_factory=list)
     decode: list[DecodePoint] = Field(default_factory=list)
+    prefill_load: list[PrefillLoadPoint] = Field(default_factory=list)
+    agg: list[AggPoint] = Field(default_factory=list)
     provenance: Provenance
     artifacts: dict[str, str] = Field(default_factory=dict)  # name -> key/path (logs, traces)
 
@@ -73,6 +97,7 @@ class PrefillChoice(BaseModel):
     thpt_per_gpu: float
     meets_sla: bool
     interpolated: bool = False  # the profile lacked this ISL: values from the fitted curve
+    concurrency: int = 1  # prompts in flight per engine at this operating point
 
 
 class DecodeChoice(BaseModel):
@@ -96,7 +121,7 @@ class ParetoPoint(BaseModel):
 
 class CandidateVerdict(BaseModel):
     candidate_id: str
-    phase: Literal["prefill", "decode", "both"]
+    phase: Literal["prefill", "decode", "agg", "both"]
     status: Literal["chosen", "lost", "infeasible", "failed"]
     reason: str
 
@@ -106,6 +131,50 @@ class Replicas(BaseModel):
     prefill: int
     decode: int
     total_gpus: int
+
+
+class EngineGroup(BaseModel):
+    """`replicas` engines of one candidate at one operating point, within a deployment."""
+
+    role: Literal["prefill", "decode", "agg"]
+    candidate: Candidate
+    replicas: int
+    concurrency: int  # requests in flight per engine (prefill: prompts being prefilled)
+    ttft_ms: float | None = None  # the engine's own TTFT (prefill, agg)
+    itl_ms: float | None = None  # decode, agg
+    thpt_per_gpu: float  # per GPU of one engine: input tokens/s for prefill, output tokens/s otherwise
+    request_rate: float  # requests/s one engine serves at this point
+    interpolated: bool = False
+
+
+class DeploymentChoice(BaseModel):
+    """A whole deployment within the GPU budget: one aggregated engine group, or prefill and decode
+    groups rate-matched, with what it delivers."""
+
+    mode: Literal["agg", "disagg"]
+    engines: list[EngineGroup]
+    gpus: int
+    request_rate: float  # requests/s the deployment serves (the slower side, disaggregated)
+    thpt_per_gpu: float  # output tokens/s per GPU of the whole deployment
+    ttft_ms: float  # what a user sees (disaggregated: prefill TTFT + KV transfer + first decode step)
+    itl_ms: float
+    meets_sla: bool
+    serves_rate: bool = True  # with a request rate: whether it serves that rate
+    verdict: str = ""  # for the best of the other serving mode: why it was not recommended
+
+    def group(self, role: str) -> EngineGroup | None:
+        return next((e for e in self.engines if e.role == role), None)
+
+    @property
+    def shape(self) -> str:
+        """`2 x prefill TP:2 + 1 x decode TP:4`, `2 x aggregated TP:4`."""
+        names = {"prefill": "prefill", "decode": "decode", "agg": "aggregated"}
+        return " + ".join(f"{e.replicas} x {names[e.role]} {e.candidate.label}" for e in self.engines)
+
+    @property
+    def ids(self) -> str:
+        """`tp2+tp4`, `agg-tp4`: what the deployment's engines are, by candidate id."""
+        return "+".join(e.candidate.id for e in self.engines)
 
 
 class Selection(BaseModel):
@@ -125,6 +194,11 @@ class Selection(BaseModel):
     verdicts: list[CandidateVerdict] = Field(default_factory=list)
     replicas: Replicas | None = None
     nearest_sla: dict[str, float] | None = None  # {"ttft_ms": .., "itl_ms": ..} when a target cannot be met
+    serving: str = "disagg"  # the request's serving mode: auto | agg | disagg
+    gpu_budget: int = 0  # GPUs every deployment had to fit in
+    deployment: DeploymentChoice | None = None  # the recommended deployment
+    alternative: DeploymentChoice | None = None  # the best of the other serving mode
+    comparison: str = ""  # how the other mode's best compares, and why it lost
     warnings: list[str] = Field(default_factory=list)
     recommendation: list[str] = Field(default_factory=list)  # the printed "Suggested ..." lines
     # the engine context (tokens) the plan sized the engines for; the DGD's workers get it (0: unknown)

@@ -41,6 +41,8 @@ def test_get_backend_names_and_images():
         ("tp4", ["--tensor-parallel-size", "4"]),
         ("tep8", ["--tensor-parallel-size", "8", "--enable-expert-parallel"]),
         ("dep8", ["--tensor-parallel-size", "1", "--data-parallel-size", "8", "--enable-expert-parallel"]),
+        ("dtp4", ["--tensor-parallel-size", "1", "--data-parallel-size", "4"]),
+        ("agg-dtp4", ["--tensor-parallel-size", "1", "--data-parallel-size", "4"]),
     ],
 )
 def test_vllm_parallel_flags(mapping, expected):
@@ -53,6 +55,7 @@ def test_vllm_parallel_flags(mapping, expected):
         ("tp2", ["--tp", "2"]),
         ("tep8", ["--tp", "8", "--ep-size", "8"]),
         ("dep4", ["--tp", "4", "--ep-size", "4", "--dp", "4", "--enable-dp-attention"]),
+        ("dtp4", ["--tp", "4", "--dp", "4", "--enable-dp-attention"]),
     ],
 )
 def test_sglang_parallel_flags(mapping, expected):
@@ -77,6 +80,28 @@ def test_dgd_worker_args_per_role():
     args = trt.dgd_worker_args("Qwen/Qwen3-32B", tp2, "prefill")
     assert _flag(args, "--disaggregation-mode") == "prefill"
     assert _flag(args, "--extra-engine-args") == trt.engine_config_path("prefill")
+
+
+def test_aggregated_workers_have_no_disaggregation_settings():
+    vllm, sglang, trt = get_backend("vllm"), get_backend("sglang"), get_backend("trtllm")
+    tp8 = Candidate.parse("agg-tp8")
+    assert vllm.dgd_worker_args("Qwen/Qwen3-32B", tp8, "agg") == [
+        "--model",
+        "Qwen/Qwen3-32B",
+        "--tensor-parallel-size",
+        "8",
+    ]
+    args = sglang.dgd_worker_args("Qwen/Qwen3-30B-A3B", Candidate.parse("agg-dtp4"), "agg")
+    assert not [a for a in args if a.startswith("--disaggregation") or a == "--load-balance-method"]
+    assert _flag(args, "--dp") == "4" and "--ep-size" not in args
+    args = trt.dgd_worker_args("Qwen/Qwen3-32B", tp8, "agg")
+    assert "--disaggregation-mode" not in args and _flag(args, "--extra-engine-args") == trt.engine_config_path("agg")
+    cfg = trt.engine_config(tp8, "agg")
+    assert "cache_transceiver_config" not in cfg and cfg["kv_cache_config"]["enable_block_reuse"] is True
+    assert "disable_overlap_scheduler" not in cfg and "max_batch_size" not in cfg
+    dtp = trt.engine_config(Candidate.parse("dtp4"), "decode")
+    assert dtp["enable_attention_dp"] is True and dtp["moe_tensor_parallel_size"] == 4
+    assert dtp["moe_expert_parallel_size"] == 1 and "--ep_size" not in trt.parallel_args(Candidate.parse("dtp4"))
 
 
 def test_trtllm_engine_config_carries_the_mapping():

@@ -15,7 +15,7 @@ from steps.cli import main
 from steps.fit import fit_profiles, pareto_front, run_step
 from steps.plan import Plan, PlannedCandidate, SweepGrid, make_plan
 from steps.request import ProfileRequest
-from steps.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance, Selection
+from steps.results import AggPoint, CandidateProfile, DecodePoint, PrefillPoint, Provenance, Selection
 from steps.store import Layout, LocalStore, open_store, read_model, write_model
 from tests.conftest import MODELS
 
@@ -84,6 +84,22 @@ def make_profile(
     )
 
 
+def make_agg_profile(cid: str, best_thpt_per_gpu: float, conc_at_best: int = 24) -> CandidateProfile:
+    """An aggregated candidate whose best SLA-meeting point (TTFT 80 ms, ITL 15 ms against the usual
+    100 / 20 ms targets) delivers `best_thpt_per_gpu`; the next point misses both targets."""
+    points = [
+        AggPoint(isl=ISL, osl=OSL, concurrency=c, ttft_ms=t, itl_ms=i, thpt_per_gpu=best_thpt_per_gpu * f)
+        for c, t, i, f in ((1, 40.0, 8.0, 0.1), (conc_at_best, 80.0, 15.0, 1.0), (4 * conc_at_best, 400.0, 40.0, 2.0))
+    ]
+    return CandidateProfile(
+        candidate=Candidate.parse(cid),
+        status="ok",
+        max_kv_tokens=400_000,
+        agg=points,
+        provenance=Provenance(method="offline", backend="vllm"),
+    )
+
+
 def make_request(**sla: float) -> ProfileRequest:
     values = {"isl": ISL, "osl": OSL, "ttft_ms": 100.0, "itl_ms": 20.0, **sla}
     return ProfileRequest(model=str(MODELS / "Qwen3-32B"), sla=values)
@@ -115,30 +131,47 @@ def verdict(sel: Selection, cid: str, phase: str):
 # ---------------------------------------------------------------------------
 # selection branches
 # ---------------------------------------------------------------------------
-def test_feasible_picks_highest_throughput_within_targets():
+def _truth(result, request, plan):
+    """The best SLA-meeting disaggregated deployment, by brute force over fit's own operating points."""
+    from steps.deployments import PrefillLoad
+    from steps.fit import _workload
+    from tests.test_deployments import brute_force
+
+    w = _workload(request, plan)
+    loads = [PrefillLoad(o.candidate, o.candidate.attn_dp, o.ttft_ms, o.thpt_per_gpu) for o in result.prefill_options]
+    return brute_force(loads, result.decode_options, w), w
+
+
+def test_feasible_picks_the_deployment_with_most_tokens_per_gpu():
     profiles = [make_profile(c) for c in ("tp1", "tp2", "tp4")]
     request = make_request(ttft_ms=100.0, itl_ms=20.0)
-    sel = fit_profiles(request, make_plan_for(["tp1", "tp2", "tp4"]), profiles).selection
-
-    # prefill: throughput/GPU falls with size, so the smallest engine within 100 ms wins
-    ttfts = {g: ttft_model(ISL, g) for g in (1, 2, 4)}
-    feasible = [g for g, t in ttfts.items() if t <= 100.0]
-    best = max(feasible, key=lambda g: ISL / ttfts[g] / g)
-    assert sel.prefill is not None and sel.prefill.meets_sla
-    assert sel.prefill.candidate.num_gpus == best
-    assert sel.prefill.ttft_ms == pytest.approx(ttfts[best])
-    assert not sel.prefill.interpolated
-
-    # decode: the best (candidate, concurrency) at context isl + osl/2 whose ITL meets 20 ms
-    options = [(p, d) for p in profiles for d in p.decode if d.context == CONTEXT and d.itl_ms <= 20.0]
-    p_best, d_best = max(options, key=lambda pd: pd[1].thpt_per_gpu)
-    assert sel.decode is not None and sel.decode.meets_sla
-    assert (sel.decode.candidate.id, sel.decode.concurrency) == (p_best.id, d_best.concurrency)
-    assert sel.decode.context == CONTEXT and sel.decode.itl_ms <= 20.0
-    assert sel.nearest_sla is None and sel.replicas is None
-    assert verdict(sel, sel.prefill.candidate.id, "prefill").status == "chosen"
+    plan = make_plan_for(["tp1", "tp2", "tp4"])
+    result = fit_profiles(request, plan, profiles)
+    sel = result.selection
+    (per_gpu, (p_id, x, d_id, y)), w = _truth(result, request, plan)
+    chosen = sel.deployment
+    assert chosen is not None and chosen.mode == "disagg" and chosen.meets_sla
+    assert chosen.thpt_per_gpu == pytest.approx(per_gpu) and chosen.gpus <= 8
+    pg, dg = chosen.group("prefill"), chosen.group("decode")
+    # the user's TTFT: the prefill engine's, the KV transfer and the decode worker's first token
+    assert pg.ttft_ms is not None and dg.itl_ms is not None
+    assert chosen.ttft_ms == pytest.approx(pg.ttft_ms + w.transfer_ms + 1.5 * dg.itl_ms) and w.transfer_ms > 0
+    # the Dynamo lines describe the deployment's engines
+    assert sel.prefill.candidate == pg.candidate and sel.prefill.ttft_ms == pytest.approx(pg.ttft_ms)
+    assert sel.decode.candidate == dg.candidate and sel.decode.concurrency == dg.concurrency
+    assert sel.prefill.meets_sla and sel.decode.meets_sla and not sel.prefill.interpolated
+    assert (sel.replicas.prefill, sel.replicas.decode, sel.replicas.total_gpus) == (
+        pg.replicas,
+        dg.replicas,
+        chosen.gpus,
+    )
+    assert sel.nearest_sla is None
+    assert verdict(sel, pg.candidate.id, "prefill").status == "chosen"
+    assert verdict(sel, dg.candidate.id, "decode").status == "chosen"
     losers = [v for v in sel.verdicts if v.phase == "prefill" and v.status == "lost"]
     assert len(losers) == 2 and all(v.reason for v in losers)
+    # the other mode was allowed but has no candidate: the comparison line says so
+    assert sel.recommendation[-1] == "Other mode: no aggregated candidate was profiled or produced results"
 
 
 def test_recommendation_lines_match_dynamo_format():
@@ -146,60 +179,65 @@ def test_recommendation_lines_match_dynamo_format():
     prof.prefill[0].thpt_per_gpu = 15505.23
     prof.decode[0].thpt_per_gpu = 51.22
     sel = fit_profiles(make_request(), make_plan_for(["tp4"]), [prof]).selection
-    assert sel.recommendation == [
+    # one decode request per engine (51.22 tokens/s/GPU x 4 GPUs / 500 tokens) bounds the deployment
+    per_gpu = 51.22 * 4 / OSL * OSL / 8
+    assert sel.recommendation[:3] == [
         "Suggested prefill TP:4 (TTFT 48.37 ms, throughput 15505.23 tokens/s/GPU)",
         "Suggested decode TP:4 (ITL 4.83 ms, throughput 51.22 tokens/s/GPU)",
+        f"Suggested deployment: 1 x prefill TP:4 + 1 x decode TP:4 on 8 GPUs ({per_gpu:.1f} tokens/s/GPU)",
     ]
     for cid, label in (("tep8", "TEP:8"), ("dep8", "DEP:8")):
+        # an 8-GPU engine leaves no GPU for the other phase: each phase is chosen on its own
         p = make_profile(cid, prefill={ISL: 30.0}, decode=[(ISL, 8, 6.5)])
-        lines = fit_profiles(make_request(), make_plan_for([cid]), [p]).selection.recommendation
+        sel = fit_profiles(make_request(), make_plan_for([cid]), [p]).selection
+        lines = sel.recommendation
         assert lines[0].startswith(f"Suggested prefill {label} (TTFT 30.00 ms, throughput ")
         assert lines[1].startswith(f"Suggested decode {label} (ITL 6.50 ms, throughput ")
-        assert lines[1].endswith(" tokens/s/GPU)")
+        assert lines[1].endswith(" tokens/s/GPU)") and len(lines) == 2
+        assert sel.deployment is None and any("fits the budget of 8 GPUs" in w for w in sel.warnings)
 
 
-def test_tie_goes_to_fewer_gpus():
-    # same throughput per GPU on 2 and 4 GPUs (4 GPUs, twice the tokens/s): fewer GPUs must win,
-    # whatever order the profiles come in
-    a = make_profile("tp4", prefill={ISL: 20.0}, decode=[(ISL, 8, 5.0)])
-    b = make_profile("tp2", prefill={ISL: 40.0}, decode=[(ISL, 4, 5.0)])
+def test_tie_goes_to_smaller_engines():
+    # TP4 serves twice what TP2 does, prefill and decode alike, so every split of 8 GPUs delivers the
+    # same tokens/s per GPU: the smaller engines must win, whatever order the profiles come in
+    # (TP2: 1.6 requests/s prefill at 625 ms, and 4 x 1000 / 5 ms / 500 tokens = 1.6 decode)
+    a = make_profile("tp4", prefill={ISL: 312.5}, decode=[(ISL, 8, 5.0)])
+    b = make_profile("tp2", prefill={ISL: 625.0}, decode=[(ISL, 4, 5.0)])
     assert a.prefill[0].thpt_per_gpu == pytest.approx(b.prefill[0].thpt_per_gpu)
     assert a.decode[0].thpt_per_gpu == pytest.approx(b.decode[0].thpt_per_gpu)
     for order in ([a, b], [b, a]):
-        sel = fit_profiles(make_request(), make_plan_for(["tp4", "tp2"]), order).selection
-        assert sel.prefill.candidate.id == "tp2"
-        assert sel.decode.candidate.id == "tp2"
-        assert "ties" in verdict(sel, "tp4", "prefill").reason
-        assert "ties" in verdict(sel, "tp4", "decode").reason
+        sel = fit_profiles(make_request(ttft_ms=1000.0), make_plan_for(["tp4", "tp2"]), order).selection
+        assert sel.deployment.shape == "2 x prefill TP:2 + 2 x decode TP:2"
+        assert "1.00x the tokens/s per GPU" in verdict(sel, "tp4", "prefill").reason
+        assert "1.00x the tokens/s per GPU" in verdict(sel, "tp4", "decode").reason
 
 
-def test_infeasible_picks_lowest_latency_and_reports_nearest_sla():
+def test_infeasible_picks_the_nearest_deployment_and_reports_it():
     profiles = [make_profile(c) for c in ("tp1", "tp2", "tp4")]
     request = make_request(ttft_ms=1.0, itl_ms=0.5)
-    sel = fit_profiles(request, make_plan_for(["tp1", "tp2", "tp4"]), profiles).selection
-    lowest_ttft = min(ttft_model(ISL, g) for g in (1, 2, 4))
-    lowest_itl = min(d.itl_ms for p in profiles for d in p.decode if d.context == CONTEXT)
-    assert sel.prefill.candidate.id == "tp4" and not sel.prefill.meets_sla
-    assert sel.prefill.ttft_ms == pytest.approx(lowest_ttft)
-    assert sel.decode.candidate.id == "tp4" and not sel.decode.meets_sla
-    assert sel.decode.itl_ms == pytest.approx(lowest_itl) and sel.decode.concurrency == 1
+    result = fit_profiles(request, make_plan_for(["tp1", "tp2", "tp4"]), profiles)
+    sel = result.selection
+    chosen = sel.deployment
+    assert chosen is not None and not chosen.meets_sla
+    ratio = lambda o: max(o.ttft_ms / 1.0, o.itl_ms / 0.5)  # noqa: E731
+    assert ratio(chosen) == pytest.approx(min(ratio(o) for o in result.deployments["disagg"]))
+    assert not sel.prefill.meets_sla and not sel.decode.meets_sla
     assert sel.nearest_sla is not None and set(sel.nearest_sla) == {"ttft_ms", "itl_ms"}
-    for key, lowest in (("ttft_ms", lowest_ttft), ("itl_ms", lowest_itl)):
+    for key, reached in (("ttft_ms", chosen.ttft_ms), ("itl_ms", chosen.itl_ms)):
         # rounded up to 0.01 ms: the planner must not be given a target below what the engine reaches
-        assert lowest - 1e-6 <= sel.nearest_sla[key] < lowest + 0.01
+        assert reached - 1e-6 <= sel.nearest_sla[key] < reached + 0.01
         assert sel.nearest_sla[key] == round(sel.nearest_sla[key], 2)
-    assert any("No engine configuration satisfies the TTFT target" in w for w in sel.warnings)
-    assert any("No engine configuration satisfies the ITL target" in w for w in sel.warnings)
+    assert any("No deployment within 8 GPUs satisfies the SLA" in w for w in sel.warnings)
     # the lines are still printed, as Dynamo does
-    assert len(sel.recommendation) == 2
+    assert len(sel.recommendation) == 4
 
 
-def test_one_phase_infeasible_keeps_the_other_target_in_nearest_sla():
+def test_one_target_missed_keeps_the_other_in_nearest_sla():
     profiles = [make_profile("tp1"), make_profile("tp2")]
     sel = fit_profiles(make_request(ttft_ms=1.0, itl_ms=50.0), make_plan_for(["tp1", "tp2"]), profiles).selection
     assert not sel.prefill.meets_sla and sel.decode.meets_sla
     assert sel.nearest_sla["itl_ms"] == 50.0
-    assert sel.nearest_sla["ttft_ms"] == pytest.approx(sel.prefill.ttft_ms, abs=0.01)
+    assert sel.nearest_sla["ttft_ms"] == pytest.approx(sel.deployment.ttft_ms, abs=0.01)
 
 
 def test_failed_infeasible_dropped_and_missing_candidates_are_listed():
@@ -229,19 +267,58 @@ def test_no_usable_profile_gives_no_recommendation():
     assert "No prefill results produced; no prefill recommendation" in result.selection.warnings
 
 
-def test_rate_matching_replicas():
+def test_rate_is_served_with_the_fewest_gpus():
     profiles = [make_profile(c) for c in ("tp1", "tp2")]
-    rate = 400.0
-    sel = fit_profiles(make_request(request_rate=rate), make_plan_for(["tp1", "tp2"]), profiles).selection
-    p, d, r = sel.prefill, sel.decode, sel.replicas
-    assert r is not None and r.request_rate == rate
-    assert r.prefill == math.ceil(rate * ISL / (p.thpt_per_gpu * p.candidate.num_gpus))
-    assert r.decode == math.ceil(rate * OSL / (d.thpt_per_gpu * d.candidate.num_gpus))
-    assert r.total_gpus == r.prefill * p.candidate.num_gpus + r.decode * d.candidate.num_gpus
-    assert r.prefill >= 1 and r.decode > 1  # this rate needs several decode engines
-    # and the engines can carry the rate they were sized for
-    assert r.prefill * p.thpt_per_gpu * p.candidate.num_gpus >= rate * ISL
-    assert r.decode * d.thpt_per_gpu * d.candidate.num_gpus >= rate * OSL
+    rate = 40.0
+    request = ProfileRequest(
+        model=str(MODELS / "Qwen3-32B"),
+        sla={"isl": ISL, "osl": OSL, "ttft_ms": 150.0, "itl_ms": 20.0, "request_rate": rate},
+        hardware={"total_gpus": 64},
+    )
+    result = fit_profiles(request, make_plan_for(["tp1", "tp2"]), profiles)
+    sel = result.selection
+    chosen, r = sel.deployment, sel.replicas
+    assert chosen.serves_rate and chosen.request_rate >= rate and chosen.meets_sla
+    pg, dg = chosen.group("prefill"), chosen.group("decode")
+    assert (r.request_rate, r.prefill, r.decode) == (rate, pg.replicas, dg.replicas)
+    assert r.prefill == math.ceil(rate / pg.request_rate) and r.decode == math.ceil(rate / dg.request_rate)
+    assert r.total_gpus == chosen.gpus <= 64 and r.decode > 1  # this rate needs several decode engines
+    # no other deployment serves the rate with fewer GPUs
+    assert all(o.gpus >= chosen.gpus for o in result.deployments["disagg"] if o.serves_rate and o.meets_sla)
+    # within one node it cannot be served: the best within 8 GPUs, with a warning
+    small = request.model_copy(update={"hardware": request.hardware.model_copy(update={"total_gpus": 0})})
+    sel = fit_profiles(small, make_plan_for(["tp1", "tp2"]), profiles).selection
+    assert sel.deployment.gpus <= 8 and not sel.deployment.serves_rate
+    assert any("serves 40 requests/s" in w for w in sel.warnings)
+
+
+def test_aggregated_and_disaggregated_candidates_compete(tmp_path: Path):
+    profiles = [make_profile(c) for c in ("tp1", "tp2", "tp4")]
+    request = make_request(ttft_ms=100.0, itl_ms=20.0)
+    plan = make_plan_for(["tp1", "tp2", "tp4", "agg-tp2"])
+    best_disagg = fit_profiles(request, plan, profiles).selection.deployment
+    for factor, winner in ((1.2, "agg"), (0.8, "disagg")):
+        agg = make_agg_profile("agg-tp2", best_disagg.thpt_per_gpu * factor)
+        result = fit_profiles(request, plan, [*profiles, agg])
+        sel = result.selection
+        assert sel.deployment.mode == winner and sel.alternative.mode != winner
+        assert sel.deployment.thpt_per_gpu > sel.alternative.thpt_per_gpu
+        assert sel.alternative.verdict.endswith(f"the tokens/s per GPU of the {dep_name(winner)} choice")
+        if winner == "agg":
+            # no prefill/decode engines deployed; the aggregated line, the deployment and the comparison
+            assert sel.prefill is None and sel.decode is None and sel.replicas is None
+            assert sel.recommendation[0].startswith("Suggested aggregated TP:2 (TTFT ")
+            assert sel.recommendation[1].startswith("Suggested deployment: 4 x aggregated TP:2 on 8 GPUs (")
+            assert sel.recommendation[2].startswith("Other mode: best disaggregated ")
+            assert verdict(sel, "agg-tp2", "agg").status == "chosen"
+            assert verdict(sel, best_disagg.group("prefill").candidate.id, "prefill").status == "lost"
+        else:
+            assert verdict(sel, "agg-tp2", "agg").status == "lost"
+            assert sel.recommendation[-1].startswith("Other mode: best aggregated 4 x aggregated TP:2 on 8 GPUs")
+
+
+def dep_name(mode: str) -> str:
+    return {"agg": "aggregated", "disagg": "disaggregated"}[mode]
 
 
 def test_missing_isl_and_context_are_interpolated():
@@ -261,7 +338,8 @@ def test_missing_isl_and_context_are_interpolated():
     assert sel.decode.itl_ms <= 20.0
     # with the surface known everywhere the chosen concurrency sits right at the ITL target
     # (tp2 reaches 9 ms near concurrency 60, below the KV limit of 400000 // 3500 = 114)
-    sel = fit_profiles(make_request(itl_ms=9.0), make_plan_for(["tp2"]), profiles[1:]).selection
+    # (the TTFT target leaves room for the KV transfer and the first decode step)
+    sel = fit_profiles(make_request(itl_ms=9.0, ttft_ms=150.0), make_plan_for(["tp2"]), profiles[1:]).selection
     chosen = sel.decode.concurrency
     assert itl_model(chosen, CONTEXT, 2) <= 9.0 * 1.005 and itl_model(chosen + 2, CONTEXT, 2) > 9.0
 
@@ -272,14 +350,14 @@ def test_measured_context_gains_the_interpolated_concurrency_at_the_itl_target()
     prof = make_profile("tp2")
     measured = sorted(d.concurrency for d in prof.decode if d.context == CONTEXT)
     assert [c for c in measured if itl_model(c, CONTEXT, 2) <= 8.3] == [1]
-    sel = fit_profiles(make_request(itl_ms=8.3), make_plan_for(["tp2"]), [prof]).selection
+    sel = fit_profiles(make_request(itl_ms=8.3, ttft_ms=150.0), make_plan_for(["tp2"]), [prof]).selection
     d = sel.decode
     assert d.interpolated and d.concurrency == 18
     assert d.itl_ms == pytest.approx(itl_model(18, CONTEXT, 2), rel=1e-6) and d.itl_ms <= 8.3
     assert "interpolated" in verdict(sel, "tp2", "decode").reason
     # a target that a measured point meets exactly keeps the measured point
     target = next(x.itl_ms for x in prof.decode if x.context == CONTEXT and x.concurrency == measured[-1])
-    sel = fit_profiles(make_request(itl_ms=target), make_plan_for(["tp2"]), [prof]).selection
+    sel = fit_profiles(make_request(itl_ms=target, ttft_ms=150.0), make_plan_for(["tp2"]), [prof]).selection
     assert sel.decode.concurrency == measured[-1] and not sel.decode.interpolated
 
 
@@ -381,7 +459,7 @@ def test_select_retargets_from_stored_profiles(tmp_path: Path, capsys):
     assert main(["select", "--profiles", str(run_dir), "--ttft", "1", "--itl", "1"]) == 0
     captured = capsys.readouterr()
     assert "Nearest achievable SLA: TTFT" in captured.out
-    assert "No engine configuration satisfies the TTFT target of 1 ms" in captured.err
+    assert "No deployment within 8 GPUs satisfies the SLA (TTFT 1 ms, ITL 1 ms)" in captured.err
     assert loose.ttft_ms == 30 and loose.itl_ms == 8
     # a tighter TTFT target moves prefill to a bigger engine
     assert loose.prefill.candidate.num_gpus > 1

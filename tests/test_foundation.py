@@ -78,10 +78,15 @@ def _request(model="Qwen3-32B", gpu="h200_sxm", **extra):
 
 
 def test_plan_dense_h200_lists_tp1_to_tp8():
-    plan = make_plan(_request())
-    assert plan.runnable_ids() == ["tp1", "tp2", "tp4", "tp8"]
-    weights = [p.weight_gib_per_gpu for p in plan.candidates]
+    plan = make_plan(_request(hardware={"gpu": "h200_sxm", "total_gpus": 16}))
+    assert plan.runnable_ids() == ["tp1", "tp2", "tp4", "tp8", "agg-tp1", "agg-tp2", "agg-tp4", "agg-tp8"]
+    disagg = [p for p in plan.candidates if not p.candidate.is_agg]
+    weights = [p.weight_gib_per_gpu for p in disagg]
     assert weights == sorted(weights, reverse=True)  # more TP, less weight per GPU
+    # an aggregated engine is the same mapping: same weights and KV cache
+    for p in disagg:
+        twin = plan.get(p.candidate.as_serving("agg").id)
+        assert (twin.weight_gib_per_gpu, twin.kv_tokens_estimate) == (p.weight_gib_per_gpu, p.kv_tokens_estimate)
     assert 3000 in plan.grid.prefill_isls and 3000 in plan.grid.decode_isls
     assert plan.grid.prefill_isls[-1] <= 40960 and len(plan.grid.prefill_isls) >= 17
 
@@ -90,13 +95,38 @@ def test_plan_dense_h100_drops_tp1_with_a_reason():
     plan = make_plan(_request(gpu="h100_sxm"))
     tp1 = plan.get("tp1")
     assert tp1.status == "dropped" and "KV cache" in tp1.reason
-    assert plan.runnable_ids() == ["tp2", "tp4", "tp8"]
+    # one node by default: a disaggregated 8-GPU engine leaves no GPU for the other phase
+    tp8 = plan.get("tp8")
+    assert tp8.status == "dropped" and "budget of 8" in tp8.reason and "--total-gpus" in tp8.reason
+    assert plan.runnable_ids() == ["tp2", "tp4", "agg-tp2", "agg-tp4", "agg-tp8"]
 
 
-def test_plan_deepseek_is_tep_dep_only_and_fits():
-    plan = make_plan(_request("DeepSeek-V3"))
+def test_plan_follows_the_serving_mode_and_the_budget():
+    only_agg = make_plan(_request(serving="agg", hardware={"gpu": "h200_sxm", "total_gpus": 4}))
+    assert only_agg.runnable_ids() == ["agg-tp1", "agg-tp2", "agg-tp4"]
+    assert "more than the budget of 4" in only_agg.get("agg-tp8").reason
+    only_disagg = make_plan(_request(serving="disagg", hardware={"gpu": "h200_sxm", "total_gpus": 4}))
+    assert only_disagg.runnable_ids() == ["tp1", "tp2"]  # tp2 + tp2, or tp2 + tp1; tp4 leaves nothing
+    # a model that needs more GPUs per engine than the budget is a one-line error naming the flag
+    with pytest.raises(UserError, match="--total-gpus"):
+        make_plan(_request("DeepSeek-V3", gpu="h100_sxm"))
+
+
+def test_moe_plans_attention_dp_with_tensor_parallel_experts():
+    plan = make_plan(_request("Qwen3-30B-A3B", hardware={"gpu": "h200_sxm", "total_gpus": 16}))
+    dtp4 = plan.get("dtp4").candidate
+    assert (dtp4.attn_dp, dtp4.attn_tp, dtp4.moe_tp, dtp4.moe_ep) == (4, 1, 4, 1)
+    assert {"tep4", "dep4", "dtp4", "agg-dtp4"} <= set(plan.runnable_ids())
+    # attention and dense parts replicated per rank, every expert split four ways: more weight per
+    # GPU than TEP (attention split too), the same as DEP (experts split by EP instead)
+    weights = {p.id: p.weight_gib_per_gpu for p in plan.candidates}
+    assert weights["dtp4"] == pytest.approx(weights["dep4"]) and weights["dtp4"] > weights["tep4"]
+
+
+def test_plan_deepseek_is_moe_mappings_only_and_fits():
+    plan = make_plan(_request("DeepSeek-V3", hardware={"gpu": "h200_sxm", "total_gpus": 16}))
     runnable = plan.runnable()
-    assert runnable and {c.kind for c in runnable} <= {"tep", "dep"}
+    assert runnable and {c.kind for c in runnable} <= {"tep", "dep", "dtp"}
     assert min(c.size for c in runnable) >= 8
     for p in plan.candidates:
         if p.status == "runnable":
@@ -106,7 +136,8 @@ def test_plan_deepseek_is_tep_dep_only_and_fits():
 
 def test_plan_drops_indivisible_mappings():
     # Qwen3-0.6B has 16 attention heads: TP 32 cannot split them.
-    plan = make_plan(_request("Qwen3-0.6B", hardware={"gpu": "h200_sxm", "max_gpus_per_engine": 32}))
+    hardware = {"gpu": "h200_sxm", "max_gpus_per_engine": 32, "total_gpus": 64}
+    plan = make_plan(_request("Qwen3-0.6B", hardware=hardware))
     assert plan.get("tp32").status == "dropped" and "heads" in plan.get("tp32").reason
     assert "tp16" in plan.runnable_ids()
 
@@ -120,6 +151,9 @@ def test_decode_concurrencies_respect_kv_and_dp():
 
 def test_candidate_ids_roundtrip():
     assert Candidate.parse("dep8").attn_dp == 8 and Candidate.parse("TEP4").label == "TEP:4"
+    agg = Candidate.parse("agg-dtp4")
+    assert agg.is_agg and agg.id == "agg-dtp4" and agg.mapping_id == "dtp4" and agg.label == "DTP:4"
+    assert Candidate.parse(agg.id) == agg and agg.as_serving("disagg").id == "dtp4"
     with pytest.raises(UserError):
         Candidate.parse("pp2")
 
@@ -137,7 +171,12 @@ def test_dgdr_and_flags_give_equal_requests(tmp_path, capsys):
                 "profilerImage": "x",
                 "config": {
                     "sla": {"isl": 2048, "osl": 256, "ttft": 500, "itl": 50},
-                    "hardware": {"minNumGpusPerEngine": 2, "maxNumGpusPerEngine": 4, "numGpusPerNode": 4},
+                    "hardware": {
+                        "minNumGpusPerEngine": 2,
+                        "maxNumGpusPerEngine": 4,
+                        "numGpusPerNode": 4,
+                        "totalGpus": 8,
+                    },
                     "sweep": {
                         "useAiConfigurator": True,
                         "aicSystem": "h100_sxm",
@@ -176,6 +215,8 @@ def test_dgdr_and_flags_give_equal_requests(tmp_path, capsys):
             "4",
             "--num-gpus-per-node",
             "4",
+            "--total-gpus",
+            "8",
             "--use-ai-configurator",
             "--aic-system",
             "h100_sxm",
@@ -192,6 +233,7 @@ def test_dgdr_and_flags_give_equal_requests(tmp_path, capsys):
     )
     assert request_from_args(args) == from_file
     assert from_file.sweep.estimator == "aic" and from_file.hardware.gpu == "h100_sxm"
+    assert from_file.hardware.total_gpus == 8 and from_file.hardware.gpu_budget == 8
     # flags override the file
     args = build_parser().parse_args(["plan", "--config", str(path), "--isl", "1000"])
     assert request_from_args(args).sla.isl == 1000
@@ -215,6 +257,10 @@ def test_plan_cli_json(capsys):
             "200",
             "--itl",
             "20",
+            "--total-gpus",
+            "16",
+            "--serving",
+            "disagg",
             "--json",
         ]
     )
@@ -222,7 +268,7 @@ def test_plan_cli_json(capsys):
     plan = json.loads(capsys.readouterr().out)
     ids = {c["candidate"]["kind"] + str(c["candidate"]["size"]): c for c in plan["candidates"]}
     assert [i for i, c in ids.items() if c["status"] == "runnable"] == ["tp1", "tp2", "tp4", "tp8"]
-    assert ids["tp4"]["candidate"]["size"] == 4
+    assert ids["tp4"]["candidate"]["size"] == 4 and ids["tp4"]["candidate"]["serving"] == "disagg"
 
 
 @pytest.mark.parametrize(
@@ -288,3 +334,31 @@ def test_dry_run_request_is_estimated_offline():
     request = _request(method="online", sweep={"dry_run": True})
     assert request.method == "offline" and request.sweep.dry_run
     assert _request(method="online").method == "online"
+
+
+def test_v1beta1_dgdr_total_gpus_sets_the_budget(tmp_path):
+    dgdr = {
+        "apiVersion": "nvidia.com/v1beta1",
+        "kind": "DynamoGraphDeploymentRequest",
+        "metadata": {"name": "q"},
+        "spec": {
+            "model": str(MODELS / "Qwen3-32B"),
+            "backend": "vllm",
+            "workload": {"isl": 3000, "osl": 150},
+            "sla": {"ttft": 200, "itl": 20},
+            "hardware": {"gpuSku": "h200_sxm", "numGpusPerNode": 8, "totalGpus": 16},
+        },
+    }
+    path = tmp_path / "dgdr.yaml"
+    path.write_text(yaml.safe_dump(dgdr))
+    request = build_request(load_request_file(path))
+    assert request.hardware.total_gpus == 16 and request.hardware.gpu_budget == 16
+    # 16 GPUs leave room for an 8-GPU disaggregated engine next to another one
+    assert make_plan(request).get("tp8").status == "runnable"
+    # the budget changes what is planned, not what a candidate measures: profiles are reused
+    assert (
+        request.measurement_key()
+        == request.model_copy(
+            update={"hardware": request.hardware.model_copy(update={"total_gpus": 8})}
+        ).measurement_key()
+    )

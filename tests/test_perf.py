@@ -370,6 +370,7 @@ class _PointByPoint:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        self.calls = 0
 
     def prefill_ttft_ms(self, isl: int, batch: int = 1) -> float:
         return float(self.inner.prefill_ttft_ms(int(isl), int(batch)))
@@ -381,6 +382,7 @@ class _PointByPoint:
         return self.inner.max_kv_tokens()
 
     def agg(self, isl: int, osl: int, concurrency: int):
+        self.calls += 1
         return self.inner.agg(isl, osl, concurrency)
 
 
@@ -437,9 +439,49 @@ def test_anchored_surfaces_ask_the_slow_estimator_at_a_few_points_only():
     every_point = exact.calls
     exact.calls = 0
     anchored = offline_profile(req, plan, cand, estimator=AnchoredEstimator(exact, shape))
-    assert every_point == len(full.prefill) + len(full.decode) > 40
-    assert exact.calls <= 3 + 9
+    assert every_point == len(full.prefill) + len(full.decode) + len(full.prefill_load) > 40
+    assert exact.calls <= 3 + 9 + 1  # the prefill-under-load points share one ISL: one anchor
     pre = [a.ttft_ms / e.ttft_ms - 1 for a, e in zip(anchored.prefill, full.prefill)]
     dec = [a.itl_ms / e.itl_ms - 1 for a, e in zip(anchored.decode, full.decode)]
     assert max(map(abs, pre)) < 0.10 and max(map(abs, dec)) < 0.10
     assert min(map(abs, pre)) < 1e-12 and min(map(abs, dec)) < 1e-12  # anchors are exact
+    # an aggregated engine's concurrency sweep: three exact points, the rest in the model's shape
+    agg = Candidate.parse("agg-tp2")
+    full = offline_profile(req, plan, agg, estimator=exact)
+    exact.calls = 0
+    anchored = offline_profile(req, plan, agg, estimator=AnchoredEstimator(exact, shape))
+    assert len(full.agg) > 10 and exact.calls <= 3 + 9 + 3
+    ttft = [a.ttft_ms / e.ttft_ms - 1 for a, e in zip(anchored.agg, full.agg)]
+    itl = [a.itl_ms / e.itl_ms - 1 for a, e in zip(anchored.agg, full.agg)]
+    assert min(map(abs, ttft)) < 1e-12 and min(map(abs, itl)) < 1e-12
+    assert max(map(abs, ttft)) < 0.25 and max(map(abs, itl)) < 0.25
+
+
+def test_offline_surfaces_of_aggregated_engines_and_busy_prefill_engines():
+    from steps.plan import agg_concurrencies
+
+    req = build_request({"model": str(MODELS / "Qwen3-32B"), "backend": "vllm", "sla": {"isl": 3000, "osl": 300}})
+    plan = make_plan(req)
+    est = estimator("Qwen3-32B", "tp2", gpu="h200_sxm")
+    # a prefill engine with more prompts in flight: each waits longer, the engine turns out more tokens
+    prof = offline_profile(req, plan, Candidate.parse("tp2"))
+    loads = prof.prefill_load
+    assert [p.concurrency for p in loads][:4] == [1, 2, 3, 4] and {p.isl for p in loads} == {3000}
+    assert all(b.ttft_ms > a.ttft_ms for a, b in zip(loads, loads[1:]))
+    assert loads[0].ttft_ms == pytest.approx(est.prefill_ttft_ms(3000, 1))
+    assert loads[-1].thpt_per_gpu >= loads[0].thpt_per_gpu
+    assert all(p.concurrency * 3000 <= prof.max_kv_tokens for p in loads)
+    # an aggregated engine: the performance model's aggregated mode over a geometric concurrency sweep
+    agg = offline_profile(req, plan, Candidate.parse("agg-tp2"))
+    assert agg.status == "ok" and not agg.prefill_load and agg.prefill and agg.decode
+    conc = [p.concurrency for p in agg.agg]
+    assert conc == agg_concurrencies(agg.max_kv_tokens, 3000, 300, 40) and conc[0] == 1
+    assert conc[-1] == min(agg.max_kv_tokens // 3150, 2000)
+    for p in agg.agg[::7]:
+        expected = est.agg(3000, 300, p.concurrency)
+        assert (p.ttft_ms, p.itl_ms, p.thpt_per_gpu) == pytest.approx(
+            (expected.ttft_ms, expected.itl_ms, expected.thpt_per_gpu)
+        )
+    assert agg.agg[-1].ttft_ms > agg.agg[0].ttft_ms and agg.agg[-1].itl_ms > agg.agg[0].itl_ms
+    # DEP sweeps in multiples of the attention-DP size
+    assert all(c % 4 == 0 for c in agg_concurrencies(10**6, 3000, 300, 12, attn_dp=4))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from steps.candidates import Candidate
 from steps.results import CandidateProfile, Selection
 from tests.conftest import MODELS, ROOT
 
@@ -33,11 +34,11 @@ QWEN32B_SLA = [
     "20",
 ]
 PREFILL_LINE = re.compile(
-    r"^Suggested prefill (TP|TEP|DEP):(\d+) \(TTFT (\d+\.\d\d) ms, "
+    r"^Suggested prefill (TP|TEP|DEP|DTP):(\d+) \(TTFT (\d+\.\d\d) ms, "
     r"throughput (\d+\.\d\d) tokens/s/GPU\)$"
 )
 DECODE_LINE = re.compile(
-    r"^Suggested decode (TP|TEP|DEP):(\d+) \(ITL (\d+\.\d\d) ms, "
+    r"^Suggested decode (TP|TEP|DEP|DTP):(\d+) \(ITL (\d+\.\d\d) ms, "
     r"throughput (\d+\.\d\d) tokens/s/GPU\)$"
 )
 
@@ -54,37 +55,38 @@ def slaprof(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
     )
 
 
+AGG_LINE = re.compile(
+    r"^Suggested aggregated (TP|TEP|DEP|DTP):(\d+) \(TTFT (\d+\.\d\d) ms, ITL (\d+\.\d\d) ms, "
+    r"throughput (\d+\.\d\d) tokens/s/GPU, concurrency (\d+)\)$"
+)
+DEPLOYMENT_LINE = re.compile(r"^Suggested deployment: (.+) on (\d+) GPUs \((\d+\.\d) tokens/s/GPU\)$")
+
+
 @pytest.fixture(scope="module")
 def offline_run(tmp_path_factory):
-    """The acceptance run: Qwen3-32B on H200, ISL 3000, OSL 150, TTFT 200 ms, ITL 20 ms, offline."""
+    """The acceptance run: Qwen3-32B on H200, ISL 3000, OSL 150, TTFT 200 ms, ITL 20 ms, offline,
+    both serving modes within one node."""
     out = tmp_path_factory.mktemp("profile") / "qwen32b"
     res = slaprof("profile", *QWEN32B_SLA, "--out", str(out))
     assert res.returncode == 0, res.stderr
     return out, res
 
 
-def test_offline_run_writes_every_output(offline_run):
-    out, res = offline_run
-    plan = json.loads((out / "plan.json").read_text())
-    ids = [
-        c["candidate"]["kind"] + str(c["candidate"]["size"]) for c in plan["candidates"] if c["status"] == "runnable"
-    ]
-    assert ids, plan
-    assert json.loads((out / "request.json").read_text())["sla"] == {
-        "isl": 3000,
-        "osl": 150,
-        "ttft_ms": 200.0,
-        "itl_ms": 20.0,
-        "request_rate": None,
-    }
-    for cid in ids:
-        profile = CandidateProfile.model_validate_json((out / "profiles" / f"{cid}.json").read_text())
-        assert profile.status == "ok" and profile.prefill and profile.decode
-        assert profile.provenance.method == "offline" and profile.provenance.request_key == plan["request_key"]
-    selection = Selection.model_validate_json((out / "selection.json").read_text())
-    assert selection.prefill is not None and selection.decode is not None
-    assert {v.candidate_id for v in selection.verdicts} >= set(ids)
+@pytest.fixture(scope="module")
+def disagg_run(tmp_path_factory):
+    """The same request, disaggregated serving only."""
+    out = tmp_path_factory.mktemp("profile") / "qwen32b-disagg"
+    res = slaprof("profile", *QWEN32B_SLA, "--serving", "disagg", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    return out, res
 
+
+def _runnable(out) -> list[str]:
+    plan = json.loads((out / "plan.json").read_text())
+    return [Candidate.model_validate(c["candidate"]).id for c in plan["candidates"] if c["status"] == "runnable"]
+
+
+def _check_planner_data(out) -> None:
     prefill = np.load(out / "prefill" / "raw_data.npz")
     assert {"prefill_isl", "prefill_ttft", "prefill_thpt_per_gpu"} <= set(prefill.files)
     assert np.all(np.isfinite(prefill["prefill_ttft"])) and len(prefill["prefill_isl"]) >= 2
@@ -96,31 +98,121 @@ def test_offline_run_writes_every_output(offline_run):
     decode_json = json.loads((out / "decode_raw_data.json").read_text())
     assert np.allclose(decode_json["z_itl"], decode["z_itl"])
 
+
+def test_offline_run_writes_every_output(offline_run):
+    out, res = offline_run
+    plan = json.loads((out / "plan.json").read_text())
+    ids = _runnable(out)
+    # both serving modes, within the default budget of one node (8 GPUs)
+    assert {"tp1", "tp2", "tp4", "agg-tp1", "agg-tp2", "agg-tp4", "agg-tp8"} == set(ids), plan
+    assert json.loads((out / "request.json").read_text())["sla"] == {
+        "isl": 3000,
+        "osl": 150,
+        "ttft_ms": 200.0,
+        "itl_ms": 20.0,
+        "request_rate": None,
+    }
+    for cid in ids:
+        profile = CandidateProfile.model_validate_json((out / "profiles" / f"{cid}.json").read_text())
+        assert profile.status == "ok" and profile.prefill and profile.decode
+        assert profile.provenance.method == "offline" and profile.provenance.request_key == plan["request_key"]
+        if profile.candidate.is_agg:
+            assert profile.agg and {(p.isl, p.osl) for p in profile.agg} == {(3000, 150)}
+        else:
+            assert profile.prefill_load and {p.isl for p in profile.prefill_load} == {3000}
+    selection = Selection.model_validate_json((out / "selection.json").read_text())
+    chosen, other = selection.deployment, selection.alternative
+    assert chosen is not None and other is not None and {chosen.mode, other.mode} == {"agg", "disagg"}
+    assert chosen.gpus <= 8 and other.gpus <= 8 and chosen.meets_sla
+    assert chosen.thpt_per_gpu >= other.thpt_per_gpu or not other.meets_sla
+    assert {v.candidate_id for v in selection.verdicts} >= set(ids)
+    _check_planner_data(out)
+
     pngs = sorted((out / "plots").glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert (out / "plots" / "serving_modes.png").is_file()
     html = (out / "report.html").read_text()
     assert "<html" in html.lower() and "data:image/png;base64," in html
     assert not re.search(r"""(src|href)=["']https?://""", html)  # self-contained
+    assert "Aggregated vs disaggregated (within 8 GPUs)" in html
     for line in selection.recommendation:
-        assert line in html
+        assert html_escape(line) in html
     docs = [d for d in yaml.safe_load_all((out / "dgd.yaml").read_text()) if d]
-    assert [d["kind"] for d in docs] == ["ConfigMap", "DynamoGraphDeployment"]
+    assert docs[-1]["kind"] == "DynamoGraphDeployment"
+    workers = [s for s in docs[-1]["spec"]["services"].values() if s["componentType"] == "worker"]
+    assert len(workers) == (1 if chosen.mode == "agg" else 2)
     assert f"DGD: {out / 'dgd.yaml'}" in res.stderr
     assert not list(out.rglob("*.part"))  # nothing half-written
 
 
-def test_offline_run_prints_recommendation_then_report(offline_run):
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def test_offline_run_prints_both_modes_then_report(offline_run):
     out, res = offline_run
     lines = res.stdout.strip().splitlines()
     selection = Selection.model_validate_json((out / "selection.json").read_text())
-    assert lines[:2] == selection.recommendation
+    chosen = selection.deployment
+    assert lines[:-1] == selection.recommendation
+    if chosen.mode == "agg":
+        agg = AGG_LINE.match(lines[0])
+        assert agg, lines
+        group = chosen.group("agg")
+        assert agg.group(1, 2, 6) == (group.candidate.kind.upper(), str(group.candidate.size), str(group.concurrency))
+        assert float(agg.group(3)) <= 200 and float(agg.group(4)) <= 20
+        deployment_at = 1
+    else:
+        assert PREFILL_LINE.match(lines[0]) and DECODE_LINE.match(lines[1]), lines
+        deployment_at = 2
+    dep = DEPLOYMENT_LINE.match(lines[deployment_at])
+    assert dep and dep.group(1) == chosen.shape and int(dep.group(2)) == chosen.gpus <= 8
+    assert float(dep.group(3)) == pytest.approx(chosen.thpt_per_gpu, abs=0.06)
+    # the best of the other mode, in one line
+    other = selection.alternative
+    assert lines[deployment_at + 1].startswith(
+        f"Other mode: best {('aggregated', 'disaggregated')[other.mode == 'disagg']} "
+    )
+    assert f"{other.shape} on {other.gpus} GPUs" in lines[deployment_at + 1]
+    assert lines[-1] == f"Report: {out / 'report.html'}"
+    assert "plan:" in res.stderr and "bench tp" in res.stderr  # plain log lines, not a terminal
+
+
+def test_serving_disagg_prints_dynamo_lines_and_the_disaggregated_dgd(disagg_run):
+    out, res = disagg_run
+    assert not [c for c in _runnable(out) if c.startswith("agg-")]
+    lines = res.stdout.strip().splitlines()
+    selection = Selection.model_validate_json((out / "selection.json").read_text())
+    assert lines[:-1] == selection.recommendation and selection.deployment.mode == "disagg"
     prefill, decode = PREFILL_LINE.match(lines[0]), DECODE_LINE.match(lines[1])
     assert prefill and decode, lines
     assert prefill.group(1, 2) == (selection.prefill.candidate.kind.upper(), str(selection.prefill.candidate.size))
     assert float(prefill.group(3)) == pytest.approx(selection.prefill.ttft_ms, abs=0.006)
     assert float(prefill.group(3)) <= 200 and float(decode.group(3)) <= 20  # the SLA is reachable on H200
-    assert lines[2:] == [f"Report: {out / 'report.html'}"]
-    assert "plan:" in res.stderr and "bench tp" in res.stderr  # plain log lines, not a terminal
+    dep = DEPLOYMENT_LINE.match(lines[2])
+    assert dep and dep.group(1) == selection.deployment.shape and int(dep.group(2)) <= 8
+    assert lines[3] == "Other mode: aggregated serving was not profiled (--serving disagg)"
+    _check_planner_data(out)
+    docs = [d for d in yaml.safe_load_all((out / "dgd.yaml").read_text()) if d]
+    assert [d["kind"] for d in docs] == ["ConfigMap", "DynamoGraphDeployment"]
+    services = docs[-1]["spec"]["services"]
+    replicas = {s["subComponentType"]: s["replicas"] for s in services.values() if s["componentType"] == "worker"}
+    assert replicas == {"prefill": selection.replicas.prefill, "decode": selection.replicas.decode}
+
+
+def test_serving_agg_and_total_gpus(tmp_path):
+    out = tmp_path / "agg"
+    res = slaprof("profile", *QWEN32B_SLA, "--serving", "agg", "--total-gpus", "4", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert set(_runnable(out)) == {"agg-tp1", "agg-tp2", "agg-tp4"}
+    selection = Selection.model_validate_json((out / "selection.json").read_text())
+    assert selection.deployment.mode == "agg" and selection.deployment.gpus <= 4 and selection.gpu_budget == 4
+    lines = res.stdout.strip().splitlines()
+    assert AGG_LINE.match(lines[0]) and DEPLOYMENT_LINE.match(lines[1])
+    assert lines[2] == "Other mode: disaggregated serving was not profiled (--serving agg)"
+    assert "no Planner" in res.stderr
 
 
 def test_rerun_reuses_profiles_unless_forced(offline_run, tmp_path):
@@ -144,12 +236,17 @@ def test_rerun_reuses_profiles_unless_forced(offline_run, tmp_path):
     )
     assert changed.returncode == 0 and ": reused" not in changed.stderr
     assert "slaprof: warning:" in changed.stderr and "TTFT" in changed.stderr
-    assert PREFILL_LINE.match(changed.stdout.splitlines()[0])
+    assert changed.stdout.splitlines()[0].startswith("Suggested ")
     assert json.loads((out / "request.json").read_text())["sla"]["osl"] == 300
-    assert sorted(p.name for p in (out / "profiles").glob("*.json")) == ["tp1.json", "tp2.json"]
-    assert "removed profiles/tp8.json: measured under another request" in changed.stderr
+    assert sorted(p.name for p in (out / "profiles").glob("*.json")) == [
+        "agg-tp1.json",
+        "agg-tp2.json",
+        "tp1.json",
+        "tp2.json",
+    ]
+    assert "removed profiles/agg-tp8.json: measured under another request" in changed.stderr
     selection = Selection.model_validate_json((out / "selection.json").read_text())
-    assert selection.prefill.candidate.size <= 2 and selection.decode.candidate.size <= 2
+    assert all(e.candidate.size <= 2 for e in selection.deployment.engines)
 
 
 def test_profile_to_s3(s3_server, tmp_path):
@@ -187,7 +284,7 @@ def test_profile_to_s3(s3_server, tmp_path):
     finally:
         obj.close()
         obj.release_conn()
-    assert res.stdout.strip().splitlines()[:2] == selection.recommendation
+    assert res.stdout.strip().splitlines()[:-1] == selection.recommendation
     assert obj.headers.get("Content-Type") == "application/json"
 
 
@@ -247,6 +344,7 @@ def test_failed_candidates_are_reported_and_exit_1_when_nothing_is_left(tmp_path
     assert res.returncode == 1, res.stderr
     assert "bench tp1: started (GPUs 0)" in res.stderr
     assert "bench tp2: failed: needs 2 GPUs; this machine has 1 visible (0)" in res.stderr
+    assert "bench agg-tp2: failed: needs 2 GPUs; this machine has 1 visible (0)" in res.stderr
     assert "slaprof: no recommendation could be made" in res.stderr and "Traceback" not in res.stderr
     tp1 = CandidateProfile.model_validate_json((out / "profiles" / "tp1.json").read_text())
     tp2 = CandidateProfile.model_validate_json((out / "profiles" / "tp2.json").read_text())
@@ -256,6 +354,8 @@ def test_failed_candidates_are_reported_and_exit_1_when_nothing_is_left(tmp_path
     assert selection.recommendation == [] and {v.candidate_id: v.status for v in selection.verdicts} == {
         "tp1": "failed",
         "tp2": "failed",
+        "agg-tp1": "failed",
+        "agg-tp2": "failed",
     }
     assert res.stdout.strip() == f"Report: {out / 'report.html'}"
 
@@ -273,7 +373,7 @@ def test_dry_run_estimates_instead_of_measuring(tmp_path):
         "profile", *QWEN32B_SLA, "--method", "online", "--dry-run", "--out", str(out), env={"CUDA_VISIBLE_DEVICES": ""}
     )
     assert res.returncode == 0, res.stderr
-    assert PREFILL_LINE.match(res.stdout.splitlines()[0]) and "Dry run" in res.stderr
+    assert res.stdout.splitlines()[0].startswith("Suggested ") and "Dry run" in res.stderr
     selection = Selection.model_validate_json((out / "selection.json").read_text())
     assert any(w.startswith("Dry run") for w in selection.warnings)
     profile = CandidateProfile.model_validate_json(next((out / "profiles").glob("*.json")).read_text())

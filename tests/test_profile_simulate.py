@@ -28,6 +28,7 @@ from tests.plugins.timing import like_the_model
 # Qwen3-0.6B on one or two H200s; short prompts and coarse grids keep AIPerf runs few (3 a candidate)
 REQUEST: dict[str, Any] = {
     "model": str(MODELS / "Qwen3-0.6B"),
+    "serving": "disagg",
     "sla": {"isl": 300, "osl": 30, "ttft_ms": 200, "itl_ms": 50},
     "hardware": {"gpu": "h200_sxm", "max_gpus_per_engine": 2},
     "engine": {"max_context_length": 1024},
@@ -37,7 +38,13 @@ REQUEST: dict[str, Any] = {
 # 2-core machine stay small against a modelled step of a few ms; a 10k-token KV cache caps the
 # concurrency at 30, so streaming to AIPerf does not starve the CPU either. The prefill ISLs are
 # the plan's (one AIPerf run measures them all), so both runs fit the same prefill points.
-QUICK_SWEEP = {"time_scale": 50.0, "sim_max_kv_tokens": 10_000, "max_decode_isls": 1, "max_concurrency_points": 2}
+QUICK_SWEEP = {
+    "time_scale": 50.0,
+    "sim_max_kv_tokens": 10_000,
+    "max_decode_isls": 1,
+    "max_concurrency_points": 2,
+    "prefill_load_per_rank": (4,),
+}
 
 
 def _close(measured: float, expected: float) -> bool:
@@ -71,13 +78,25 @@ def test_simulate_measures_both_candidates_in_parallel_workers(runs):
 
 def test_simulate_agrees_with_offline(runs):
     base, offline, simulate = runs
-    # the same engines are chosen
+    # the same engines are chosen (the offline sweep of prefill loads is denser than the measured
+    # one, so the prefill load and the engine counts may differ)
     assert simulate.selection.prefill.candidate == offline.selection.prefill.candidate
     assert simulate.selection.decode.candidate == offline.selection.decode.candidate
-    # the chosen prefill point (request ISL, one request at a time) is directly comparable
-    assert _close(simulate.selection.prefill.ttft_ms, offline.selection.prefill.ttft_ms)
-    # throughput is the inverse of time: a slow machine lowers it
-    assert _close(offline.selection.prefill.thpt_per_gpu, simulate.selection.prefill.thpt_per_gpu)
+    isl = REQUEST["sla"]["isl"]
+    for cid in ("tp1", "tp2"):
+        sim = CandidateProfile.model_validate_json((base / "simulate" / "profiles" / f"{cid}.json").read_text())
+        off = CandidateProfile.model_validate_json((base / "offline" / "profiles" / f"{cid}.json").read_text())
+        # the request's ISL, one request at a time, is directly comparable
+        sim_lone = next(p for p in sim.prefill if p.isl == isl)
+        off_lone = next(p for p in off.prefill if p.isl == isl)
+        assert _close(sim_lone.ttft_ms, off_lone.ttft_ms)
+        # throughput is the inverse of time: a slow machine lowers it
+        assert _close(off_lone.thpt_per_gpu, sim_lone.thpt_per_gpu)
+        # the prefill engine under load: 4 prompts in flight per rank, measured after the first wave
+        (load,) = sim.prefill_load
+        off_load = {p.concurrency: p for p in off.prefill_load}[load.concurrency]
+        assert load.isl == isl and load.concurrency == 4 * Candidate.parse(cid).attn_dp
+        assert _close(load.ttft_ms, off_load.ttft_ms) and load.ttft_ms > sim_lone.ttft_ms
     # the planner's prefill data at the ISLs both runs measured
     sim_pre = json.loads((base / "simulate" / "prefill_raw_data.json").read_text())
     off_pre = json.loads((base / "offline" / "prefill_raw_data.json").read_text())
@@ -99,6 +118,55 @@ def test_simulate_agrees_with_offline(runs):
         for d in sim.decode:
             assert _close(d.itl_ms, est.decode_itl_ms(d.concurrency, d.context)), (cid, d)
             assert d.kv_usage == pytest.approx(d.concurrency * d.context / sim.max_kv_tokens, rel=1e-3)
+
+
+# a smaller KV cache (12 requests of ISL 300) keeps the aggregated sweep's top point short
+AGG_SWEEP = {**QUICK_SWEEP, "sim_max_kv_tokens": 4_000}
+
+
+@pytest.fixture(scope="module")
+def agg_runs(tmp_path_factory, tiny_tokenizer):
+    """One aggregated engine (Qwen3-0.6B on one H200), simulated and measured with AIPerf, and offline."""
+    base = tmp_path_factory.mktemp("simulate-agg")
+    request = {**REQUEST, "serving": "agg", "hardware": {"gpu": "h200_sxm", "max_gpus_per_engine": 1}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLAPROF_TOKENIZER", str(tiny_tokenizer))
+        simulate = run_profile(
+            build_request({**request, "method": "simulate"}),
+            RunOptions(out=str(base / "simulate"), bench_overrides=AGG_SWEEP),
+            PlainProgress(sys.stderr),
+        )
+        offline = run_profile(build_request({**request, "method": "offline"}), RunOptions(out=str(base / "offline")))
+    return base, offline, simulate
+
+
+def test_simulate_measures_an_aggregated_engine_with_aiperf(agg_runs):
+    base, offline, simulate = agg_runs
+    assert [(o.candidate_id, o.status) for o in simulate.outcomes] == [("agg-tp1", "ok")]
+    profile = CandidateProfile.model_validate_json((base / "simulate" / "profiles" / "agg-tp1.json").read_text())
+    assert profile.provenance.method == "simulate" and profile.provenance.aiperf_version == "0.13.0"
+    # a concurrency sweep at the SLA's ISL/OSL, up to what the (simulated) KV cache holds
+    isl, osl = REQUEST["sla"]["isl"], REQUEST["sla"]["osl"]
+    concurrencies = [p.concurrency for p in profile.agg]
+    assert len(concurrencies) == 2 and concurrencies[0] == 1
+    assert concurrencies[-1] == AGG_SWEEP["sim_max_kv_tokens"] // (isl + osl // 2)
+    assert all((p.isl, p.osl) == (isl, osl) for p in profile.agg)
+    # more requests in flight: longer TTFT and ITL, more tokens/s per GPU
+    low, high = profile.agg
+    assert high.ttft_ms > low.ttft_ms and high.itl_ms > low.itl_ms and high.thpt_per_gpu > 5 * low.thpt_per_gpu
+    # each point against what the performance model says for the same engine and load
+    est = get_estimator(load_model_info(REQUEST["model"]), get_gpu("h200_sxm"), "vllm", Candidate.parse("agg-tp1"))
+    for p in profile.agg:
+        assert _close(p.itl_ms, est.decode_itl_ms(p.concurrency, isl + osl / 2)), p
+    assert _close(low.ttft_ms, est.prefill_ttft_ms(isl, 1)), low
+    # fit turns the sweep into an aggregated deployment, and render into its DGD
+    sel = simulate.selection
+    assert sel.deployment.mode == "agg" and sel.deployment.group("agg").candidate.id == "agg-tp1"
+    assert sel.recommendation[0].startswith("Suggested aggregated TP:1 (TTFT ")
+    assert sel.deployment.gpus == 8  # one-GPU engines fill the node: 8 replicas
+    dgd = (base / "simulate" / "dgd.yaml").read_text()
+    assert "replicas: 8" in dgd and "subComponentType" not in dgd
+    assert offline.selection.deployment.group("agg").candidate.id == "agg-tp1"
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

@@ -257,3 +257,28 @@ def test_report_without_results_still_renders():
     assert render_plots(fit) == {}
     text = render_html(fit, request, {})
     assert "No recommendation" in text and "no GPUs" in text and "<img" not in text
+
+
+def test_report_puts_the_two_serving_modes_side_by_side(tmp_path: Path):
+    from tests.test_fit import make_agg_profile
+
+    request = make_request(ttft_ms=150.0, itl_ms=20.0)
+    plan = make_plan_for(["tp1", "tp2", "agg-tp2"])
+    disagg_only = fit_profiles(request, plan, [make_profile("tp1"), make_profile("tp2")])
+    best_disagg = disagg_only.selection.deployment
+    profiles = [make_profile("tp1"), make_profile("tp2"), make_agg_profile("agg-tp2", 1.5 * best_disagg.thpt_per_gpu)]
+    fit = fit_profiles(request, plan, profiles)
+    sel = fit.selection
+    assert sel.deployment.mode == "agg" and sel.alternative.mode == "disagg"
+    text = render_html(fit, request, {})
+    section = text.split("Aggregated vs disaggregated (within 8 GPUs)")[1].split("<h2>")[0]
+    for d in (sel.deployment, sel.alternative):
+        assert d.shape in section and f"{d.thpt_per_gpu:.1f}" in section and f"{d.itl_ms:.2f}" in section
+    ratio = sel.alternative.thpt_per_gpu / sel.deployment.thpt_per_gpu
+    assert ratio < 1 / 1.5 + 1e-9  # the aggregated engine runs beyond its best measured point (interpolated)
+    assert "recommended" in section and f"{ratio:.2f}x the tokens/s per GPU of the aggregated choice" in section
+    png = render_plots(fit).get("serving_modes")
+    assert png is not None and png.startswith(PNG_MAGIC)
+    # one mode only: the section says why the other is missing
+    text = render_html(disagg_only, request, {})
+    assert "Other mode: no aggregated candidate was profiled or produced results" in text

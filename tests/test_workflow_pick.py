@@ -69,10 +69,48 @@ def test_fit_outputs_fill_every_slot():
         ("", None),
         ("tp1+dep8: TTFT 1 ms", ("tp1", "dep8")),
         (f"tp2+tp4{RECOMMENDED}: TTFT 45.0 ms", ("tp2", "tp4")),
+        (f"agg-dtp4{RECOMMENDED}: TTFT 45.0 ms, ITL 9.00 ms", ("agg-dtp4",)),
     ],
 )
 def test_parse_choice(label, expected):
     assert parse_choice(label) == expected
+
+
+def test_an_aggregated_recommendation_comes_first():
+    from steps.results import DeploymentChoice, EngineGroup
+
+    group = EngineGroup(
+        role="agg",
+        candidate=Candidate.parse("agg-tp8"),
+        replicas=1,
+        concurrency=12,
+        ttft_ms=44.0,
+        itl_ms=9.0,
+        thpt_per_gpu=300.0,
+        request_rate=2.0,
+    )
+    sel = _selection([("tp2", 45.0)], [("tp4", 9.5)]).model_copy(
+        update={
+            "prefill": None,
+            "decode": None,
+            "deployment": DeploymentChoice(
+                mode="agg",
+                engines=[group],
+                gpus=8,
+                request_rate=2.0,
+                thpt_per_gpu=300.0,
+                ttft_ms=44.0,
+                itl_ms=9.0,
+                meets_sla=True,
+            ),
+        }
+    )
+    choices = pareto_choices(sel)
+    assert choices[0] == f"agg-tp8{RECOMMENDED}: TTFT 44.0 ms, ITL 9.00 ms"
+    assert [parse_choice(c) for c in choices] == [("agg-tp8",), ("tp2", "tp4")]  # the pair is not marked
+    out = fit_outputs(sel)
+    assert out["prefill"] == "none" and out["serving"] == "agg" and out["meets_sla"] == "true"
+    assert out["deployment"] == "1 x aggregated TP:8 on 8 GPUs, 300.0 tokens/s/GPU"
 
 
 def test_parse_choice_rejects_free_text():

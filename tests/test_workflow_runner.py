@@ -223,7 +223,8 @@ def test_profile_dag_task_by_task(argo):
     _ok(argo.run("plan"))
     plan = argo.outputs["plan"]
     fan_out = json.loads(plan["candidates"])
-    assert fan_out == [{"id": "tp1", "gpus": 0}, {"id": "tp2", "gpus": 0}]  # offline: no GPUs asked for
+    # aggregated candidates are more items of the same fan-out; offline, no GPUs are asked for
+    assert fan_out == [{"id": c, "gpus": 0} for c in ("tp1", "tp2", "agg-tp1", "agg-tp2")]
     assert plan["method"] == "offline" and plan["auto-apply"] == "false"
     assert plan["history-key"].endswith("/vllm/h200_sxm")
     request = json.loads(argo.get(f"{WORKFLOW}/request.json"))
@@ -235,14 +236,25 @@ def test_profile_dag_task_by_task(argo):
         _ok(proc)
     for item in fan_out:
         assert argo.outputs[f"bench-{item['id']}"]["status"] == "ok"
-    assert argo.keys(f"{WORKFLOW}/profiles/") == [f"{WORKFLOW}/profiles/tp1.json", f"{WORKFLOW}/profiles/tp2.json"]
+    assert argo.keys(f"{WORKFLOW}/profiles/") == [
+        f"{WORKFLOW}/profiles/{c}.json" for c in ("agg-tp1", "agg-tp2", "tp1", "tp2")
+    ]
+    agg = json.loads(argo.get(f"{WORKFLOW}/profiles/agg-tp2.json"))
+    assert agg["candidate"]["serving"] == "agg" and agg["agg"] and agg["agg"][0]["isl"] == 1500
 
     status = {"plan": "Succeeded", "bench": "Succeeded", "bench-online": "Skipped", "bench-online-main": "Skipped"}
     assert argo.depends("fit", status) and argo.when("fit")
     _ok(argo.run("fit"))
     fit = argo.outputs["fit"]
-    assert fit["prefill"].startswith("TP:") and fit["decode"].startswith("TP:")
-    assert float(fit["ttft-ms"]) > 0 and float(fit["itl-ms"]) > 0 and float(fit["decode-thpt-per-gpu"]) > 0
+    selection = json.loads(argo.get(f"{WORKFLOW}/selection.json"))
+    assert fit["serving"] == selection["deployment"]["mode"] and fit["deployment"].endswith(" tokens/s/GPU")
+    if fit["serving"] == "disagg":
+        assert fit["prefill"].startswith("TP:") and fit["decode"].startswith("TP:")
+        assert float(fit["decode-thpt-per-gpu"]) > 0
+    else:
+        assert fit["prefill"] == fit["decode"] == "none"
+    assert float(fit["ttft-ms"]) > 0 and float(fit["itl-ms"]) > 0
+    assert fit["other-mode"].startswith("Other mode: ") and fit["recommendation"].endswith(fit["other-mode"])
     choices = json.loads(fit["choices"])
     assert fit["choice-1"] == choices[0] and "(recommended)" in choices[0]
     assert any(k.endswith(".png") for k in argo.keys(f"{WORKFLOW}/plots/"))
@@ -282,6 +294,7 @@ def test_manual_pick_rewrites_the_selection(argo):
         int(picked_p.removeprefix("tp")),
         int(picked_d.removeprefix("tp")),
     )
+    assert after["deployment"]["mode"] == "disagg" and after["deployment"]["gpus"] <= 8
     assert json.loads(argo.get(f"{WORKFLOW}/selection.auto.json")) == before
     assert after["recommendation"][0].startswith("Picked by hand")
     _ok(argo.run("render"))

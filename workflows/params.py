@@ -15,7 +15,7 @@ from steps.apply import RUN_LABEL as RUN_LABEL  # re-exported: one declaration
 from steps.dynamo_releases import supported
 from steps.errors import UserError
 from steps.gpus import GPU_NAMES
-from steps.request import BACKENDS
+from steps.request import BACKENDS, SERVING_MODES
 
 VERSION = "0.1.0"
 IMAGE = f"ghcr.io/slaprof/slaprof:{VERSION}"
@@ -83,12 +83,25 @@ REQUEST_PARAMS: tuple[RequestParam, ...] = (
         f"offline = estimate without engines, simulate = simulated engines + AIPerf on CPUs, online = real engines on GPUs; {_EMPTY} (offline)",
         ("", "offline", "simulate", "online"),
     ),
+    RequestParam(
+        "serving",
+        "serving",
+        str,
+        f"auto = compare aggregated and disaggregated serving, agg or disagg = profile and deploy only that mode; {_EMPTY} (auto)",
+        ("", *SERVING_MODES),
+    ),
     RequestParam("isl", "sla.isl", int, f"average input sequence length, tokens; {_EMPTY} (3000)"),
     RequestParam("osl", "sla.osl", int, f"average output sequence length, tokens; {_EMPTY} (500)"),
     RequestParam("ttft", "sla.ttft_ms", float, f"time-to-first-token target, ms; {_EMPTY} (50)"),
     RequestParam("itl", "sla.itl_ms", float, f"inter-token latency target, ms; {_EMPTY} (10)"),
     RequestParam("gpu", "hardware.gpu", str, f"GPU type of the cluster; {_EMPTY} (h200_sxm)", ("", *GPU_NAMES)),
     RequestParam("gpus-per-node", "hardware.gpus_per_node", int, f"GPUs per node; {_EMPTY} (8)"),
+    RequestParam(
+        "total-gpus",
+        "hardware.total_gpus",
+        int,
+        f"GPUs the whole recommended deployment may use (0 = one node); {_EMPTY}",
+    ),
     RequestParam(
         "min-gpus-per-engine",
         "hardware.min_gpus_per_engine",

@@ -296,13 +296,20 @@ _FitOutputBase = create_model("_FitOutputBase", __base__=Output, **_choice_field
 class FitOutput(_FitOutputBase):
     prefill: Annotated[str, Parameter(name="prefill", description="chosen prefill mapping, e.g. TP:2")] = "none"
     decode: Annotated[str, Parameter(name="decode", description="chosen decode mapping, e.g. TP:4")] = "none"
-    ttft_ms: Annotated[
-        str, Parameter(name="ttft-ms", description="TTFT of the prefill choice at the SLA's ISL, ms")
-    ] = ""
-    itl_ms: Annotated[str, Parameter(name="itl-ms", description="ITL of the decode choice, ms")] = ""
+    ttft_ms: Annotated[str, Parameter(name="ttft-ms", description="TTFT a user of the deployment sees, ms")] = ""
+    itl_ms: Annotated[str, Parameter(name="itl-ms", description="ITL of the deployment, ms")] = ""
     prefill_thpt: Annotated[str, Parameter(name="prefill-thpt-per-gpu", description="input tokens/s/GPU")] = ""
     decode_thpt: Annotated[str, Parameter(name="decode-thpt-per-gpu", description="output tokens/s/GPU")] = ""
-    meets_sla: Annotated[str, Parameter(name="meets-sla", description="true when both choices meet the SLA")] = "false"
+    meets_sla: Annotated[str, Parameter(name="meets-sla", description="true when the deployment meets the SLA")] = (
+        "false"
+    )
+    serving: Annotated[str, Parameter(name="serving", description="the recommended serving mode: agg or disagg")] = ""
+    deployment: Annotated[
+        str, Parameter(name="deployment", description="the recommended deployment: engines, GPUs, tokens/s/GPU")
+    ] = ""
+    other_mode: Annotated[
+        str, Parameter(name="other-mode", description="how the best of the other serving mode compares")
+    ] = ""
     recommendation: Annotated[str, Parameter(name="recommendation", description="the suggested deployment")] = ""
     choices: Annotated[str, Parameter(name="choices", description="Pareto choices offered to pick, JSON list")] = "[]"
     selection_json: Annotated[str | None, _artifact("selection", "selection.json")] = None
@@ -316,15 +323,19 @@ def fit_outputs(selection: Any) -> dict[str, str]:
     choices = pareto_choices(selection)
     slots = (choices + [choices[0] if choices else AUTO_CHOICE] * PICK_SLOTS)[:PICK_SLOTS]
     out = {f"choice_{i + 1}": label for i, label in enumerate(slots)}
-    p, d = selection.prefill, selection.decode
+    p, d, chosen = selection.prefill, selection.decode, selection.deployment
+    meets = chosen.meets_sla if chosen is not None else bool(p and d and p.meets_sla and d.meets_sla)
     out.update(
         prefill=p.candidate.label if p else "none",
         decode=d.candidate.label if d else "none",
-        ttft_ms=f"{p.ttft_ms:.2f}" if p else "",
-        itl_ms=f"{d.itl_ms:.3f}" if d else "",
+        ttft_ms=f"{chosen.ttft_ms:.2f}" if chosen else f"{p.ttft_ms:.2f}" if p else "",
+        itl_ms=f"{chosen.itl_ms:.3f}" if chosen else f"{d.itl_ms:.3f}" if d else "",
         prefill_thpt=f"{p.thpt_per_gpu:.1f}" if p else "",
         decode_thpt=f"{d.thpt_per_gpu:.1f}" if d else "",
-        meets_sla=str(bool(p and d and p.meets_sla and d.meets_sla)).lower(),
+        meets_sla=str(meets).lower(),
+        serving=chosen.mode if chosen else ("disagg" if p and d else ""),
+        deployment=f"{chosen.shape} on {chosen.gpus} GPUs, {chosen.thpt_per_gpu:.1f} tokens/s/GPU" if chosen else "",
+        other_mode=selection.comparison,
         recommendation="\n".join(selection.recommendation) or "; ".join(selection.warnings) or "no recommendation",
         choices=json.dumps(choices),
     )
@@ -354,7 +365,7 @@ AUTO_SELECTION = "selection.auto.json"
 
 
 class PickOutput(Output):
-    picked: Annotated[str, Parameter(name="picked", description="the deployed prefill+decode choice")] = ""
+    picked: Annotated[str, Parameter(name="picked", description="the deployment picked")] = ""
     selection_json: Annotated[str | None, _artifact("selection", "selection.json")] = None
 
 

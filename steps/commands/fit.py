@@ -89,7 +89,7 @@ def print_result(result: FitResult) -> None:
     sel = result.selection
     for line in sel.recommendation:
         print(line)
-    if sel.replicas:
+    if sel.replicas and sel.deployment is None:  # a deployment's line already carries its engine counts
         r = sel.replicas
         print(
             f"Replicas at {r.request_rate:g} req/s: {r.prefill} prefill x {sel.prefill.candidate.label if sel.prefill else '?'}"

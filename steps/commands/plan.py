@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from steps.cli import request_from_args
     from steps.plan import make_plan
 
-    plan = make_plan(request_from_args(args))
+    request = request_from_args(args)
+    plan = make_plan(request)
     if args.json:
         print(plan.model_dump_json(indent=2))
         return 0
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         f"[bold]{info['name']}[/] ({info['architecture']}, {info['total_params_b']}B params, "
         f"{info['active_params_b']}B active, {info['weight_dtype']} weights {info['weight_gb']} GB) "
-        f"on {plan.gpu}, backend {plan.backend}: {plan.min_gpus}-{plan.max_gpus} GPUs per engine"
+        f"on {plan.gpu}, backend {plan.backend}: {plan.min_gpus}-{plan.max_gpus} GPUs per engine, "
+        f"deployments of at most {request.hardware.gpu_budget} GPUs, serving {request.serving}"
     )
     table = Table("candidate", "GPUs", "weights GiB/GPU", "KV capacity (tokens)", "status")
     for p in plan.candidates:

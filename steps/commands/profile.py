@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "profile",
-        help="profile a model end to end on this machine and recommend a disaggregated deployment",
+        help="profile a model end to end on this machine and recommend a deployment (aggregated or disaggregated)",
         description="Plan the candidate parallel mappings, measure each (offline estimate by default; "
         "--method simulate or online to measure served engines with AIPerf), select under the SLA, "
         "and write the selection, planner data, plots, report.html and the DGD to --out. "
@@ -97,10 +97,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
     assert selection is not None
     if result.dgd:
-        print(f"DGD: {result.dgd}", file=sys.stderr)
-        note = selection.sla_note()
-        if note:
-            print(f"slaprof: warning: {note}", file=sys.stderr)
+        note = ""
+        if selection.deployment is not None and selection.deployment.mode == "agg":
+            from steps.render_agg import PLANNER_OMITTED
+
+            note = f" (aggregated; {PLANNER_OMITTED})"
+        print(f"DGD: {result.dgd}{note}", file=sys.stderr)
+        sla_note = selection.sla_note()
+        if sla_note:
+            print(f"slaprof: warning: {sla_note}", file=sys.stderr)
     for line in selection.recommendation:
         print(line)
     print(f"Report: {result.report or result.location}")

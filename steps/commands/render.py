@@ -63,31 +63,37 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from steps.errors import UserError
-    from steps.render import describe, load_base, local_model_warning, render_manifests, to_yaml
+    from steps.render import describe, load_base, local_model_warning, render_selection, to_yaml
     from steps.request import ProfileRequest, build_request
     from steps.results import Selection
     from steps.store import Layout, MissingArtifact, open_store, read_model, write_file_atomic
 
     store = open_store(args.selection, create=False)
+
+    def missing(exc: MissingArtifact, needed: tuple[str, ...]) -> UserError:
+        return UserError(
+            f"{exc}: --selection must be a finished run folder (from `slaprof profile`) holding {', '.join(needed)}"
+        )
+
     try:
         request = read_model(store, Layout.REQUEST, ProfileRequest)
         selection = read_model(store, Layout.SELECTION, Selection)
-        prefill_json = store.get_bytes(Layout.PREFILL_JSON).decode()
-        decode_json = store.get_bytes(Layout.DECODE_JSON).decode()
     except MissingArtifact as exc:
-        needed = ", ".join((Layout.SELECTION, Layout.REQUEST, Layout.PREFILL_JSON, Layout.DECODE_JSON))
-        raise UserError(
-            f"{exc}: --selection must be a finished run folder (from `slaprof profile`) holding {needed}"
-        ) from None
+        raise missing(exc, (Layout.SELECTION, Layout.REQUEST)) from None
+
+    def planner_json() -> tuple[str, str]:
+        try:
+            return store.get_bytes(Layout.PREFILL_JSON).decode(), store.get_bytes(Layout.DECODE_JSON).decode()
+        except MissingArtifact as exc:
+            raise missing(exc, (Layout.SELECTION, Layout.REQUEST, Layout.PREFILL_JSON, Layout.DECODE_JSON)) from None
+
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
     if overrides:
         data = request.model_dump()
         data["deployment"].update(overrides)
         request = build_request(data)
     base = load_base(args.base) if args.base else None
-    text = to_yaml(
-        render_manifests(request, selection, prefill_json, decode_json, base=base), header=describe(request, selection)
-    )
+    text = to_yaml(render_selection(request, selection, planner_json, base=base), header=describe(request, selection))
     if args.out == "-":
         sys.stdout.write(text)
         return 0

@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from steps.candidates import Candidate
 
-Role = Literal["prefill", "decode"]
+# a disaggregated graph's prefill or decode worker, or an aggregated worker serving both phases
+Role = Literal["prefill", "decode", "agg"]
+ROLES: tuple[str, ...] = ("prefill", "decode", "agg")
 
 # One Dynamo release for every runtime image and worker module slaprof renders.
 DYNAMO_VERSION = "0.7.0"
@@ -120,7 +122,7 @@ class EngineBackend(ABC):
     # ---- DynamoGraphDeployment worker -------------------------------------
     @abstractmethod
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
-        """Arguments of a disaggregated Dynamo worker (`python3 -m <dynamo_module> ...`); `max_context`:
+        """Arguments of a Dynamo worker (`python3 -m <dynamo_module> ...`) in `role`; `max_context`:
         the context (tokens) the plan sized the engine for, 0 = leave the engine's default."""
 
     def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:

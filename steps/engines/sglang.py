@@ -1,6 +1,7 @@
 """SGLang backend: `python3 -m sglang.launch_server` for the bench step, `dynamo.sglang` workers.
 
-Parallel flags: TP `--tp N`; TEP adds `--ep-size N`; DEP adds `--dp N --enable-dp-attention`.
+Parallel flags: TP `--tp N`; TEP adds `--ep-size N`; DEP adds `--dp N --enable-dp-attention`;
+DTP is DP attention without `--ep-size` (the experts stay split by tensor parallelism).
 KV capacity: `sglang:max_total_num_tokens` on /metrics (with --enable-metrics), else the log
 line `KV Cache is allocated. #tokens: N`, which is per attention-DP rank.
 """
@@ -36,9 +37,9 @@ class SglangBackend(EngineBackend):
 
     def parallel_args(self, cand: Candidate) -> list[str]:
         args = ["--tp", str(cand.size)]
-        if cand.kind in ("tep", "dep"):
+        if cand.moe_ep > 1:
             args += ["--ep-size", str(cand.size)]
-        if cand.kind == "dep":
+        if cand.attn_dp > 1:
             args += ["--dp", str(cand.size), "--enable-dp-attention"]
         return args
 
@@ -55,6 +56,10 @@ class SglangBackend(EngineBackend):
             *self.context_args(max_context),
             "--trust-remote-code",
             "--skip-tokenizer-init",
+        ]
+        if role == "agg":  # one worker serves both phases: no KV transfer to set up
+            return args
+        args += [
             "--disaggregation-mode",
             role,
             "--disaggregation-transfer-backend",

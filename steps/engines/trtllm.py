@@ -47,7 +47,7 @@ class TrtllmBackend(EngineBackend):
     def parallel_args(self, cand: Candidate) -> list[str]:
         """trtllm-serve flags; attention DP has no flag and lives in `engine_config`."""
         args = ["--tp_size", str(cand.size)]
-        if cand.kind != "tp":
+        if cand.moe_ep > 1:
             args += ["--ep_size", str(cand.size)]
         return args
 
@@ -55,15 +55,16 @@ class TrtllmBackend(EngineBackend):
         cfg: dict[str, Any] = {
             "tensor_parallel_size": cand.size,
             "moe_expert_parallel_size": cand.moe_ep,
-            "enable_attention_dp": cand.kind == "dep",
-            "kv_cache_config": {"enable_block_reuse": role == "decode", "free_gpu_memory_fraction": 0.9},
-            "cache_transceiver_config": {"backend": "DEFAULT"},
+            "enable_attention_dp": cand.attn_dp > 1,
+            "kv_cache_config": {"enable_block_reuse": role != "prefill", "free_gpu_memory_fraction": 0.9},
         }
         if max_context:
             cfg["max_seq_len"] = max_context
             cfg["max_num_tokens"] = batched_tokens(max_context)
             if max_context > cfg["max_num_tokens"]:
                 cfg["enable_chunked_prefill"] = True  # prompts longer than one step are split, not refused
+        if role != "agg":  # an aggregated worker keeps its KV cache: nothing to transfer
+            cfg["cache_transceiver_config"] = {"backend": "DEFAULT"}
         if cand.kind != "tp":
             cfg["moe_tensor_parallel_size"] = cand.moe_tp
         if role == "prefill":
@@ -76,20 +77,18 @@ class TrtllmBackend(EngineBackend):
 
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
         """The context travels in the engine-args file (`engine_config`), not as a flag."""
-        return [
+        args = [
             "--model-path",
             model,
             "--served-model-name",
             model,
             "--extra-engine-args",
             str(self.engine_config_path(role)),
-            "--disaggregation-mode",
-            role,
         ]
+        return args if role == "agg" else [*args, "--disaggregation-mode", role]
 
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
-        cfg = self.engine_config(cand, "decode")
-        cfg.pop("cache_transceiver_config")  # aggregated server: no KV transfer
+        cfg = self.engine_config(cand, "agg")  # a standalone server is an aggregated engine
         cfg["kv_cache_config"]["enable_block_reuse"] = options.prefix_caching
         if options.memory_utilization:
             cfg["kv_cache_config"]["free_gpu_memory_fraction"] = options.memory_utilization

@@ -1,7 +1,9 @@
 """vLLM backend: `vllm serve` for the bench step, `python3 -m dynamo.vllm` workers in a DGD.
 
 Parallel flags: TP `--tensor-parallel-size N`; TEP adds `--enable-expert-parallel`; DEP runs
-attention data-parallel (`--data-parallel-size N`, TP 1) with experts split across the ranks.
+attention data-parallel (`--data-parallel-size N`, TP 1) with experts split across the ranks;
+DTP is the same without `--enable-expert-parallel` (vLLM then shards every expert by tensor
+parallelism across the DP ranks).
 KV capacity: `vllm:cache_config_info` (num_gpu_blocks x block_size) on /metrics, else the
 start-up line `GPU KV cache size: N tokens` (older engines: `Maximum concurrency for T tokens
 per request: X x`, or `# GPU blocks: N` x the block size).
@@ -46,7 +48,8 @@ class VllmBackend(EngineBackend):
             return ["--tensor-parallel-size", str(cand.size)]
         if cand.kind == "tep":
             return ["--tensor-parallel-size", str(cand.size), "--enable-expert-parallel"]
-        return ["--tensor-parallel-size", "1", "--data-parallel-size", str(cand.size), "--enable-expert-parallel"]
+        dp = ["--tensor-parallel-size", "1", "--data-parallel-size", str(cand.size)]
+        return [*dp, "--enable-expert-parallel"] if cand.kind == "dep" else dp
 
     def context_args(self, max_context: int) -> list[str]:
         return ["--max-model-len", str(max_context)] if max_context else []

@@ -5,7 +5,7 @@ and the built-in model for the same (model, GPU, backend, mapping).
 Output: the PerfEstimator interface. A whole surface asked for at once (arrays, as
 `surfaces.offline_profile` asks) is answered by calling the exact estimator only at anchor points
 (the smallest, a middle and the largest ISL of the prefill sweep; the same three contexts by three
-concurrencies of the decode sweep) and filling the rest with the built-in model's shape, scaled by
+concurrencies of the decode sweep; three concurrencies of an aggregated sweep) and filling the rest with the built-in model's shape, scaled by
 the exact/built-in ratio interpolated in log space between the anchors. Single points go to the
 exact estimator unchanged.
 """
@@ -88,3 +88,21 @@ class AnchoredEstimator:
 
     def agg(self, isl: int, osl: int, concurrency: int) -> AggEstimate:
         return self.exact.agg(isl, osl, concurrency)
+
+    def agg_sweep(self, isl: int, osl: int, concurrencies: list[int]) -> list[AggEstimate]:
+        """Aggregated serving over a concurrency sweep: exact TTFT and ITL at anchor concurrencies,
+        the built-in model's shape between them; throughput from TTFT and ITL, as AI Configurator
+        derives it."""
+        anchors = anchor_values(concurrencies)
+        exact = {c: self.exact.agg(isl, osl, c) for c in anchors}
+        self.exact_calls += len(anchors)
+        shape = {c: self.shape.agg(isl, osl, c) for c in concurrencies}
+        t_ratio = _interp_log(concurrencies, anchors, [exact[c].ttft_ms / shape[c].ttft_ms for c in anchors])
+        i_ratio = _interp_log(concurrencies, anchors, [exact[c].itl_ms / shape[c].itl_ms for c in anchors])
+        out = []
+        for c, tr, ir in zip(concurrencies, t_ratio, i_ratio):
+            ttft, itl = shape[c].ttft_ms * float(tr), shape[c].itl_ms * float(ir)
+            latency = ttft + max(0, osl - 1) * itl
+            thpt = c * osl / (latency / 1e3) / self.shape.map.num_gpus if latency > 0 else 0.0
+            out.append(AggEstimate(ttft_ms=ttft, itl_ms=itl, thpt_per_gpu=thpt))
+        return out

@@ -35,7 +35,7 @@ class Mapping:
     def nearest_candidate(self) -> Candidate:
         """The slaprof candidate closest to this mapping (for memory accounting)."""
         if self.attn_dp > 1:
-            return Candidate(kind="dep", size=self.num_gpus)
+            return Candidate(kind="dtp" if self.moe_ep == 1 and self.moe_tp > 1 else "dep", size=self.num_gpus)
         if self.moe_ep > 1:
             return Candidate(kind="tep", size=self.num_gpus)
         return Candidate(kind="tp", size=self.num_gpus)

@@ -31,8 +31,8 @@ def weight_bytes_per_gpu(model: ModelInfo, cand: Candidate) -> float:
     shared = model.num_moe_layers * (model.shared_expert_params + model.router_params) * b
     experts = model.routed_expert_params_total * b
     embed = (model.embedding_params + model.lm_head_params) * 2.0
-    if cand.kind == "dep":  # attention and dense parts replicated per attention-DP rank
-        return attn + dense + shared + experts / cand.moe_ep + embed / cand.size
+    if cand.attn_dp > 1:  # dep / dtp: attention and dense parts replicated per attention-DP rank
+        return attn + dense + shared + experts / (cand.moe_ep * cand.moe_tp) + embed / cand.size
     # tp / tep: attention and dense MLPs split by tensor parallelism
     per_gpu = (attn + dense + shared + embed) / cand.attn_tp
     return per_gpu + experts / (cand.moe_ep * cand.moe_tp)

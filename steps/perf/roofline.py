@@ -34,6 +34,20 @@ from steps.perf.mapping import Mapping
 from steps.perf.memory import kv_capacity_tokens
 
 ACT_BYTES = 2.0  # activations travel as bf16
+# In a disaggregated graph the decode worker emits the first token: the request joins its running
+# batch once the step in flight ends (half a step on average) and the next step produces the token.
+FIRST_TOKEN_DECODE_STEPS = 1.5
+
+
+def kv_transfer_ms(model: ModelInfo, isl: float, constants: BackendConstants) -> float:
+    """Moving a prompt's KV cache from the prefill to the decode worker."""
+    return isl * model.kv_bytes_per_token() / (constants.kv_transfer_gbps * 1e9) * 1e3
+
+
+def disagg_ttft_ms(prefill_ttft_ms: float, transfer_ms: float, decode_itl_ms: float) -> float:
+    """TTFT a user of a disaggregated graph sees: the prefill engine's, the KV transfer, and the
+    decode worker's first token."""
+    return prefill_ttft_ms + transfer_ms + FIRST_TOKEN_DECODE_STEPS * decode_itl_ms
 
 
 def compute_dtype(weight_dtype: str, gpu: GpuSpec) -> str:
@@ -175,6 +189,8 @@ class BuiltinEstimator:
             t = t + one * (s.layers + mlp_allreduces) / s.layers
         if self.model.is_moe and m.attn_dp > 1:
             # dispatch and combine: each token's hidden state to its top-k experts, (n-1)/n of them remote
+            # (also charged to attention DP with experts split by TP: the calibration rows of that
+            # mapping fit this cost better than an all-gather and reduce-scatter of the hidden states)
             n = m.num_gpus
             nbytes = tokens_per_rank * s.top_k * s.hidden * ACT_BYTES * (n - 1) / n
             t = t + 2.0 * (nbytes / self._link + lat) * s.moe_layers / s.layers

@@ -26,7 +26,7 @@ from steps.models import ModelInfo, model_info_from_config
 from steps.perf.constants import BackendConstants, constants_for
 from steps.perf.mapping import Mapping
 from steps.perf.memory import kv_bytes_per_token_per_gpu
-from steps.perf.roofline import BuiltinEstimator, compute_dtype
+from steps.perf.roofline import BuiltinEstimator, compute_dtype, disagg_ttft_ms, kv_transfer_ms
 
 CALIBRATION_SYSTEMS: tuple[str, ...] = ("h100_sxm", "h200_sxm")
 HELD_OUT_SYSTEMS: tuple[str, ...] = ("b200_sxm", "gb200", "b300_sxm", "gb300")
@@ -318,9 +318,6 @@ def predict_case(case: SiliconCase, constants: BackendConstants | None = None) -
     tpot = dec.decode_itl_ms(case.decode.batch, case.isl + case.osl / 2.0)
     # requests reach each prefill rank in the same closed-loop waves as in aggregated serving
     per_rank = max(1.0, case.concurrency / (case.prefill.workers * case.prefill.mapping.attn_dp))
-    transfer = case.isl * case.model.kv_bytes_per_token() / (k.kv_transfer_gbps * 1e9) * 1e3
-    # the decode worker emits the first token: the request joins its running batch once the step in
-    # flight ends (half a step on average) and the next step produces the token
-    first_step = 1.5 * float(tpot)
-    ttft = pre.loaded_ttft_ms(case.isl, per_rank) + transfer + first_step
+    transfer = kv_transfer_ms(case.model, case.isl, k)
+    ttft = disagg_ttft_ms(pre.loaded_ttft_ms(case.isl, per_rank), transfer, float(tpot))
     return ttft, float(tpot)

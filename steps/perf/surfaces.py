@@ -1,10 +1,14 @@
 """Offline bench surfaces (DAG step `bench` with method=offline): no engine, estimates only.
 
 Input: ProfileRequest, Plan (grids, model, GPU, backend) and one Candidate.
-Output: CandidateProfile with exactly the points the online bench would measure:
-  prefill  one point per `plan.grid.prefill_isls`, one request (DEP: one per attention-DP rank);
-  decode   for each `plan.grid.decode_isls`, the concurrencies `decode_concurrencies(...)` at
-           context isl + osl/2.
+Output: CandidateProfile with the points the online bench measures, and more where estimating
+them costs nothing:
+  prefill       one point per `plan.grid.prefill_isls`, one request (DEP: one per attention-DP rank);
+  decode        for each `plan.grid.decode_isls`, the concurrencies `decode_concurrencies(...)` at
+                context isl + osl/2;
+  prefill_load  (disaggregated candidates) the SLA's ISL with 1 to 64 prompts per attention-DP
+                rank prefilled together, as a busy prefill engine runs them;
+  agg           (aggregated candidates) the SLA's ISL/OSL over a dense geometric concurrency sweep.
 """
 
 from __future__ import annotations
@@ -16,7 +20,19 @@ import numpy as np
 from steps.candidates import Candidate
 from steps.gpus import get_gpu
 from steps.perf import PerfEstimator, get_estimator
-from steps.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance, utc_now
+from steps.results import (
+    AggPoint,
+    CandidateProfile,
+    DecodePoint,
+    PrefillLoadPoint,
+    PrefillPoint,
+    Provenance,
+    utc_now,
+)
+
+# prompts in flight per attention-DP rank of a busy prefill engine
+PREFILL_LOAD_PER_RANK = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+OFFLINE_AGG_POINTS = 40  # an estimate costs microseconds: sweep densely
 
 if TYPE_CHECKING:
     from steps.plan import Plan
@@ -53,6 +69,31 @@ def _values(fn, *args) -> list[float]:
     except (TypeError, ValueError):
         pass
     return [float(fn(*(int(x) for x in row))) for row in zip(*args)]
+
+
+def prefill_load_points(est: PerfEstimator, isl: int, candidate: Candidate, max_kv: int) -> list[PrefillLoadPoint]:
+    """A prefill engine with `b` prompts in flight, closed loop: each prompt waits for the batch it
+    is prefilled with, so TTFT is the batch's prefill time and the engine runs b * isl tokens per TTFT."""
+    dp, gpus = candidate.attn_dp, candidate.num_gpus
+    batches = [dp * k for k in PREFILL_LOAD_PER_RANK if dp * k * isl <= max(max_kv, dp * isl)]
+    ttfts = _values(est.prefill_ttft_ms, [isl] * len(batches), batches)
+    return [
+        PrefillLoadPoint(isl=isl, concurrency=b, ttft_ms=t, thpt_per_gpu=isl * b / (t / 1e3) / gpus)
+        for b, t in zip(batches, ttfts)
+    ]
+
+
+def agg_points(est: PerfEstimator, isl: int, osl: int, candidate: Candidate, max_kv: int) -> list[AggPoint]:
+    """The aggregated engine over a concurrency sweep at (isl, osl)."""
+    from steps.plan import agg_concurrencies
+
+    concurrencies = agg_concurrencies(max_kv, isl, osl, OFFLINE_AGG_POINTS, candidate.attn_dp)
+    sweep = getattr(est, "agg_sweep", None)
+    values = sweep(isl, osl, concurrencies) if sweep else [est.agg(isl, osl, c) for c in concurrencies]
+    return [
+        AggPoint(isl=isl, osl=osl, concurrency=c, ttft_ms=v.ttft_ms, itl_ms=v.itl_ms, thpt_per_gpu=v.thpt_per_gpu)
+        for c, v in zip(concurrencies, values)
+    ]
 
 
 def offline_profile(
@@ -110,10 +151,19 @@ def offline_profile(
         )
         for (isl, ctx, conc), itl in zip(rows, itls)
     ]
+    sla = request.sla
+    loads: list[PrefillLoadPoint] = []
+    agg: list[AggPoint] = []
+    if candidate.is_agg:
+        agg = agg_points(est, sla.isl, sla.osl, candidate, max_kv)
+    else:
+        loads = prefill_load_points(est, sla.isl, candidate, max_kv)
     provenance.finished_at = utc_now()
     status, reason = "ok", ""
     if not decode:
         status, reason = "infeasible", f"KV cache ({max_kv:,} tokens) holds no request of the decode sweep"
+    elif candidate.is_agg and not agg:
+        status, reason = "infeasible", f"KV cache ({max_kv:,} tokens) holds no request of ISL {sla.isl}"
     return CandidateProfile(
         candidate=candidate,
         status=status,
@@ -121,5 +171,7 @@ def offline_profile(
         max_kv_tokens=max_kv,
         prefill=prefill,
         decode=decode,
+        prefill_load=loads,
+        agg=agg,
         provenance=provenance,
     )
