@@ -9,6 +9,7 @@ import re
 import pytest
 import yaml
 
+from steps import dynamo_releases
 from steps.apply import apply_manifests
 from steps.candidates import Candidate
 from steps.cli import main
@@ -18,6 +19,7 @@ from steps.render_agg import PLANNER_OMITTED, render_agg_manifests
 from steps.request import build_request
 from steps.results import DeploymentChoice, EngineGroup, Selection
 from steps.store import Layout, LocalStore
+from tests.plugins.dynamo_crd import assert_valid_dgd
 from tests.plugins.kube import DGD_RESOURCE
 from tests.test_render import BASE, DEFAULT_IMAGE, _args, _flag
 
@@ -49,7 +51,7 @@ def _request(backend: str, model: str = "Qwen/Qwen3-32B", **deployment):
             "backend": backend,
             "sla": {"ttft_ms": 300, "itl_ms": 25},
             "hardware": {"gpus_per_node": 8, "total_gpus": 32},
-            "deployment": {"namespace": "serving", **deployment},
+            "deployment": {"namespace": "serving", "dynamo_version": "0.9", **deployment},
         }
     )
 
@@ -259,3 +261,23 @@ def test_rendered_agg_manifests_apply_cleanly(cluster):
     assert [o.action for o in apply_manifests(more, "serving", api_client=api).objects] == ["unchanged", "updated"]
     stored = cluster.get(DGD_RESOURCE, "serving", _dgd(more)["metadata"]["name"])
     assert stored["spec"]["services"]["worker"]["replicas"] == 3
+
+
+@pytest.mark.parametrize("backend", ["vllm", "sglang", "trtllm"])
+@pytest.mark.parametrize("line", list(dynamo_releases.RELEASES))
+def test_aggregated_dgd_validates_against_every_releases_crd(line, backend):
+    """The aggregated DGD passes the same schema check as the disaggregated one, in each release's shape."""
+    release = dynamo_releases.get(line)
+    req = _request(backend, dynamo_version=line)
+    docs = render_agg_manifests(req, _selection(req, "agg-tp4", replicas=2))
+    dgd = docs[-1]
+    assert_valid_dgd(dgd, line)
+    assert dgd["apiVersion"] == release.dgd_api_version
+    if "services" in dgd["spec"]:
+        kinds = sorted(s["componentType"] for s in dgd["spec"]["services"].values())
+        workers = [s for s in dgd["spec"]["services"].values() if s["componentType"] == "worker"]
+    else:
+        kinds = sorted(c["type"] for c in dgd["spec"]["components"])
+        workers = [c for c in dgd["spec"]["components"] if c["type"] == "worker"]
+    assert kinds == ["frontend", "worker"]  # no Planner, no prefill/decode split
+    assert workers[0]["replicas"] == 2
