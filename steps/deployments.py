@@ -111,6 +111,8 @@ def _choice(
     mode: ServingMode, engines: list[EngineGroup], rate: float, ttft: float, itl: float, w: Workload, serves: bool
 ) -> DeploymentChoice:
     gpus = sum(e.replicas * e.candidate.num_gpus for e in engines)
+    if w.request_rate and serves:
+        rate = min(rate, w.request_rate)  # it serves the rate asked for; the rest is headroom
     return DeploymentChoice(
         mode=mode,
         engines=engines,
