@@ -48,6 +48,9 @@ def write_status(out: Path, status: str, phase: str, message: str = "", error: s
 
 def _request(data: dict[str, Any], release: str | None) -> ProfileRequest:
     data = {**data, "method": "offline"}  # no GPUs or engines in the profiling pod
+    # the operator's contract is a graph with its Planner (0.9's result file is `config_with_planner`):
+    # a disaggregated one, unless the request asks otherwise
+    data.setdefault("serving", "disagg")
     dep = dict(data.get("deployment") or {})
     dep.pop("dynamo_image", None)  # the DGDR's image is this one (slaprof's), not a Dynamo image
     dep["auto_apply"] = False  # the operator deploys the DGD it reads back

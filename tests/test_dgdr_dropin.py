@@ -92,7 +92,7 @@ def test_dynamo_1x_operator_contract(tmp_path, cluster):
     dgd, others = _operator_reads(cluster, (data / "final_config.yaml").read_text(), status, "final_config.yaml")
     assert dgd["apiVersion"] == "nvidia.com/v1beta1" and dgd["metadata"]["namespace"] == "serving"
     assert_valid_dgd(dgd, "1.6")
-    assert [d["metadata"]["name"] for d in others] == ["planner-profile-data"]
+    assert [d["metadata"]["name"] for d in others] == [f"{dgd['metadata']['name']}-planner-profile-data"]
     images = {c["name"]: c["podTemplate"]["spec"]["containers"][0]["image"] for c in dgd["spec"]["components"]}
     assert "slaprof" not in json.dumps(images)  # spec.image (ours) is not a worker or planner image
     assert images["Planner"] == "nvcr.io/nvidia/ai-dynamo/dynamo-planner:1.6.1"

@@ -116,6 +116,8 @@ def test_no_engine_survives_a_sigkilled_bench_worker(tmp_path, tiny_tokenizer):
         "1",
         "--max-context-length",
         "1024",
+        "--serving",
+        "disagg",  # one candidate is enough to kill its worker
         "--out",
         str(tmp_path / "run"),
         "--progress",

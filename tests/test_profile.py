@@ -139,7 +139,9 @@ def test_offline_run_writes_every_output(offline_run):
         assert html_escape(line) in html
     docs = [d for d in yaml.safe_load_all((out / "dgd.yaml").read_text()) if d]
     assert docs[-1]["kind"] == "DynamoGraphDeployment"
-    workers = [s for s in docs[-1]["spec"]["services"].values() if s["componentType"] == "worker"]
+    spec = docs[-1]["spec"]  # Dynamo 1.6 (the default release): v1beta1 components; before: services
+    items = spec["components"] if "components" in spec else list(spec["services"].values())
+    workers = [s for s in items if s.get("componentType", s.get("type")) in ("worker", "prefill", "decode")]
     assert len(workers) == (1 if chosen.mode == "agg" else 2)
     assert f"DGD: {out / 'dgd.yaml'}" in res.stderr
     assert not list(out.rglob("*.part"))  # nothing half-written
@@ -197,8 +199,7 @@ def test_serving_disagg_prints_dynamo_lines_and_the_disaggregated_dgd(disagg_run
     _check_planner_data(out)
     docs = [d for d in yaml.safe_load_all((out / "dgd.yaml").read_text()) if d]
     assert [d["kind"] for d in docs] == ["ConfigMap", "DynamoGraphDeployment"]
-    services = docs[-1]["spec"]["services"]
-    replicas = {s["subComponentType"]: s["replicas"] for s in services.values() if s["componentType"] == "worker"}
+    replicas = {c["type"]: c["replicas"] for c in docs[-1]["spec"]["components"] if c["type"] in ("prefill", "decode")}
     assert replicas == {"prefill": selection.replicas.prefill, "decode": selection.replicas.decode}
 
 

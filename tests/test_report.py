@@ -127,13 +127,16 @@ def test_recommendation_shows_gpus_replicas_dgd_and_a_copy_button(result, tmp_pa
     assert "<button type='button' class='copy' data-copy='rec-lines' hidden>Copy</button>" in text
 
 
-def test_without_a_request_rate_one_replica_per_role_is_totalled(tmp_path: Path):
+def test_without_a_request_rate_the_rate_matched_engines_are_totalled(tmp_path: Path):
     request = make_request(ttft_ms=500.0, itl_ms=30.0)
     fit = fit_profiles(request, make_plan_for(["tp1", "tp2"]), [make_profile("tp1"), make_profile("tp2")])
     sel = fit.selection
     text = render_html(fit, request, {}, dgd="/runs/x/dgd.yaml")
-    total = sel.prefill.candidate.num_gpus + sel.decode.candidate.num_gpus
-    assert f"Total: <b>{total} GPUs</b> (one replica per role" in text and "--request-rate" in text
+    r = sel.replicas
+    assert r is not None
+    total = r.prefill * sel.prefill.candidate.num_gpus + r.decode * sel.decode.candidate.num_gpus
+    assert total == r.total_gpus <= sel.gpu_budget
+    assert f"Total: <b>{total} GPUs</b> ({r.prefill} prefill and {r.decode} decode replicas, rate-matched" in text
 
 
 def _online(profile):

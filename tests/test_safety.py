@@ -27,8 +27,8 @@ QWEN06 = str(MODELS / "Qwen3-0.6B")  # max_position_embeddings 40960
 
 
 def _profile(out: Path | str, *args: str) -> list[str]:
-    # Dynamo 0.9's DGD shape (spec.services), which these checks read; every release is rendered in
-    # tests/test_dynamo_releases.py
+    # Dynamo 0.9's DGD shape (spec.services) of a disaggregated graph, which these checks read; every
+    # release and serving mode is rendered in tests/test_dynamo_releases.py and tests/test_render_agg.py
     return [
         "profile",
         "--model",
@@ -37,6 +37,8 @@ def _profile(out: Path | str, *args: str) -> list[str]:
         "h200_sxm",
         "--dynamo-version",
         "0.9",
+        "--serving",
+        "disagg",
         "--progress",
         "none",
         "--out",

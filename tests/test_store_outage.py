@@ -22,6 +22,7 @@ REQUEST: dict[str, Any] = {
     "sla": {"isl": 2000, "osl": 200, "ttft_ms": 400, "itl_ms": 25},
     "hardware": {"max_gpus_per_engine": 2},
     "sweep": {"prefill_granularity": 4, "decode_granularity": 3},
+    "serving": "disagg",  # two candidates are enough to cross an outage
 }
 DEAD_ENDPOINT = "127.0.0.1:1"  # nothing listens: every connection is refused at once
 
