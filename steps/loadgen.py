@@ -39,12 +39,19 @@ ALL_DONE_MARKER = b"All credits completed"  # AIPerf 0.13 logs this once every r
 
 
 class TraceEntry(BaseModel):
-    """One request of an explicit trace (AIPerf `mooncake_trace` custom dataset)."""
+    """One request of an explicit trace (AIPerf `mooncake_trace` custom dataset).
+
+    Entries with the same `session_id` are the turns of one conversation, each sent when the one
+    before it has its response; `messages` makes a turn self-contained (no earlier turns prepended).
+    `extra` is merged into the request body."""
 
     text_input: str | None = None
+    messages: list[dict[str, str]] | None = None
     input_length: int | None = None
     hash_ids: list[int] | None = None
     output_length: int
+    session_id: str | None = None
+    extra: dict[str, Any] | None = None
 
 
 class LoadSpec(BaseModel):
@@ -68,11 +75,16 @@ class LoadSpec(BaseModel):
     request_timeout_s: float = 600.0
     extra_inputs: dict[str, Any] = Field(default_factory=lambda: {"ignore_eos": True})
     error_threshold: float = DEFAULT_ERROR_THRESHOLD  # fraction of failed requests tolerated
+    conversations: int | None = Field(None, gt=0, description="sessions of a multi-turn trace (all their turns)")
+    server_token_count: bool = Field(False, description="ISL/OSL from the engine's usage, not AIPerf's tokenizer")
+    stream_records: bool = Field(False, description="write each request's record as soon as it is processed")
 
 
 class RequestRecord(BaseModel):
     phase: str
     session: int
+    conversation_id: str | None = None  # the trace's session_id
+    turn_index: int | None = None
     isl: int | None = None
     osl: int | None = None
     ttft_ms: float | None = None
@@ -199,6 +211,10 @@ def build_command(spec: LoadSpec, artifact_dir: Path, input_file: Path | None = 
             "--num-dataset-entries",
             str(max(spec.request_count, spec.concurrency)),
         ]
+    if spec.conversations:
+        args += ["--conversation-num", str(spec.conversations)]
+    if spec.server_token_count:
+        args.append("--use-server-token-count")
     if spec.request_rate:
         args += ["--request-rate", f"{spec.request_rate:g}", "--arrival-pattern", "constant"]
     if spec.warmup_request_count:
@@ -229,6 +245,7 @@ class LoadRun:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.gate_opened_at: float | None = None
+        self._records_read = 0  # bytes of the records file already returned by new_records()
 
     def start(self) -> LoadRun:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +259,8 @@ class LoadRun:
         env = dict(os.environ)
         env.pop("HF_HUB_OFFLINE", None)  # a local tokenizer path fails under offline mode (aiperf 0.13)
         env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # AIPerf's tokenizer import: no PyTorch advice
+        if self.spec.stream_records:
+            env["AIPERF_RECORD_EXPORT_BATCH_SIZE"] = "1"  # records reach the file one by one (default 100)
         self.started = time.monotonic()
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -294,6 +313,18 @@ class LoadRun:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def new_records(self) -> list[RequestRecord]:
+        """Records AIPerf has written since the last call (complete lines only), while it runs."""
+        try:
+            with (self.artifact_dir / RECORDS_FILE).open("rb") as fh:
+                fh.seek(self._records_read)
+                chunk = fh.read()
+        except OSError:
+            return []
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._records_read += len(complete)
+        return [r for r in map(_record, complete.decode(errors="replace").splitlines()) if r is not None]
 
     def terminate(self) -> None:
         """Ask AIPerf to stop without waiting (`stop_all` or `kill` reap it later)."""
@@ -450,9 +481,12 @@ def _record(line: str) -> RequestRecord | None:
         value("output_sequence_length"),
         value("usage_prompt_cache_read_tokens"),
     )
+    turn = meta.get("turn_index")
     return RequestRecord(
         phase=str(meta.get("benchmark_phase") or meta.get("phase_kind") or "profiling"),
         session=int(meta.get("session_num") or 0),
+        conversation_id=meta.get("conversation_id"),
+        turn_index=int(turn) if isinstance(turn, int) else None,
         isl=int(isl) if isl is not None else None,
         osl=int(osl) if osl is not None else None,
         ttft_ms=value("time_to_first_token"),

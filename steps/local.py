@@ -37,7 +37,7 @@ from steps.errors import StepFailed, UserError
 from steps.progress import ProgressReporter, SilentProgress
 from steps.request import ProfileRequest
 from steps.results import CandidateProfile, Provenance, Selection, utc_now
-from steps.store import ArtifactStore, Layout, open_store, read_model, write_model
+from steps.store import ArtifactStore, Layout, delete, open_store, read_model, write_model
 
 if TYPE_CHECKING:
     from steps.plan import Plan
@@ -271,9 +271,16 @@ def _keep_output(store: ArtifactStore | None, candidate_id: str, path: str) -> N
 
 
 def _summary(profile: CandidateProfile) -> str:
+    from steps.simcheck import summary as off_the_model
+
     if profile.status != "ok":
         return profile.reason
-    return f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} tokens"
+    notes = [f"{len(profile.failed_points)} points failed"] if profile.failed_points else []
+    notes += [off_the_model(profile)] if off_the_model(profile) else []
+    return (
+        f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} "
+        f"tokens" + "".join(f"; {n}" for n in notes)
+    )
 
 
 def _failed_profile(request: ProfileRequest, plan: Plan, candidate_id: str, reason: str) -> CandidateProfile:
@@ -506,7 +513,8 @@ def run_profile(
         check_s3_endpoint(options.out)
         store = open_store(options.out)
     run = _Run(request, store, options.out, reporter)
-    run.bench_overrides = options.bench_overrides
+    # --force measures every point again, not only the candidates: no resuming from partial points
+    run.bench_overrides = {**(options.bench_overrides or {}), **({"resume": False} if options.force else {})} or None
     write_model(store, Layout.REQUEST, request)
     ids = plan_step.run_step(store)
     plan = read_model(store, Layout.PLAN, Plan)
@@ -531,16 +539,6 @@ def run_profile(
     return result
 
 
-def _delete(store: ArtifactStore, key: str) -> None:
-    """Remove one artifact (the store protocol has no delete; only the runner needs one)."""
-    from steps.store import LocalStore, S3Store
-
-    if isinstance(store, LocalStore):
-        store._path(key).unlink(missing_ok=True)
-    elif isinstance(store, S3Store):
-        store._call("delete", store.client.remove_object, store.bucket, store._key(key))
-
-
 def _discard_stale_profiles(run: _Run, ids: list[str]) -> None:
     """Profiles of candidates that are not in this plan, left by a run of another request in the
     same output: fit reads every profile under profiles/, so they would compete with this run's."""
@@ -554,7 +552,7 @@ def _discard_stale_profiles(run: _Run, ids: list[str]) -> None:
         except (ValidationError, ValueError, UserError):
             stored_key = ""
         if stored_key != run.plan.request_key:
-            _delete(run.store, key)
+            delete(run.store, key)
             run.reporter.step("resume", f"removed {key}: measured under another request, {cid} is not in this plan")
 
 

@@ -24,6 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     from steps.fit import FitResult
     from steps.request import ProfileRequest
+    from steps.results import CandidateProfile
     from steps.store import ArtifactStore
 
 GPU_COST_PER_HOUR = 3.0  # $ per GPU-hour, as in Dynamo's cost plot
@@ -348,6 +349,8 @@ def render_html(result: FitResult, request: ProfileRequest, plots: dict[str, byt
             )
         )
 
+    parts.append(_point_notes(result.profiles))
+
     if result.prefill_options:
         parts.append(f"<h3>Prefill at ISL {sel.isl}</h3>")
         parts.append(
@@ -415,6 +418,33 @@ def render_html(result: FitResult, request: ProfileRequest, plots: dict[str, byt
             parts.append(f"<div><img alt='{_e(name)}' src='data:image/png;base64,{data}'></div>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _point_notes(profiles: list[CandidateProfile]) -> str:
+    """Points that could not be measured, and simulated points flagged against their driving model."""
+    from steps.simcheck import TOLERANCE, flagged, label
+
+    rows: list[list[Any]] = []
+    for p in profiles:
+        rows += [[p.id, _Raw("<span class='failed'>flagged</span>"), label(c)] for c in flagged(p)]
+        rows += [
+            [
+                p.id,
+                _Raw("<span class='failed'>failed</span>"),
+                f"{f.phase} ISL {f.isl}"
+                + (f" x {f.concurrency}" if f.concurrency is not None else "")
+                + f": {f.reason}",
+            ]
+            for f in p.failed_points
+        ]
+    if not rows:
+        return ""
+    return (
+        "<h3>Points to look at</h3><p class='warn'>flagged: a simulated point more than "
+        f"{TOLERANCE:.0%} off the model that drives the simulated engine (the machine was too busy for its "
+        "time scale); failed: not measured, the candidate's other points stand.</p>"
+        + _table(["candidate", "point", "what"], rows)
+    )
 
 
 def write_report(store: ArtifactStore, result: FitResult, request: ProfileRequest) -> str:

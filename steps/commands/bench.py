@@ -33,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     meas.add_argument("--ready-timeout", type=float, help="seconds to wait for the engine (default 1800)")
     meas.add_argument("--keep-workdir", action="store_true", help="keep engine and AIPerf logs in DIR/<candidate>-work")
     sim = p.add_argument_group("simulate")
-    sim.add_argument("--time-scale", type=float, help="wall ms per modelled ms (results are rescaled; default 1)")
+    sim.add_argument(
+        "--time-scale",
+        help="wall ms per modelled ms, or auto (results are rescaled; default: auto, chosen per point so that "
+        "each is long enough to measure)",
+    )
     sim.add_argument("--sim-startup", type=float, help="simulated engine start-up seconds")
     sim.add_argument("--sim-max-kv-tokens", type=int, help="override the simulated engine's KV capacity")
     p.set_defaults(func=run)

@@ -6,6 +6,7 @@ import argparse
 import re
 import signal
 import sys
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "as many as the GPUs allow online)",
     )
     p.add_argument("--force", action="store_true", help="measure every candidate again, even those already measured")
+    meas = p.add_argument_group("measuring (simulate and online)")
+    meas.add_argument(
+        "--tokenizer",
+        help="tokenizer folder or Hugging Face id for AIPerf and the prompts (default: the model; "
+        "env SLAPROF_TOKENIZER)",
+    )
+    meas.add_argument(
+        "--time-scale",
+        help="simulate: wall ms per modelled ms, or auto (default: chosen per point so that each is "
+        "long enough to measure; env SLAPROF_SIM_TIME_SCALE)",
+    )
     p.add_argument(
         "--progress",
         choices=("auto", "rich", "plain", "none"),
@@ -49,6 +61,24 @@ def default_out(model: str, backend: str, gpu: str, method: str) -> str:
     return f"slaprof-out/{name}-{backend}-{gpu}-{method}"
 
 
+def _bench_overrides(args: argparse.Namespace, request: Any) -> dict[str, Any] | None:
+    """--tokenizer and --time-scale for every bench step; a tokenizer that cannot count tokens (or
+    does not exist) stops the run here, before any candidate starts."""
+    import os
+
+    from steps.bench import load_tokenizer, parse_time_scale
+
+    overrides: dict[str, Any] = {}
+    if args.tokenizer:
+        overrides["tokenizer"] = args.tokenizer
+    if args.time_scale is not None:
+        parse_time_scale(args.time_scale)  # a bad value is an error here, not in every worker
+        overrides["time_scale"] = args.time_scale
+    if request.method != "offline" and not request.sweep.dry_run:
+        load_tokenizer(args.tokenizer or os.environ.get("SLAPROF_TOKENIZER") or request.model)
+    return overrides or None
+
+
 def run(args: argparse.Namespace) -> int:
     from steps.cli import request_from_args
     from steps.errors import UserError
@@ -59,11 +89,16 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(request.model, request.backend, request.hardware.gpu, request.method)
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
+    overrides = _bench_overrides(args, request)
     reporter = make_progress(args.progress)
     # in a pod the runner is stopped with SIGTERM: stop like Ctrl-C, engines included
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        result = run_profile(request, RunOptions(out=out, parallel=args.parallel, force=args.force), reporter)
+        result = run_profile(
+            request,
+            RunOptions(out=out, parallel=args.parallel, force=args.force, bench_overrides=overrides),
+            reporter,
+        )
     except Interrupted as exc:
         reporter.close()
         running = f"; stopped the running candidates ({exc}) and their engines" if str(exc) else ""
