@@ -275,7 +275,8 @@ def _summary(profile: CandidateProfile) -> str:
 
     if profile.status != "ok":
         return profile.reason
-    notes = [f"{len(profile.failed_points)} points failed"] if profile.failed_points else []
+    failed = len(profile.failed_points)
+    notes = [f"{failed} point{'s' if failed != 1 else ''} failed"] if failed else []
     notes += [off_the_model(profile)] if off_the_model(profile) else []
     return (
         f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} "

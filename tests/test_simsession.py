@@ -251,3 +251,29 @@ def test_resuming_measures_only_the_points_still_missing(tmp_path):
 
 def test_streams_default_and_measured_output_length():
     assert STREAMS >= 4 and MEASURE_OSL % 2 == 0  # even: the steady window's mean context is exact
+
+
+def test_the_report_and_the_run_summary_mark_flagged_and_failed_points():
+    from steps.fit import fit_profiles
+    from steps.local import _summary
+    from steps.report import render_html
+    from tests.test_fit import make_plan_for, make_profile, make_request
+
+    marked = make_profile("tp1")
+    marked.checks = [
+        check("decode", 3000, 64, 12.5, 10.0, 8.0),  # +25%: flagged
+        check("prefill", 3000, None, 20.5, 20.0, 5.0),  # +2.5%: fine
+    ]
+    marked.failed_points = [FailedPoint(phase="decode", isl=8000, concurrency=500, reason="4 of 8 requests failed")]
+    clean = make_profile("tp2")
+    request = make_request(ttft_ms=500.0, itl_ms=50.0)
+    html = render_html(fit_profiles(request, make_plan_for(["tp1", "tp2"]), [marked, clean]), request, {})
+    section = html[html.index("Points to look at") :]
+    assert "decode ISL 3000 x 64: ITL +25%" in section and "decode ISL 8000 x 500: 4 of 8 requests failed" in section
+    assert "prefill ISL 3000" not in section and "tp2" not in section.split("</table>")[0]
+    assert "Points to look at" not in render_html(
+        fit_profiles(request, make_plan_for(["tp2"]), [clean]), request, {}
+    )  # nothing to mark: no section
+    line = _summary(marked)
+    assert "1 point failed" in line and "1 of 2 simulated points more than 15% off" in line
+    assert _summary(clean).endswith("tokens")
