@@ -224,6 +224,13 @@ def load_tokenizer(tokenizer: str) -> tuple[Callable[[str], list[int]], Callable
     )
 
 
+def check_tokenizer(request: ProfileRequest, options: BenchOptions) -> None:
+    """Online and simulate: UserError, before anything starts, when the tokenizer (the option,
+    SLAPROF_TOKENIZER, else the model's) is missing or cannot count tokens."""
+    if request.method != "offline":
+        load_tokenizer(options.tokenizer or request.model)
+
+
 def _names_a_path(name: str) -> bool:
     """A local path rather than a Hugging Face id ('org/name'): it must exist, the Hub is not asked."""
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/") or Path(name).exists()
@@ -894,11 +901,12 @@ class CandidateBench:
             result = run.wait(timeout_s=60.0)
             raise SweepFailed(f"AIPerf did not start ({result.failure}): {result.reason}")
         run.open_gate()
-        while run.running():
+        deadline = time.monotonic() + self.opts.run_timeout_s
+        while run.running() and time.monotonic() < deadline:
             self._take_session_points()
             self._check_engine("the end of the sweep")
             time.sleep(SESSION_POLL_S)
-        result = run.wait(timeout_s=self.opts.run_timeout_s)
+        result = run.wait(timeout_s=max(1.0, deadline - time.monotonic()))  # a timeout stops AIPerf
         self.aiperf_version = result.aiperf_version or self.aiperf_version
         self._take_session_points()
         self._check_engine("the end of the sweep")

@@ -592,6 +592,9 @@ def _bench(run: _Run, ids: list[str], options: RunOptions) -> None:
                 "or run the Argo workflow on a GPU cluster"
             )
         pool = GpuPool(gpus)
+    from steps.bench import BenchOptions, check_tokenizer
+
+    check_tokenizer(run.request, BenchOptions.from_env(**(run.bench_overrides or {})))
     _BenchScheduler(run, ids, parallel, pool).execute()
 
 

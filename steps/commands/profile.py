@@ -61,12 +61,10 @@ def default_out(model: str, backend: str, gpu: str, method: str) -> str:
     return f"slaprof-out/{name}-{backend}-{gpu}-{method}"
 
 
-def _bench_overrides(args: argparse.Namespace, request: Any) -> dict[str, Any] | None:
-    """--tokenizer and --time-scale for every bench step; a tokenizer that cannot count tokens (or
-    does not exist) stops the run here, before any candidate starts."""
-    import os
-
-    from steps.bench import load_tokenizer, parse_time_scale
+def _bench_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--tokenizer and --time-scale for every bench step (the runner checks the tokenizer before any
+    candidate starts)."""
+    from steps.bench import parse_time_scale
 
     overrides: dict[str, Any] = {}
     if args.tokenizer:
@@ -74,8 +72,6 @@ def _bench_overrides(args: argparse.Namespace, request: Any) -> dict[str, Any] |
     if args.time_scale is not None:
         parse_time_scale(args.time_scale)  # a bad value is an error here, not in every worker
         overrides["time_scale"] = args.time_scale
-    if request.method != "offline" and not request.sweep.dry_run:
-        load_tokenizer(args.tokenizer or os.environ.get("SLAPROF_TOKENIZER") or request.model)
     return overrides or None
 
 
@@ -89,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(request.model, request.backend, request.hardware.gpu, request.method)
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
-    overrides = _bench_overrides(args, request)
+    overrides = _bench_overrides(args)
     reporter = make_progress(args.progress)
     # in a pod the runner is stopped with SIGTERM: stop like Ctrl-C, engines included
     signal.signal(signal.SIGTERM, signal.default_int_handler)
