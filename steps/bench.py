@@ -189,12 +189,8 @@ def load_tokenizer(tokenizer: str) -> tuple[Callable[[str], list[int]], Callable
     anything else goes through transformers' AutoTokenizer. Raises UserError when the result cannot
     count tokens: transformers quietly builds an empty tokenizer from a folder that has only a
     config.json, and prompts of N tokens could then never be made."""
+    check_tokenizer_path(tokenizer)
     folder = Path(tokenizer).expanduser()
-    if _names_a_path(tokenizer) and not folder.is_dir():
-        raise UserError(
-            f"tokenizer {tokenizer!r}: {'not a folder' if folder.exists() else 'no such folder'}; pass --tokenizer "
-            "(or SLAPROF_TOKENIZER) a folder with tokenizer.json, or a Hugging Face id"
-        )
     if folder.is_dir():
         if (folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
@@ -231,9 +227,16 @@ def check_tokenizer(request: ProfileRequest, options: BenchOptions) -> None:
         load_tokenizer(options.tokenizer or request.model)
 
 
-def _names_a_path(name: str) -> bool:
-    """A local path rather than a Hugging Face id ('org/name'): it must exist, the Hub is not asked."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/") or Path(name).exists()
+def check_tokenizer_path(tokenizer: str) -> None:
+    """UserError when `tokenizer` names a local path (not a Hugging Face id such as 'org/name') that is
+    not a folder: said at once, without asking the Hub."""
+    folder = Path(tokenizer).expanduser()
+    is_path = tokenizer.startswith(("/", ".", "~")) or tokenizer.count("/") > 1 or tokenizer.endswith("/")
+    if (is_path or folder.exists()) and not folder.is_dir():
+        raise UserError(
+            f"tokenizer {tokenizer!r}: {'not a folder' if folder.exists() else 'no such folder'}; pass --tokenizer "
+            "(or SLAPROF_TOKENIZER) a folder with tokenizer.json, or a Hugging Face id"
+        )
 
 
 def _checked(

@@ -161,3 +161,13 @@ def test_a_time_scale_is_a_positive_number_or_auto(monkeypatch):
     monkeypatch.setenv("SLAPROF_SIM_TIME_SCALE", "20")
     assert BenchOptions.from_env().time_scale == 20.0
     assert BenchOptions.from_env(time_scale="auto").time_scale is None  # auto given wins over the environment
+
+
+def test_profile_stops_before_any_candidate_when_the_tokenizer_cannot_count(tmp_path, bare_model):
+    env = {k: v for k, v in os.environ.items() if k != "SLAPROF_TOKENIZER"}
+    cmd = [sys.executable, "-m", "steps.cli", "profile", "--model", str(bare_model), "--method", "simulate"]
+    cmd += ["--max-context-length", "1024", "--progress", "none", "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--tokenizer DIR" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "profiles").exists() and not (tmp_path / "run" / "partial").exists()

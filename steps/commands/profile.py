@@ -62,12 +62,13 @@ def default_out(model: str, backend: str, gpu: str, method: str) -> str:
 
 
 def _bench_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
-    """--tokenizer and --time-scale for every bench step (the runner checks the tokenizer before any
-    candidate starts)."""
-    from steps.bench import parse_time_scale
+    """--tokenizer and --time-scale for every bench step (the runner checks that the tokenizer can
+    count tokens before any candidate starts)."""
+    from steps.bench import check_tokenizer_path, parse_time_scale
 
     overrides: dict[str, Any] = {}
     if args.tokenizer:
+        check_tokenizer_path(args.tokenizer)  # before the plan: one line, nothing written
         overrides["tokenizer"] = args.tokenizer
     if args.time_scale is not None:
         parse_time_scale(args.time_scale)  # a bad value is an error here, not in every worker
