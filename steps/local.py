@@ -465,6 +465,12 @@ class _Run:
         self.record(cid, "failed", reason, "", seconds)
 
 
+def bench_overrides(options: RunOptions) -> dict[str, Any] | None:
+    """BenchOptions fields for every bench step; --force measures every point again, not only the
+    candidates (no resuming from the points of an unfinished run)."""
+    return {**(options.bench_overrides or {}), **({"resume": False} if options.force else {})} or None
+
+
 def check_s3_endpoint(location: str, timeout_s: float = 5.0) -> None:
     """Fail in a moment, not after the S3 client's retries, when an s3:// output's endpoint refuses
     connections (the store's own call gives the same message after ~6 s of back-off)."""
@@ -514,8 +520,7 @@ def run_profile(
         check_s3_endpoint(options.out)
         store = open_store(options.out)
     run = _Run(request, store, options.out, reporter)
-    # --force measures every point again, not only the candidates: no resuming from partial points
-    run.bench_overrides = {**(options.bench_overrides or {}), **({"resume": False} if options.force else {})} or None
+    run.bench_overrides = bench_overrides(options)
     write_model(store, Layout.REQUEST, request)
     ids = plan_step.run_step(store)
     plan = read_model(store, Layout.PLAN, Plan)

@@ -277,3 +277,31 @@ def test_the_report_and_the_run_summary_mark_flagged_and_failed_points():
     line = _summary(marked)
     assert "1 point failed" in line and "1 of 2 simulated points more than 15% off" in line
     assert _summary(clean).endswith("tokens")
+
+
+def test_what_a_run_resumes_from(tmp_path):
+    from steps.bench import resumable_profile
+    from steps.store import Layout, LocalStore, write_model
+
+    store = LocalStore(tmp_path / "run")
+    partial = _stored([100], [(300, 1)], KV)
+    key = partial.provenance.request_key
+    assert resumable_profile(store, "tp1", key) is None  # nothing yet
+    write_model(store, Layout.partial("tp1"), partial)
+    assert resumable_profile(store, "tp1", key) == partial
+    assert resumable_profile(store, "tp1", "another-request") is None  # measured under another request
+    store.put_bytes(Layout.partial("tp1"), b"{not json")
+    assert resumable_profile(store, "tp1", key) is None  # unreadable: measured again
+    # a failed profile keeps its points (an engine that died mid-sweep); a finished one is not resumed
+    write_model(store, Layout.profile("tp1"), partial)
+    assert resumable_profile(store, "tp1", key) == partial
+    write_model(store, Layout.profile("tp1"), partial.model_copy(update={"status": "ok"}))
+    assert resumable_profile(store, "tp1", key) is None
+
+
+def test_force_measures_every_point_again():
+    from steps.local import RunOptions, bench_overrides
+
+    assert bench_overrides(RunOptions(out="x", bench_overrides={"time_scale": "10"})) == {"time_scale": "10"}
+    assert bench_overrides(RunOptions(out="x", force=True)) == {"resume": False}
+    assert bench_overrides(RunOptions(out="x")) is None
