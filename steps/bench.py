@@ -821,7 +821,15 @@ class CandidateBench:
 
         try:
             point = decode_point(
-                isl, context, concurrency, measured, scale, self.cand.num_gpus, self.max_kv, run_throughput
+                isl,
+                context,
+                concurrency,
+                measured,
+                scale,
+                self.cand.num_gpus,
+                self.max_kv,
+                run_throughput,
+                simulated=self.simulate,
             )
         except ValueError as exc:
             self._fail_point("decode", isl, concurrency, f"AIPerf returned {exc}")

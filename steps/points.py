@@ -26,15 +26,17 @@ def decode_point(
     num_gpus: int,
     max_kv: int,
     run_throughput: float | None = None,
+    simulated: bool = False,
 ) -> DecodePoint:
-    """ITL over the steady window (every request decoding; see `steady_itl_ms`), throughput/GPU =
-    concurrency / ITL / GPUs. A run too short for a steady window falls back to whole-request ITL
-    and the run's output throughput (`run_throughput`, tokens/s; else concurrency / ITL).
+    """ITL over the steady window (every request decoding; see `steady_itl_ms`: its median for a
+    simulated engine, whose steps there all last the same), throughput/GPU = concurrency / ITL / GPUs.
+    A run too short for a steady window falls back to whole-request ITL and the run's output
+    throughput (`run_throughput`, tokens/s; else concurrency / ITL).
     Raises ValueError when no record has an ITL."""
     itls = [r.itl_ms for r in records if r.itl_ms is not None]
     if not itls:
         raise ValueError("no inter-token latency")
-    steady = steady_itl_ms(records)
+    steady = steady_itl_ms(records, median=simulated)
     if steady is not None:
         itl = steady / scale
         thpt = concurrency * 1000.0 / itl / num_gpus

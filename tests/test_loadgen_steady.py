@@ -46,6 +46,22 @@ def test_steady_window_excludes_the_ramp_up_steps():
     assert steady_itl_ms(records) == pytest.approx(STEP_MS)
 
 
+def test_the_median_ignores_a_stall_at_the_edge_of_the_window():
+    """A busy CPU holds the first tokens back 3 ms (1.5 steps); the one after comes in a burst, the
+    rest on schedule. The window then starts late and is short of a step: the mean drops 14%, the
+    median of the gaps is still the step."""
+    on_time = [k * STEP_MS for k in range(12)]
+    seen = [3.0, 3.01, *on_time[2:]]
+    gaps = [b - a for a, b in zip(seen, seen[1:])]
+    records = [
+        RequestRecord(phase="profiling", session=i, ttft_ms=seen[0], start_ns=10**9, chunk_gaps_ms=gaps)
+        for i in range(4)
+    ]
+    mean = steady_itl_ms(records)
+    assert mean == pytest.approx((seen[-1] - seen[0]) / 11) and mean < STEP_MS * 0.9
+    assert steady_itl_ms(records, median=True) == pytest.approx(STEP_MS)
+
+
 def test_no_steady_window_falls_back_to_none():
     assert steady_itl_ms(_engine_run([0, 40], osl=30)) is None  # they never decode together
     assert steady_itl_ms(_engine_run([0], osl=MIN_STEADY_GAPS - 1)) is None  # too few gaps
