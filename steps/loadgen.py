@@ -133,17 +133,20 @@ class LoadResult(BaseModel):
 MIN_STEADY_GAPS = 8  # fewer token gaps than this in the steady window: use whole requests instead
 
 
-def steady_itl_ms(records: list[RequestRecord], median: bool = False) -> float | None:
-    """Mean (or median) gap between tokens while every request of the run was decoding, or None.
+def steady_itl_ms(records: list[RequestRecord], robust: bool = False) -> float | None:
+    """Mean gap between tokens while every request of the run was decoding, or None.
 
     A decode point means `concurrency` requests decoding together. Requests never all arrive in
     the same engine step (AIPerf sends them one by one; on a busy CPU over many steps), and a step
     that also prefills a newcomer lasts longer; whole-request ITL counts those ramp-up steps (and
     the ramp-down's shorter ones). The window from the last request's first token to the first
     request's last token holds only steps with the whole batch decoding: only gaps that lie in it
-    are counted. The median suits an engine whose steps in the window all last the same time (the
-    simulated one): a stall of the CPU, and the burst of tokens that catches up after it, move the
-    mean when they fall at the window's edges, not the median."""
+    are counted.
+
+    `robust`: the median slope between any two tokens of a request in the window (Theil-Sen), for
+    an engine whose steps there all last the same time (the simulated one). The mean gap is set by
+    the window's first and last tokens alone, so a stall of a busy CPU at either end moves it; tokens
+    read in bursts make single gaps 0 or double. Pairs of tokens further apart see neither."""
     times = [t for t in (r.token_times_ns() for r in records) if len(t) >= 2]
     if not times or len(times) < len(records):
         return None
@@ -151,7 +154,14 @@ def steady_itl_ms(records: list[RequestRecord], median: bool = False) -> float |
     gaps = [(b - a) / 1e6 for t in times for a, b in zip(t, t[1:]) if a >= start and b <= end]
     if len(gaps) < MIN_STEADY_GAPS:
         return None
-    return statistics.median(gaps) if median else sum(gaps) / len(gaps)
+    if not robust:
+        return sum(gaps) / len(gaps)
+    slopes = []
+    for t in times:
+        window = [(k, x) for k, x in enumerate(t) if start <= x <= end]
+        slopes += [(xj - xi) / 1e6 / (kj - ki) for i, (ki, xi) in enumerate(window) for kj, xj in window[i + 1 :]]
+    slope = statistics.median(slopes)
+    return slope if slope > 0 else None
 
 
 # ---------------------------------------------------------------------------

@@ -28,15 +28,15 @@ def decode_point(
     run_throughput: float | None = None,
     simulated: bool = False,
 ) -> DecodePoint:
-    """ITL over the steady window (every request decoding; see `steady_itl_ms`: its median for a
-    simulated engine, whose steps there all last the same), throughput/GPU = concurrency / ITL / GPUs.
+    """ITL over the steady window (every request decoding; see `steady_itl_ms`, robust for a simulated
+    engine, whose steps there all last the same), throughput/GPU = concurrency / ITL / GPUs.
     A run too short for a steady window falls back to whole-request ITL and the run's output
     throughput (`run_throughput`, tokens/s; else concurrency / ITL).
     Raises ValueError when no record has an ITL."""
-    itls = [r.itl_ms for r in records if r.itl_ms is not None]
+    itls = [r.itl_ms for r in records if r.itl_ms]
     if not itls:
         raise ValueError("no inter-token latency")
-    steady = steady_itl_ms(records, median=simulated)
+    steady = steady_itl_ms(records, robust=simulated)
     if steady is not None:
         itl = steady / scale
         thpt = concurrency * 1000.0 / itl / num_gpus
