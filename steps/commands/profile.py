@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--parallel",
         type=int,
         default=None,
-        help="candidates measured at once (default: 1 offline, one per two CPU cores for simulate, "
+        help="candidates measured at once (default: 1 offline, one per CPU core for simulate, "
         "as many as the GPUs allow online)",
     )
     p.add_argument("--force", action="store_true", help="measure every candidate again, even those already measured")
