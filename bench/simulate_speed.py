@@ -11,7 +11,7 @@ Baseline measured in the same run (--baseline): the same job on a thinned grid o
 (tp1: 2 prefill ISLs, 1 decode context x 3 concurrencies), measured as simulate did before (an
 AIPerf run per point, time scale 1) and as it does now (one AIPerf run, a time scale per point).
 
-    .venv/bin/python bench/simulate_speed.py [--time-scale auto|10] [--parallel N] [--baseline]
+    .venv/bin/python bench/simulate_speed.py [--time-scale auto,10] [--parallel N] [--baseline]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def summarize(name: str, wall: float, found: list) -> list[str]:
         cw = max((abs(c.error) for c in p.checks), default=0.0)
         mean = sum(abs(c.error) for c in p.checks) / max(1, len(p.checks))
         lines.append(
-            f"  {p.id:<6} {p.status:<6} points {len(p.prefill):2d}+{len(p.decode):2d}, |error| mean {mean:5.1%} "
+            f"  {p.id:<6} {p.status:<6} points {len(p.prefill):2d}+{len(p.decode):2d} (under load {len(p.prefill_load)}, agg {len(p.agg)}), |error| mean {mean:5.1%} "
             f"max {cw:5.1%}, beyond {TOLERANCE:.0%}: {len(flagged(p))}, engine up {p.provenance.engine_up_s:5.1f} s, "
             f"measuring {p.provenance.measuring_s:5.1f} s"
         )
@@ -123,7 +123,9 @@ def run_thin(tokenizer: Path, out: Path, one_session: bool, time_scale: float | 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--time-scale", default="auto", help="auto (default) or wall ms per modelled ms")
+    parser.add_argument(
+        "--time-scale", default="auto", help="auto (default) or wall ms per modelled ms; several: auto,10"
+    )
     parser.add_argument("--parallel", type=int, help="candidates at once (default: slaprof's)")
     parser.add_argument("--baseline", action="store_true", help="also the thinned job, per point vs one session")
     args = parser.parse_args()
@@ -132,7 +134,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="slaprof-simspeed-"))
     tokenizer = build_tiny_tokenizer(tmp / "tokenizer")
-    print(f"load average before: {load()}")
+    print(f"load average before: {load()}", flush=True)
     header = f"{'run':<44} {'wall s':>8} {'AIPerf':>6} {'points':>7} {'max err':>9} {'>15%':>8} {'failed':>7}"
     rows: list[str] = []
     if args.baseline:
@@ -143,12 +145,13 @@ def main() -> None:
             out = tmp / name.split(": ")[1].replace(" ", "-").replace(",", "")
             wall = run_thin(tokenizer, out, one, scale)
             rows += summarize(name, wall, profiles(out))
-    extra = ["--time-scale", args.time_scale] + (["--parallel", str(args.parallel)] if args.parallel else [])
-    out = tmp / "default"
-    wall = run_cli(tokenizer, out, extra)
-    name = f"default grids, 4 candidates: scale {args.time_scale}"
-    rows += summarize(name, wall, profiles(out))
-    print(f"load average after:  {load()}")
+    walls = {}
+    for scale in args.time_scale.split(","):
+        extra = ["--time-scale", scale] + (["--parallel", str(args.parallel)] if args.parallel else [])
+        out = tmp / f"default-{scale}"
+        walls[scale] = wall = run_cli(tokenizer, out, extra)
+        rows += summarize(f"default grids, 4 candidates: scale {scale}", wall, profiles(out))
+        print(f"load average after scale {scale}: {load()}", flush=True)
     print()
     print(
         f"simulate, {MODEL.name} on h200_sxm, ISL 3000, OSL 150, default grids "
@@ -156,8 +159,9 @@ def main() -> None:
     )
     print(header)
     print("\n".join(rows))
-    verdict = "met" if wall <= TARGET_S else "NOT met"
-    print(f"\ndefault run: {wall:.1f} s, target {TARGET_S:.0f} s {verdict} ({wall / TARGET_S:.2f} of target)")
+    for scale, wall in walls.items():
+        verdict = "met" if wall <= TARGET_S else "NOT met"
+        print(f"scale {scale}: {wall:.1f} s, target {TARGET_S:.0f} s {verdict} ({wall / TARGET_S:.2f} of target)")
 
 
 if __name__ == "__main__":
