@@ -58,7 +58,8 @@ def summarize(name: str, wall: float, found: list) -> list[str]:
         cw = max((abs(c.error) for c in p.checks), default=0.0)
         mean = sum(abs(c.error) for c in p.checks) / max(1, len(p.checks))
         lines.append(
-            f"  {p.id:<6} {p.status:<6} points {len(p.prefill):2d}+{len(p.decode):2d} (under load {len(p.prefill_load)}, agg {len(p.agg)}), |error| mean {mean:5.1%} "
+            f"  {p.id:<6} {p.status:<6} points {len(p.prefill):2d}+{len(p.decode):2d} "
+            f"(under load {len(p.prefill_load)}, agg {len(p.agg)}), |error| mean {mean:5.1%} "
             f"max {cw:5.1%}, beyond {TOLERANCE:.0%}: {len(flagged(p))}, engine up {p.provenance.engine_up_s:5.1f} s, "
             f"measuring {p.provenance.measuring_s:5.1f} s"
         )
