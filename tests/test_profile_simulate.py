@@ -325,4 +325,6 @@ def test_a_point_the_engine_refuses_is_failed_and_the_others_stand(tmp_path, tin
     failed = [(f.phase, f.isl, f.concurrency) for f in profile.failed_points]
     assert failed == [("decode", too_long, c) for c in grid[too_long]] and failed
     assert all("exceeds the context length" in f.reason for f in profile.failed_points)
-    assert profile.provenance.aiperf_runs == 1
+    # one session for the prefill and decode points, then a run per load of the prefill engine (4 and 16 prompts)
+    assert [p.concurrency for p in profile.prefill_load] == [4, 16]
+    assert profile.provenance.aiperf_runs == 1 + len(profile.prefill_load)
