@@ -383,7 +383,13 @@ def delete(store: ArtifactStore, key: str) -> None:
     """Remove one artifact if it exists (the store protocol has no delete; the runner and the bench
     step need one for superseded files)."""
     if isinstance(store, LocalStore):
-        store._path(key).unlink(missing_ok=True)
+        path = store._path(key)
+        path.unlink(missing_ok=True)
+        if path.parent != store._path(""):
+            try:
+                path.parent.rmdir()  # a folder the last file left (partial/), as on S3 where none remain
+            except OSError:
+                pass  # not empty
     elif isinstance(store, S3Store):
         store._call("delete", store.client.remove_object, store.bucket, store._key(key))
 

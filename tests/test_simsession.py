@@ -283,7 +283,7 @@ def test_the_report_and_the_run_summary_mark_flagged_and_failed_points():
 
 def test_what_a_run_resumes_from(tmp_path):
     from steps.bench import resumable_profile
-    from steps.store import Layout, LocalStore, write_model
+    from steps.store import Layout, LocalStore, delete, write_model
 
     store = LocalStore(tmp_path / "run")
     partial = _stored([100], [(300, 1)], KV)
@@ -299,6 +299,8 @@ def test_what_a_run_resumes_from(tmp_path):
     assert resumable_profile(store, "tp1", key) == partial
     write_model(store, Layout.profile("tp1"), partial.model_copy(update={"status": "ok"}))
     assert resumable_profile(store, "tp1", key) is None
+    delete(store, Layout.partial("tp1"))  # what the bench step does once the profile is written
+    assert not (tmp_path / "run" / "partial").exists() and (tmp_path / "run" / "profiles").is_dir()
 
 
 def test_force_measures_every_point_again():
