@@ -56,6 +56,7 @@ def run_once(args: argparse.Namespace, tokenizer: Path, pipeline: bool, workdir:
         max_prefill_points=2,
         max_decode_isls=1,
         pipeline=pipeline,
+        one_session=False,  # the online path: an AIPerf run per point
     )
     t0 = time.monotonic()
     profile = measure_candidate(request, plan, plan.runnable()[0], workdir, None, opts)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -41,12 +42,19 @@ ALL_DONE_MARKER = b"All credits completed"  # AIPerf 0.13 logs this once every r
 
 
 class TraceEntry(BaseModel):
-    """One request of an explicit trace (AIPerf `mooncake_trace` custom dataset)."""
+    """One request of an explicit trace (AIPerf `mooncake_trace` custom dataset).
+
+    Entries with the same `session_id` are the turns of one conversation, each sent when the one
+    before it has its response; `messages` makes a turn self-contained (no earlier turns prepended).
+    `extra` is merged into the request body."""
 
     text_input: str | None = None
+    messages: list[dict[str, str]] | None = None
     input_length: int | None = None
     hash_ids: list[int] | None = None
     output_length: int
+    session_id: str | None = None
+    extra: dict[str, Any] | None = None
 
 
 class LoadSpec(BaseModel):
@@ -70,11 +78,16 @@ class LoadSpec(BaseModel):
     request_timeout_s: float = 600.0
     extra_inputs: dict[str, Any] = Field(default_factory=lambda: {"ignore_eos": True})
     error_threshold: float = DEFAULT_ERROR_THRESHOLD  # fraction of failed requests tolerated
+    conversations: int | None = Field(None, gt=0, description="sessions of a multi-turn trace (all their turns)")
+    server_token_count: bool = Field(False, description="ISL/OSL from the engine's usage, not AIPerf's tokenizer")
+    stream_records: bool = Field(False, description="write each request's record as soon as it is processed")
 
 
 class RequestRecord(BaseModel):
     phase: str
     session: int
+    conversation_id: str | None = None  # the trace's session_id
+    turn_index: int | None = None
     isl: int | None = None
     osl: int | None = None
     ttft_ms: float | None = None
@@ -122,7 +135,7 @@ class LoadResult(BaseModel):
 MIN_STEADY_GAPS = 8  # fewer token gaps than this in the steady window: use whole requests instead
 
 
-def steady_itl_ms(records: list[RequestRecord]) -> float | None:
+def steady_itl_ms(records: list[RequestRecord], robust: bool = False) -> float | None:
     """Mean gap between tokens while every request of the run was decoding, or None.
 
     A decode point means `concurrency` requests decoding together. Requests never all arrive in
@@ -130,13 +143,27 @@ def steady_itl_ms(records: list[RequestRecord]) -> float | None:
     that also prefills a newcomer lasts longer; whole-request ITL counts those ramp-up steps (and
     the ramp-down's shorter ones). The window from the last request's first token to the first
     request's last token holds only steps with the whole batch decoding: only gaps that lie in it
-    are counted."""
+    are counted.
+
+    `robust`: the median slope between any two tokens of a request in the window (Theil-Sen), for
+    an engine whose steps there all last the same time (the simulated one). The mean gap is set by
+    the window's first and last tokens alone, so a stall of a busy CPU at either end moves it; tokens
+    read in bursts make single gaps 0 or double. Pairs of tokens further apart see neither."""
     times = [t for t in (r.token_times_ns() for r in records) if len(t) >= 2]
     if not times or len(times) < len(records):
         return None
     start, end = max(t[0] for t in times), min(t[-1] for t in times)
     gaps = [(b - a) / 1e6 for t in times for a, b in zip(t, t[1:]) if a >= start and b <= end]
-    return sum(gaps) / len(gaps) if len(gaps) >= MIN_STEADY_GAPS else None
+    if len(gaps) < MIN_STEADY_GAPS:
+        return None
+    if not robust:
+        return sum(gaps) / len(gaps)
+    slopes = []
+    for t in times:
+        window = [(k, x) for k, x in enumerate(t) if start <= x <= end]
+        slopes += [(xj - xi) / 1e6 / (kj - ki) for i, (ki, xi) in enumerate(window) for kj, xj in window[i + 1 :]]
+    slope = statistics.median(slopes)
+    return slope if slope > 0 else None
 
 
 # ---------------------------------------------------------------------------
@@ -201,6 +228,10 @@ def build_command(spec: LoadSpec, artifact_dir: Path, input_file: Path | None = 
             "--num-dataset-entries",
             str(max(spec.request_count, spec.concurrency)),
         ]
+    if spec.conversations:
+        args += ["--conversation-num", str(spec.conversations)]
+    if spec.server_token_count:
+        args.append("--use-server-token-count")
     if spec.request_rate:
         args += ["--request-rate", f"{spec.request_rate:g}", "--arrival-pattern", "constant"]
     if spec.warmup_request_count:
@@ -231,6 +262,7 @@ class LoadRun:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.gate_opened_at: float | None = None
+        self._records_read = 0  # bytes of the records file already returned by new_records()
 
     def start(self) -> LoadRun:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +276,8 @@ class LoadRun:
         env = dict(os.environ)
         env.pop("HF_HUB_OFFLINE", None)  # a local tokenizer path fails under offline mode (aiperf 0.13)
         env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # AIPerf's tokenizer import: no PyTorch advice
+        if self.spec.stream_records:
+            env["AIPERF_RECORD_EXPORT_BATCH_SIZE"] = "1"  # records reach the file one by one (default 100)
         self.started = time.monotonic()
         with self.log_path.open("wb") as log:
             self.proc = start_group(argv, stdout=log, env=env)  # dies with the bench (steps.process_groups)
@@ -296,6 +330,18 @@ class LoadRun:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def new_records(self) -> list[RequestRecord]:
+        """Records AIPerf has written since the last call (complete lines only), while it runs."""
+        try:
+            with (self.artifact_dir / RECORDS_FILE).open("rb") as fh:
+                fh.seek(self._records_read)
+                chunk = fh.read()
+        except OSError:
+            return []
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._records_read += len(complete)
+        return [r for r in map(_record, complete.decode(errors="replace").splitlines()) if r is not None]
 
     def terminate(self) -> None:
         """Ask AIPerf to stop without waiting (`stop_all` or `kill` reap it later)."""
@@ -452,9 +498,12 @@ def _record(line: str) -> RequestRecord | None:
         value("output_sequence_length"),
         value("usage_prompt_cache_read_tokens"),
     )
+    turn = meta.get("turn_index")
     return RequestRecord(
         phase=str(meta.get("benchmark_phase") or meta.get("phase_kind") or "profiling"),
         session=int(meta.get("session_num") or 0),
+        conversation_id=meta.get("conversation_id"),
+        turn_index=int(turn) if isinstance(turn, int) else None,
         isl=int(isl) if isl is not None else None,
         osl=int(osl) if osl is not None else None,
         ttft_ms=value("time_to_first_token"),
@@ -530,9 +579,9 @@ def parse_artifacts(
         res.failure, res.reason = "cancelled", "AIPerf run was cancelled before it completed"
         return res
     if n_err and total and n_err / total > error_threshold:
-        text = json.dumps(errors) + " ".join(r.error or "" for r in failed)
+        text = json.dumps(error_summary) + " ".join(r.error or "" for r in failed)
         res.failure = classify_error_text(text)
-        first = failed[0].error if failed else json.dumps(errors[0])[:300]
+        first = failed[0].error if failed else json.dumps(error_summary[0])[:300]
         res.reason = f"{n_err} of {total} requests failed ({res.failure}): {first}"
         return res
     if returncode not in (0, None):

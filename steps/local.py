@@ -47,6 +47,7 @@ from steps.store import (
     Layout,
     StoreUnavailable,
     StoreWriteError,
+    delete,
     open_store,
     read_model,
     write_model,
@@ -124,13 +125,15 @@ def reusable_profile(store: ArtifactStore, candidate_id: str, request_key: str) 
 # ---------------------------------------------------------------------------
 def default_parallel(method: str, n_candidates: int, cpus: int | None = None) -> int:
     """Offline: 1 (in this process; a worker costs more to start than an estimate takes).
-    Simulate: one candidate per two cores (its engine and AIPerf's busy loop each hold one).
+    Simulate: one candidate per core: a candidate's one AIPerf run keeps a core busy while it
+    starts (~10 s), then its measurement mostly waits on the simulated clock; two at once on 2 cores
+    measure the default sweep of Qwen3-0.6B in about half the time, as accurately (bench/simulate_speed.py).
     Online: every candidate at once; the GPU pool queues those that do not fit."""
     cpus = cpus or os.cpu_count() or 2
     if method == "offline":
         return 1
     if method == "simulate":
-        return max(1, min(n_candidates, cpus // 2))
+        return max(1, min(n_candidates, cpus))
     return max(1, n_candidates)
 
 
@@ -280,9 +283,17 @@ def _keep_output(store: ArtifactStore | None, candidate_id: str, path: str) -> N
 
 
 def _summary(profile: CandidateProfile) -> str:
+    from steps.simcheck import summary as off_the_model
+
     if profile.status != "ok":
         return profile.reason
-    return f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} tokens"
+    failed = len(profile.failed_points)
+    notes = [f"{failed} point{'s' if failed != 1 else ''} failed"] if failed else []
+    notes += [off_the_model(profile)] if off_the_model(profile) else []
+    return (
+        f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} "
+        f"tokens" + "".join(f"; {n}" for n in notes)
+    )
 
 
 def _failed_profile(request: ProfileRequest, plan: Plan, candidate_id: str, reason: str) -> CandidateProfile:
@@ -488,6 +499,12 @@ class _Run:
         self.record(cid, "failed", reason, "", seconds)
 
 
+def bench_overrides(options: RunOptions) -> dict[str, Any] | None:
+    """BenchOptions fields for every bench step; --force measures every point again, not only the
+    candidates (no resuming from the points of an unfinished run)."""
+    return {**(options.bench_overrides or {}), **({"resume": False} if options.force else {})} or None
+
+
 def check_s3_endpoint(location: str, timeout_s: float = 5.0) -> None:
     """Fail in a moment, not after the S3 client's retries, when an s3:// output's endpoint refuses
     connections (the store's own call gives the same message after ~6 s of back-off)."""
@@ -553,7 +570,7 @@ def _run_locked(
 
     timings: dict[str, float] = {}
     run = _Run(request, store, options.out, reporter)
-    run.bench_overrides = options.bench_overrides
+    run.bench_overrides = bench_overrides(options)
     write_model(store, Layout.REQUEST, request)
     ids = plan_step.run_step(store)
     plan = read_model(store, Layout.PLAN, Plan)
@@ -579,16 +596,6 @@ def _run_locked(
     return result
 
 
-def _delete(store: ArtifactStore, key: str) -> None:
-    """Remove one artifact (the store protocol has no delete; only the runner needs one)."""
-    from steps.store import LocalStore, S3Store
-
-    if isinstance(store, LocalStore):
-        store._path(key).unlink(missing_ok=True)
-    elif isinstance(store, S3Store):
-        store._call("delete", store.client.remove_object, store.bucket, store._key(key))
-
-
 def _discard_stale_profiles(run: _Run, ids: list[str]) -> None:
     """Profiles of candidates that are not in this plan, left by a run of another request in the
     same output: fit reads every profile under profiles/, so they would compete with this run's."""
@@ -602,7 +609,7 @@ def _discard_stale_profiles(run: _Run, ids: list[str]) -> None:
         except (ValidationError, ValueError, UserError):
             stored_key = ""
         if stored_key != run.plan.request_key:
-            _delete(run.store, key)
+            delete(run.store, key)
             run.reporter.step("resume", f"removed {key}: measured under another request, {cid} is not in this plan")
 
 
@@ -641,6 +648,9 @@ def _bench(run: _Run, ids: list[str], options: RunOptions) -> None:
                 "or run the Argo workflow on a GPU cluster"
             )
         pool = GpuPool(gpus)
+    from steps.bench import BenchOptions, check_tokenizer
+
+    check_tokenizer(run.request, BenchOptions.from_env(**(run.bench_overrides or {})))
     _BenchScheduler(run, ids, parallel, pool).execute()
 
 

@@ -358,6 +358,33 @@ def _candidates(ctx: ReportContext) -> str:
     return "".join(parts)
 
 
+def _point_notes(ctx: ReportContext) -> str:
+    """Points that could not be measured, and simulated points flagged against their driving model."""
+    from steps.simcheck import TOLERANCE, flagged, label
+
+    rows: list[list[Any]] = []
+    for p in ctx.result.profiles:
+        rows += [[p.id, _Raw("<span class='failed'>flagged</span>"), label(c)] for c in flagged(p)]
+        rows += [
+            [
+                p.id,
+                _Raw("<span class='failed'>failed</span>"),
+                f"{f.phase} ISL {f.isl}"
+                + (f" x {f.concurrency}" if f.concurrency is not None else "")
+                + f": {f.reason}",
+            ]
+            for f in p.failed_points
+        ]
+    if not rows:
+        return ""
+    return (
+        "<h3>Points to look at</h3><p class='warn'>flagged: a simulated point more than "
+        f"{TOLERANCE:.0%} off the model that drives the simulated engine (the machine was too busy for its "
+        "time scale); failed: not measured, the candidate's other points stand.</p>"
+        + _table(["candidate", "point", "what"], rows)
+    )
+
+
 def _operating_points(ctx: ReportContext) -> str:
     """Every candidate at the request's ISL (prefill) and context (decode)."""
     sel, result = ctx.sel, ctx.result
@@ -455,6 +482,7 @@ SECTIONS: list[Section] = [
     _warnings,
     _request,
     _candidates,
+    _point_notes,
     _operating_points,
     _pareto,
     _plots,

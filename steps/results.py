@@ -53,6 +53,32 @@ class AggPoint(BaseModel):
     thpt_per_gpu: float  # output tokens/s/GPU
 
 
+PointPhase = Literal["prefill", "decode", "prefill_load", "agg"]
+
+
+class FailedPoint(BaseModel):
+    """A sweep point that could not be measured (an overloaded engine, a failed AIPerf run); the
+    candidate's other points stand."""
+
+    phase: PointPhase
+    isl: int
+    concurrency: int | None = None  # every phase but prefill
+    reason: str
+
+
+class PointCheck(BaseModel):
+    """A simulated point against the performance model that drove the simulated engine."""
+
+    phase: Literal["prefill", "decode"]
+    isl: int
+    concurrency: int | None = None  # decode
+    measured_ms: float  # TTFT (prefill) or ITL (decode)
+    model_ms: float
+    error: float  # measured / model - 1
+    flagged: bool  # |error| above steps.simcheck.TOLERANCE
+    time_scale: float  # wall ms per modelled ms the point ran at
+
+
 class Provenance(BaseModel):
     method: Literal["offline", "simulate", "online"]
     estimator: str | None = None  # offline: builtin | aic
@@ -63,6 +89,7 @@ class Provenance(BaseModel):
     finished_at: str | None = None
     engine_up_s: float = 0.0  # seconds the engine was up (online/simulate)
     measuring_s: float = 0.0  # seconds spent measuring
+    aiperf_runs: int = 0  # AIPerf processes started (each costs ~10 s of start-up)
     request_key: str = ""  # ProfileRequest.measurement_key() this profile was measured under
 
 
@@ -79,6 +106,8 @@ class CandidateProfile(BaseModel):
     decode: list[DecodePoint] = Field(default_factory=list)
     prefill_load: list[PrefillLoadPoint] = Field(default_factory=list)
     agg: list[AggPoint] = Field(default_factory=list)
+    failed_points: list[FailedPoint] = Field(default_factory=list)
+    checks: list[PointCheck] = Field(default_factory=list)  # simulate: each point against its driving model
     provenance: Provenance
     artifacts: dict[str, str] = Field(default_factory=dict)  # name -> key/path (logs, traces)
 

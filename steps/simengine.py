@@ -3,7 +3,8 @@
 Used by `--method simulate` (started through `steps.engines.simulated`, exactly like a real
 backend) and by tests. Endpoints: `/v1/chat/completions`, `/v1/completions` (streaming or
 not, `usage` when asked), `/v1/models`, `/health`, `/version`, `/metrics` (KV capacity and
-load), `/start_profile` + `/stop_profile` (a small Chrome trace of engine steps).
+load), `/tokenize` (a prompt's token count), `/start_profile` + `/stop_profile` (a small Chrome
+trace of engine steps).
 
 Timing comes from `steps.perf.get_estimator(...)` for its (model, GPU, backend, mapping).
 One engine loop runs continuous batching. A step with new prompts lasts their prefill work
@@ -14,6 +15,12 @@ without stalling the engine. Every modelled millisecond takes `time_scale` wall
 milliseconds. Requests reserve prompt + max_tokens of KV cache when admitted; when the
 cache is full they wait. Finished prompts stay in a block-level prefix cache (LRU, evicted
 when space is needed), so a repeated prompt skips its prefill.
+
+One-session sweeps (`steps.simsession`): a request may carry a `slaprof_sim` body field (`SimTag`)
+saying which group of its AIPerf session it belongs to, how many requests of the simulated batch it
+stands for, and its own time scale. Groups enter the engine in order, each one whole, after every
+request of the groups before it has finished; so the points of a whole sweep can be sent by one
+AIPerf run without overlapping, and thousands of concurrent requests cost a few HTTP streams.
 """
 
 from __future__ import annotations
@@ -31,9 +38,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field, ValidationError
+
 log = logging.getLogger("simengine")
 BLOCK_TOKENS = 16  # prefix-cache granularity, as vLLM's default block size
 DEFAULT_MAX_TOKENS = 16
+SIM_FIELD = "slaprof_sim"  # request body field holding a SimTag
+# a group whose requests have not all arrived this long after its first one enters without the rest
+# (a request AIPerf never sent must not stall the session)
+GANG_WAIT_S = 10.0
+TOKEN_CACHE_ENTRIES = 2048  # prompts whose token counts and block hashes are kept (see /tokenize)
+
+
+class SimTag(BaseModel):
+    """What a one-session sweep tells the simulated engine about one request (body field `slaprof_sim`)."""
+
+    session: str = Field(..., description="the AIPerf session; groups are numbered within it from 0")
+    group: int = Field(..., ge=0, description="enters after every request of groups < group has finished")
+    size: int = Field(..., ge=1, description="requests in the group; they enter together")
+    weight: int = Field(1, ge=1, description="requests of the simulated batch this request stands for")
+    time_scale: float | None = Field(None, ge=0, description="wall ms per modelled ms (0: no wall time)")
 
 
 # ---------------------------------------------------------------------------
@@ -44,6 +68,7 @@ class TokenCounter:
 
     def __init__(self, tokenizer_dir: str | None) -> None:
         self._tok = None
+        self._cache: OrderedDict[str, tuple[int, list[str]]] = OrderedDict()
         self.word = " the"
         if tokenizer_dir:
             from tokenizers import Tokenizer
@@ -59,6 +84,18 @@ class TokenCounter:
             return self._tok.encode(text, add_special_tokens=False).ids
         # no tokenizer: ~4 characters a token, ids from the characters themselves
         return [int.from_bytes(text[i : i + 4].encode()[:8].ljust(8, b"\0"), "little") for i in range(0, len(text), 4)]
+
+    def count_and_blocks(self, text: str) -> tuple[int, list[str]]:
+        """Token count and prefix-cache block hashes of a prompt; a sweep sends each prompt several
+        times (warm-up, then measured), and long prompts cost milliseconds to tokenize."""
+        hit = self._cache.get(text)
+        if hit is None:
+            ids = self.ids(text)
+            hit = self._cache[text] = (len(ids), block_hashes(ids))
+            if len(self._cache) > TOKEN_CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(text)
+        return hit
 
 
 def block_hashes(ids: list[int]) -> list[str]:
@@ -84,11 +121,17 @@ class SimRequest:
     cached_tokens: int = 0
     generated: int = 0
     prefilled: bool = False
-    arrived: float = field(default_factory=time.monotonic)
+    received: float | None = None  # event-loop time the HTTP request came in
+    entry: float = 0.0  # event-loop time it enters the engine (modelled: received + overhead)
+    tag: SimTag | None = None
+
+    @property
+    def weight(self) -> int:
+        return self.tag.weight if self.tag else 1
 
     @property
     def reserve(self) -> int:
-        return self.prompt_tokens + self.max_tokens
+        return (self.prompt_tokens + self.max_tokens) * self.weight
 
     @property
     def context(self) -> int:
@@ -123,6 +166,49 @@ class PrefixCache:
             self.blocks.popitem(last=False)
 
 
+class GroupBarrier:
+    """The groups of one session enter in order, each whole (see SimTag)."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[int, int] = {}
+        self.arrived: dict[int, int] = {}
+        self.done: dict[int, int] = {}
+        self.first_arrival: dict[int, float] = {}
+        self.next = 0  # lowest group not finished
+
+    def arrive(self, tag: SimTag, now: float) -> None:
+        self.sizes[tag.group] = tag.size
+        self.arrived[tag.group] = self.arrived.get(tag.group, 0) + 1
+        self.first_arrival.setdefault(tag.group, now)
+
+    def finish(self, tag: SimTag, now: float) -> None:
+        self.done[tag.group] = self.done.get(tag.group, 0) + 1
+        self.advance(now)
+
+    def _gang_expired(self, group: int, now: float) -> bool:
+        return group in self.first_arrival and now - self.first_arrival[group] >= GANG_WAIT_S
+
+    def advance(self, now: float) -> None:
+        while self.next in self.sizes:
+            g = self.next
+            done, arrived = self.done.get(g, 0), self.arrived.get(g, 0)
+            if done < self.sizes[g] and not (self._gang_expired(g, now) and done == arrived):
+                return
+            self.next += 1
+
+    def admits(self, group: int, now: float) -> bool:
+        if group != self.next:
+            return group < self.next  # a straggler of a group that went ahead without it
+        return self.arrived.get(group, 0) >= self.sizes[group] or self._gang_expired(group, now)
+
+    def wait_s(self, now: float) -> float | None:
+        """Seconds until the current group's gang wait ends, when it has come in part."""
+        g = self.next
+        if g not in self.first_arrival or self.arrived.get(g, 0) >= self.sizes[g]:
+            return None
+        return max(0.0, self.first_arrival[g] + GANG_WAIT_S - now)
+
+
 class Engine:
     """Continuous batching with modelled step times, a KV-cache limit and a prefix cache."""
 
@@ -149,10 +235,22 @@ class Engine:
         self.trace: list[dict[str, Any]] | None = None  # Chrome trace events while profiling
         self._t0 = time.monotonic()
         self._overhead_ms: float | None = None
+        self.barriers: dict[str, GroupBarrier] = {}
+
+    def scale_of(self, req: SimRequest) -> float:
+        scale = req.tag.time_scale if req.tag else None
+        return self.time_scale if scale is None else scale
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     async def admit_later(self, req: SimRequest) -> None:
-        """Enter the engine after the per-request overhead (see request_overhead_ms)."""
-        await asyncio.sleep(self.request_overhead_ms * self.time_scale / 1e3)
+        """Enter the engine the per-request overhead (see request_overhead_ms) after it came in."""
+        now = self._now()
+        req.entry = (now if req.received is None else req.received) + self.request_overhead_ms * self.scale_of(
+            req
+        ) / 1e3
+        await asyncio.sleep(max(0.0, req.entry - now))
         self.submit(req)
 
     def check(self, req: SimRequest) -> None:
@@ -160,28 +258,49 @@ class Engine:
             raise ValueError(f"request needs {req.reserve} KV tokens; the engine holds {self.max_kv_tokens}")
 
     def submit(self, req: SimRequest) -> None:
-        if req.reserve > self.max_kv_tokens:
-            raise ValueError(f"request needs {req.reserve} KV tokens; the engine holds {self.max_kv_tokens}")
+        self.check(req)
+        if req.tag is not None:
+            self.barriers.setdefault(req.tag.session, GroupBarrier()).arrive(req.tag, self._now())
         self.waiting.append(req)
         self._wake.set()
 
+    def refused(self, tag: SimTag | None) -> None:
+        """A tagged request answered with an error counts as arrived and finished, so its group can end."""
+        if tag is not None:
+            barrier = self.barriers.setdefault(tag.session, GroupBarrier())
+            barrier.arrive(tag, self._now())
+            barrier.finish(tag, self._now())
+            self._wake.set()
+
+    def _held(self, req: SimRequest, now: float) -> bool:
+        return req.tag is not None and not self.barriers[req.tag.session].admits(req.tag.group, now)
+
     def _admit(self) -> list[SimRequest]:
         admitted: list[SimRequest] = []
-        budget = self.max_batched_tokens
-        while self.waiting and self.reserved + self.waiting[0].reserve <= self.max_kv_tokens:
-            req = self.waiting[0]
+        budget, now = self.max_batched_tokens, self._now()
+        for barrier in self.barriers.values():
+            barrier.advance(now)  # a gang wait may have run out since the last step
+        for req in [r for r in self.waiting if not self._held(r, now)]:
+            if self.reserved + req.reserve > self.max_kv_tokens:
+                break
             if self.prefix_caching:
                 req.cached_tokens = min(self.cache.hit_tokens(req.blocks), req.prompt_tokens - 1)
-            new = req.prompt_tokens - req.cached_tokens
+            new = (req.prompt_tokens - req.cached_tokens) * req.weight
             if admitted and new > budget:
                 break
-            self.waiting.popleft()
+            self.waiting.remove(req)
             self.reserved += req.reserve
             budget -= new
             admitted.append(req)
         # cached blocks live only in KV space nobody reserved
         self.cache.evict_to(max(0, self.max_kv_tokens - self.reserved))
         return admitted
+
+    def _idle_timeout(self) -> float | None:
+        """How long the loop may sleep with nothing to run: until a held group's gang wait ends."""
+        now = self._now()
+        waits = [w for b in self.barriers.values() if (w := b.wait_s(now)) is not None]
+        return min(waits) if waits else None
 
     @property
     def request_overhead_ms(self) -> float:
@@ -196,38 +315,46 @@ class Engine:
         return self._overhead_ms
 
     def step_ms(self, prefills: list[SimRequest], decodes: list[SimRequest]) -> float:
+        """Modelled length of one step; a request of weight w counts as w requests of the batch."""
         ms = 0.0
         if prefills:
-            new = sum(r.prompt_tokens - r.cached_tokens for r in prefills)
-            ttft = float(self.est.prefill_ttft_ms(max(1, round(new / len(prefills))), len(prefills)))
+            prompts = sum(r.weight for r in prefills)
+            new = sum((r.prompt_tokens - r.cached_tokens) * r.weight for r in prefills)
+            ttft = float(self.est.prefill_ttft_ms(max(1, round(new / prompts)), prompts))
             ms += max(0.0, ttft - self.request_overhead_ms)
         if decodes:
-            ctx = sum(r.context for r in decodes) / len(decodes)
-            ms += float(self.est.decode_itl_ms(len(decodes), ctx))
+            batch = sum(r.weight for r in decodes)
+            ctx = sum(r.context * r.weight for r in decodes) / batch
+            ms += float(self.est.decode_itl_ms(batch, ctx))
         return ms
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time()
         while True:
-            if not self.waiting and not self.running:
-                self._wake.clear()
-                await self._wake.wait()
-                deadline = loop.time()
             prefills = self._admit()
             decodes = list(self.running)
-            if not prefills and not decodes:  # waiting for KV space that nobody will free: cannot happen
-                await asyncio.sleep(0.001)
+            if not prefills and not decodes:  # idle, or every waiting request is held by its group
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
+                except TimeoutError:
+                    pass
                 continue
             ms = self.step_ms(prefills, decodes)
-            now = loop.time()
-            # a late wake-up shortens the next steps (the schedule catches up) so that a busy CPU
-            # does not stretch modelled steps. Decode-only steps always keep the schedule: a stall of
-            # the event loop longer than a step (a starved CPU) must not add to every running
-            # request's ITL. A step that admits new requests starts no earlier than one step ago,
-            # so their TTFT never counts time from before they could have arrived.
-            start = deadline if not prefills or now - deadline < ms * self.time_scale / 1e3 else now
-            deadline = start + ms * self.time_scale / 1e3
+            # the slowest clock of the step's requests (a one-session sweep runs one point at a time)
+            scale = max(self.scale_of(r) for r in prefills + decodes)
+            # Steps follow a schedule, not the wall clock: a late wake-up shortens the next steps (the
+            # schedule catches up), so a busy CPU does not stretch modelled steps, and a stall of the
+            # event loop does not add to every running request's ITL. A step that admits requests
+            # starts when the last of them entered (modelled), if the engine was free then: the
+            # simulator's own work on a request (reading, tokenizing a long prompt) is not the
+            # modelled engine's and does not count in its TTFT. It starts no earlier than one step
+            # ago, though: the steps after it would otherwise come in a burst of catching up.
+            start = deadline
+            if prefills:
+                start = max(deadline, max(r.entry for r in prefills), loop.time() - ms * scale / 1e3)
+            deadline = start + ms * scale / 1e3
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             self.steps += 1
             if self.trace is not None:
@@ -238,7 +365,7 @@ class Engine:
                         "pid": 0,
                         "tid": 0,
                         "ts": (start - self._t0) * 1e6,
-                        "dur": ms * self.time_scale * 1e3,
+                        "dur": ms * scale * 1e3,
                         "args": {"prefills": len(prefills), "decodes": len(decodes)},
                     }
                 )
@@ -257,6 +384,8 @@ class Engine:
         if self.prefix_caching:
             self.cache.add(req.blocks)
             self.cache.evict_to(max(0, self.max_kv_tokens - self.reserved))
+        if req.tag is not None:
+            self.barriers[req.tag.session].finish(req.tag, self._now())
         req.out.put_nowait(None)
 
 
@@ -292,6 +421,7 @@ class SimServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/tokenize", self.tokenize)
         app.router.add_post("/start_profile", self.start_profile)
         app.router.add_post("/stop_profile", self.stop_profile)
         return app
@@ -356,6 +486,18 @@ class SimServer:
         out.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
         return web.Response(text=f"Profiling stopped: {out}")
 
+    async def tokenize(self, request):
+        """Token count of a prompt (as vLLM's /tokenize); it stays cached, so a sweep that tokenizes its
+        prompts ahead keeps this work out of the measured requests."""
+        from aiohttp import web
+
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, ValueError):
+            return _invalid("body is not JSON")
+        n_tokens, _ = self.tokens.count_and_blocks(_prompt_text(body, "messages" in body))
+        return web.json_response({"count": n_tokens, "max_model_len": self.args.max_context})
+
     async def chat(self, request):
         return await self._complete(request, chat=True)
 
@@ -365,28 +507,30 @@ class SimServer:
     async def _complete(self, request, chat: bool):
         from aiohttp import web
 
+        received = asyncio.get_running_loop().time()
         try:
             body = await request.json()
         except (json.JSONDecodeError, ValueError):
-            return web.json_response({"error": {"message": "body is not JSON", "type": "invalid_request"}}, status=400)
-        ids = self.tokens.ids(_prompt_text(body, chat))
+            return _invalid("body is not JSON")
+        try:
+            tag = SimTag.model_validate(body[SIM_FIELD]) if SIM_FIELD in body else None
+        except ValidationError as exc:
+            return _invalid(f"{SIM_FIELD}: {str(exc).splitlines()[0]}")
+        n_tokens, blocks = self.tokens.count_and_blocks(_prompt_text(body, chat))
         max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS)
-        if self.args.max_context and len(ids) + max_tokens > self.args.max_context:
-            return web.json_response(
-                {
-                    "error": {
-                        "message": f"prompt ({len(ids)}) + max_tokens ({max_tokens}) exceeds "
-                        f"the context length {self.args.max_context}",
-                        "type": "invalid_request",
-                    }
-                },
-                status=400,
+        if self.args.max_context and n_tokens + max_tokens > self.args.max_context:
+            self.engine.refused(tag)
+            return _invalid(
+                f"prompt ({n_tokens}) + max_tokens ({max_tokens}) exceeds the context length {self.args.max_context}"
             )
-        req = SimRequest(prompt_tokens=max(1, len(ids)), blocks=block_hashes(ids), max_tokens=max(1, max_tokens))
+        req = SimRequest(
+            prompt_tokens=max(1, n_tokens), blocks=blocks, max_tokens=max(1, max_tokens), received=received, tag=tag
+        )
         try:
             self.engine.check(req)
         except ValueError as exc:
-            return web.json_response({"error": {"message": str(exc), "type": "invalid_request"}}, status=400)
+            self.engine.refused(tag)
+            return _invalid(str(exc))
         asyncio.get_running_loop().create_task(self.engine.admit_later(req))
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
         created = int(time.time())
@@ -450,6 +594,12 @@ class SimServer:
         return resp
 
 
+def _invalid(message: str) -> Any:
+    from aiohttp import web
+
+    return web.json_response({"error": {"message": message, "type": "invalid_request"}}, status=400)
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -462,15 +612,18 @@ def _version() -> str:
 # ---------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------
-def build_engine(args: argparse.Namespace) -> tuple[Engine, int]:
+def driving_estimator(model: str, gpu: str, emulate: str, mapping: str, estimator: str = "builtin") -> Any:
+    """The performance model that times the engine's steps (the bench checks its points against it)."""
     from steps.candidates import Candidate
     from steps.gpus import get_gpu
     from steps.models import load_model_info
     from steps.perf import get_estimator
 
-    model = load_model_info(args.model)
-    cand = Candidate.parse(args.mapping)
-    est = get_estimator(model, get_gpu(args.gpu), args.emulate, cand, args.estimator)
+    return get_estimator(load_model_info(model), get_gpu(gpu), emulate, Candidate.parse(mapping), estimator)
+
+
+def build_engine(args: argparse.Namespace) -> tuple[Engine, int]:
+    est = driving_estimator(args.model, args.gpu, args.emulate, args.mapping, args.estimator)
     max_kv = args.max_kv_tokens or int(est.max_kv_tokens())
     engine = Engine(
         est,

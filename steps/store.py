@@ -49,6 +49,11 @@ class Layout:
     def profile(candidate_id: str) -> str:
         return f"profiles/{candidate_id}.json"
 
+    @staticmethod
+    def partial(candidate_id: str) -> str:
+        """The points measured so far while `bench` runs (what an interrupted run resumes from)."""
+        return f"partial/{candidate_id}.json"
+
 
 class ArtifactStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
@@ -372,6 +377,21 @@ def read_model(store: ArtifactStore, key: str, cls: type[T]) -> T:
 
 def write_json(store: ArtifactStore, key: str, data: object) -> None:
     store.put_bytes(key, json.dumps(data, indent=2).encode(), "application/json")
+
+
+def delete(store: ArtifactStore, key: str) -> None:
+    """Remove one artifact if it exists (the store protocol has no delete; the runner and the bench
+    step need one for superseded files)."""
+    if isinstance(store, LocalStore):
+        path = store._path(key)
+        path.unlink(missing_ok=True)
+        if path.parent != store._path(""):
+            try:
+                path.parent.rmdir()  # a folder the last file left (partial/), as on S3 where none remain
+            except OSError:
+                pass  # not empty
+    elif isinstance(store, S3Store):
+        store._call("delete", store.client.remove_object, store.bucket, store._key(key))
 
 
 def read_json(store: ArtifactStore, key: str) -> object:

@@ -135,7 +135,9 @@ def test_cli_bench_simulate_matches_the_model(tmp_path, tiny_tokenizer):
     assert not _processes_mentioning(str(out))
 
 
-def test_engine_killed_mid_sweep_gives_failed_with_points_so_far(tmp_path, tiny_tokenizer):
+@pytest.mark.parametrize("one_session", [False, True], ids=["run-per-point", "one-session"])
+def test_engine_killed_mid_sweep_gives_failed_with_points_so_far(tmp_path, tiny_tokenizer, one_session):
+    """A run per point (the online path) and one AIPerf run for the sweep (simulate) alike."""
     request = _request("simulate")
     plan = make_plan(request)
     workdir = tmp_path / "work"
@@ -145,20 +147,26 @@ def test_engine_killed_mid_sweep_gives_failed_with_points_so_far(tmp_path, tiny_
         sim_max_kv_tokens=1000,
         max_prefill_points=1,
         max_decode_isls=1,
+        one_session=one_session,
     )
     killed: list[int] = []
+    # one session: the prefill point comes before any decode point can finish
+    kill_at = ("prefill", 1) if one_session else ("decode", 1)
 
-    def kill_after_first_decode_point(phase: str, done: int, total: int) -> None:
-        if phase == "decode" and done == 1 and not killed:
+    def kill_after(phase: str, done: int, total: int) -> None:
+        if (phase, done) == kill_at and not killed:
             pgid = int((workdir / "engine" / "engine.pid").read_text())
             os.killpg(pgid, signal.SIGKILL)
             killed.append(pgid)
 
-    profile = measure_candidate(request, plan, plan.runnable()[0], workdir, kill_after_first_decode_point, opts)
+    profile = measure_candidate(request, plan, plan.runnable()[0], workdir, kill_after, opts)
     assert killed
     assert profile.status == "failed"
     assert "engine died" in profile.reason and "signal 9" in profile.reason
-    assert len(profile.prefill) == 1 and len(profile.decode) == 1  # what was measured before the kill
+    # what was measured before the kill
+    assert len(profile.prefill) == 1 and len(profile.decode) == (0 if one_session else 1)
+    # per point: prefill, prefill under load (4 prompts of ISL 200 fit the 1,000-token cache) and both decode points
+    assert profile.provenance.aiperf_runs == (1 if one_session else 4)
     assert not _processes_mentioning(str(workdir))
 
 

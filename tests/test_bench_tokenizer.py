@@ -114,3 +114,61 @@ def test_a_tokenizer_folder_is_read_without_transformers(tiny_tokenizer):
     assert abs(int(length) - 300) <= 2 and imported == "False"
     encode, decode = load_tokenizer(str(tiny_tokenizer))
     assert json.loads(json.dumps(encode("hello world")))  # plain ints
+
+
+def _profile_cli(tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("SLAPROF_TOKENIZER", "SLAPROF_SIM_TIME_SCALE")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "steps.cli",
+        "profile",
+        "--model",
+        str(MODELS / "Qwen3-0.6B"),
+        "--method",
+        "simulate",
+        "--max-context-length",
+        "1024",
+        "--out",
+        str(tmp_path / "run"),
+        *extra,
+    ]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("path", ["/no/such/tokenizer", "./missing-tokenizer", "models/a/tokenizer"])
+def test_profile_with_a_tokenizer_path_that_does_not_exist_exits_2_saying_so(tmp_path, path):
+    proc = _profile_cli(tmp_path, "--tokenizer", path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"tokenizer {path!r}: no such folder" in lines[0], proc.stderr
+    assert not (tmp_path / "run" / "profiles").exists()  # stopped before any candidate started
+
+
+def test_profile_with_a_bad_time_scale_exits_2(tmp_path, tiny_tokenizer):
+    proc = _profile_cli(tmp_path, "--tokenizer", str(tiny_tokenizer), "--time-scale", "fast")
+    assert proc.returncode == 2 and "--time-scale 'fast'" in proc.stderr, proc.stderr
+
+
+def test_a_time_scale_is_a_positive_number_or_auto(monkeypatch):
+    from steps.bench import parse_time_scale
+
+    assert parse_time_scale("auto") is None and parse_time_scale(None) is None
+    assert parse_time_scale("12.5") == 12.5
+    for bad in ("0", "-1", "inf", "nan", "x"):
+        with pytest.raises(UserError):
+            parse_time_scale(bad)
+    monkeypatch.setenv("SLAPROF_SIM_TIME_SCALE", "20")
+    assert BenchOptions.from_env().time_scale == 20.0
+    assert BenchOptions.from_env(time_scale="auto").time_scale is None  # auto given wins over the environment
+
+
+def test_profile_stops_before_any_candidate_when_the_tokenizer_cannot_count(tmp_path, bare_model):
+    env = {k: v for k, v in os.environ.items() if k != "SLAPROF_TOKENIZER"}
+    cmd = [sys.executable, "-m", "steps.cli", "profile", "--model", str(bare_model), "--method", "simulate"]
+    cmd += ["--isl", "300", "--osl", "30", "--max-context-length", "1024", "--progress", "none"]
+    cmd += ["--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--tokenizer DIR" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "profiles").exists() and not (tmp_path / "run" / "partial").exists()

@@ -6,6 +6,7 @@ whole-request ITL 27% above the model while the steady window stayed within 0.1%
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
@@ -45,6 +46,34 @@ def test_steady_window_excludes_the_ramp_up_steps():
     whole = sum(itls) / len(itls)
     assert whole > STEP_MS * 1.15  # the ramp inflates whole-request ITL
     assert steady_itl_ms(records) == pytest.approx(STEP_MS)
+
+
+def _seen(token_times: list[float], streams: int = 4) -> list[RequestRecord]:
+    gaps = [b - a for a, b in zip(token_times, token_times[1:])]
+    return [
+        RequestRecord(phase="profiling", session=i, ttft_ms=token_times[0], start_ns=10**9, chunk_gaps_ms=gaps)
+        for i in range(streams)
+    ]
+
+
+def test_the_robust_itl_ignores_a_stall_at_the_edge_of_the_window():
+    """A busy CPU holds the first tokens back 3 ms (1.5 steps); the one after comes in a burst, the
+    rest on schedule. The window then starts late and is short of a step: the mean drops 14%; the
+    robust estimate (median slope over token pairs) is still the step."""
+    on_time = [k * STEP_MS for k in range(12)]
+    records = _seen([3.0, 3.01, *on_time[2:]])
+    mean = steady_itl_ms(records)
+    assert mean is not None
+    assert mean == pytest.approx((on_time[-1] - 3.0) / 11) and mean < STEP_MS * 0.9
+    assert steady_itl_ms(records, robust=True) == pytest.approx(STEP_MS)
+
+
+def test_the_robust_itl_holds_when_tokens_are_read_in_pairs():
+    """A client that reads every other step sees gaps of 0 and 2 steps (a median gap of 0); pairs of
+    tokens further apart still give the step."""
+    read = [(k // 2) * 2 * STEP_MS + STEP_MS for k in range(12)]  # tokens 2j and 2j+1 read together
+    assert statistics.median(b - a for a, b in zip(read, read[1:])) == 0.0
+    assert steady_itl_ms(_seen(read), robust=True) == pytest.approx(STEP_MS, rel=0.1)
 
 
 def test_no_steady_window_falls_back_to_none():

@@ -43,7 +43,8 @@ def test_reusable_profile_needs_same_key_ok_status_and_valid_json(tmp_path):
 
 def test_default_parallel_per_method():
     assert default_parallel("offline", 4, cpus=2) == 1
-    assert default_parallel("simulate", 4, cpus=2) == 1
+    assert default_parallel("simulate", 4, cpus=2) == 2
+    assert default_parallel("simulate", 4, cpus=1) == 1
     assert default_parallel("simulate", 4, cpus=16) == 4
     assert default_parallel("simulate", 2, cpus=16) == 2
     assert default_parallel("online", 3, cpus=2) == 3

@@ -231,3 +231,100 @@ def test_ctrl_c_stops_every_measurement_process_and_exits_130(tmp_path, tiny_tok
     left = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, [(p.pid, p.cmdline()) for p in left]
     assert not (out / "profiles" / "tp1.json").exists()  # nothing presented as measured
+
+
+PROFILE_CMD = [
+    sys.executable,
+    "-m",
+    "steps.cli",
+    "profile",
+    "--model",
+    REQUEST["model"],
+    "--method",
+    "simulate",
+    "--gpu",
+    "h200_sxm",
+    "--isl",
+    "300",
+    "--osl",
+    "30",
+    "--ttft",
+    "200",
+    "--itl",
+    "50",
+    "--max-num-gpus-per-engine",
+    "1",
+    "--max-context-length",
+    "1024",
+    "--prefill-interpolation-granularity",
+    "2",
+    "--decode-interpolation-granularity",
+    "3",
+    "--progress",
+    "plain",
+]
+
+
+def _partial_points(path) -> int:
+    try:
+        profile = CandidateProfile.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    return len(profile.prefill) + len(profile.decode)
+
+
+def test_an_interrupted_run_resumes_at_the_point_where_it_stopped(tmp_path, tiny_tokenizer):
+    out = tmp_path / "run"
+    cmd = [*PROFILE_CMD, "--tokenizer", str(tiny_tokenizer), "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k not in ("SLAPROF_TOKENIZER", "SLAPROF_SIM_TIME_SCALE")}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    partial = out / "partial" / "tp1.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and _partial_points(partial) < 1:
+        time.sleep(0.05)
+    assert _partial_points(partial) >= 1, proc.communicate()[1] if proc.poll() is not None else "no point yet"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the middle of the candidate's sweep
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert not (out / "profiles" / "tp1.json").exists()
+    before = CandidateProfile.model_validate_json(partial.read_text())
+
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    after = CandidateProfile.model_validate_json((out / "profiles" / "tp1.json").read_text())
+    assert after.status == "ok" and not partial.parent.exists()  # the checkpoint is gone with its folder
+    # the points measured before the interruption are kept as they were, not measured again ...
+    assert all(p in after.prefill for p in before.prefill) and all(p in after.decode for p in before.decode)
+    assert all(c in after.checks for c in before.checks)
+    # ... and the rest of the sweep was measured by the second run
+    assert len(after.prefill) + len(after.decode) > len(before.prefill) + len(before.decode)
+    assert len(after.checks) == len(after.prefill) + len(after.decode)
+    plan_isls = json.loads((out / "plan.json").read_text())["grid"]["prefill_isls"]
+    assert [p.isl for p in after.prefill] == [i for i in plan_isls if i <= 1024 - 2]
+
+
+def test_a_point_the_engine_refuses_is_failed_and_the_others_stand(tmp_path, tiny_tokenizer):
+    """The decode sweep's largest context does not fit the engine: that context's points fail, the
+    candidate keeps every other point and stays usable."""
+    from steps.bench import BenchOptions, measure_candidate
+    from steps.plan import decode_concurrencies, make_plan
+
+    request = build_request(
+        {**REQUEST, "method": "simulate", "hardware": {"gpu": "h200_sxm", "max_gpus_per_engine": 1}}
+    )
+    plan = make_plan(request)
+    too_long = plan.grid.max_context + 500  # the engine refuses prompts longer than its context
+    plan.grid.decode_isls = [300, too_long]
+    opts = BenchOptions(tokenizer=str(tiny_tokenizer), sim_max_kv_tokens=10_000, max_concurrency_points=2)
+    profile = measure_candidate(request, plan, plan.runnable()[0], tmp_path / "work", options=opts)
+    assert profile.status == "ok", profile.reason
+    grid = {isl: decode_concurrencies(10_000, isl, plan.grid.decode_osl, 2) for isl in plan.grid.decode_isls}
+    assert profile.prefill and [(p.isl, p.concurrency) for p in profile.decode] == [(300, c) for c in grid[300]]
+    failed = [(f.phase, f.isl, f.concurrency) for f in profile.failed_points]
+    assert failed == [("decode", too_long, c) for c in grid[too_long]] and failed
+    assert all("exceeds the context length" in f.reason for f in profile.failed_points)
+    # one session for the prefill and decode points, then a run per load of the prefill engine (4 and 16 prompts)
+    assert [p.concurrency for p in profile.prefill_load] == [4, 16]
+    assert profile.provenance.aiperf_runs == 1 + len(profile.prefill_load)

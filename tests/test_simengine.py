@@ -170,3 +170,91 @@ def test_profiling_endpoints_write_a_trace(engine):
     assert len(traces) == 1
     events = json.loads(traces[0].read_text())["traceEvents"]
     assert len(events) >= 4 and {e["ph"] for e in events} == {"X"}
+
+
+# ---------------------------------------------------------------------------
+# one-session sweeps: groups, weights, per-request clocks (all on a virtual clock)
+# ---------------------------------------------------------------------------
+def _tagged(prompt: int, max_tokens: int, group: int, size: int, weight: int = 1, scale: float | None = None):
+    from steps.simengine import SimTag
+
+    tag = SimTag(session="s", group=group, size=size, weight=weight, time_scale=scale)
+    return SimRequest(prompt, [], max_tokens, tag=tag)
+
+
+def test_a_weighted_request_decodes_as_that_many_requests_and_reserves_their_kv():
+    est = _estimator()
+    engine = Engine(est, max_kv_tokens=100_000, time_scale=1.0, prefix_caching=False)
+    req = _tagged(200, 6, group=0, size=1, weight=40)
+    assert req.reserve == 40 * (200 + 6)
+    (times,) = run_on_virtual_clock(_serve_on_this_loop(engine, [(0.0, req)]))
+    gaps = [(b - a) * 1e3 for a, b in zip(times, times[1:])]
+    assert gaps == pytest.approx([float(est.decode_itl_ms(40, 200 + k)) for k in range(1, 6)], rel=1e-9)
+    assert times[0] * 1e3 == pytest.approx(float(est.prefill_ttft_ms(200, 40)), rel=1e-9)
+
+
+def test_each_request_runs_on_its_own_clock_and_zero_takes_no_time():
+    est = _estimator()
+    engine = Engine(est, max_kv_tokens=100_000, time_scale=50.0, prefix_caching=False)
+    slow, instant = _tagged(200, 4, group=0, size=1, scale=10.0), _tagged(200, 4, group=1, size=1, scale=0.0)
+    a, b = run_on_virtual_clock(_serve_on_this_loop(engine, [(0.0, slow), (0.0, instant)]))
+    assert a[0] * 1e3 / 10.0 == pytest.approx(float(est.prefill_ttft_ms(200, 1)), rel=1e-9)
+    assert b[0] == pytest.approx(a[-1]) and b[-1] == pytest.approx(a[-1])  # after group 0, in no time
+
+
+def test_groups_enter_in_order_and_whole():
+    est = _estimator()
+    engine = Engine(est, max_kv_tokens=100_000, time_scale=1.0, prefix_caching=False)
+    later = _tagged(100, 3, group=1, size=2)
+    first = _tagged(100, 3, group=0, size=1)
+    straggler = _tagged(100, 3, group=1, size=2)
+    # group 1's first request comes before group 0's, its second only at t=0.5 s
+    one, zero, two = run_on_virtual_clock(_serve_on_this_loop(engine, [(0.0, later), (0.01, first), (0.5, straggler)]))
+    assert one[0] > zero[-1]  # group 1 waited for group 0 to finish
+    assert one[0] > 0.5 and one == pytest.approx(two)  # and for its whole group: one step for both
+    itl = float(est.decode_itl_ms(2, 101))
+    assert (one[1] - one[0]) * 1e3 == pytest.approx(itl, rel=1e-9)
+
+
+def test_a_refused_request_still_ends_its_group():
+    engine = Engine(_estimator(), max_kv_tokens=100_000, time_scale=1.0, prefix_caching=False)
+    refused = _tagged(100, 3, group=0, size=2)
+
+    async def scenario() -> list[float]:
+        loop = asyncio.get_running_loop()
+        runner = loop.create_task(engine.run())
+        ok, nxt = _tagged(100, 3, group=0, size=2), _tagged(100, 3, group=1, size=1)
+        loop.create_task(engine.admit_later(ok))
+        loop.create_task(engine.admit_later(nxt))
+        await asyncio.sleep(0.2)
+        engine.refused(refused.tag)  # the HTTP layer answered 400: counts as arrived and finished
+        times = []
+        for req in (ok, nxt):
+            while await req.out.get() is not None:
+                times.append(loop.time())
+        runner.cancel()
+        return times
+
+    times = run_on_virtual_clock(scenario())
+    assert len(times) == 6 and times[0] >= 0.2  # group 0 entered once complete; group 1 followed
+
+
+def test_a_late_submission_keeps_the_modelled_ttft():
+    """The simulator's own work on a request (reading it, tokenizing a long prompt) is not the modelled
+    engine's: a request received at t=0 but submitted 30 ms later still sees the model's TTFT."""
+    est = _estimator()
+    engine = Engine(est, max_kv_tokens=100_000, time_scale=10.0, prefix_caching=False)
+    ttft = float(est.prefill_ttft_ms(4000, 1)) * 10.0 / 1e3  # seconds, on the engine's clock
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        runner = loop.create_task(engine.run())
+        received = loop.time()
+        req = SimRequest(4000, [], 2, received=received)
+        await asyncio.sleep(min(0.03, ttft / 2))  # tokenizing
+        loop.create_task(engine.admit_later(req))
+        await req.out.get()
+        runner.cancel()
+        return loop.time() - received
+
+    assert run_on_virtual_clock(scenario()) == pytest.approx(ttft, rel=1e-9)

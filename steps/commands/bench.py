@@ -33,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     meas.add_argument("--ready-timeout", type=float, help="seconds to wait for the engine (default 1800)")
     meas.add_argument("--keep-workdir", action="store_true", help="keep engine and AIPerf logs in DIR/<candidate>-work")
     sim = p.add_argument_group("simulate")
-    sim.add_argument("--time-scale", type=float, help="wall ms per modelled ms (results are rescaled; default 1)")
+    sim.add_argument(
+        "--time-scale",
+        help="wall ms per modelled ms, or auto (results are rescaled; default: auto, chosen per point so that "
+        "each is long enough to measure)",
+    )
     sim.add_argument("--sim-startup", type=float, help="simulated engine start-up seconds")
     sim.add_argument("--sim-max-kv-tokens", type=int, help="override the simulated engine's KV capacity")
     p.set_defaults(func=run)
@@ -47,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from steps.bench import BenchOptions, measure_candidate
     from steps.cli import request_from_args
     from steps.plan import make_plan
+    from steps.simcheck import summary
 
     def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # run the bench's cleanup: stop the engine and AIPerf
@@ -98,10 +103,12 @@ def run(args: argparse.Namespace) -> int:
     profile_path.write_text(profile.model_dump_json(indent=2))
     prov = profile.provenance
     ratio = f", {prov.measuring_s / prov.engine_up_s:.0%} of it measuring" if prov.engine_up_s else ""
+    failed = f"; {len(profile.failed_points)} failed" if profile.failed_points else ""
+    off = summary(profile)
     print(
         f"{planned.id}: {profile.status}{': ' + profile.reason if profile.reason else ''}; "
-        f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} "
-        f"tokens; engine up {prov.engine_up_s:.1f} s{ratio}"
+        f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points{failed}, max KV "
+        f"{profile.max_kv_tokens:,} tokens; engine up {prov.engine_up_s:.1f} s{ratio}" + (f"; {off}" if off else "")
     )
     print(profile_path)
     return 0 if profile.status == "ok" else 1

@@ -6,6 +6,7 @@ import argparse
 import re
 import signal
 import sys
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,10 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--parallel",
         type=int,
         default=None,
-        help="candidates measured at once (default: 1 offline, one per two CPU cores for simulate, "
+        help="candidates measured at once (default: 1 offline, one per CPU core for simulate, "
         "as many as the GPUs allow online)",
     )
     p.add_argument("--force", action="store_true", help="measure every candidate again, even those already measured")
+    meas = p.add_argument_group("measuring (simulate and online)")
+    meas.add_argument(
+        "--tokenizer",
+        help="tokenizer folder or Hugging Face id for AIPerf and the prompts (default: the model; "
+        "env SLAPROF_TOKENIZER)",
+    )
+    meas.add_argument(
+        "--time-scale",
+        help="simulate: wall ms per modelled ms, or auto (default: chosen per point so that each is "
+        "long enough to measure; env SLAPROF_SIM_TIME_SCALE)",
+    )
     p.add_argument(
         "--progress",
         choices=("auto", "rich", "plain", "none"),
@@ -49,6 +61,21 @@ def default_out(model: str, backend: str, gpu: str, method: str) -> str:
     return f"slaprof-out/{name}-{backend}-{gpu}-{method}"
 
 
+def _bench_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--tokenizer and --time-scale for every bench step (the runner checks that the tokenizer can
+    count tokens before any candidate starts)."""
+    from steps.bench import check_tokenizer_path, parse_time_scale
+
+    overrides: dict[str, Any] = {}
+    if args.tokenizer:
+        check_tokenizer_path(args.tokenizer)  # before the plan: one line, nothing written
+        overrides["tokenizer"] = args.tokenizer
+    if args.time_scale is not None:
+        parse_time_scale(args.time_scale)  # a bad value is an error here, not in every worker
+        overrides["time_scale"] = args.time_scale
+    return overrides or None
+
+
 def run(args: argparse.Namespace) -> int:
     from steps.cli import request_from_args
     from steps.errors import UserError
@@ -59,11 +86,16 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(request.model, request.backend, request.hardware.gpu, request.method)
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
+    overrides = _bench_overrides(args)
     reporter = make_progress(args.progress)
     # in a pod the runner is stopped with SIGTERM: stop like Ctrl-C, engines included
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        result = run_profile(request, RunOptions(out=out, parallel=args.parallel, force=args.force), reporter)
+        result = run_profile(
+            request,
+            RunOptions(out=out, parallel=args.parallel, force=args.force, bench_overrides=overrides),
+            reporter,
+        )
     except Interrupted as exc:
         reporter.close()
         running = f"; stopped the running candidates ({exc}) and their engines" if str(exc) else ""
