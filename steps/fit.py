@@ -43,6 +43,7 @@ from steps.results import (
     CandidateVerdict,
     DecodeChoice,
     DeploymentChoice,
+    EngineGroup,
     ParetoPoint,
     PrefillChoice,
     Replicas,
@@ -246,6 +247,16 @@ def choose(
     low = min(latency(o) for o in options)
     tied = [o for o in options if latency(o) <= low * (1 + TIE_RTOL)]
     return min(tied, key=lambda o: (o.candidate.num_gpus, -o.thpt_per_gpu, order.get(o.candidate.id, 0))), False
+
+
+def _replicas(chosen: DeploymentChoice, pg: EngineGroup, dg: EngineGroup, request_rate: float | None) -> Replicas:
+    """A disaggregated deployment's engine counts: for the asked rate, else the rate it serves."""
+    return Replicas(
+        request_rate=request_rate or round(chosen.request_rate, 3),
+        prefill=pg.replicas,
+        decode=dg.replicas,
+        total_gpus=chosen.gpus,
+    )
 
 
 def round_up_ms(value: float) -> float:
@@ -676,12 +687,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
             assert prefill_choice is not None and decode_choice is not None
             pg, dg = chosen.group("prefill"), chosen.group("decode")
             assert pg is not None and dg is not None
-            replicas = Replicas(
-                request_rate=sla.request_rate or round(chosen.request_rate, 3),
-                prefill=pg.replicas,
-                decode=dg.replicas,
-                total_gpus=chosen.gpus,
-            )
+            replicas = _replicas(chosen, pg, dg, sla.request_rate)
             recommendation = [prefill_line(prefill_choice), decode_line(decode_choice)]
             planner_source = (by_id[pg.candidate.id], by_id[dg.candidate.id])
         else:
@@ -789,12 +795,7 @@ def fit_pick(request: ProfileRequest, profiles: dict[str, CandidateProfile], ids
             prefill_choice, decode_choice = _deployment_choices(chosen, decode_by, isl, w)
             pg, dg = chosen.group("prefill"), chosen.group("decode")
             assert prefill_choice and decode_choice and pg and dg
-            replicas = Replicas(
-                request_rate=sla.request_rate or round(chosen.request_rate, 3),
-                prefill=pg.replicas,
-                decode=dg.replicas,
-                total_gpus=chosen.gpus,
-            )
+            replicas = _replicas(chosen, pg, dg, sla.request_rate)
             lines = [prefill_line(prefill_choice), decode_line(decode_choice)]
     if chosen is None:
         raise UserError(
