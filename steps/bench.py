@@ -28,10 +28,10 @@ Tokenizer: the prompts are cut to exact token counts with the tokenizer AIPerf u
 SLAPROF_TOKENIZER, else the model's own); one that cannot count tokens is a UserError up front.
 AIPerf runs are started gated and ahead of time (during engine start-up, or while the
 previous run measures), so their ~10 s start-up does not idle the engine.
-Simulate sends a disaggregated candidate's prefill and decode points in one AIPerf run instead
-(`steps.simsession`), each point at a time scale of its own, and checks each of them against the
-model driving the engine (`steps.simcheck`); its prefill-under-load points, and aggregated
-candidates, run one AIPerf run per point as online does, at the engine's clock.
+Simulate sends all of a candidate's points (prefill, prefill under load and decode; an aggregated
+candidate's concurrencies) in one AIPerf run instead (`steps.simsession`), each point at a time scale
+of its own, and checks its prefill and decode points against the model driving the engine
+(`steps.simcheck`).
 
 Aggregated candidates (`agg-tp4`) start the engine as it would serve (its own chunked-prefill
 budget) and measure one AIPerf run per concurrency at the SLA's ISL/OSL (`plan.agg_concurrencies`,
@@ -58,7 +58,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -579,18 +579,32 @@ class CandidateBench:
             for isl, c in points
         ]
 
-    def agg_jobs(self, prompts: PromptBuilder) -> list[_Job]:
-        """An aggregated engine: one AIPerf run per concurrency at the SLA's ISL/OSL, fresh prompts,
-        AGG_ROUNDS requests per concurrency slot (closed loop: the first wave arrives together)."""
+    def agg_todo(self) -> list[int]:
+        """The concurrencies of an aggregated candidate not measured yet, at the current KV capacity."""
         from steps.plan import agg_concurrencies
 
         isl, osl = self.request.sla.isl, self.request.sla.osl
         points = self.opts.max_concurrency_points or self.plan.grid.decode_granularity
-        jobs = []
         done = {p.concurrency for p in self.agg}
-        for c in agg_concurrencies(self.max_kv, isl, osl, points, self.cand.attn_dp):
-            if c in done:
-                continue
+        return [c for c in agg_concurrencies(self.max_kv, isl, osl, points, self.cand.attn_dp) if c not in done]
+
+    def prefill_load_todo(self) -> list[int]:
+        """The loads (prompts in flight) of the prefill-under-load points not measured yet."""
+        isl, dp = self.request.sla.isl, self.cand.attn_dp
+        done = {p.concurrency for p in self.prefill_load}
+        loads = []
+        for per_rank in self.opts.prefill_load_per_rank:
+            if per_rank * dp * isl > self.max_kv:
+                break
+            loads.append(per_rank * dp)
+        return [b for b in loads if b not in done]
+
+    def agg_jobs(self, prompts: PromptBuilder) -> list[_Job]:
+        """An aggregated engine: one AIPerf run per concurrency at the SLA's ISL/OSL, fresh prompts,
+        AGG_ROUNDS requests per concurrency slot (closed loop: the first wave arrives together)."""
+        isl, osl = self.request.sla.isl, self.request.sla.osl
+        jobs = []
+        for c in self.agg_todo():
 
             def make(c: int = c) -> list[str]:
                 return [prompts.make(isl, f"{j} {isl} {self.nonce} agg{c}") for j in range(AGG_ROUNDS * c)]
@@ -601,14 +615,9 @@ class CandidateBench:
     def prefill_load_jobs(self, prompts: PromptBuilder) -> list[_Job]:
         """The prefill engine kept busy: one AIPerf run per load (prompts in flight) at the SLA's ISL,
         fresh prompts, AGG_ROUNDS per slot, as many as the KV cache holds at once."""
-        isl, dp = self.request.sla.isl, self.cand.attn_dp
+        isl = self.request.sla.isl
         jobs = []
-        for per_rank in self.opts.prefill_load_per_rank:
-            b = per_rank * dp
-            if b * isl > self.max_kv:
-                break
-            if any(p.concurrency == b for p in self.prefill_load):
-                continue
+        for b in self.prefill_load_todo():
 
             def make(b: int = b) -> list[str]:
                 return [prompts.make(isl, f"{j} {isl} {self.nonce} load{b}") for j in range(AGG_ROUNDS * b)]
@@ -654,13 +663,15 @@ class CandidateBench:
         shortest_ttft = float(self.sim_model.prefill_ttft_ms(min(self.plan.grid.prefill_isls), self.cand.attn_dp))
         return max(auto_time_scale(shortest_itl, DECODE_STEP_WALL_MS), auto_time_scale(shortest_ttft, PREFILL_WALL_MS))
 
-    def point_scale(self, phase: str, modelled_ms: float) -> float:
-        """A one-session point's clock: the one given, else one that makes the point measurable."""
-        from steps.simsession import DECODE_STEP_WALL_MS, PREFILL_WALL_MS, auto_time_scale
+    def point_scale(self, phase: Literal["prefill", "decode", "load"], modelled_ms: float) -> float:
+        """A one-session point's clock: the one given, else one that makes the point measurable
+        (`modelled_ms`: a TTFT for prefill, a decode step for decode and closed-loop points)."""
+        from steps.simsession import DECODE_STEP_WALL_MS, LOAD_STEP_WALL_MS, PREFILL_WALL_MS, auto_time_scale
 
         if self.opts.time_scale:
             return self.opts.time_scale
-        return auto_time_scale(modelled_ms, PREFILL_WALL_MS if phase == "prefill" else DECODE_STEP_WALL_MS)
+        wall = {"prefill": PREFILL_WALL_MS, "decode": DECODE_STEP_WALL_MS, "load": LOAD_STEP_WALL_MS}[phase]
+        return auto_time_scale(modelled_ms, wall)
 
     # ---- measuring ---------------------------------------------------------
     def run(self) -> None:
@@ -684,10 +695,8 @@ class CandidateBench:
             port=self.opts.port,
         )
         try:
-            if self.one_session and not self.cand.is_agg:
+            if self.one_session:
                 self._run_session(prompts)
-                # prefill under load: one AIPerf run per load at the engine's clock, after the session
-                self._execute(self.prefill_load_jobs(prompts), {})
             else:
                 self._run_per_point(prompts)
         except KeyboardInterrupt:
@@ -828,9 +837,11 @@ class CandidateBench:
         if job.kind == "prefill":
             self._prefill_points(job, measured)
         elif job.kind == "agg":
-            self._agg_point(job, measured)
+            if steady := self._steady(job, measured):
+                self._agg_point(job.isl, job.osl, job.concurrency, steady, self.scale)
         elif job.kind == "prefill_load":
-            self._prefill_load_point(job, measured)
+            if steady := self._steady(job, measured):
+                self._prefill_load_point(job.isl, job.concurrency, steady, self.scale)
         else:
             self._decode_point(job, result, measured)
 
@@ -937,42 +948,40 @@ class CandidateBench:
             self._fail_point(job.kind, job.isl, job.concurrency, "AIPerf returned no time-to-first-token")
         return steady
 
-    def _prefill_load_point(self, job: _Job, measured: list[RequestRecord]) -> None:
-        steady = self._steady(job, measured)
-        if not steady:
+    def _prefill_load_point(self, isl: int, concurrency: int, steady: list[RequestRecord], scale: float) -> None:
+        """A prefill engine kept busy with `concurrency` prompts in flight: mean steady TTFT."""
+        ttfts = [r.ttft_ms for r in steady if r.ttft_ms is not None]
+        if not ttfts:
+            self._fail_point("prefill_load", isl, concurrency, "AIPerf returned no time-to-first-token")
             return
-        ttft = sum(r.ttft_ms for r in steady if r.ttft_ms is not None) / len(steady) / self.scale
+        ttft = sum(ttfts) / len(ttfts) / scale
         # closed loop: `concurrency` prompts every TTFT (Little's law)
-        thpt = job.concurrency * job.isl / (ttft / 1e3) / self.cand.num_gpus
+        thpt = concurrency * isl / (ttft / 1e3) / self.cand.num_gpus
         self.prefill_load.append(
-            PrefillLoadPoint(
-                isl=job.isl, concurrency=job.concurrency, ttft_ms=round(ttft, 4), thpt_per_gpu=round(thpt, 3)
-            )
+            PrefillLoadPoint(isl=isl, concurrency=concurrency, ttft_ms=round(ttft, 4), thpt_per_gpu=round(thpt, 3))
         )
         self.prefill_load.sort(key=lambda p: p.concurrency)
         self._save()
 
-    def _agg_point(self, job: _Job, measured: list[RequestRecord]) -> None:
-        """TTFT, ITL and output tokens/s/GPU of an aggregated engine at one concurrency. The first wave
-        (the `concurrency` requests sent together at the start) is left out when later requests
-        exist, so the point describes the steady state of the closed loop."""
-        steady = self._steady(job, measured)
-        if not steady:
-            return
-        ttft = sum(r.ttft_ms for r in steady if r.ttft_ms is not None) / len(steady) / self.scale
+    def _agg_point(self, isl: int, osl: int, concurrency: int, steady: list[RequestRecord], scale: float) -> None:
+        """TTFT, ITL and output tokens/s/GPU of an aggregated engine at one concurrency, from the
+        requests of the closed loop's steady state (after its first wave)."""
+        ttfts = [r.ttft_ms for r in steady if r.ttft_ms is not None]
         itls = [r.itl_ms for r in steady if r.itl_ms is not None]
-        if not itls:
-            self._fail_point("agg", job.isl, job.concurrency, "AIPerf returned no inter-token latency")
+        if not ttfts or not itls:
+            what = "inter-token latency" if ttfts else "time-to-first-token"
+            self._fail_point("agg", isl, concurrency, f"AIPerf returned no {what}")
             return
-        itl = sum(itls) / len(itls) / self.scale
+        ttft = sum(ttfts) / len(ttfts) / scale
+        itl = sum(itls) / len(itls) / scale
         # Little's law over the closed loop: `concurrency` requests, each ttft + (osl - 1) * itl long
-        latency_ms = ttft + max(0, job.osl - 1) * itl
-        thpt = job.concurrency * job.osl / (latency_ms / 1e3) / self.cand.num_gpus
+        latency_ms = ttft + max(0, osl - 1) * itl
+        thpt = concurrency * osl / (latency_ms / 1e3) / self.cand.num_gpus
         self.agg.append(
             AggPoint(
-                isl=job.isl,
-                osl=job.osl,
-                concurrency=job.concurrency,
+                isl=isl,
+                osl=osl,
+                concurrency=concurrency,
                 ttft_ms=round(ttft, 4),
                 itl_ms=round(itl, 4),
                 thpt_per_gpu=round(thpt, 3),
@@ -989,9 +998,23 @@ class CandidateBench:
         assert self.sim_model is not None
         plan = SessionPlan(self.nonce, prompts.make, self.opts.sim_streams or STREAMS)
         dp = self.cand.attn_dp
+        if self.cand.is_agg:
+            isl, osl = self.request.sla.isl, self.request.sla.osl
+            todo_agg = self.agg_todo()
+            self.total_decode = len(self.agg) + len(todo_agg)
+            for c in todo_agg:
+                itl = float(self.sim_model.decode_itl_ms(c, isl + osl // 2))
+                plan.add_closed_loop("agg", isl, c, osl, AGG_ROUNDS, self.point_scale("load", itl))
+            return plan
         for isl in self.prefill_todo():
             scale = self.point_scale("prefill", float(self.sim_model.prefill_ttft_ms(isl, dp)))
             plan.add_prefill(isl, self.opts.prefill_repeats, dp, self.opts.prefill_osl, scale)
+        for b in self.prefill_load_todo():
+            isl = self.request.sla.isl
+            ttft = float(self.sim_model.prefill_ttft_ms(isl, b))
+            plan.add_closed_loop(
+                "prefill_load", isl, b, self.opts.prefill_osl, AGG_ROUNDS, self.point_scale("prefill", ttft)
+            )
         measure_osl = min(self.osl, MEASURE_OSL)
         for isl, c in todo:
             context = isl + self.osl // 2
@@ -1065,6 +1088,10 @@ class CandidateBench:
                     self._add_prefill(point.isl, ttfts, point.scale)
                 else:
                     self._fail_point("prefill", point.isl, None, "AIPerf returned no time-to-first-token")
+            elif point.phase == "agg":
+                self._agg_point(point.isl, point.osl, point.concurrency, point.measured, point.scale)
+            elif point.phase == "prefill_load":
+                self._prefill_load_point(point.isl, point.concurrency, point.measured, point.scale)
             else:
                 self._add_decode(point.isl, point.context, point.concurrency, point.measured, point.scale)
 

@@ -18,8 +18,9 @@ when space is needed), so a repeated prompt skips its prefill.
 
 One-session sweeps (`steps.simsession`): a request may carry a `slaprof_sim` body field (`SimTag`)
 saying which group of its AIPerf session it belongs to, how many requests of the simulated batch it
-stands for, and its own time scale. Groups enter the engine in order, each one whole, after every
-request of the groups before it has finished; so the points of a whole sweep can be sent by one
+stands for, and its own time scale. Groups enter the engine in order, each one whole (or, for a closed
+loop, its first wave together and the rest as they come), after every request of the groups before it
+has finished; so the points of a whole sweep can be sent by one
 AIPerf run without overlapping, and thousands of concurrent requests cost a few HTTP streams.
 """
 
@@ -55,7 +56,10 @@ class SimTag(BaseModel):
 
     session: str = Field(..., description="the AIPerf session; groups are numbered within it from 0")
     group: int = Field(..., ge=0, description="enters after every request of groups < group has finished")
-    size: int = Field(..., ge=1, description="requests in the group; they enter together")
+    size: int = Field(..., ge=1, description="requests in the group; the group ends when all have finished")
+    gang: int | None = Field(
+        None, ge=1, description="requests that enter together, the group's first wave (default: all of them)"
+    )
     weight: int = Field(1, ge=1, description="requests of the simulated batch this request stands for")
     time_scale: float | None = Field(None, ge=0, description="wall ms per modelled ms (0: no wall time)")
 
@@ -171,6 +175,7 @@ class GroupBarrier:
 
     def __init__(self) -> None:
         self.sizes: dict[int, int] = {}
+        self.gangs: dict[int, int] = {}  # requests that must have arrived before the group enters
         self.arrived: dict[int, int] = {}
         self.done: dict[int, int] = {}
         self.first_arrival: dict[int, float] = {}
@@ -178,6 +183,7 @@ class GroupBarrier:
 
     def arrive(self, tag: SimTag, now: float) -> None:
         self.sizes[tag.group] = tag.size
+        self.gangs[tag.group] = min(tag.gang or tag.size, tag.size)
         self.arrived[tag.group] = self.arrived.get(tag.group, 0) + 1
         self.first_arrival.setdefault(tag.group, now)
 
@@ -199,12 +205,12 @@ class GroupBarrier:
     def admits(self, group: int, now: float) -> bool:
         if group != self.next:
             return group < self.next  # a straggler of a group that went ahead without it
-        return self.arrived.get(group, 0) >= self.sizes[group] or self._gang_expired(group, now)
+        return self.arrived.get(group, 0) >= self.gangs[group] or self._gang_expired(group, now)
 
     def wait_s(self, now: float) -> float | None:
         """Seconds until the current group's gang wait ends, when it has come in part."""
         g = self.next
-        if g not in self.first_arrival or self.arrived.get(g, 0) >= self.sizes[g]:
+        if g not in self.first_arrival or self.arrived.get(g, 0) >= self.gangs[g]:
             return None
         return max(0.0, self.first_arrival[g] + GANG_WAIT_S - now)
 

@@ -9,6 +9,10 @@ one whole, after every request of the groups before it has finished (`simengine.
 points never overlap, whatever the machine's speed.
 
 prefill  per ISL, `repeats` groups of attn_dp fresh prompts (one per rank) entering an idle engine;
+closed loop (aggregated points; a prefill engine under load) per concurrency c: min(c, load_streams)
+         streams whose weights add up to c, each sending `rounds` fresh prompts one after the other in one
+         group whose first wave enters together and whose later requests enter as they are sent, as in
+         a closed loop; the first wave is not measured (it arrives at an idle engine).
 decode   per (ISL, concurrency): a warm-up group (the streams' prompts with one output token at time
          scale 0: they fill the prefix cache and take no wall time), then the measured group:
          min(concurrency, streams) requests whose weights add up to the concurrency, so a point
@@ -33,7 +37,9 @@ from steps.simengine import SIM_FIELD, SimTag
 
 MEASURE_OSL = 12  # output tokens of a measured decode request: 11 steady steps per stream
 STREAMS = 8  # most HTTP streams of one decode point
+LOAD_STREAMS = 16  # most HTTP streams of one closed-loop point (enough to stagger its requests)
 DECODE_STEP_WALL_MS = 20.0  # auto time scale: a decode step lasts this long on the wall clock
+LOAD_STEP_WALL_MS = 8.0  # ... a closed-loop point's step (its ITL is averaged over a whole output)
 PREFILL_WALL_MS = 150.0  # ... and a TTFT this long (measured once per request, not over many steps)
 AUTO_SCALES = (0.01, 1000.0)  # bounds of a chosen time scale
 
@@ -54,11 +60,12 @@ def split(total: int, parts: int) -> list[int]:
 class SessionPoint:
     """One point of the session and the records that have come back for it."""
 
-    phase: Literal["prefill", "decode"]
+    phase: SessionPhase
     isl: int
-    concurrency: int  # decode: the point's concurrency; prefill: requests per group (attn_dp)
+    concurrency: int  # decode, closed loop: the point's concurrency; prefill: requests per group (attn_dp)
     context: int  # decode: mean context while decoding
     scale: float
+    osl: int = 1  # closed loop: output tokens of each request
     requests: int = 0  # requests in the trace (warm-up and measured)
     measured: list[RequestRecord] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -70,16 +77,20 @@ class SessionPoint:
         return self.seen >= self.requests
 
 
+SessionPhase = Literal["prefill", "decode", "agg", "prefill_load"]
 PromptFn = Callable[[int, str], str]  # (tokens, unique tag) -> prompt text
 
 
 class SessionPlan:
     """The trace of one AIPerf run covering many points, and the bookkeeping of its records."""
 
-    def __init__(self, session: str, prompt: PromptFn, streams: int = STREAMS) -> None:
+    def __init__(
+        self, session: str, prompt: PromptFn, streams: int = STREAMS, load_streams: int = LOAD_STREAMS
+    ) -> None:
         self.session = session
         self.prompt = prompt
         self.streams = streams
+        self.load_streams = load_streams
         self.entries: list[TraceEntry] = []
         self.points: list[SessionPoint] = []
         self._turns: dict[tuple[str, int], tuple[SessionPoint, bool]] = {}  # (conversation, turn) -> point, measured
@@ -96,13 +107,22 @@ class SessionPlan:
         """Every conversation in flight at once: a held turn must never keep another from being sent."""
         return max(1, self.conversations)
 
-    def _group_of(self, point: SessionPoint, requests: list[tuple[str, str, int, int, float]], measured: bool) -> None:
-        """Append one group: (conversation, prompt, output tokens, weight, time scale) per request."""
-        for conversation, text, osl, weight, scale in requests:
-            tag = SimTag(session=self.session, group=self._group, size=len(requests), weight=weight, time_scale=scale)
+    def _group_of(
+        self,
+        point: SessionPoint,
+        requests: list[tuple[str, str, int, int, float]],
+        measured: bool | list[bool],
+        gang: int | None = None,
+    ) -> None:
+        """Append one group: (conversation, prompt, output tokens, weight, time scale) per request;
+        `measured` for all of them or per request; `gang`: see SimTag."""
+        for i, (conversation, text, osl, weight, scale) in enumerate(requests):
+            tag = SimTag(
+                session=self.session, group=self._group, size=len(requests), gang=gang, weight=weight, time_scale=scale
+            )
             turn = self._next_turn.get(conversation, 0)
             self._next_turn[conversation] = turn + 1
-            self._turns[(conversation, turn)] = (point, measured)
+            self._turns[(conversation, turn)] = (point, measured if isinstance(measured, bool) else measured[i])
             self.entries.append(
                 TraceEntry(
                     messages=[{"role": "user", "content": text}],
@@ -117,15 +137,38 @@ class SessionPlan:
     def add_prefill(self, isl: int, repeats: int, ranks: int, osl: int, scale: float) -> None:
         """`repeats` groups of `ranks` fresh `isl`-token prompts (DEP: one per attention-DP rank)."""
         point = SessionPoint("prefill", isl, ranks, 0, scale)
-        if not any(p.phase == "prefill" for p in self.points):
-            # a conversation's first request pays for AIPerf's and the connection's first use: not a point's
-            opening = SessionPoint("prefill", 0, ranks, 0, 0.0, counted=False)
-            texts = [self.prompt(4, f"{r} {self.session} opening") for r in range(ranks)]
-            self._group_of(opening, [(f"p{r}", texts[r], 1, 1, 0.0) for r in range(ranks)], measured=False)
+        self._open([f"p{r}" for r in range(ranks)])
         self.points.append(point)
         for rep in range(repeats):
             texts = [self.prompt(isl, f"{rep * ranks + r} {isl} {self.session} prefill") for r in range(ranks)]
             self._group_of(point, [(f"p{r}", texts[r], osl, 1, scale) for r in range(ranks)], measured=True)
+
+    def _open(self, conversations: list[str]) -> None:
+        """A conversation's first request pays for AIPerf's and the connection's first use: a group of
+        one-token requests, taking no modelled time, opens the conversations not used yet."""
+        new = [c for c in conversations if c not in self._next_turn]
+        if new:
+            opening = SessionPoint("prefill", 0, len(new), 0, 0.0, counted=False)
+            texts = [self.prompt(4, f"{c} {self.session} opening") for c in new]
+            self._group_of(opening, [(c, t, 1, 1, 0.0) for c, t in zip(new, texts)], measured=False)
+
+    def add_closed_loop(
+        self, phase: SessionPhase, isl: int, concurrency: int, osl: int, rounds: int, scale: float
+    ) -> None:
+        """`concurrency` requests in flight, each slot sending `rounds` fresh `isl`-token prompts one
+        after the other; the first wave (one per slot) is not measured."""
+        point = SessionPoint(phase, isl, concurrency, isl + osl // 2, scale, osl=osl)
+        weights = split(concurrency, min(concurrency, self.load_streams))
+        streams = [f"l{j}" for j in range(len(weights))]
+        self._open(streams)
+        self.points.append(point)
+        requests, measured = [], []
+        for r in range(rounds):
+            for j, (stream, w) in enumerate(zip(streams, weights)):
+                text = self.prompt(isl, f"{r * len(weights) + j} {isl} {self.session} {phase}{concurrency}")
+                requests.append((stream, text, osl, w, scale))
+                measured.append(r > 0)
+        self._group_of(point, requests, measured, gang=len(weights))
 
     def add_decode(self, isl: int, concurrency: int, context: int, osl: int, scale: float) -> None:
         """Warm-up group, then the measured group of min(concurrency, streams) weighted requests."""

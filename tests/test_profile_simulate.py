@@ -145,6 +145,7 @@ def test_simulate_measures_an_aggregated_engine_with_aiperf(agg_runs):
     assert [(o.candidate_id, o.status) for o in simulate.outcomes] == [("agg-tp1", "ok")]
     profile = CandidateProfile.model_validate_json((base / "simulate" / "profiles" / "agg-tp1.json").read_text())
     assert profile.provenance.method == "simulate" and profile.provenance.aiperf_version == "0.13.0"
+    assert profile.provenance.aiperf_runs == 1  # the whole sweep in one AIPerf session
     # a concurrency sweep at the SLA's ISL/OSL, up to what the (simulated) KV cache holds
     isl, osl = REQUEST["sla"]["isl"], REQUEST["sla"]["osl"]
     concurrencies = [p.concurrency for p in profile.agg]
@@ -325,6 +326,6 @@ def test_a_point_the_engine_refuses_is_failed_and_the_others_stand(tmp_path, tin
     failed = [(f.phase, f.isl, f.concurrency) for f in profile.failed_points]
     assert failed == [("decode", too_long, c) for c in grid[too_long]] and failed
     assert all("exceeds the context length" in f.reason for f in profile.failed_points)
-    # one session for the prefill and decode points, then a run per load of the prefill engine (4 and 16 prompts)
+    # one session for the prefill, prefill-under-load (4 and 16 prompts) and decode points
     assert [p.concurrency for p in profile.prefill_load] == [4, 16]
-    assert profile.provenance.aiperf_runs == 1 + len(profile.prefill_load)
+    assert profile.provenance.aiperf_runs == 1

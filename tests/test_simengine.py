@@ -175,10 +175,18 @@ def test_profiling_endpoints_write_a_trace(engine):
 # ---------------------------------------------------------------------------
 # one-session sweeps: groups, weights, per-request clocks (all on a virtual clock)
 # ---------------------------------------------------------------------------
-def _tagged(prompt: int, max_tokens: int, group: int, size: int, weight: int = 1, scale: float | None = None):
+def _tagged(
+    prompt: int,
+    max_tokens: int,
+    group: int,
+    size: int,
+    weight: int = 1,
+    scale: float | None = None,
+    gang: int | None = None,
+):
     from steps.simengine import SimTag
 
-    tag = SimTag(session="s", group=group, size=size, weight=weight, time_scale=scale)
+    tag = SimTag(session="s", group=group, size=size, gang=gang, weight=weight, time_scale=scale)
     return SimRequest(prompt, [], max_tokens, tag=tag)
 
 
@@ -214,6 +222,20 @@ def test_groups_enter_in_order_and_whole():
     assert one[0] > 0.5 and one == pytest.approx(two)  # and for its whole group: one step for both
     itl = float(est.decode_itl_ms(2, 101))
     assert (one[1] - one[0]) * 1e3 == pytest.approx(itl, rel=1e-9)
+
+
+def test_a_closed_loop_group_enters_with_its_first_wave_and_the_next_group_waits_for_all_of_it():
+    est = _estimator()
+    engine = Engine(est, max_kv_tokens=100_000, time_scale=1.0, prefix_caching=False)
+    wave = [_tagged(100, 3, group=0, size=3, gang=2) for _ in range(2)]
+    late = _tagged(100, 3, group=0, size=3, gang=2)  # a later request of the loop: enters as it comes
+    after = _tagged(100, 3, group=1, size=1)
+    a, b, c, d = run_on_virtual_clock(
+        _serve_on_this_loop(engine, [(0.0, wave[0]), (0.0, wave[1]), (0.2, late), (0.0, after)])
+    )
+    assert a == pytest.approx(b) and a[-1] < 0.2  # the first wave together, without waiting for the third
+    assert 0.2 < c[0] < 1.0  # the third entered as it arrived (a gang wait lasts seconds)
+    assert d[0] > c[-1]  # the next group only after every request of the loop
 
 
 def test_a_refused_request_still_ends_its_group():

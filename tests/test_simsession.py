@@ -58,6 +58,29 @@ def test_a_session_sends_each_point_as_whole_groups_of_weighted_streams():
     assert len(plan.prompts()) == 1 + 2 + 4  # opening, two prefill prompts, four stream prompts
 
 
+def test_a_closed_loop_point_is_one_group_whose_first_wave_enters_together():
+    plan = SessionPlan("s3", _fake_prompt, streams=4, load_streams=3)
+    plan.add_closed_loop("agg", isl=300, concurrency=7, osl=30, rounds=3, scale=5.0)
+    (point,) = plan.points
+    assert (point.phase, point.concurrency, point.osl, point.context) == ("agg", 7, 30, 315)
+    opening, loop = plan.entries[:3], plan.entries[3:]
+    # the three load streams are opened first: one token, no wall time, no point
+    assert [e.session_id for e in opening] == ["l0", "l1", "l2"] and {_tag(e).time_scale for e in opening} == {0.0}
+    # then 3 rounds of the 3 streams in one group: 9 requests, the first 3 enter together
+    tags = [_tag(e) for e in loop]
+    assert len({t.group for t in tags}) == 1 and {(t.size, t.gang) for t in tags} == {(9, 3)}
+    assert [e.session_id for e in loop] == ["l0", "l1", "l2"] * 3
+    assert [t.weight for t in tags[:3]] == [3, 2, 2]  # weights add up to the concurrency
+    assert {t.time_scale for t in tags} == {5.0} and {e.output_length for e in loop} == {30}
+    assert len({e.messages[0]["content"] for e in loop}) == 9  # a fresh prompt for every request
+    # the first wave is not measured; the point is complete when all 9 are back
+    first = [_record(f"l{j}", 1, ttft_ms=100.0, itl_ms=5.0) for j in range(3)]
+    later = [_record(f"l{j}", t, ttft_ms=40.0, itl_ms=6.0) for t in (2, 3) for j in range(3)]
+    assert plan.feed([_record(f"l{j}", 0) for j in range(3)] + first) == []
+    assert plan.feed(later) == [point]
+    assert [r.ttft_ms for r in point.measured] == [40.0] * 6
+
+
 def _record(conversation: str, turn: int, **fields) -> RequestRecord:
     return RequestRecord(phase="profiling", session=0, conversation_id=conversation, turn_index=turn, **fields)
 
@@ -191,8 +214,10 @@ def test_every_point_is_checked_against_the_driving_model_and_one_far_off_is_fla
     # measured points are rescaled to the modelled clock, whatever scale each ran at
     assert len({c.time_scale for c in profile.checks}) > 1
     assert all(c.measured_ms == pytest.approx(c.model_ms, rel=1e-3) for c in profile.checks if abs(c.error) < 0.01)
+    # the prefill engine under load (4 and 16 prompts at the SLA's ISL) is in the same session
+    assert [(p.isl, p.concurrency) for p in profile.prefill_load] == [(300, 4), (300, 16)]
     # each point (and the failure) was handed to the checkpoint as it came
-    assert len(saved) == len(profile.prefill) + len(profile.decode) + 1
+    assert len(saved) == len(profile.prefill) + len(profile.prefill_load) + len(profile.decode) + 1
     assert saved[-1].failed_points and len(saved[0].prefill) == 1
 
 
