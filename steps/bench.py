@@ -482,6 +482,7 @@ class CandidateBench:
         self.notes: dict[str, str] = {}  # recorded in the profile's artifacts
         self.started_at = utc_now()
         self._session: tuple[SessionPlan, LoadRun] | None = None
+        self.latency_floor_ms = 0.0  # one-session TTFTs: the wall latency a zero-time request measures
         self._resumed = resume if resume is not None and resume.candidate == candidate else None
         if self._resumed is not None:
             self.prefill = [p for p in self._resumed.prefill if p.isl in self.prefill_isls()]
@@ -948,9 +949,14 @@ class CandidateBench:
             self._fail_point(job.kind, job.isl, job.concurrency, "AIPerf returned no time-to-first-token")
         return steady
 
+    def _net_ttft(self, ttft_ms: float) -> float:
+        """A measured TTFT without the latency floor (never more than half of it: a floor that large
+        means the probes met a stall, not the usual latency)."""
+        return ttft_ms - min(self.latency_floor_ms, ttft_ms / 2)
+
     def _prefill_load_point(self, isl: int, concurrency: int, steady: list[RequestRecord], scale: float) -> None:
         """A prefill engine kept busy with `concurrency` prompts in flight: mean steady TTFT."""
-        ttfts = [r.ttft_ms for r in steady if r.ttft_ms is not None]
+        ttfts = [self._net_ttft(r.ttft_ms) for r in steady if r.ttft_ms is not None]
         if not ttfts:
             self._fail_point("prefill_load", isl, concurrency, "AIPerf returned no time-to-first-token")
             return
@@ -966,7 +972,7 @@ class CandidateBench:
     def _agg_point(self, isl: int, osl: int, concurrency: int, steady: list[RequestRecord], scale: float) -> None:
         """TTFT, ITL and output tokens/s/GPU of an aggregated engine at one concurrency, from the
         requests of the closed loop's steady state (after its first wave)."""
-        ttfts = [r.ttft_ms for r in steady if r.ttft_ms is not None]
+        ttfts = [self._net_ttft(r.ttft_ms) for r in steady if r.ttft_ms is not None]
         itls = [r.itl_ms for r in steady if r.itl_ms is not None]
         if not ttfts or not itls:
             what = "inter-token latency" if ttfts else "time-to-first-token"
@@ -1072,18 +1078,25 @@ class CandidateBench:
         self._check_engine("the end of the sweep")
         why = result.reason if not result.ok else "AIPerf returned no record for some of its requests"
         for point in plan.unfinished():
-            self._fail_point(point.phase, point.isl, point.concurrency, why)
+            if point.phase != "probe":
+                self._fail_point(point.phase, point.isl, point.concurrency, why)
 
     def _take_session_points(self) -> None:
         assert self._session is not None
         plan, run = self._session
         for point in plan.feed(run.new_records()):
+            if point.phase == "probe":  # no point of its own; a failed probe leaves the floor at 0
+                floors = sorted(r.ttft_ms for r in point.measured if r.ttft_ms is not None)
+                if floors:
+                    self.latency_floor_ms = floors[len(floors) // 2]
+                    self.notes["latency_floor_ms"] = f"{self.latency_floor_ms:.2f}"
+                continue
             self._count_measuring(point.measured)
             if point.errors:
                 reason = f"{len(point.errors)} of {point.requests} requests failed: {point.errors[0]}"
                 self._fail_point(point.phase, point.isl, point.concurrency, reason)
             elif point.phase == "prefill":
-                ttfts = [r.ttft_ms for r in point.measured if r.ttft_ms is not None]
+                ttfts = [self._net_ttft(r.ttft_ms) for r in point.measured if r.ttft_ms is not None]
                 if ttfts:
                     self._add_prefill(point.isl, ttfts, point.scale)
                 else:

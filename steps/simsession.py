@@ -20,6 +20,12 @@ decode   per (ISL, concurrency): a warm-up group (the streams' prompts with one 
          prompts of context - measure_osl/2 tokens so that the steady window decodes at the
          point's mean context (isl + osl/2).
 
+Latency floor: after the opening of the streams whose TTFT is measured, a probe group sends
+PROBE_ROUNDS one-token requests per stream at time scale 0: they take no modelled time, so their
+TTFT is the wall latency of HTTP, AIPerf and the server (a few ms). It is not the modelled engine's
+and does not scale with it; the bench takes it out of every TTFT before rescaling (at time scale 10
+a 6 ms modelled TTFT lasts 60 wall ms, and 9 ms of latency would read as 15% slow).
+
 Time scale, per point: the one given, or one that makes the measured quantity last a fixed time on
 the wall clock: long enough to be measured over HTTP (a modelled decode step of a tiny model is
 ~2 ms; the engine, AIPerf and HTTP add a millisecond or more of jitter), and no longer, so a long
@@ -37,6 +43,7 @@ from steps.simengine import SIM_FIELD, SimTag
 
 MEASURE_OSL = 12  # output tokens of a measured decode request: 11 steady steps per stream
 STREAMS = 8  # most HTTP streams of one decode point
+PROBE_ROUNDS = 3  # zero-time requests per TTFT stream measuring the latency floor
 LOAD_STREAMS = 16  # most HTTP streams of one closed-loop point (enough to stagger its requests)
 DECODE_STEP_WALL_MS = 20.0  # auto time scale: a decode step lasts this long on the wall clock
 LOAD_STEP_WALL_MS = 8.0  # ... a closed-loop point's step (its ITL is averaged over a whole output)
@@ -77,7 +84,7 @@ class SessionPoint:
         return self.seen >= self.requests
 
 
-SessionPhase = Literal["prefill", "decode", "agg", "prefill_load"]
+SessionPhase = Literal["prefill", "decode", "agg", "prefill_load", "probe"]
 PromptFn = Callable[[int, str], str]  # (tokens, unique tag) -> prompt text
 
 
@@ -137,20 +144,28 @@ class SessionPlan:
     def add_prefill(self, isl: int, repeats: int, ranks: int, osl: int, scale: float) -> None:
         """`repeats` groups of `ranks` fresh `isl`-token prompts (DEP: one per attention-DP rank)."""
         point = SessionPoint("prefill", isl, ranks, 0, scale)
-        self._open([f"p{r}" for r in range(ranks)])
+        self._open([f"p{r}" for r in range(ranks)], probe=True)
         self.points.append(point)
         for rep in range(repeats):
             texts = [self.prompt(isl, f"{rep * ranks + r} {isl} {self.session} prefill") for r in range(ranks)]
             self._group_of(point, [(f"p{r}", texts[r], osl, 1, scale) for r in range(ranks)], measured=True)
 
-    def _open(self, conversations: list[str]) -> None:
+    def _open(self, conversations: list[str], probe: bool = False) -> None:
         """A conversation's first request pays for AIPerf's and the connection's first use: a group of
-        one-token requests, taking no modelled time, opens the conversations not used yet."""
+        one-token requests, taking no modelled time, opens the conversations not used yet; with
+        `probe`, the first such conversations then measure the latency floor (see above)."""
         new = [c for c in conversations if c not in self._next_turn]
-        if new:
-            opening = SessionPoint("prefill", 0, len(new), 0, 0.0, counted=False)
-            texts = [self.prompt(4, f"{c} {self.session} opening") for c in new]
-            self._group_of(opening, [(c, t, 1, 1, 0.0) for c, t in zip(new, texts)], measured=False)
+        if not new:
+            return
+        opening = SessionPoint("prefill", 0, len(new), 0, 0.0, counted=False)
+        texts = [self.prompt(4, f"{c} {self.session} opening") for c in new]
+        self._group_of(opening, [(c, t, 1, 1, 0.0) for c, t in zip(new, texts)], measured=False)
+        if probe and not any(p.phase == "probe" for p in self.points):
+            point = SessionPoint("probe", 0, len(new), 0, 0.0)
+            self.points.append(point)
+            for r in range(PROBE_ROUNDS):
+                texts = [self.prompt(4, f"{c} {r} {self.session} probe") for c in new]
+                self._group_of(point, [(c, t, 1, 1, 0.0) for c, t in zip(new, texts)], measured=True)
 
     def add_closed_loop(
         self, phase: SessionPhase, isl: int, concurrency: int, osl: int, rounds: int, scale: float
@@ -160,7 +175,7 @@ class SessionPlan:
         point = SessionPoint(phase, isl, concurrency, isl + osl // 2, scale, osl=osl)
         weights = split(concurrency, min(concurrency, self.load_streams))
         streams = [f"l{j}" for j in range(len(weights))]
-        self._open(streams)
+        self._open(streams, probe=True)
         self.points.append(point)
         requests, measured = [], []
         for r in range(rounds):

@@ -17,7 +17,7 @@ from steps.request import build_request
 from steps.results import CandidateProfile, DecodePoint, FailedPoint, PrefillPoint, Provenance
 from steps.simcheck import TOLERANCE, check, flagged, summary
 from steps.simengine import SIM_FIELD, SimTag
-from steps.simsession import MEASURE_OSL, STREAMS, SessionPlan, auto_time_scale, split
+from steps.simsession import MEASURE_OSL, PROBE_ROUNDS, STREAMS, SessionPlan, auto_time_scale, split
 from tests.conftest import MODELS
 
 
@@ -39,13 +39,16 @@ def test_a_session_sends_each_point_as_whole_groups_of_weighted_streams():
     assert groups == sorted(groups) and set(groups) == set(range(max(groups) + 1))  # in order, none skipped
     for g, n in Counter(groups).items():
         assert all(t.size == n for t in tags if t.group == g)  # each request knows its group's size
-    # an opening request, then two prefill groups of one fresh prompt each
-    assert [e.session_id for e in plan.entries[:3]] == ["p0"] * 3
-    assert [_tag(e).time_scale for e in plan.entries[:3]] == [0.0, 20.0, 20.0]
-    prompts = [e.messages[0]["content"] for e in plan.entries[1:3]]
+    # an opening request, PROBE_ROUNDS zero-time probes of the latency floor, then two prefill groups
+    # of one fresh prompt each
+    n = 1 + PROBE_ROUNDS + 2
+    assert [e.session_id for e in plan.entries[:n]] == ["p0"] * n
+    assert [_tag(e).time_scale for e in plan.entries[:n]] == [0.0] * (1 + PROBE_ROUNDS) + [20.0, 20.0]
+    assert [p.phase for p in plan.points[:2]] == ["probe", "prefill"]
+    prompts = [e.messages[0]["content"] for e in plan.entries[n - 2 : n]]
     assert prompts[0] != prompts[1] and all(p.startswith("500|") for p in prompts)
     # decode 10: a warm-up group (1 token, no wall time), then 4 streams whose weights add up to 10
-    warm, measured = plan.entries[3:7], plan.entries[7:11]
+    warm, measured = plan.entries[n : n + 4], plan.entries[n + 4 : n + 8]
     assert [e.output_length for e in warm] == [1] * 4 and {_tag(e).time_scale for e in warm} == {0.0}
     assert [e.output_length for e in measured] == [12] * 4 and {_tag(e).time_scale for e in measured} == {8.0}
     assert [_tag(e).weight for e in measured] == [3, 3, 2, 2]
@@ -55,17 +58,23 @@ def test_a_session_sends_each_point_as_whole_groups_of_weighted_streams():
     last = plan.entries[-1]
     assert last.session_id == "d0" and _tag(last).weight == 1 and last.messages == measured[0].messages
     assert plan.conversations == 5 and plan.concurrency == 5  # every conversation in flight at once
-    assert len(plan.prompts()) == 1 + 2 + 4  # opening, two prefill prompts, four stream prompts
+    assert len(plan.prompts()) == 1 + PROBE_ROUNDS + 2 + 4  # opening, probes, two prefill prompts, 4 streams
 
 
 def test_a_closed_loop_point_is_one_group_whose_first_wave_enters_together():
     plan = SessionPlan("s3", _fake_prompt, streams=4, load_streams=3)
     plan.add_closed_loop("agg", isl=300, concurrency=7, osl=30, rounds=3, scale=5.0)
-    (point,) = plan.points
+    probe, point = plan.points
     assert (point.phase, point.concurrency, point.osl, point.context) == ("agg", 7, 30, 315)
-    opening, loop = plan.entries[:3], plan.entries[3:]
-    # the three load streams are opened first: one token, no wall time, no point
+    opening, probes, loop = (
+        plan.entries[:3],
+        plan.entries[3 : 3 + 3 * PROBE_ROUNDS],
+        plan.entries[3 + 3 * PROBE_ROUNDS :],
+    )
+    # the three load streams are opened first, then probe the latency floor: one token, no wall time
     assert [e.session_id for e in opening] == ["l0", "l1", "l2"] and {_tag(e).time_scale for e in opening} == {0.0}
+    assert probe.phase == "probe" and {_tag(e).time_scale for e in probes} == {0.0}
+    assert [e.session_id for e in probes] == ["l0", "l1", "l2"] * PROBE_ROUNDS
     # then 3 rounds of the 3 streams in one group: 9 requests, the first 3 enter together
     tags = [_tag(e) for e in loop]
     assert len({t.group for t in tags}) == 1 and {(t.size, t.gang) for t in tags} == {(9, 3)}
@@ -74,9 +83,13 @@ def test_a_closed_loop_point_is_one_group_whose_first_wave_enters_together():
     assert {t.time_scale for t in tags} == {5.0} and {e.output_length for e in loop} == {30}
     assert len({e.messages[0]["content"] for e in loop}) == 9  # a fresh prompt for every request
     # the first wave is not measured; the point is complete when all 9 are back
-    first = [_record(f"l{j}", 1, ttft_ms=100.0, itl_ms=5.0) for j in range(3)]
-    later = [_record(f"l{j}", t, ttft_ms=40.0, itl_ms=6.0) for t in (2, 3) for j in range(3)]
-    assert plan.feed([_record(f"l{j}", 0) for j in range(3)] + first) == []
+    probed = [_record(f"l{j}", 1 + r, ttft_ms=3.0) for r in range(PROBE_ROUNDS) for j in range(3)]
+    assert plan.feed([_record(f"l{j}", 0) for j in range(3)] + probed) == [probe]
+    first = [_record(f"l{j}", 1 + PROBE_ROUNDS, ttft_ms=100.0, itl_ms=5.0) for j in range(3)]
+    later = [
+        _record(f"l{j}", t, ttft_ms=40.0, itl_ms=6.0) for t in (2 + PROBE_ROUNDS, 3 + PROBE_ROUNDS) for j in range(3)
+    ]
+    assert plan.feed(first) == []
     assert plan.feed(later) == [point]
     assert [r.ttft_ms for r in point.measured] == [40.0] * 6
 
@@ -89,9 +102,11 @@ def test_records_complete_points_and_errors_stay_with_their_point():
     plan = SessionPlan("s2", _fake_prompt, streams=2)
     plan.add_prefill(isl=500, repeats=1, ranks=1, osl=2, scale=1.0)
     plan.add_decode(isl=300, concurrency=2, context=315, osl=12, scale=1.0)
-    prefill, decode = plan.points
+    probe, prefill, decode = plan.points
     assert plan.feed([_record("p0", 0, ttft_ms=1.0)]) == []  # the opening request is no point
-    assert plan.feed([_record("p0", 1, ttft_ms=40.0), _record("elsewhere", 0)]) == [prefill]
+    assert plan.feed([_record("p0", 1 + r, ttft_ms=2.0) for r in range(PROBE_ROUNDS)]) == [probe]
+    prefill_turn = 1 + PROBE_ROUNDS
+    assert plan.feed([_record("p0", prefill_turn, ttft_ms=40.0), _record("elsewhere", 0)]) == [prefill]
     assert [r.ttft_ms for r in prefill.measured] == [40.0]
     # decode: two warm-ups (turn 0 of d0, d1) then the measured requests (turn 1); one fails
     assert plan.feed([_record("d0", 0), _record("d1", 0), _record("d0", 1, itl_ms=3.0)]) == []
@@ -153,6 +168,9 @@ def _bench(tmp_path: Path, resume: CandidateProfile | None = None, saved: list |
     return bench
 
 
+LATENCY_FLOOR_MS = 4.0  # what HTTP and AIPerf add to every TTFT on the wall clock
+
+
 def _answer(bench: CandidateBench, plan: SessionPlan, off: dict[tuple, float], failing: set[tuple]) -> list:
     """What AIPerf would record if every point took the model's time (times `off[point]`), scaled."""
     model = bench.sim_model
@@ -167,11 +185,14 @@ def _answer(bench: CandidateBench, plan: SessionPlan, off: dict[tuple, float], f
         key = (point.phase, point.isl, point.concurrency if point.phase == "decode" else None)
         if not measured or not point.counted:
             records.append(_record(conversation, turn, ttft_ms=1.0))
+        elif point.phase == "probe":  # zero-time requests: the wall latency alone
+            records.append(_record(conversation, turn, ttft_ms=LATENCY_FLOOR_MS))
         elif key in failing:
             records.append(_record(conversation, turn, error="HTTP 503: overloaded"))
-        elif point.phase == "prefill":
-            ttft = float(model.prefill_ttft_ms(point.isl, 1)) * off.get(key, 1.0) * tag.time_scale
-            records.append(_record(conversation, turn, ttft_ms=ttft, start_ns=1_000_000_000))
+        elif point.phase in ("prefill", "prefill_load"):
+            prompts = 1 if point.phase == "prefill" else point.concurrency
+            ttft = float(model.prefill_ttft_ms(point.isl, prompts)) * off.get(key, 1.0) * tag.time_scale
+            records.append(_record(conversation, turn, ttft_ms=ttft + LATENCY_FLOOR_MS, start_ns=1_000_000_000))
         else:
             itl = float(model.decode_itl_ms(point.concurrency, point.context)) * off.get(key, 1.0) * tag.time_scale
             gaps = [itl] * (entry.output_length - 1)
@@ -216,6 +237,11 @@ def test_every_point_is_checked_against_the_driving_model_and_one_far_off_is_fla
     assert all(c.measured_ms == pytest.approx(c.model_ms, rel=1e-3) for c in profile.checks if abs(c.error) < 0.01)
     # the prefill engine under load (4 and 16 prompts at the SLA's ISL) is in the same session
     assert [(p.isl, p.concurrency) for p in profile.prefill_load] == [(300, 4), (300, 16)]
+    # the latency floor the probes measured is out of every TTFT (else the checks above would be off)
+    assert bench.latency_floor_ms == LATENCY_FLOOR_MS
+    assert all(abs(c.error) < 1e-3 for c in profile.checks if c.phase == "prefill" and c.isl != 100)
+    for load in profile.prefill_load:
+        assert load.ttft_ms == pytest.approx(float(bench.sim_model.prefill_ttft_ms(300, load.concurrency)), rel=1e-3)
     # each point (and the failure) was handed to the checkpoint as it came
     assert len(saved) == len(profile.prefill) + len(profile.prefill_load) + len(profile.decode) + 1
     assert saved[-1].failed_points and len(saved[0].prefill) == 1
