@@ -264,7 +264,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return _implied(out)
 
 
-def field(path: str) -> RequestField:
+def field_by_path(path: str) -> RequestField:
     """The declaration of one field by dotted path."""
     for candidate in request_fields():
         if candidate.path == path:
@@ -281,9 +281,9 @@ def add_field_options(
     """Options of a command that takes some request fields rather than a request: required ones, and
     optional ones defaulting to the request's defaults (or to 'not given', with no default shown)."""
     for path in required:
-        add_option(parser, field(path), required=True, show_default=False)
+        add_option(parser, field_by_path(path), required=True, show_default=False)
     for path in optional:
-        spec = field(path)
+        spec = field_by_path(path)
         default = spec.info.default if defaults and not spec.required else None
         add_option(parser, spec, default=default, show_default=defaults)
 
@@ -295,7 +295,7 @@ def check_values(args: argparse.Namespace, paths: tuple[str, ...]) -> None:
     from steps.errors import UserError
 
     for path in paths:
-        spec = field(path)
+        spec = field_by_path(path)
         value = getattr(args, spec.dest, None)
         if value is None:
             continue

@@ -208,7 +208,13 @@ class Deployment(_Strict):
         None, description="frontend/planner image"
     )
     dynamo_version: Annotated[
-        str | None, Exposed("--dynamo-version", argo=True, default_text="the engine image's tag, else the newest")
+        str | None,
+        Exposed(
+            "--dynamo-version",
+            argo=True,
+            v1beta1="runtimeVersionOverride",
+            default_text="the engine image's tag, else the newest",
+        ),
     ] = Field(None, description=f"Dynamo release the DGD is rendered for ({dynamo_releases.supported()})")
     # spec.image is the profiler/planner image, not the workers' (Dynamo derives theirs from it)
     dynamo_image: Annotated[str | None, Exposed(v1beta1="image")] = Field(

@@ -190,9 +190,20 @@ def test_dgdr_spellings():
     v1beta1 = {
         "apiVersion": "nvidia.com/v1beta1",
         "kind": "DynamoGraphDeploymentRequest",
-        "spec": {"model": MODEL, "backend": "auto", "hardware": {"gpuSku": "H100_SXM"}, "workload": {"isl": 900}},
+        "spec": {
+            "model": MODEL,
+            "backend": "auto",
+            "runtimeVersionOverride": "1.6",
+            "hardware": {"gpuSku": "H100_SXM"},
+            "workload": {"isl": 900},
+        },
     }
-    assert parse_request_document(v1beta1) == {"model": MODEL, "sla": {"isl": 900}, "hardware": {"gpu": "h100_sxm"}}
+    assert parse_request_document(v1beta1) == {
+        "model": MODEL,
+        "sla": {"isl": 900},
+        "hardware": {"gpu": "h100_sxm"},
+        "deployment": {"dynamo_version": "1.6"},
+    }
 
 
 def test_ai_configurator_conventions_are_the_same_from_flags_and_dgdrs():
