@@ -2,7 +2,8 @@
 
 Loads from our own YAML/JSON, from a Dynamo DynamoGraphDeploymentRequest (v1alpha1
 `profilingConfig.config`, camelCase or snake_case, or v1beta1), and from CLI flags named as
-in Dynamo's `profile_sla`. Flags override the file.
+in Dynamo's `profile_sla`. Flags override the file. Each field's flags, workflow parameter and
+DGDR keys are declared with it (`Exposed`, see steps/fields.py).
 """
 
 from __future__ import annotations

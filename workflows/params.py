@@ -1,8 +1,9 @@
 """Workflow parameters of the `slaprof-profile` WorkflowTemplate, and the names it shares with the chart.
 
 Argo concept: `spec.arguments.parameters` (https://argo-workflows.readthedocs.io/en/latest/walk-through/parameters/).
-Each request parameter maps onto one ProfileRequest field; an empty value means "take it from
-the `request` document, else slaprof's default", so a request YAML and the UI form compose.
+Each request parameter is a ProfileRequest field declared with `argo` (steps/request.py; name, enum
+and description come from that declaration); an empty value means "take it from the `request`
+document, else slaprof's default", so a request YAML and the UI form compose.
 """
 
 from __future__ import annotations
