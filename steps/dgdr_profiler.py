@@ -144,6 +144,6 @@ def dynamo_profiler_main(argv: Sequence[str] | None = None) -> int:
         data = parse_request_document(
             {"apiVersion": "nvidia.com/v1beta1", "kind": "DynamoGraphDeploymentRequest", "spec": spec}
         )
-        return _request(data, spec.get("runtimeVersionOverride"))
+        return _request(data, None)  # spec.runtimeVersionOverride is read with the rest of the spec
 
     return _run(out, RESULT, build)

@@ -2,7 +2,8 @@
 
 Loads from our own YAML/JSON, from a Dynamo DynamoGraphDeploymentRequest (v1alpha1
 `profilingConfig.config`, camelCase or snake_case, or v1beta1), and from CLI flags named as
-in Dynamo's `profile_sla`. Flags override the file.
+in Dynamo's `profile_sla`. Flags override the file. Each field's flags, workflow parameter and
+DGDR keys are declared with it (`Exposed`, see steps/fields.py).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from steps import dynamo_releases
 from steps.errors import UserError
+from steps.fields import Exposed, from_profile_sla, from_v1alpha1_spec, from_v1beta1_spec
 from steps.gpus import GPU_NAMES
 
 Backend = Literal["vllm", "sglang", "trtllm"]
@@ -39,20 +41,77 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+def _not_auto(value: Any) -> Any:
+    return None if value == "auto" else value  # Dynamo's `auto` backend: slaprof's default
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value  # Dynamo's GPU SKUs are upper case
+
+
+# Each field is declared once: the model says type, default, bounds and description; `Exposed` the
+# CLI flags, the workflow parameter and the DGDR keys, from which steps/fields.py generates the rest.
 class SLA(_Strict):
-    isl: int = Field(3000, gt=0, description="average input length, tokens")
-    osl: int = Field(500, gt=0, description="average output length, tokens")
-    ttft_ms: float = Field(50.0, gt=0, description="time-to-first-token target, ms")
-    itl_ms: float = Field(10.0, gt=0, description="inter-token latency target, ms")
-    request_rate: float | None = Field(None, gt=0, description="expected requests/s, for replica counts")
+    isl: Annotated[int, Exposed("--isl", argo=True, profile_sla="sla.isl", v1beta1="workload.isl")] = Field(
+        3000, gt=0, description="average input sequence length, tokens"
+    )
+    osl: Annotated[int, Exposed("--osl", argo=True, profile_sla="sla.osl", v1beta1="workload.osl")] = Field(
+        500, gt=0, description="average output sequence length, tokens"
+    )
+    ttft_ms: Annotated[float, Exposed("--ttft", argo=True, profile_sla="sla.ttft", v1beta1="sla.ttft")] = Field(
+        50.0, gt=0, description="time-to-first-token target, ms"
+    )
+    itl_ms: Annotated[float, Exposed("--itl", argo=True, profile_sla="sla.itl", v1beta1="sla.itl")] = Field(
+        10.0, gt=0, description="inter-token latency target, ms"
+    )
+    request_rate: Annotated[float | None, Exposed("--request-rate", v1beta1="workload.requestRate")] = Field(
+        None, gt=0, description="expected requests/s: recommend the fewest GPUs that serve it"
+    )
 
 
 class Hardware(_Strict):
-    gpu: str = Field("h200_sxm", description="GPU type: " + ", ".join(GPU_NAMES))
-    gpus_per_node: int = Field(8, gt=0, le=64)
-    min_gpus_per_engine: int = Field(0, ge=0, description="0 = derived from the model's memory needs")
-    max_gpus_per_engine: int = Field(0, ge=0, description="0 = one node (more for large MoE models)")
-    total_gpus: int = Field(0, ge=0, description="GPUs the whole deployment may use; 0 = one node")
+    gpu: Annotated[
+        str,
+        Exposed(
+            "--gpu",
+            argo=True,
+            profile_sla=("hardware.gpuType", "hardware.gpu"),
+            v1beta1="hardware.gpuSku",
+            choices=GPU_NAMES,
+            dgdr_value=_lower,
+        ),
+    ] = Field("h200_sxm", description="GPU type of the cluster")
+    gpus_per_node: Annotated[
+        int,
+        Exposed(
+            "--num-gpus-per-node",
+            "--gpus-per-node",
+            argo="gpus-per-node",
+            profile_sla="hardware.numGpusPerNode",
+            v1beta1="hardware.numGpusPerNode",
+        ),
+    ] = Field(8, gt=0, le=64, description="GPUs per node")
+    min_gpus_per_engine: Annotated[
+        int,
+        Exposed(
+            "--min-num-gpus-per-engine",
+            "--min-gpus-per-engine",
+            argo="min-gpus-per-engine",
+            profile_sla="hardware.minNumGpusPerEngine",
+        ),
+    ] = Field(0, ge=0, description="smallest engine to try, GPUs (0 = from the model's size)")
+    max_gpus_per_engine: Annotated[
+        int,
+        Exposed(
+            "--max-num-gpus-per-engine",
+            "--max-gpus-per-engine",
+            argo="max-gpus-per-engine",
+            profile_sla="hardware.maxNumGpusPerEngine",
+        ),
+    ] = Field(0, ge=0, description="largest engine to try, GPUs (0 = one node)")
+    total_gpus: Annotated[
+        int, Exposed("--total-gpus", argo=True, profile_sla="hardware.totalGpus", v1beta1="hardware.totalGpus")
+    ] = Field(0, ge=0, description="GPUs the whole recommended deployment may use (0 = one node)")
 
     @property
     def gpu_budget(self) -> int:
@@ -75,39 +134,119 @@ class Hardware(_Strict):
 
 
 class EngineSettings(_Strict):
-    quantization: Quantization = "auto"
-    kv_cache_dtype: KvDtype = "auto"
-    max_context_length: int = Field(0, ge=0, description="0 = the model's own maximum")
+    quantization: Annotated[Quantization, Exposed("--quantization")] = Field(
+        "auto", description="weights (auto = as the checkpoint declares)"
+    )
+    kv_cache_dtype: Annotated[KvDtype, Exposed("--kv-cache-dtype")] = Field(
+        "auto", description="KV cache data type (auto = as the model declares)"
+    )
+    max_context_length: Annotated[int, Exposed("--max-context-length", profile_sla="engine.maxContextLength")] = Field(
+        0, ge=0, description="cap on the engine's context (0 = the model's)"
+    )
 
 
 class Sweep(_Strict):
-    prefill_granularity: int = Field(16, ge=2, le=128)
-    decode_granularity: int = Field(6, ge=2, le=64)
-    estimator: Estimator = "builtin"
-    aic_system: str | None = None
-    aic_hf_id: str | None = None
-    aic_backend_version: str | None = None
-    dry_run: bool = False
+    prefill_granularity: Annotated[
+        int,
+        Exposed("--prefill-interpolation-granularity", profile_sla="sweep.prefillInterpolationGranularity"),
+    ] = Field(16, ge=2, le=128, description="prefill ISL points")
+    decode_granularity: Annotated[
+        int,
+        Exposed("--decode-interpolation-granularity", profile_sla="sweep.decodeInterpolationGranularity"),
+    ] = Field(6, ge=2, le=64, description="decode context and concurrency points")
+    estimator: Annotated[
+        Estimator,
+        Exposed(
+            "--use-ai-configurator",
+            switch="aic",
+            profile_sla="sweep.useAiConfigurator",
+            help="estimate with AI Configurator (offline, needs the 'aic' extra)",
+        ),
+    ] = Field("builtin", description="offline estimator: builtin (calibrated roofline) or aic (AI Configurator)")
+    aic_system: Annotated[str | None, Exposed("--aic-system", profile_sla="sweep.aicSystem", default_text="--gpu")] = (
+        Field(None, description="AI Configurator system name")
+    )
+    aic_hf_id: Annotated[str | None, Exposed("--aic-hf-id", profile_sla="sweep.aicHfId")] = Field(
+        None, description="Hugging Face id AI Configurator should use for the model"
+    )
+    aic_backend_version: Annotated[
+        str | None, Exposed("--aic-backend-version", profile_sla="sweep.aicBackendVersion")
+    ] = Field(None, description="AI Configurator backend version")
+    dry_run: Annotated[bool, Exposed("--dry-run", profile_sla="sweep.dryRun")] = Field(
+        False, description="measure nothing: estimate every candidate offline, then fit and render as usual"
+    )
 
 
 class Deployment(_Strict):
-    namespace: str = Field("dynamo", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
-    name: str | None = Field(None, description="DGD name; default derived from model and backend")
-    engine_image: str | None = Field(None, description="worker image; default per backend")
-    frontend_image: str | None = None
-    dynamo_version: str | None = Field(
-        None, description="Dynamo release to render for (e.g. 0.9, 1.6); default from the images' tag, else newest"
+    namespace: Annotated[
+        str,
+        Exposed("--namespace", argo=True, profile_sla="deployment.namespace", v1alpha1="deploymentOverrides.namespace"),
+    ] = Field(
+        "dynamo",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="namespace the DGD is rendered for and applied to",
     )
-    dynamo_image: str | None = Field(
+    name: Annotated[
+        str | None,
+        Exposed(
+            "--name",
+            v1alpha1="deploymentOverrides.name",
+            default_text="<model>-<backend>, shortened to fit pod-name limits",
+        ),
+    ] = Field(None, description="DGD name")
+    engine_image: Annotated[
+        str | None,
+        Exposed(
+            "--engine-image",
+            argo=True,
+            profile_sla="deployment.dgdImage",
+            v1alpha1="deploymentOverrides.workersImage",
+            default_text="Dynamo's runtime image for the backend",
+        ),
+    ] = Field(None, description="engine image for online benchmarks and the rendered DGD")
+    frontend_image: Annotated[str | None, Exposed("--frontend-image")] = Field(
+        None, description="frontend/planner image"
+    )
+    dynamo_version: Annotated[
+        str | None,
+        Exposed(
+            "--dynamo-version",
+            argo=True,
+            v1beta1="runtimeVersionOverride",
+            default_text="the engine image's tag, else the newest",
+        ),
+    ] = Field(None, description=f"Dynamo release the DGD is rendered for ({dynamo_releases.supported()})")
+    # spec.image is the profiler/planner image, not the workers' (Dynamo derives theirs from it)
+    dynamo_image: Annotated[str | None, Exposed(v1beta1="image")] = Field(
         None,
         description="a v1beta1 DGDR's spec.image (profiler/planner image): workers run its <backend>-runtime "
         "sibling and the Planner its dynamo-planner sibling, unless engine_image/frontend_image say otherwise",
     )
-    model_cache_pvc: str | None = None
-    model_cache_pvc_path: str | None = None
-    model_cache_mount_path: str = "/opt/model-cache"
-    hf_token_secret: str = "hf-token-secret"
-    auto_apply: bool = False
+    model_cache_pvc: Annotated[
+        str | None,
+        Exposed("--model-cache-pvc", profile_sla="deployment.modelCache.pvcName", v1beta1="modelCache.pvcName"),
+    ] = Field(None, description="PVC holding the model weights")
+    model_cache_pvc_path: Annotated[
+        str | None,
+        Exposed(
+            "--model-cache-pvc-path", profile_sla="deployment.modelCache.pvcPath", v1beta1="modelCache.pvcModelPath"
+        ),
+    ] = Field(None, description="the model's folder in the PVC")
+    model_cache_mount_path: Annotated[
+        str,
+        Exposed(
+            "--model-cache-mount-path",
+            profile_sla="deployment.modelCache.mountPath",
+            v1beta1="modelCache.pvcMountPath",
+        ),
+    ] = Field("/opt/model-cache", description="where the workers mount the PVC")
+    hf_token_secret: Annotated[str, Exposed("--hf-token-secret")] = Field(
+        "hf-token-secret", description="Secret with HF_TOKEN for the workers"
+    )
+    auto_apply: Annotated[bool, Exposed("--auto-apply", argo=True, v1alpha1="autoApply", v1beta1="autoApply")] = Field(
+        False, description="apply the rendered DGD to the cluster and wait until it is ready"
+    )
 
     @field_validator("dynamo_version")
     @classmethod
@@ -122,11 +261,37 @@ class Deployment(_Strict):
 
 
 class ProfileRequest(_Strict):
-    model: str = Field(..., min_length=1, description="Hugging Face id or local model directory")
-    backend: Backend = "vllm"
-    method: Method = "offline"
-    serving: ServingMode = Field(
-        "auto", description="auto: compare aggregated and disaggregated serving; agg or disagg: only that mode"
+    model: Annotated[
+        str,
+        Exposed(
+            "--model",
+            argo=True,
+            profile_sla="deployment.model",
+            v1alpha1="model",
+            v1beta1="model",
+            argo_help="Hugging Face model id or a model folder in the image/PVC (required unless `request` names it)",
+        ),
+    ] = Field(..., min_length=1, description="Hugging Face model id or local model directory")
+    backend: Annotated[
+        Backend,
+        Exposed(
+            "--backend",
+            argo=True,
+            profile_sla="engine.backend",
+            v1alpha1="backend",
+            v1beta1="backend",
+            dgdr_value=_not_auto,
+        ),
+    ] = Field("vllm", description="inference backend")
+    method: Annotated[Method, Exposed("--method", argo=True)] = Field(
+        "offline",
+        description="offline = estimate without engines, simulate = simulated engines + AIPerf on CPUs, "
+        "online = real engines on GPUs",
+    )
+    serving: Annotated[ServingMode, Exposed("--serving", argo=True)] = Field(
+        "auto",
+        description="auto = compare aggregated and disaggregated serving, agg or disagg = profile and deploy "
+        "only that mode",
     )
     sla: SLA = Field(default_factory=SLA)
     hardware: Hardware = Field(default_factory=Hardware)
@@ -188,68 +353,6 @@ def build_request(data: dict[str, Any]) -> ProfileRequest:
         raise UserError(_format_validation_error(exc)) from None
 
 
-def _get(d: dict[str, Any], *names: str) -> Any:
-    """First present key among camelCase and snake_case spellings."""
-    for name in names:
-        if name in d and d[name] is not None:
-            return d[name]
-    return None
-
-
-def _set(target: dict[str, Any], path: str, value: Any) -> None:
-    if value is None:
-        return
-    *parents, leaf = path.split(".")
-    for p in parents:
-        target = target.setdefault(p, {})
-    target[leaf] = value
-
-
-def _from_profiling_config(cfg: dict[str, Any], out: dict[str, Any]) -> None:
-    """Dynamo profile_sla's config keys (camelCase, snake_case fallbacks) into our nested shape."""
-    sla = cfg.get("sla") or {}
-    for ours, theirs in (("isl", ("isl",)), ("osl", ("osl",)), ("ttft_ms", ("ttft",)), ("itl_ms", ("itl",))):
-        _set(out, f"sla.{ours}", _get(sla, *theirs))
-    hw = cfg.get("hardware") or {}
-    _set(out, "hardware.min_gpus_per_engine", _get(hw, "minNumGpusPerEngine", "min_num_gpus_per_engine"))
-    _set(out, "hardware.max_gpus_per_engine", _get(hw, "maxNumGpusPerEngine", "max_num_gpus_per_engine"))
-    _set(out, "hardware.gpus_per_node", _get(hw, "numGpusPerNode", "num_gpus_per_node"))
-    _set(out, "hardware.total_gpus", _get(hw, "totalGpus", "total_gpus"))
-    _set(out, "hardware.gpu", _get(hw, "gpuType", "gpu_type", "gpu"))
-    sweep = cfg.get("sweep") or {}
-    if _get(sweep, "useAiConfigurator", "use_ai_configurator"):
-        _set(out, "sweep.estimator", "aic")
-        _set(out, "method", "offline")
-    aic_system = _get(sweep, "aicSystem", "aic_system")
-    _set(out, "sweep.aic_system", aic_system)
-    if aic_system and "gpu" not in out.get("hardware", {}):
-        _set(out, "hardware.gpu", aic_system)
-    _set(out, "sweep.aic_hf_id", _get(sweep, "aicHfId", "aic_hf_id"))
-    _set(out, "sweep.aic_backend_version", _get(sweep, "aicBackendVersion", "aic_backend_version"))
-    _set(
-        out,
-        "sweep.prefill_granularity",
-        _get(sweep, "prefillInterpolationGranularity", "prefill_interpolation_granularity"),
-    )
-    _set(
-        out,
-        "sweep.decode_granularity",
-        _get(sweep, "decodeInterpolationGranularity", "decode_interpolation_granularity"),
-    )
-    _set(out, "sweep.dry_run", _get(sweep, "dryRun", "dry_run"))
-    dep = cfg.get("deployment") or {}
-    _set(out, "model", _get(dep, "model"))
-    _set(out, "deployment.namespace", _get(dep, "namespace"))
-    _set(out, "deployment.engine_image", _get(dep, "dgdImage", "dgd_image"))
-    cache = _get(dep, "modelCache", "model_cache") or {}
-    _set(out, "deployment.model_cache_pvc", _get(cache, "pvcName", "pvc_name"))
-    _set(out, "deployment.model_cache_pvc_path", _get(cache, "pvcPath", "pvc_path"))
-    _set(out, "deployment.model_cache_mount_path", _get(cache, "mountPath", "mount_path"))
-    eng = cfg.get("engine") or {}
-    _set(out, "backend", _get(eng, "backend"))
-    _set(out, "engine.max_context_length", _get(eng, "maxContextLength", "max_context_length"))
-
-
 # The top-level keys of a v1beta1 DGDR spec (Dynamo 1.x `DynamoGraphDeploymentRequestSpec`), which
 # `python -m dynamo.profiler --config` also takes bare.
 V1BETA1_SPEC_KEYS = frozenset(
@@ -258,48 +361,15 @@ V1BETA1_SPEC_KEYS = frozenset(
 )
 
 
-def _from_v1beta1_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    workload, sla, hw = spec.get("workload") or {}, spec.get("sla") or {}, spec.get("hardware") or {}
-    _set(out, "sla.isl", workload.get("isl"))
-    _set(out, "sla.osl", workload.get("osl"))
-    _set(out, "sla.request_rate", workload.get("requestRate"))
-    _set(out, "sla.ttft_ms", sla.get("ttft"))
-    _set(out, "sla.itl_ms", sla.get("itl"))
-    gpu = hw.get("gpuSku")
-    _set(out, "hardware.gpu", gpu.lower() if isinstance(gpu, str) else gpu)
-    _set(out, "hardware.gpus_per_node", hw.get("numGpusPerNode"))
-    _set(out, "hardware.total_gpus", hw.get("totalGpus"))
-    # spec.image is the profiler/planner image, not the workers' (Dynamo derives theirs from it)
-    _set(out, "deployment.dynamo_image", spec.get("image"))
-    cache = spec.get("modelCache") or {}
-    _set(out, "deployment.model_cache_pvc", cache.get("pvcName"))
-    _set(out, "deployment.model_cache_pvc_path", cache.get("pvcModelPath"))
-    _set(out, "deployment.model_cache_mount_path", cache.get("pvcMountPath"))
-    return out
-
-
 def _from_dgdr(doc: dict[str, Any]) -> dict[str, Any]:
+    """A DGDR as our nested dict; which of its keys set which field is declared with the field."""
     spec = doc.get("spec") or {}
-    out: dict[str, Any] = {}
-    version = str(doc.get("apiVersion", "")).rsplit("/", 1)[-1]
-    if version == "v1beta1":
-        out = _from_v1beta1_spec(spec)
-    else:
-        cfg = (spec.get("profilingConfig") or {}).get("config") or {}
-        if isinstance(cfg, str):
-            cfg = yaml.safe_load(cfg) or {}
-        _from_profiling_config(cfg, out)
-        overrides = spec.get("deploymentOverrides") or {}
-        _set(out, "deployment.namespace", overrides.get("namespace"))
-        _set(out, "deployment.name", overrides.get("name"))
-        _set(out, "deployment.engine_image", overrides.get("workersImage"))
-    _set(out, "model", spec.get("model"))
-    backend = spec.get("backend")
-    if backend and backend != "auto":
-        _set(out, "backend", backend)
-    _set(out, "deployment.auto_apply", spec.get("autoApply"))
-    return out
+    if str(doc.get("apiVersion", "")).rsplit("/", 1)[-1] == "v1beta1":
+        return from_v1beta1_spec(spec)
+    profiling = spec.get("profilingConfig") or {}
+    if isinstance(profiling.get("config"), str):  # Dynamo takes the config as a YAML string too
+        profiling = {**profiling, "config": yaml.safe_load(profiling["config"]) or {}}
+    return from_v1alpha1_spec({**spec, "profilingConfig": profiling})
 
 
 def parse_request_document(doc: Any, origin: str = "request") -> dict[str, Any]:
@@ -324,9 +394,7 @@ def parse_request_document(doc: Any, origin: str = "request") -> dict[str, Any]:
     if _is_bare_v1beta1_spec(doc):
         return _from_dgdr({"apiVersion": "nvidia.com/v1beta1", "spec": doc})
     if "profilingConfig" in doc or ({"sla", "sweep", "hardware"} & doc.keys() and "ttft" in (doc.get("sla") or {})):
-        out: dict[str, Any] = {}
-        _from_profiling_config(doc.get("profilingConfig", {}).get("config", doc), out)
-        return out
+        return from_profile_sla(doc.get("profilingConfig", {}).get("config", doc))
     return doc
 
 

@@ -1,8 +1,9 @@
 """Workflow parameters of the `slaprof-profile` WorkflowTemplate, and the names it shares with the chart.
 
 Argo concept: `spec.arguments.parameters` (https://argo-workflows.readthedocs.io/en/latest/walk-through/parameters/).
-Each request parameter maps onto one ProfileRequest field; an empty value means "take it from
-the `request` document, else slaprof's default", so a request YAML and the UI form compose.
+Each request parameter is a ProfileRequest field declared with `argo` (steps/request.py; name, enum
+and description come from that declaration); an empty value means "take it from the `request`
+document, else slaprof's default", so a request YAML and the UI form compose.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steps.apply import RUN_LABEL as RUN_LABEL  # re-exported: one declaration
-from steps.dynamo_releases import supported
 from steps.errors import UserError
-from steps.gpus import GPU_NAMES
-from steps.request import BACKENDS, SERVING_MODES
+from steps.fields import RequestField, argo_description, get_path, request_fields, set_path
 
 VERSION = "0.1.0"
 IMAGE = f"ghcr.io/slaprof/slaprof:{VERSION}"
@@ -44,99 +43,36 @@ AUTO_CHOICE = "auto"
 
 @dataclass(frozen=True)
 class RequestParam:
-    """A workflow parameter that sets one ProfileRequest field."""
+    """A workflow parameter that sets one ProfileRequest field (generated from the field's declaration)."""
 
     name: str
-    path: str  # dotted path in ProfileRequest
-    kind: type
-    description: str
-    enum: tuple[str, ...] | None = None
+    field: RequestField
+
+    @property
+    def path(self) -> str:
+        return self.field.path
+
+    @property
+    def description(self) -> str:
+        return argo_description(self.field)
+
+    @property
+    def enum(self) -> tuple[str, ...] | None:
+        """Empty first (take the value from `request`), then the field's choices."""
+        choices = self.field.choices
+        return ("", *choices) if choices else None
 
     def parse(self, text: str) -> Any:
         """The typed value of a non-empty parameter, or a UserError naming the parameter."""
-        text = text.strip()
-        try:
-            if self.kind is bool:
-                if text.lower() not in ("true", "false"):
-                    raise ValueError
-                return text.lower() == "true"
-            return self.kind(text)
-        except ValueError:
-            kind = {bool: "true or false", int: "an integer", float: "a number"}.get(self.kind, "text")
-            raise UserError(f"workflow parameter {self.name}={text!r} must be {kind}") from None
+        return self.field.parse(text, self.name)
 
 
-_EMPTY = "empty = from `request`, else the default"
+def request_params() -> tuple[RequestParam, ...]:
+    """A parameter per request field declared with `argo`, in the request's order."""
+    return tuple(RequestParam(f.exposed.argo, f) for f in request_fields() if f.exposed.argo)
 
-REQUEST_PARAMS: tuple[RequestParam, ...] = (
-    RequestParam(
-        "model",
-        "model",
-        str,
-        "Hugging Face model id or a model folder in the image/PVC (required unless `request` names it)",
-    ),
-    RequestParam("backend", "backend", str, f"inference backend; {_EMPTY} (vllm)", ("", *BACKENDS)),
-    RequestParam(
-        "method",
-        "method",
-        str,
-        f"offline = estimate without engines, simulate = simulated engines + AIPerf on CPUs, online = real engines on GPUs; {_EMPTY} (offline)",
-        ("", "offline", "simulate", "online"),
-    ),
-    RequestParam(
-        "serving",
-        "serving",
-        str,
-        f"auto = compare aggregated and disaggregated serving, agg or disagg = profile and deploy only that mode; {_EMPTY} (auto)",
-        ("", *SERVING_MODES),
-    ),
-    RequestParam("isl", "sla.isl", int, f"average input sequence length, tokens; {_EMPTY} (3000)"),
-    RequestParam("osl", "sla.osl", int, f"average output sequence length, tokens; {_EMPTY} (500)"),
-    RequestParam("ttft", "sla.ttft_ms", float, f"time-to-first-token target, ms; {_EMPTY} (50)"),
-    RequestParam("itl", "sla.itl_ms", float, f"inter-token latency target, ms; {_EMPTY} (10)"),
-    RequestParam("gpu", "hardware.gpu", str, f"GPU type of the cluster; {_EMPTY} (h200_sxm)", ("", *GPU_NAMES)),
-    RequestParam("gpus-per-node", "hardware.gpus_per_node", int, f"GPUs per node; {_EMPTY} (8)"),
-    RequestParam(
-        "total-gpus",
-        "hardware.total_gpus",
-        int,
-        f"GPUs the whole recommended deployment may use (0 = one node); {_EMPTY}",
-    ),
-    RequestParam(
-        "min-gpus-per-engine",
-        "hardware.min_gpus_per_engine",
-        int,
-        f"smallest engine to try, GPUs (0 = from the model's size); {_EMPTY}",
-    ),
-    RequestParam(
-        "max-gpus-per-engine",
-        "hardware.max_gpus_per_engine",
-        int,
-        f"largest engine to try, GPUs (0 = one node); {_EMPTY}",
-    ),
-    RequestParam(
-        "engine-image",
-        "deployment.engine_image",
-        str,
-        f"engine image for online benchmarks and the rendered DGD; {_EMPTY} (Dynamo's runtime image for the backend)",
-    ),
-    RequestParam(
-        "dynamo-version",
-        "deployment.dynamo_version",
-        str,
-        f"Dynamo release the DGD is rendered for ({supported()}); {_EMPTY} (the engine image's tag, else the newest)",
-    ),
-    RequestParam(
-        "namespace", "deployment.namespace", str, f"namespace the DGD is rendered for and applied to; {_EMPTY} (dynamo)"
-    ),
-    RequestParam(
-        "auto-apply",
-        "deployment.auto_apply",
-        bool,
-        f"apply the rendered DGD to the cluster and wait until it is ready; {_EMPTY} (false)",
-        ("", "true", "false"),
-    ),
-)
+
+REQUEST_PARAMS: tuple[RequestParam, ...] = request_params()
 
 
 @dataclass(frozen=True)
@@ -237,11 +173,7 @@ def request_overrides(values: dict[str, str]) -> dict[str, Any]:
         text = values.get(param.name, "")
         if text is None or not str(text).strip():
             continue
-        *parents, leaf = param.path.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = param.parse(str(text))
+        set_path(out, param.path, param.parse(str(text)))
     return out
 
 
@@ -250,9 +182,7 @@ def parameter_values(request: Any) -> dict[str, str]:
     data = request.model_dump()
     out: dict[str, str] = {}
     for param in REQUEST_PARAMS:
-        node: Any = data
-        for part in param.path.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
+        node = get_path(data, param.path)
         if node is None:
             continue
         out[param.name] = str(node).lower() if isinstance(node, bool) else str(node)

@@ -6,10 +6,19 @@ import argparse
 import json
 
 MODES = ("prefill", "decode", "agg")
+# request fields this command takes one by one (their flags, types and checks come from the request)
+REQUIRED_FIELDS = ("model", "hardware.gpu", "backend", "sla.isl", "sla.osl")
+OPTIONAL_FIELDS = (
+    "engine.quantization",
+    "engine.kv_cache_dtype",
+    "sweep.aic_system",
+    "sweep.aic_hf_id",
+    "sweep.aic_backend_version",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from steps.gpus import GPU_NAMES
+    from steps.fields import add_field_options
 
     p = sub.add_parser(
         "estimate",
@@ -19,44 +28,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         "concurrency (TTFT with queueing and interference, ITL, throughput). A tpN mapping on an "
         "MoE model splits the experts by tensor parallelism too.",
     )
-    p.add_argument("--model", required=True, help="Hugging Face model id or local model directory")
-    p.add_argument("--gpu", required=True, help=f"GPU type: {', '.join(GPU_NAMES)}")
-    p.add_argument("--backend", required=True, help="vllm | sglang | trtllm")
+    add_field_options(p, required=REQUIRED_FIELDS, optional=OPTIONAL_FIELDS)
     p.add_argument("--mapping", required=True, help="parallel mapping: tpN, tepN or depN (e.g. tp4, dep8)")
-    p.add_argument("--isl", type=int, required=True, help="input tokens per request")
-    p.add_argument("--osl", type=int, required=True, help="output tokens per request")
     p.add_argument(
         "--batch", type=int, required=True, help="prompts (prefill), sequences (decode) or concurrency (agg)"
     )
-    p.add_argument("--quantization", default="auto", help="weights: auto | bf16 | fp8 | fp4")
-    p.add_argument("--kv-cache-dtype", default="auto", help="KV cache: auto | bf16 | fp8")
     p.add_argument("--mode", default="agg", help=f"{' | '.join(MODES)} (default agg)")
     p.add_argument("--estimator", default="builtin", help="builtin (calibrated roofline) | aic (AI Configurator)")
-    p.add_argument("--aic-system", help="AI Configurator system name (default: --gpu)")
-    p.add_argument("--aic-hf-id", help="Hugging Face id AI Configurator knows the model by")
-    p.add_argument("--aic-backend-version", help="AI Configurator backend version (default: its latest)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def _check(args: argparse.Namespace) -> None:
     from steps.errors import UserError
+    from steps.fields import check_values
     from steps.perf import ESTIMATORS
-    from steps.request import BACKENDS
 
-    choices = {
-        "--backend": (args.backend, BACKENDS),
-        "--mode": (args.mode, MODES),
-        "--estimator": (args.estimator, ESTIMATORS),
-        "--quantization": (args.quantization, ("auto", "bf16", "fp8", "fp4")),
-        "--kv-cache-dtype": (args.kv_cache_dtype, ("auto", "bf16", "fp8")),
-    }
-    for flag, (value, allowed) in choices.items():
+    check_values(args, ("backend", "engine.quantization", "engine.kv_cache_dtype", "sla.isl", "sla.osl"))
+    for flag, value, allowed in (("--mode", args.mode, MODES), ("--estimator", args.estimator, ESTIMATORS)):
         if value not in allowed:
             raise UserError(f"{flag} {value!r} is not one of: {', '.join(allowed)}")
-    for flag, value in (("--isl", args.isl), ("--osl", args.osl), ("--batch", args.batch)):
-        if value <= 0:
-            raise UserError(f"{flag} must be a positive number of tokens/requests, got {value}")
+    if args.batch <= 0:
+        raise UserError(f"--batch must be a positive number of prompts/sequences, got {args.batch}")
 
 
 def estimate(args: argparse.Namespace) -> dict[str, float | int | str]:

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from steps.dynamo_releases import supported
+    from steps.fields import add_field_options
 
     p = sub.add_parser(
         "render",
@@ -30,31 +30,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "except what the profile decides; default: the built-in template for the backend",
     )
     over = p.add_argument_group("deployment overrides (default: the run's request)")
-    over.add_argument("--name", help="DGD name (default: <model>-<backend>, shortened to fit pod-name limits)")
-    over.add_argument("--namespace", help="namespace written into the manifests")
-    over.add_argument("--engine-image", help="worker image")
-    over.add_argument("--frontend-image", help="frontend and planner image")
-    over.add_argument(
-        "--dynamo-version",
-        help=f"Dynamo release to render for: {supported()} (default: the images' tag, else the newest)",
-    )
-    over.add_argument("--model-cache-pvc", help="PVC holding the model weights (mounted at --model-cache-mount-path)")
-    over.add_argument("--model-cache-pvc-path", help="the model's folder inside that PVC")
-    over.add_argument("--model-cache-mount-path", help="where the PVC is mounted (default /opt/model-cache)")
-    over.add_argument("--hf-token-secret", help="Secret with HF_TOKEN for the workers (default hf-token-secret)")
+    add_field_options(over, optional=DEPLOYMENT_OVERRIDES, defaults=False)
     p.set_defaults(func=run)
 
 
-_OVERRIDES = (
-    "name",
-    "namespace",
-    "engine_image",
-    "frontend_image",
-    "dynamo_version",
-    "model_cache_pvc",
-    "model_cache_pvc_path",
-    "model_cache_mount_path",
-    "hf_token_secret",
+DEPLOYMENT_OVERRIDES = tuple(
+    f"deployment.{name}"
+    for name in (
+        "name",
+        "namespace",
+        "engine_image",
+        "frontend_image",
+        "dynamo_version",
+        "model_cache_pvc",
+        "model_cache_pvc_path",
+        "model_cache_mount_path",
+        "hf_token_secret",
+    )
 )
 
 
@@ -63,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from steps.errors import UserError
+    from steps.fields import cli_overrides
     from steps.render import describe, load_base, local_model_warning, render_selection, to_yaml
-    from steps.request import ProfileRequest, build_request
+    from steps.request import ProfileRequest, build_request, merge
     from steps.results import Selection
     from steps.store import Layout, MissingArtifact, open_store, read_model, write_file_atomic
 
@@ -87,11 +80,9 @@ def run(args: argparse.Namespace) -> int:
         except MissingArtifact as exc:
             raise missing(exc, (Layout.SELECTION, Layout.REQUEST, Layout.PREFILL_JSON, Layout.DECODE_JSON)) from None
 
-    overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    overrides = cli_overrides(args)
     if overrides:
-        data = request.model_dump()
-        data["deployment"].update(overrides)
-        request = build_request(data)
+        request = build_request(merge(request.model_dump(), overrides))
     base = load_base(args.base) if args.base else None
     text = to_yaml(render_selection(request, selection, planner_json, base=base), header=describe(request, selection))
     if args.out == "-":
