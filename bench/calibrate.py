@@ -12,6 +12,8 @@ Only h100_sxm and h200_sxm rows are used: the other systems measure generalisati
     python bench/calibrate.py            # fit and write steps/perf/calibration.json
     python bench/calibrate.py --check    # fit, print, do not write
     python bench/calibrate.py --per-backend --out /tmp/c.json   # every constant per backend
+    python bench/calibrate.py --kernels kernels.json             # kernel efficiencies measured on a GPU
+    python bench/calibrate.py --kernels kernels.json --kernels-only   # compare only, no fit
 """
 
 from __future__ import annotations
@@ -104,14 +106,16 @@ def errors(cases, k: BackendConstants) -> dict[str, float]:
     }
 
 
-def fit_backend(cases, backend: str) -> tuple[BackendConstants, dict[str, float]]:
+def fit_backend(
+    cases, backend: str, table: dict[str, tuple[float, float, float]] = FITTED
+) -> tuple[BackendConstants, dict[str, float]]:
     from scipy.optimize import least_squares
 
     rows = [c for c in cases if c.backend == backend]
     base = engine_defaults(backend)
-    x0 = np.array([v[0] for v in FITTED.values()])
-    lo = np.array([v[1] for v in FITTED.values()])
-    hi = np.array([v[2] for v in FITTED.values()])
+    x0 = np.array([table[n][0] for n in FITTED])
+    lo = np.array([table[n][1] for n in FITTED])
+    hi = np.array([table[n][2] for n in FITTED])
     result = least_squares(
         residuals,
         x0,
@@ -126,15 +130,17 @@ def fit_backend(cases, backend: str) -> tuple[BackendConstants, dict[str, float]
     return fitted, errors(rows, fitted)
 
 
-def fit_shared(cases) -> tuple[dict[str, BackendConstants], dict[str, dict[str, float]]]:
+def fit_shared(
+    cases, table: dict[str, tuple[float, float, float]] = FITTED
+) -> tuple[dict[str, BackendConstants], dict[str, dict[str, float]]]:
     """One set of kernel efficiencies for all backends; overheads and load terms per backend."""
     from scipy.optimize import least_squares
 
     own = [n for n in FITTED if n not in SHARED]
     names = list(SHARED) + [f"{b}.{n}" for b in BACKENDS for n in own] + [f"sweep.{b}.{v}" for b, v in OWN_OVERHEAD]
     bounds = {
-        **{n: FITTED[n] for n in SHARED},
-        **{f"{b}.{n}": FITTED[n] for b in BACKENDS for n in own},
+        **{n: table[n] for n in SHARED},
+        **{f"{b}.{n}": table[n] for b in BACKENDS for n in own},
         **{f"sweep.{b}.{v}": (100.0, 2.0, 400.0) for b, v in OWN_OVERHEAD},
     }
     rows = {b: [c for c in cases if c.backend == b] for b in BACKENDS}
@@ -171,6 +177,54 @@ def fit_shared(cases) -> tuple[dict[str, BackendConstants], dict[str, dict[str, 
     return ks, {b: errors(rows[b], ks[b]) for b in BACKENDS}
 
 
+# ---- kernel measurements of a GPU (bench/kernels.py) ----------------------------------------
+LAYER_MODEL = ROOT / "tests" / "fixtures" / "models" / "Llama-3.1-8B"  # the layer bench/kernels.py times
+
+
+def kernel_pins(paths: list[Path], k: BackendConstants) -> tuple[dict[str, float], str]:
+    """The kernel efficiencies bench/kernels.py measured (the mean over the GPUs of `paths`), and a
+    note for the calibration's method; each file's kernels are printed next to the model's
+    assumptions under `k`."""
+    from steps.models import load_model_info_from_dir
+    from steps.perf.kernel_report import catalog_gpu, compare, measured_efficiencies, read_kernel_report
+
+    layer_model = load_model_info_from_dir(LAYER_MODEL, "meta-llama/Llama-3.1-8B")
+    measured: dict[str, list[float]] = {}
+    sources = []
+    for path in paths:
+        report = read_kernel_report(path)
+        gpu = catalog_gpu(report)
+        found = measured_efficiencies(report, gpu)
+        print(
+            f"\n{path.name}: {report.device.name} -> {gpu.name}, torch {report.software.get('torch', '?')}, "
+            f"{report.measured_at}{'' if report.complete else ' (incomplete: ' + '; '.join(report.skipped) + ')'}"
+        )
+        print(f"{'kernel':44s} {'meas ms':>9s} {'model ms':>9s} {'model/meas':>10s}  measured")
+        for row in compare(report, gpu, k, layer_model):
+            ratio = row.model_ms / row.measured_ms
+            print(f"{row.label:44s} {row.measured_ms:9.3f} {row.model_ms:9.3f} {ratio:10.2f}  {row.achieved}")
+        print("measured: " + ", ".join(f"{n} {v:g} (calibrated {getattr(k, n):g})" for n, v in found.items()))
+        for name, value in found.items():
+            measured.setdefault(name, []).append(value)
+        sources.append(f"{report.device.name} {report.measured_at}")
+    pins = {name: round(float(np.mean(values)), 4) for name, values in measured.items()}
+    note = (
+        "; " + ", ".join(f"{n}={v:g}" for n, v in pins.items()) + " pinned to bench/kernels.py on " + ", ".join(sources)
+    )
+    return pins, note
+
+
+def pinned(
+    table: dict[str, tuple[float, float, float]], pins: dict[str, float]
+) -> dict[str, tuple[float, float, float]]:
+    """`table` with each pinned constant held at its measured value (least_squares needs a
+    non-empty interval, so a tiny one)."""
+    unknown = set(pins) - set(table)
+    if unknown:
+        raise ValueError(f"not fitted constants: {', '.join(sorted(unknown))}")
+    return {n: (pins[n], pins[n] - 1e-6, pins[n] + 1e-6) if n in pins else bound for n, bound in table.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="print the fit without writing the file")
@@ -180,17 +234,39 @@ def main() -> int:
         help="fit every constant per backend (default: kernel efficiencies shared by all backends)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "steps" / "perf" / CALIBRATION_FILE)
+    parser.add_argument(
+        "--kernels",
+        type=Path,
+        action="append",
+        default=[],
+        help="a bench/kernels.py report (repeat for several GPUs): its measured kernel efficiencies are pinned",
+    )
+    parser.add_argument("--kernels-only", action="store_true", help="compare the --kernels reports, do not fit")
     args = parser.parse_args()
+    table, kernel_note = FITTED, ""
+    if args.kernels:
+        from steps.perf.constants import constants_for
+
+        try:
+            pins, kernel_note = kernel_pins(args.kernels, constants_for("vllm"))
+        except UserError as exc:
+            print(f"calibrate: {exc}", file=sys.stderr)
+            return 2
+        table = pinned(FITTED, pins)
+        if args.kernels_only:
+            return 0
+    elif args.kernels_only:
+        parser.error("--kernels-only needs --kernels FILE")
     cases, csv_path = load(())
     print(f"calibrating on {len(cases)} measured rows (h100_sxm, h200_sxm) from {csv_path.name}")
     backends: dict[str, BackendConstants] = {}
     fit_error: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     if not args.per_backend:
-        backends, fit_error = fit_shared(cases)
+        backends, fit_error = fit_shared(cases, table)
     for backend in BACKENDS:
         if args.per_backend:
-            backends[backend], fit_error[backend] = fit_backend(cases, backend)
+            backends[backend], fit_error[backend] = fit_backend(cases, backend, table)
         e = fit_error[backend]
         print(
             f"{backend:7s} rows {e['rows']:4d}  TTFT MAPE {e['ttft_mape']:5.1f}% (median {e['ttft_median_error']:+.1f}%)"
@@ -217,6 +293,7 @@ def main() -> int:
                 if args.per_backend
                 else f"{', '.join(SHARED)} shared by all backends, the rest per backend"
             )
+            + kernel_note
         ),
         fit_error=fit_error,
         backends=backends,

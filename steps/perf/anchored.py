@@ -1,4 +1,4 @@
-"""Anchored surfaces (offline `bench` with sweep.estimator=aic): a slow exact estimator at a few points.
+"""Anchored surfaces (`surfaces.estimator_for(..., anchored=True)`): a slow exact estimator at a few points.
 
 Input: an exact PerfEstimator that answers one point at a time (AI Configurator: 1.5-6 s a call)
 and the built-in model for the same (model, GPU, backend, mapping).

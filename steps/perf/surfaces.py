@@ -45,10 +45,10 @@ def _aic_options(request: ProfileRequest) -> dict[str, str]:
     return {k: v for k, v in opts.items() if v}
 
 
-def estimator_for(request: ProfileRequest, plan: Plan, candidate: Candidate, anchored: bool = True) -> PerfEstimator:
-    """The request's estimator. AI Configurator (1.5-6 s a call) is asked only at anchor points of
-    each surface, the built-in model's shape filling the rest (`anchored.py`), unless `anchored`
-    is False."""
+def estimator_for(request: ProfileRequest, plan: Plan, candidate: Candidate, anchored: bool = False) -> PerfEstimator:
+    """The request's estimator. AI Configurator answers every point of a surface (one session per
+    candidate, a few ms a point); with `anchored` it is asked only at anchor points, the built-in
+    model's shape filling the rest (`anchored.py`)."""
     gpu = get_gpu(plan.gpu)
     if request.sweep.estimator != "aic":
         return get_estimator(plan.model, gpu, plan.backend, candidate, request.sweep.estimator)
