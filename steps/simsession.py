@@ -46,7 +46,7 @@ STREAMS = 8  # most HTTP streams of one decode point
 PROBE_ROUNDS = 3  # zero-time requests per TTFT stream measuring the latency floor
 LOAD_STREAMS = 16  # most HTTP streams of one closed-loop point (enough to stagger its requests)
 DECODE_STEP_WALL_MS = 20.0  # auto time scale: a decode step lasts this long on the wall clock
-LOAD_STEP_WALL_MS = 8.0  # ... a closed-loop point's step (its ITL is averaged over a whole output)
+LOAD_STEP_WALL_MS = 4.0  # ... a closed-loop point's step (its ITL is averaged over a whole output)
 PREFILL_WALL_MS = 150.0  # ... and a TTFT this long (measured once per request, not over many steps)
 AUTO_SCALES = (0.01, 1000.0)  # bounds of a chosen time scale
 
