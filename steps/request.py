@@ -16,16 +16,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from steps import dynamo_releases
+from steps.engines import backend_names
 from steps.errors import UserError
 from steps.gpus import GPU_NAMES
 
-Backend = Literal["vllm", "sglang", "trtllm"]
 Method = Literal["offline", "simulate", "online"]
 Quantization = Literal["auto", "bf16", "fp8", "fp4"]
 KvDtype = Literal["auto", "bf16", "fp8"]
 Estimator = Literal["builtin", "aic"]
 ServingMode = Literal["auto", "agg", "disagg"]
-BACKENDS: tuple[str, ...] = ("vllm", "sglang", "trtllm")
+BACKENDS: tuple[str, ...] = backend_names()  # the built-in ones; `backend` is checked against the registry
 DGDR_KIND = "DynamoGraphDeploymentRequest"
 DGDR_API_VERSIONS: tuple[str, ...] = ("nvidia.com/v1alpha1", "nvidia.com/v1beta1")
 ACCEPTED_DOCUMENTS = (
@@ -123,7 +123,7 @@ class Deployment(_Strict):
 
 class ProfileRequest(_Strict):
     model: str = Field(..., min_length=1, description="Hugging Face id or local model directory")
-    backend: Backend = "vllm"
+    backend: str = Field("vllm", description="a registered backend (steps/engines/)")
     method: Method = "offline"
     serving: ServingMode = Field(
         "auto", description="auto: compare aggregated and disaggregated serving; agg or disagg: only that mode"
@@ -133,6 +133,14 @@ class ProfileRequest(_Strict):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     sweep: Sweep = Field(default_factory=Sweep)
     deployment: Deployment = Field(default_factory=Deployment)
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, value: str) -> str:
+        """Asked of the registry when the request is read, so a backend registered later is accepted."""
+        if value not in backend_names():
+            raise ValueError(f"must be one of {', '.join(backend_names())}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,7 @@ MODES = ("prefill", "decode", "agg")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from steps.engines import backend_names
     from steps.gpus import GPU_NAMES
 
     p = sub.add_parser(
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="Hugging Face model id or local model directory")
     p.add_argument("--gpu", required=True, help=f"GPU type: {', '.join(GPU_NAMES)}")
-    p.add_argument("--backend", required=True, help="vllm | sglang | trtllm")
+    p.add_argument("--backend", required=True, help=" | ".join(backend_names()))
     p.add_argument("--mapping", required=True, help="parallel mapping: tpN, tepN or depN (e.g. tp4, dep8)")
     p.add_argument("--isl", type=int, required=True, help="input tokens per request")
     p.add_argument("--osl", type=int, required=True, help="output tokens per request")
@@ -40,12 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    from steps.engines import backend_names
     from steps.errors import UserError
     from steps.perf import ESTIMATORS
-    from steps.request import BACKENDS
 
     choices = {
-        "--backend": (args.backend, BACKENDS),
+        "--backend": (args.backend, backend_names()),
         "--mode": (args.mode, MODES),
         "--estimator": (args.estimator, ESTIMATORS),
         "--quantization": (args.quantization, ("auto", "bf16", "fp8", "fp4")),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from steps.candidates import Candidate
+from steps.engines import backend_names, get_backend
 from steps.errors import UserError
 from steps.gpus import GpuSpec
 from steps.models import ModelInfo
@@ -30,7 +31,6 @@ from steps.perf.mapping import Mapping
 from steps.perf.memory import kv_capacity_tokens
 from steps.perf.roofline import AggEstimate, compute_dtype
 
-AIC_BACKENDS = ("vllm", "sglang", "trtllm")
 _GEMM = {"bf16": "bfloat16", "fp8": "fp8", "fp4": "nvfp4"}
 _KV = {"bf16": "bfloat16", "fp8": "fp8"}
 _INSTALL = "install the optional extra: pip install 'slaprof[aic]' (AI Configurator 0.12)"
@@ -132,10 +132,13 @@ class AicEstimator:
         hf_id: str | None = None,
         backend_version: str | None = None,
     ) -> None:
-        if backend not in AIC_BACKENDS:
-            raise UserError(f"AI Configurator has no backend {backend!r}; it covers {', '.join(AIC_BACKENDS)}")
+        aic_backend = get_backend(backend).aic_name  # the simulated engine's: the emulated backend's
+        if aic_backend is None:
+            covered = [n for n in backend_names() if get_backend(n).aic_name]
+            raise UserError(f"AI Configurator has no backend {backend!r}; it covers {', '.join(covered)}")
         _require()
         self.model, self.gpu, self.backend, self.cand = model, gpu, backend, cand
+        self.aic_backend = aic_backend
         self.map = Mapping.of(cand)
         self.system = system or gpu.name
         self.model_path = aic_model_path(model, hf_id)
@@ -149,7 +152,7 @@ class AicEstimator:
         return _estimate(
             self.model_path,
             self.system,
-            self.backend,
+            self.aic_backend,
             self.version,
             mode,
             int(isl),
