@@ -21,7 +21,7 @@ import yaml
 from steps import dynamo_releases
 from steps.apply import apply_manifests
 from steps.cli import build_parser, request_from_args
-from steps.engines import get_backend
+from steps.engines import backend_names, get_backend
 from steps.errors import UserError
 from steps.render import render_manifests
 from steps.request import build_request, load_request_file
@@ -81,6 +81,13 @@ def _components(dgd) -> dict[str, dict]:
         c["name"]: {"type": c["type"], "main": c["podTemplate"]["spec"]["containers"][0], "item": c}
         for c in dgd["spec"]["components"]
     }
+
+
+def test_backends_role_flags_name_supported_releases():
+    for name in backend_names(deployable_only=False):
+        assert set(get_backend(name).release_role_args) <= set(LINES), name
+    # vLLM workers mark their role with --disaggregation-mode from Dynamo 1.0 on
+    assert set(get_backend("vllm").release_role_args) == {line for line in LINES if not line.startswith("0.")}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
