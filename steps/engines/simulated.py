@@ -48,8 +48,6 @@ class SimulationSettings:
 _EMULATED_FACTS = (
     "dynamo_module",
     "default_image",
-    "dgd_template_file",
-    "dgd_workdir",
     "release_role_args",
     "legacy_role_flags",
     "memory_utilization",
@@ -82,6 +80,9 @@ class SimulatedBackend(EngineBackend):
 
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
         return self.emulated.dgd_worker_args(model, cand, role, max_context)
+
+    def dgd_template(self, engine_image: str, frontend_image: str) -> dict[str, Any]:
+        return self.emulated.dgd_template(engine_image, frontend_image)
 
     def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:
         return self.emulated.engine_config(cand, role, max_context)
