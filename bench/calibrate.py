@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from steps.engines import backend_names, get_backend  # noqa: E402
 from steps.errors import UserError  # noqa: E402
 from steps.perf.constants import CALIBRATION_FILE, BackendConstants, Calibration, engine_defaults  # noqa: E402
 
@@ -53,7 +54,8 @@ FITTED: dict[str, tuple[float, float, float]] = {
     "agg_mix_factor": (1.0, 0.1, 2.0),
     "burst_fraction": (0.15, 0.0, 1.0),
 }
-BACKENDS = ("vllm", "sglang", "trtllm")
+# The backends AI Configurator's silicon data measures, by their registered names (the same as AIC's).
+BACKENDS = tuple(n for n in backend_names() if get_backend(n).aic_name == n)
 # Kernel efficiencies are properties of the GPU and its libraries more than of the serving framework:
 # they are fitted once for all backends (fewer constants, better transfer to unseen GPUs), the
 # overheads and load terms per backend. --per-backend fits everything per backend instead.

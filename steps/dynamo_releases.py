@@ -9,9 +9,10 @@ code, tests/fixtures/dynamo-crds/ holds each line's DynamoGraphDeployment CRD):
 - how the Planner starts: 0.7-0.9 `python3 -m planner_sla` with one flag per setting, 1.x
   `python3 -m dynamo.planner --config <JSON>` with its own key names;
 - the Planner's image (the backend runtime image before 1.1, a `dynamo-planner` image since);
-- the vLLM worker's role flags (`--is-prefill-worker` before 1.0, `--disaggregation-mode` since,
-  with the NIXL KV-transfer setting a 1.x prefill worker refuses to start without);
 - the default image tag.
+
+A backend's worker flags that differ between releases are the backend's own facts
+(`EngineBackend.release_role_args` in steps/engines/, keyed by the release lines here).
 
 Everything here is data; render.py asks `resolve()` for a release and applies it.
 """
@@ -33,8 +34,6 @@ IMAGE_REPO = "nvcr.io/nvidia/ai-dynamo"
 PLANNER_DATA_DIR = "/workspace/profiling_results"
 PLANNER_WORKDIR = "/workspace/components/src/dynamo/planner"
 PLANNER_INTERVAL_S = 60  # seconds between the Planner's throughput adjustments, as Dynamo's examples set
-# The role flags of vLLM workers before 1.0; later releases replace them with `role_args`.
-LEGACY_ROLE_FLAGS = ("--is-prefill-worker", "--is-decode-worker")
 
 
 class _Facts(BaseModel):
@@ -58,26 +57,7 @@ class DynamoRelease(_Facts):
     dgd_api_version: str
     dgd_shape: DgdShape
     planner: PlannerFacts
-    # Worker arguments that mark a worker's role, per backend, where they differ from the backend
-    # module's own (steps/engines/); they replace LEGACY_ROLE_FLAGS.
-    role_args: dict[str, dict[str, tuple[str, ...]]] = {}
     sources: str  # where these facts come from
-
-    @property
-    def managed_flags(self) -> set[str]:
-        """Role flags this release sets or retires: a base DGD's stale ones are dropped."""
-        flags = set(LEGACY_ROLE_FLAGS)
-        for roles in self.role_args.values():
-            for args in roles.values():
-                flags |= {a for a in args if a.startswith("--")}
-        return flags
-
-    def worker_args(self, backend: str, role: str, args: list[str]) -> list[str]:
-        """The backend module's worker arguments with this release's role flags."""
-        if backend not in self.role_args:
-            return args
-        kept = [a for a in args if a not in LEGACY_ROLE_FLAGS]
-        return [*kept, *self.role_args[backend].get(role, ())]
 
     def worker_image(self, backend_image: str, dynamo_image: str | None = None) -> str:
         """A backend's runtime image (steps/engines/) at this release's tag, or, given a DGDR's
@@ -127,7 +107,6 @@ _FLAG_KEYS = {
 }
 _PLANNER_SLA = PlannerFacts(module="planner_sla", style="flags", keys=_FLAG_KEYS)
 _V1ALPHA1 = "nvidia.com/v1alpha1"
-_NIXL = '{{"kv_connector":"NixlConnector","kv_role":"{}"}}'
 
 
 def _legacy(line: str, version: str, tag_commit: str) -> DynamoRelease:
@@ -162,12 +141,6 @@ RELEASES: dict[str, DynamoRelease] = {
                 keys={"interval": "throughput_adjustment_interval"},
                 fixed={"mode": "disagg"},
             ),
-            role_args={
-                "vllm": {
-                    "prefill": ("--disaggregation-mode", "prefill", "--kv-transfer-config", _NIXL.format("kv_both")),
-                    "decode": ("--disaggregation-mode", "decode"),
-                }
-            },
             sources=(
                 "ai-dynamo 1.0.2 wheel (dynamo/planner/__main__.py, utils/planner_config.py, "
                 "utils/perf_interpolation.py, profiler/utils/dgd_generation.py, vllm/backend_args.py); "
@@ -187,17 +160,6 @@ RELEASES: dict[str, DynamoRelease] = {
                 fixed={"mode": "disagg", "optimization_target": "sla", "pre_deployment_sweeping_mode": "thorough"},
                 image_name="dynamo-planner",
             ),
-            role_args={
-                "vllm": {
-                    "prefill": (
-                        "--disaggregation-mode",
-                        "prefill",
-                        "--kv-transfer-config",
-                        _NIXL.format("kv_producer"),
-                    ),
-                    "decode": ("--disaggregation-mode", "decode"),
-                }
-            },
             sources=(
                 "ai-dynamo 1.6.1 wheel (dynamo/planner/__main__.py, config/planner_config.py, "
                 "monitoring/perf_metrics.py, profiler/utils/dgd_generation.py, profiler/utils/config.py, "

@@ -38,7 +38,8 @@ class Exposed:
     switch: the flags take no value and set the field to this; a DGDR key for it is a true/false.
     help, argo_help: the CLI's and the workflow parameter's text, when not the field's description.
     default_text: how to describe a default of None.
-    choices: allowed values of a `str` field that a validator checks (a Literal field has its own).
+    choices: allowed values of a `str` field that a validator checks (a Literal field has its own), or a
+        function returning them when asked (a registry that may grow, like the backends).
     dgdr_value: turns a DGDR value into ours; None drops it (Dynamo's `auto` where slaprof has none).
     """
 
@@ -53,7 +54,7 @@ class Exposed:
         help: str | None = None,
         argo_help: str | None = None,
         default_text: str | None = None,
-        choices: tuple[str, ...] | None = None,
+        choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
         dgdr_value: Callable[[Any], Any] | None = None,
     ) -> None:
         if isinstance(argo, str) and f"--{argo}" not in flags:
@@ -98,7 +99,8 @@ class RequestField:
             return tuple(str(a) for a in get_args(self.info.annotation))
         if self.kind is bool:
             return ("true", "false")
-        return self.exposed.choices
+        choices = self.exposed.choices
+        return choices() if callable(choices) else choices
 
     @property
     def required(self) -> bool:

@@ -7,8 +7,8 @@ optionally a base DGD to start from. Output: `dgd.yaml`, a multi-document YAML: 
 an engine-args ConfigMap for backends that take their settings from a file (TensorRT-LLM), then
 the DGD.
 
-Only what the profile decides is changed in the base (or the built-in template,
-`steps/templates/<backend>.yaml`): the workers' images, model, parallel flags, GPU limits,
+Only what the profile decides is changed in the base (or the backend's built-in DGD,
+`EngineBackend.dgd_template`): the workers' images, model, parallel flags, GPU limits,
 `multinode.nodeCount`, replicas, Hugging Face token secret and model cache, the engine context the
 plan sized the engines for, and the Planner service with its mounted data and its targets (the
 nearest achievable SLA when the requested one cannot be met). Every worker flag comes from the backend's module in
@@ -24,8 +24,6 @@ import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import resources
-from string import Template
 from typing import Any
 
 import yaml
@@ -145,9 +143,9 @@ def _replace_flag(args: list[str], flag: str, value: str) -> list[str]:
 
 
 def managed_worker_flags(backend: EngineBackend) -> set[str]:
-    """Every flag the backend's worker arguments can carry, for any mapping and role: these are
-    replaced in a base DGD, so a stale one (e.g. an EP flag after switching to TP) cannot survive."""
-    flags: set[str] = set()
+    """Every flag the backend's worker arguments can carry, for any mapping, role and Dynamo release:
+    these are replaced in a base DGD, so a stale one (e.g. an EP flag after switching to TP) cannot survive."""
+    flags: set[str] = backend.release_role_flags()
     for kind in MAPPING_KINDS:
         for role in WORKER_ROLES:
             flags |= flag_names(backend.dgd_worker_args("model", Candidate(kind=kind, size=2), role))  # type: ignore[arg-type]
@@ -173,17 +171,6 @@ def _split_invocation(container: dict[str, Any], service: str) -> list[str]:
 # ---------------------------------------------------------------------------
 # services
 # ---------------------------------------------------------------------------
-def load_template(backend: str, engine_image: str, frontend_image: str) -> dict[str, Any]:
-    try:
-        text = resources.files("steps").joinpath("templates", f"{backend}.yaml").read_text()
-    except FileNotFoundError:
-        raise UserError(
-            f"no built-in DGD template for backend {backend!r}; pass --base with a disaggregated "
-            "DynamoGraphDeployment to start from"
-        ) from None
-    return yaml.safe_load(Template(text).safe_substitute(engine_image=engine_image, frontend_image=frontend_image))
-
-
 def _check_base(base: dict[str, Any], origin: str = "base DGD") -> None:
     if not isinstance(base, dict) or base.get("kind") != DGD_KIND:
         kind = base.get("kind") if isinstance(base, dict) else None
@@ -265,8 +252,8 @@ def _set_worker(
     if dep.engine_image:
         container["image"] = dep.engine_image
     container.setdefault("image", default_image)
-    ours = release.worker_args(
-        backend.name,
+    ours = backend.release_worker_args(
+        release.line,
         role,
         backend.dgd_worker_args(_worker_model(request), cand, role, max_context),  # type: ignore[arg-type]
     )
@@ -375,7 +362,7 @@ def start_dgd(request: ProfileRequest, base: dict[str, Any] | None) -> DgdStart:
     default_image = release.worker_image(backend.default_image, dep.dynamo_image)
     frontend_image = dep.frontend_image or dep.engine_image
     if base is None:
-        dgd = load_template(request.backend, dep.engine_image or default_image, frontend_image or default_image)
+        dgd = backend.dgd_template(dep.engine_image or default_image, frontend_image or default_image)
     else:
         _check_base(base)
         dgd = copy.deepcopy(base)
@@ -487,7 +474,7 @@ def render_manifests(
     name = dgd_name(request, list(services), base)
     configmap = planner_configmap_name(name)
 
-    managed = managed_worker_flags(backend) | release.managed_flags
+    managed = managed_worker_flags(backend)
     # the context the plan sized the KV cache and the candidates for: without it an engine takes the
     # model's full context and may refuse to start on the GPUs the plan admitted
     context = selection.max_context or request.engine.max_context_length

@@ -91,7 +91,7 @@ def render_agg_manifests(
         cand,
         "agg",
         group.replicas,
-        managed_worker_flags(backend) | release.managed_flags,
+        managed_worker_flags(backend),
         context,
         release,
         start.default_image,

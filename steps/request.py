@@ -17,17 +17,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from steps import dynamo_releases
+from steps.engines import backend_names
 from steps.errors import UserError
 from steps.fields import Exposed, from_profile_sla, from_v1alpha1_spec, from_v1beta1_spec
 from steps.gpus import GPU_NAMES
 
-Backend = Literal["vllm", "sglang", "trtllm"]
 Method = Literal["offline", "simulate", "online"]
 Quantization = Literal["auto", "bf16", "fp8", "fp4"]
 KvDtype = Literal["auto", "bf16", "fp8"]
 Estimator = Literal["builtin", "aic"]
 ServingMode = Literal["auto", "agg", "disagg"]
-BACKENDS: tuple[str, ...] = ("vllm", "sglang", "trtllm")
 DGDR_KIND = "DynamoGraphDeploymentRequest"
 DGDR_API_VERSIONS: tuple[str, ...] = ("nvidia.com/v1alpha1", "nvidia.com/v1beta1")
 ACCEPTED_DOCUMENTS = (
@@ -273,16 +272,17 @@ class ProfileRequest(_Strict):
         ),
     ] = Field(..., min_length=1, description="Hugging Face model id or local model directory")
     backend: Annotated[
-        Backend,
+        str,
         Exposed(
             "--backend",
             argo=True,
+            choices=backend_names,
             profile_sla="engine.backend",
             v1alpha1="backend",
             v1beta1="backend",
             dgdr_value=_not_auto,
         ),
-    ] = Field("vllm", description="inference backend")
+    ] = Field("vllm", description="inference backend (a registered one, steps/engines/)")
     method: Annotated[Method, Exposed("--method", argo=True)] = Field(
         "offline",
         description="offline = estimate without engines, simulate = simulated engines + AIPerf on CPUs, "
@@ -298,6 +298,14 @@ class ProfileRequest(_Strict):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     sweep: Sweep = Field(default_factory=Sweep)
     deployment: Deployment = Field(default_factory=Deployment)
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, value: str) -> str:
+        """Asked of the registry when the request is read, so a backend registered later is accepted."""
+        if value not in backend_names():
+            raise ValueError(f"must be one of {', '.join(backend_names())}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,7 @@ import yaml
 from steps import dynamo_releases
 from steps.apply import apply_manifests
 from steps.cli import build_parser, request_from_args
+from steps.engines import backend_names, get_backend
 from steps.errors import UserError
 from steps.render import render_manifests
 from steps.request import build_request, load_request_file
@@ -82,6 +83,13 @@ def _components(dgd) -> dict[str, dict]:
     }
 
 
+def test_backends_role_flags_name_supported_releases():
+    for name in backend_names(deployable_only=False):
+        assert set(get_backend(name).release_role_args) <= set(LINES), name
+    # vLLM workers mark their role with --disaggregation-mode from Dynamo 1.0 on
+    assert set(get_backend("vllm").release_role_args) == {line for line in LINES if not line.startswith("0.")}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("line", LINES)
 def test_rendered_dgd_matches_the_release(line, backend):
@@ -99,10 +107,11 @@ def test_rendered_dgd_matches_the_release(line, backend):
         assert main["image"] == f"nvcr.io/nvidia/ai-dynamo/{RUNTIME[backend]}:{release.version}"
         assert main["command"] == ["python3", "-m", f"dynamo.{backend}"]
         args = main["args"]
-        if backend == "vllm" and release.role_args:
-            want = list(release.role_args["vllm"][role])
+        vllm = get_backend("vllm")
+        if backend == "vllm" and line in vllm.release_role_args:
+            want = list(vllm.release_role_args[line][role])
             assert any(args[i : i + len(want)] == want for i in range(len(args))), args
-            assert not set(args) & set(dynamo_releases.LEGACY_ROLE_FLAGS)
+            assert not set(args) & set(vllm.legacy_role_flags)
         elif backend == "vllm":
             assert ("--is-prefill-worker" in args) == (role == "prefill") and "--disaggregation-mode" not in args
         else:

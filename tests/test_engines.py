@@ -147,6 +147,11 @@ def test_server_commands(tmp_path):
     assert sim.dgd_worker_args("m", Candidate.parse("tp2"), "prefill") == get_backend("sglang").dgd_worker_args(
         "m", Candidate.parse("tp2"), "prefill"
     )
+    # and is timed and sized like it: its constants, memory share and AI Configurator name
+    sglang = get_backend("sglang")
+    assert (sim.calibration_key, sim.memory_utilization, sim.aic_name) == ("sglang", 0.88, "sglang")
+    assert sim.dgd_template("e", "f") == sglang.dgd_template("e", "f")
+    assert not sim.deployable and sglang.deployable
 
 
 def test_vllm_kv_from_logs_and_metrics():

@@ -1,37 +1,29 @@
-"""Engine backends: `get_backend(name)` returns the EngineBackend for vllm, sglang, trtllm or simulated.
+"""Engine backends: `get_backend(name)` returns the registered EngineBackend called `name`.
 
 Each backend module holds everything that differs between engines (server command, readiness,
-KV-capacity parsing, Dynamo worker arguments); see `steps/engines/base.py` for the interface.
+KV-capacity parsing, the DGD's worker shape and arguments, memory and batching defaults, its
+calibration key and AI Configurator name); see `steps/engines/base.py` for the interface and
+`steps/engines/registry.py` for registration. Importing this package registers the built-in ones.
 """
 
 from __future__ import annotations
 
-from typing import Any
+# Each import registers its backend; their order is the order users see them in (CLI help, the Argo
+# drop-down), the default first.
+# isort: off
+from steps.engines import vllm, sglang, trtllm, simulated  # noqa: F401
 
+# isort: on
 from steps.engines.base import DYNAMO_VERSION, EngineBackend, Role, ServerLaunch, ServerOptions
-from steps.errors import UserError
+from steps.engines.registry import backend_names, get_backend, register_backend
 
-BACKEND_NAMES: tuple[str, ...] = ("vllm", "sglang", "trtllm", "simulated")
-
-__all__ = ["BACKEND_NAMES", "DYNAMO_VERSION", "EngineBackend", "Role", "ServerLaunch", "ServerOptions", "get_backend"]
-
-
-def get_backend(name: str, **options: Any) -> EngineBackend:
-    """The backend called `name`; `options` configure the simulated one (see SimulationSettings)."""
-    if name == "vllm":
-        from steps.engines.vllm import VllmBackend
-
-        return VllmBackend()
-    if name == "sglang":
-        from steps.engines.sglang import SglangBackend
-
-        return SglangBackend()
-    if name == "trtllm":
-        from steps.engines.trtllm import TrtllmBackend
-
-        return TrtllmBackend()
-    if name == "simulated":
-        from steps.engines.simulated import SimulatedBackend
-
-        return SimulatedBackend(**options)
-    raise UserError(f"unknown backend {name!r}; choose one of: {', '.join(BACKEND_NAMES)}")
+__all__ = [
+    "DYNAMO_VERSION",
+    "EngineBackend",
+    "Role",
+    "ServerLaunch",
+    "ServerOptions",
+    "backend_names",
+    "get_backend",
+    "register_backend",
+]

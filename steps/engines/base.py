@@ -1,16 +1,23 @@
-"""The one interface every backend implements (vllm, sglang, trtllm, simulated).
+"""The one interface every backend implements (vllm, sglang, trtllm, simulated, or one you add).
 
-Backend differences live only in `steps/engines/<backend>.py`: how to start a server for a
-mapping, how to tell it is ready, how much KV cache it has, and which worker arguments a
-DynamoGraphDeployment needs. Nothing else in slaprof says `if backend == ...`.
+Backend differences live only in `steps/engines/<backend>.py`, one registered EngineBackend
+subclass (`steps/engines/registry.py`): how to start a server for a mapping, how to tell it is
+ready, how much KV cache it has, the DynamoGraphDeployment's worker shape and arguments, its
+memory and batching defaults, the key of its calibrated constants and its AI Configurator name.
+Nothing else in slaprof says `if backend == ...`: it asks the backend.
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from string import Template
 from typing import Any, Literal
+
+import yaml
 
 from steps.candidates import Candidate
 
@@ -101,9 +108,27 @@ def prometheus_samples(text: str, name: str) -> list[tuple[dict[str, str], float
 
 
 class EngineBackend(ABC):
-    name: str  # vllm | sglang | trtllm | simulated
+    name: str  # its registry key: vllm | sglang | trtllm | simulated | ...
     dynamo_module: str  # python -m <module> in a Dynamo worker, e.g. dynamo.vllm
     default_image: str  # Dynamo runtime image for this backend
+    # False: it stands in for a deployable backend (the simulated engine) and a request cannot name it
+    deployable: bool = True
+
+    # ---- the built-in DynamoGraphDeployment (used without --base) -------------
+    dgd_template_file: str = "disagg.yaml"  # in steps/templates/, filled in by `dgd_template`
+    dgd_workdir: str = "/workspace"  # working directory of the Frontend and the workers
+    # Role flags per Dynamo release line where that release's workers take other ones than
+    # `dgd_worker_args` writes ({line: {role: args}}); they replace `legacy_role_flags`.
+    release_role_args: Mapping[str, Mapping[str, tuple[str, ...]]] = {}
+    legacy_role_flags: tuple[str, ...] = ()
+
+    # ---- what the performance model and the planner assume ---------------------
+    memory_utilization: float = 0.90  # fraction of GPU memory the engine claims by default
+    profile_batched_tokens: int = 8192  # tokens of the forward pass the engine profiles its memory with
+    calibrated_as: str = ""  # key of its constants in steps/perf/calibration.json; "" = its name
+    # Uncalibrated constants (steps/perf/constants.py fields) its scheduler's defaults imply
+    scheduler_defaults: Mapping[str, Any] = {}
+    aic_name: str | None = None  # AI Configurator's name for it; None: AI Configurator does not cover it
 
     expected_startup_s: float = 120.0  # typical seconds from launch to ready (weights, graphs)
     health_path: str = "/health"
@@ -113,6 +138,10 @@ class EngineBackend(ABC):
     # torch-profiler control endpoints (POST); None where the backend has none
     profile_start_path: str | None = None
     profile_stop_path: str | None = None
+
+    @property
+    def calibration_key(self) -> str:
+        return self.calibrated_as or self.name
 
     # ---- parallel mapping ---------------------------------------------------
     @abstractmethod
@@ -124,6 +153,34 @@ class EngineBackend(ABC):
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
         """Arguments of a Dynamo worker (`python3 -m <dynamo_module> ...`) in `role`; `max_context`:
         the context (tokens) the plan sized the engine for, 0 = leave the engine's default."""
+
+    def dgd_template(self, engine_image: str, frontend_image: str) -> dict[str, Any]:
+        """The built-in disaggregated DGD (Frontend, prefill and decode workers, Planner) that render fills in."""
+        text = resources.files("steps").joinpath("templates", self.dgd_template_file).read_text()
+        values = {
+            "name": self.name,
+            "engine_image": engine_image,
+            "frontend_image": frontend_image,
+            "workdir": self.dgd_workdir,
+            "worker_module": self.dynamo_module,
+        }
+        return yaml.safe_load(Template(text).safe_substitute(values))
+
+    def release_worker_args(self, line: str, role: str, args: list[str]) -> list[str]:
+        """`args` (from `dgd_worker_args`) with the role flags of Dynamo release `line`."""
+        by_role = self.release_role_args.get(line)
+        if by_role is None:
+            return args
+        kept = [a for a in args if a not in self.legacy_role_flags]
+        return [*kept, *by_role.get(role, ())]
+
+    def release_role_flags(self) -> set[str]:
+        """Role flags some release sets or retires: a base DGD's stale ones are dropped."""
+        flags = set(self.legacy_role_flags)
+        for roles in self.release_role_args.values():
+            for args in roles.values():
+                flags |= {a for a in args if a.startswith("--")}
+        return flags
 
     def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:
         """Engine-args file content for backends that take settings in a YAML (TRT-LLM); else {}."""

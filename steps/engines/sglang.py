@@ -21,12 +21,14 @@ from steps.engines.base import (
     prometheus_samples,
     to_int,
 )
+from steps.engines.registry import register_backend
 
 DISAGG_BOOTSTRAP_PORT = 12345
 _KV = re.compile(r"^[^\n]*?(?:DP(?P<rank>\d+)\b[^\n]*?)?KV Cache is allocated\.\s*#tokens:\s*(?P<n>[0-9][0-9,]*)", re.M)
 _VERSION = re.compile(r"sglang(?: version|==)\s*v?([0-9][\w.+-]*)", re.I)
 
 
+@register_backend
 class SglangBackend(EngineBackend):
     name = "sglang"
     dynamo_module = "dynamo.sglang"
@@ -34,6 +36,13 @@ class SglangBackend(EngineBackend):
     version_path = "/get_server_info"  # JSON with "version"
     profile_start_path = "/start_profile"
     profile_stop_path = "/stop_profile"
+    dgd_workdir = "/workspace/examples/backends/sglang"
+    memory_utilization = 0.88  # mem_fraction_static
+    # server_args sets --chunked-prefill-size from GPU memory (2,048 under 35 GiB, 8,192 under 160 GiB,
+    # 16,384 above; every GPU in the catalog has 35 GiB or more) and, with attention DP, divides it by
+    # the DP size.
+    scheduler_defaults = {"prefill_chunk_tokens_160g": 16384, "chunk_shared_by_dp": True}
+    aic_name = "sglang"
 
     def parallel_args(self, cand: Candidate) -> list[str]:
         args = ["--tp", str(cand.size)]

@@ -22,6 +22,7 @@ from steps.engines.base import (
     prometheus_samples,
     to_int,
 )
+from steps.engines.registry import get_backend, register_backend
 
 KV_METRIC = "simengine:max_total_num_tokens"
 _KV = re.compile(r"^[^\n]*?KV cache capacity:\s*(?P<n>[0-9][0-9,]*)\s*tokens", re.M)
@@ -42,18 +43,33 @@ class SimulationSettings:
     model_path: str | None = None  # model directory (config.json) when `model` is a served name
 
 
+# What the simulated engine takes from the backend it emulates: its DGD parts and the facts the
+# performance model times it with.
+_EMULATED_FACTS = (
+    "dynamo_module",
+    "default_image",
+    "release_role_args",
+    "legacy_role_flags",
+    "memory_utilization",
+    "profile_batched_tokens",
+    "scheduler_defaults",
+    "aic_name",
+)
+
+
+@register_backend
 class SimulatedBackend(EngineBackend):
     name = "simulated"
+    deployable = False  # it stands in for `emulate`, whose workers the DGD runs
     profile_start_path = "/start_profile"
     profile_stop_path = "/stop_profile"
 
     def __init__(self, settings: SimulationSettings | None = None, **overrides: Any) -> None:
         self.settings = settings or SimulationSettings(**overrides)
-        from steps.engines import get_backend
-
         self.emulated = get_backend(self.settings.emulate)
-        self.dynamo_module = self.emulated.dynamo_module
-        self.default_image = self.emulated.default_image
+        for fact in _EMULATED_FACTS:
+            setattr(self, fact, getattr(self.emulated, fact))
+        self.calibrated_as = self.emulated.calibration_key
 
     @property
     def expected_startup_s(self) -> float:  # type: ignore[override]
@@ -64,6 +80,9 @@ class SimulatedBackend(EngineBackend):
 
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
         return self.emulated.dgd_worker_args(model, cand, role, max_context)
+
+    def dgd_template(self, engine_image: str, frontend_image: str) -> dict[str, Any]:
+        return self.emulated.dgd_template(engine_image, frontend_image)
 
     def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:
         return self.emulated.engine_config(cand, role, max_context)

@@ -25,6 +25,7 @@ from steps.engines.base import (
     last_per_rank,
     to_int,
 )
+from steps.engines.registry import register_backend
 
 # Where a DGD worker finds its engine-args file; the renderer mounts `engine_config` there.
 ENGINE_CONFIG_DIR = "/opt/slaprof/engine-config"
@@ -36,10 +37,12 @@ _KV = re.compile(
 _VERSION = re.compile(r"TensorRT-LLM version:\s*(\S+)")
 
 
+@register_backend
 class TrtllmBackend(EngineBackend):
     name = "trtllm"
     dynamo_module = "dynamo.trtllm"
     default_image = dynamo_image("tensorrtllm-runtime")
+    aic_name = "trtllm"
     metrics_path = None  # trtllm-serve's /metrics is JSON iteration stats, not Prometheus
     profile_start_path = None
     profile_stop_path = None
@@ -56,7 +59,10 @@ class TrtllmBackend(EngineBackend):
             "tensor_parallel_size": cand.size,
             "moe_expert_parallel_size": cand.moe_ep,
             "enable_attention_dp": cand.attn_dp > 1,
-            "kv_cache_config": {"enable_block_reuse": role != "prefill", "free_gpu_memory_fraction": 0.9},
+            "kv_cache_config": {
+                "enable_block_reuse": role != "prefill",
+                "free_gpu_memory_fraction": self.memory_utilization,
+            },
         }
         if max_context:
             cfg["max_seq_len"] = max_context

@@ -7,6 +7,9 @@ parallelism across the DP ranks).
 KV capacity: `vllm:cache_config_info` (num_gpu_blocks x block_size) on /metrics, else the
 start-up line `GPU KV cache size: N tokens` (older engines: `Maximum concurrency for T tokens
 per request: X x`, or `# GPU blocks: N` x the block size).
+Worker role: `--is-prefill-worker` before Dynamo 1.0; from 1.0 on `--disaggregation-mode`, with
+the NIXL KV-transfer setting a 1.x prefill worker refuses to start without (`release_role_args`,
+checked against each release's `vllm/backend_args.py` and examples/backends/vllm/deploy/).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from steps.engines.base import (
     prometheus_samples,
     to_int,
 )
+from steps.engines.registry import register_backend
 
 DEFAULT_BLOCK_SIZE = 16
 _RANK = r"(?:EngineCore_DP(?P<rank>\d+)[^\n]*?)?"
@@ -34,14 +38,30 @@ _MAX_CONC = re.compile(
 )
 _GPU_BLOCKS = re.compile(r"^[^\n]*?" + _RANK + r"# GPU blocks:\s*(?P<n>[0-9][0-9,]*)", re.M)
 _VERSION = re.compile(r"vLLM API server version\s+(\S+)|vllm version\s+(\S+)", re.I)
+_NIXL = '{{"kv_connector":"NixlConnector","kv_role":"{}"}}'
+_DECODE_ROLE = ("--disaggregation-mode", "decode")
 
 
+@register_backend
 class VllmBackend(EngineBackend):
     name = "vllm"
     dynamo_module = "dynamo.vllm"
     default_image = dynamo_image("vllm-runtime")
     profile_start_path = "/start_profile"
     profile_stop_path = "/stop_profile"
+    dgd_workdir = "/workspace/examples/backends/vllm"
+    legacy_role_flags = ("--is-prefill-worker", "--is-decode-worker")
+    release_role_args = {
+        "1.0": {
+            "prefill": ("--disaggregation-mode", "prefill", "--kv-transfer-config", _NIXL.format("kv_both")),
+            "decode": _DECODE_ROLE,
+        },
+        "1.6": {
+            "prefill": ("--disaggregation-mode", "prefill", "--kv-transfer-config", _NIXL.format("kv_producer")),
+            "decode": _DECODE_ROLE,
+        },
+    }
+    aic_name = "vllm"
 
     def parallel_args(self, cand: Candidate) -> list[str]:
         if cand.kind == "tp":

@@ -17,7 +17,6 @@ from steps.models import ModelInfo
 from steps.perf.roofline import AggEstimate, BuiltinEstimator
 
 ESTIMATORS: tuple[str, ...] = ("builtin", "aic")
-SIMULATED_AS = "vllm"  # the simulated engine times itself like vLLM
 
 __all__ = ["AggEstimate", "BuiltinEstimator", "ESTIMATORS", "PerfEstimator", "get_estimator"]
 
@@ -52,6 +51,5 @@ def get_estimator(
     if estimator == "aic":
         from steps.perf.aic import AicEstimator
 
-        aic_backend = SIMULATED_AS if backend == "simulated" else backend
-        return AicEstimator(model, gpu, aic_backend, cand, **opts)
+        return AicEstimator(model, gpu, backend, cand, **opts)
     raise UserError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from steps.candidates import Candidate
+from steps.engines import backend_names, get_backend
 from steps.errors import UserError
 from steps.gpus import GpuSpec
 from steps.models import ModelInfo
@@ -37,7 +38,6 @@ from steps.perf.mapping import Mapping
 from steps.perf.memory import kv_capacity_tokens
 from steps.perf.roofline import AggEstimate, compute_dtype
 
-AIC_BACKENDS = ("vllm", "sglang", "trtllm")
 _GEMM = {"bf16": "bfloat16", "fp8": "fp8", "fp4": "nvfp4"}
 _KV = {"bf16": "bfloat16", "fp8": "fp8"}
 _INSTALL = "install the optional extra: pip install 'slaprof[aic]' (AI Configurator 0.12)"
@@ -107,7 +107,7 @@ def _session(target: AicTarget, mode: str) -> Any:
     the steps AI Configurator's own single estimate takes for that mode (quantization and FMHA
     resolution against the database), so a point answered here equals its `cli_estimate`."""
     _require()
-    from aiconfigurator.sdk.backends.factory import get_backend
+    from aiconfigurator.sdk.backends.factory import get_backend as aic_backend
     from aiconfigurator.sdk.config_builders import build_model_config
     from aiconfigurator.sdk.inference_session import InferenceSession
     from aiconfigurator.sdk.models import (
@@ -143,7 +143,7 @@ def _session(target: AicTarget, mode: str) -> Any:
         resolve_context_fmha_by_data(config, t.model_path, database, t.backend, is_context_role=is_context)
     resolve_dsv4_moe_arch(config, t.model_path, system_name=t.system, backend_name=t.backend)
     resolve_nvfp4_for_system(config, t.system, t.model_path, backend_name=t.backend)
-    return InferenceSession(get_model(t.model_path, config, t.backend), database, get_backend(t.backend))
+    return InferenceSession(get_model(t.model_path, config, t.backend), database, aic_backend(t.backend))
 
 
 def _run(target: AicTarget, mode: str, isl: int, osl: int, batch: int) -> tuple[float, float]:
@@ -216,10 +216,13 @@ class AicEstimator:
         hf_id: str | None = None,
         backend_version: str | None = None,
     ) -> None:
-        if backend not in AIC_BACKENDS:
-            raise UserError(f"AI Configurator has no backend {backend!r}; it covers {', '.join(AIC_BACKENDS)}")
+        aic_backend = get_backend(backend).aic_name  # the simulated engine's: the emulated backend's
+        if aic_backend is None:
+            covered = [n for n in backend_names() if get_backend(n).aic_name]
+            raise UserError(f"AI Configurator has no backend {backend!r}; it covers {', '.join(covered)}")
         _require()
         self.model, self.gpu, self.backend, self.cand = model, gpu, backend, cand
+        self.aic_backend = aic_backend
         self.map = Mapping.of(cand)
         self.system = system or gpu.name
         self.model_path = aic_model_path(model, hf_id)
@@ -232,7 +235,14 @@ class AicEstimator:
     @property
     def target(self) -> AicTarget:
         return AicTarget(
-            self.model_path, self.system, self.backend, self.version, self.map, self._gemm, self._kv, self.model.is_moe
+            self.model_path,
+            self.system,
+            self.aic_backend,
+            self.version,
+            self.map,
+            self._gemm,
+            self._kv,
+            self.model.is_moe,
         )
 
     def _call(self, mode: str, isl: int, osl: int, batch: int) -> tuple[float, float]:

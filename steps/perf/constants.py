@@ -3,7 +3,8 @@
 The constants are few and physical (efficiencies, per-layer and per-step latencies, fixed
 overheads) so they carry over to GPUs they were not fitted on. They live in
 `steps/perf/calibration.json`, written by `bench/calibrate.py` with its data source, date and
-fit error; the defaults below are used for a backend the file does not list.
+fit error, keyed by each backend's `calibration_key` (steps/engines/); a backend the file does not
+list gets the defaults below with its scheduler's own (`EngineBackend.scheduler_defaults`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from importlib import resources
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from steps.engines import get_backend
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -71,18 +74,9 @@ class BackendConstants(BaseModel):
     kv_transfer_gbps: float = Field(25.0, description="disaggregated KV transfer bandwidth, GB/s (not fitted)")
 
 
-# Engine defaults that are not fitted: what each backend's scheduler does unless told otherwise.
-# SGLang's server_args sets --chunked-prefill-size from GPU memory (2,048 under 35 GiB, 8,192 under
-# 160 GiB, 16,384 above; every GPU in the catalog has 35 GiB or more) and, with attention DP,
-# divides it by the DP size.
-ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sglang": {"prefill_chunk_tokens_160g": 16384, "chunk_shared_by_dp": True},
-}
-
-
 def engine_defaults(backend: str) -> BackendConstants:
     """Uncalibrated constants with the backend's own scheduler defaults."""
-    return BackendConstants(**ENGINE_DEFAULTS.get(backend, {}))
+    return BackendConstants(**get_backend(backend).scheduler_defaults)
 
 
 class Calibration(BaseModel):
@@ -108,7 +102,7 @@ def load_calibration() -> Calibration:
 
 
 def constants_for(backend: str) -> BackendConstants:
-    """Constants for `backend`; `simulated` behaves like vLLM."""
-    cal = load_calibration()
-    key = "vllm" if backend == "simulated" else backend
-    return cal.backends.get(key) or engine_defaults(key)
+    """Constants for `backend`: its calibrated ones, else its engine defaults (`simulated`: the emulated
+    backend's)."""
+    calibrated = load_calibration().backends.get(get_backend(backend).calibration_key)
+    return calibrated or engine_defaults(backend)
