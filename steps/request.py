@@ -282,7 +282,7 @@ class ProfileRequest(_Strict):
             v1beta1="backend",
             dgdr_value=_not_auto,
         ),
-    ] = Field("vllm", description="inference backend (a registered one, steps/engines/)")
+    ] = Field("vllm", description="inference backend")
     method: Annotated[Method, Exposed("--method", argo=True)] = Field(
         "offline",
         description="offline = estimate without engines, simulate = simulated engines + AIPerf on CPUs, "
