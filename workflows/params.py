@@ -15,6 +15,7 @@ from steps.apply import RUN_LABEL as RUN_LABEL  # re-exported: one declaration
 from steps.dynamo_releases import supported
 from steps.errors import UserError
 from steps.gpus import GPU_NAMES
+from steps.pipeline import AUTO_CHOICE as AUTO_CHOICE  # re-exported: one declaration
 from steps.request import BACKENDS, SERVING_MODES
 
 VERSION = "0.1.0"
@@ -39,7 +40,6 @@ GPU_SEMAPHORE_KEY = "gpus-{{inputs.parameters.gpus}}"
 LABEL_PREFIX = "slaprof.io"
 
 PICK_SLOTS = 6  # Pareto choices offered by the suspend node (Argo enums are static lists)
-AUTO_CHOICE = "auto"
 
 
 @dataclass(frozen=True)
