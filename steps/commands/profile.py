@@ -71,8 +71,8 @@ PICK_ROLES = ("prefill", "decode", "agg")
 
 def pick_choice(text: str) -> str:
     """--pick's value as a choice of the pick step: `tp2+tp4` (prefill+decode), `agg-tp4`, or auto."""
+    from steps.candidates import AGG_PREFIX
     from steps.errors import UserError
-    from workflows.pick import parse_choice
 
     if text.strip() in ("", AUTO):
         return AUTO
@@ -85,14 +85,11 @@ def pick_choice(text: str) -> str:
                 "(e.g. agg=agg-tp4), ids as in plan.json"
             )
         roles[role] = cid
-    if set(roles) == {"agg"}:
-        choice = roles["agg"]
-    elif set(roles) == {"prefill", "decode"}:
-        choice = f"{roles['prefill']}+{roles['decode']}"
-    else:
-        raise UserError(f"--pick {text!r}: name both prefill and decode, or only agg")
-    parse_choice(choice)  # an aggregated id must be one (agg-...)
-    return choice
+    if set(roles) == {"agg"} and roles["agg"].startswith(AGG_PREFIX):
+        return roles["agg"]
+    if set(roles) == {"prefill", "decode"}:
+        return f"{roles['prefill']}+{roles['decode']}"
+    raise UserError(f"--pick {text!r}: name both prefill and decode, or only agg (an {AGG_PREFIX}... id)")
 
 
 def ask_choice(choices: list[str]) -> str:
