@@ -111,7 +111,7 @@ def test_run_names_and_labels():
 
 
 def test_every_step_follows_declared_steps_and_reads_what_is_written_before():
-    written = set()
+    written: set[str] = set()
     for s in pipeline.STEPS:
         assert all(
             a in pipeline.BY_NAME and list(pipeline.BY_NAME).index(a) < list(pipeline.BY_NAME).index(s.name)
@@ -120,3 +120,13 @@ def test_every_step_follows_declared_steps_and_reads_what_is_written_before():
         assert s.name == "plan" or s.after
         assert set(s.reads) - {pipeline.PROFILE, Layout.PROFILES} <= written | {Layout.REQUEST}, s.name
         written |= set(s.writes)
+
+
+def test_picking_an_unmeasured_candidate_fails_the_run_after_fit(tmp_path, capsys):
+    from steps.cli import main
+
+    args = ["profile", "--config", str(tmp_path / "request.yaml"), "--max-num-gpus-per-engine", "2"]
+    (tmp_path / "request.yaml").write_text(REQUEST_DOC)
+    assert main([*args, "--out", str(tmp_path / "run"), "--pick", "prefill=tp1,decode=tp8", "--progress", "none"]) == 1
+    assert "pick: picked candidate 'tp8' has no successful profile" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "dgd.yaml").exists() and (tmp_path / "run" / "selection.json").exists()

@@ -216,4 +216,4 @@ def run(args: argparse.Namespace) -> int:
     for line in selection.recommendation:
         print(line)
     print(f"Report: {result.report or result.location}")
-    return 0
+    return 1 if result.errors else 0  # a step after fit failed (pick, render, record, apply): its line is above
