@@ -9,6 +9,8 @@ https://argo-workflows.readthedocs.io/en/latest/walk-through/dag/).
                 ─▶ record (history + drift)
     onExit: cleanup (undoes what a failed run applied)
 
+The DAG is built from the step declaration `steps.pipeline.STEPS`, which the local runner walks
+too: one Hera task per step (per pod shape for bench), wired with `Task.next` by each step's `after`.
 Every task is a runner script of `workflows.tasks` calling the same step functions as
 `slaprof profile`. A failed candidate does not stop the DAG (continueOn); fit reports it.
 GPUs are admitted per online bench pod (workflows.bench), not per run; every pod meets Pod
@@ -141,20 +143,23 @@ def _task_settings(name: str, template: Script, done: dict[str, list[Task]]) -> 
     if name == "record":
         return {"arguments": {"drift-threshold": _wp("drift-threshold")}}
     if name == "apply":
-        assert plan is not None
-        return {
-            "arguments": {"timeout": _wp("apply-timeout")},
-            "when": f"'{plan.get_parameter('auto-apply').value}' == 'true'",
-        }
+        return {"arguments": {"timeout": _wp("apply-timeout")}}
     return {}
 
 
-def _choose(choose_t: Suspend, fit: Task) -> Task:
-    """The suspend node a person resumes with a choice, before a step that asks one (pick=manual only)."""
+def _switch(step: pipeline.Step, done: dict[str, list[Task]]) -> str:
+    """A declared switch as an Argo `when`: pick=manual, or the request's auto-apply (plan's output)."""
+    if step.when == "pick":
+        return f"'{_wp('pick')}' == 'manual'"
+    return f"'{done['plan'][0].get_parameter('auto-apply').value}' == 'true'"
+
+
+def _choose(choose_t: Suspend, fit: Task, when: str) -> Task:
+    """The suspend node a person resumes with a choice, before a step that asks one."""
     return Task(
         name="choose",
         template=choose_t,
-        when=f"'{_wp('pick')}' == 'manual'",
+        when=when,
         arguments={CHOICE: fit.get_parameter(f"{CHOICE}-1")}
         | {f"{CHOICE}-{i}": fit.get_parameter(f"{CHOICE}-{i}") for i in range(1, PICK_SLOTS + 1)},
     )
@@ -164,12 +169,14 @@ def _dag(templates: dict[str, list[Any]]) -> None:
     """One task per declared step (per pod shape for bench), wired by the steps' `after`."""
     done: dict[str, list[Task]] = {}
     for step in pipeline.STEPS:
-        if step.asks_person:
-            done["choose"] = [_choose(templates["choose"][0], done["fit"][0])]
+        if step.asks_person:  # the switch goes on the suspend node: without it the step is Omitted
+            done["choose"] = [_choose(templates["choose"][0], done["fit"][0], _switch(step, done))]
         made = []
         for template in templates[step.name]:
             settings = _task_settings(step.name, template, done)
             arguments = {"run": RUN, **settings.pop("arguments", {})}
+            if step.when and not step.asks_person:
+                settings["when"] = _switch(step, done)
             made.append(Task(name=template.name or step.name, template=template, arguments=arguments, **settings))
         firsts = done["choose"] if step.asks_person else made
         for before in step.after:
