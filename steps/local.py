@@ -488,7 +488,7 @@ def run_profile(
     reporter: ProgressReporter | None = None,
     store: ArtifactStore | None = None,
 ) -> RunResult:
-    """plan -> bench (every candidate) -> fit -> render [-> apply]; see the module docstring.
+    """The declared steps (steps.pipeline.STEPS) in order; see the module docstring.
 
     Raises UserError for problems the user can fix (unwritable output; StoreUnavailable when the S3
     store stays unreachable for its retry budget, with everything written so far kept for a rerun to
