@@ -130,3 +130,28 @@ def test_picking_an_unmeasured_candidate_fails_the_run_after_fit(tmp_path, capsy
     assert main([*args, "--out", str(tmp_path / "run"), "--pick", "prefill=tp1,decode=tp8", "--progress", "none"]) == 1
     assert "pick: picked candidate 'tp8' has no successful profile" in capsys.readouterr().err
     assert not (tmp_path / "run" / "dgd.yaml").exists() and (tmp_path / "run" / "selection.json").exists()
+
+
+def test_the_prompt_takes_a_number_or_enter(monkeypatch, capsys):
+    from steps.commands.profile import ask_choice
+
+    answers = iter(["9", "2"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert ask_choice(["tp1+tp2 (recommended): TTFT 1 ms", "tp2+tp2: TTFT 2 ms"]) == "tp2+tp2: TTFT 2 ms"
+    assert "type a number from 1 to 2" in capsys.readouterr().err
+    monkeypatch.setattr("builtins.input", lambda prompt: "")
+    assert ask_choice(["tp1+tp2 (recommended): TTFT 1 ms", "tp2+tp2: TTFT 2 ms"]).startswith("tp1+tp2")
+
+
+def test_a_local_run_asks_after_fit(tmp_path):
+    offered: list[list[str]] = []
+
+    def ask(choices: list[str]) -> str:
+        offered.append(choices)
+        return choices[1]
+
+    request = build_request_from_parameters(REQUEST_DOC, {"max-gpus-per-engine": "2"})
+    result = run_profile(request, RunOptions(out=str(tmp_path / "run"), ask=ask))
+    assert len(offered) == 1 and "(recommended)" in offered[0][0]
+    assert result.selection is not None and result.selection.recommendation[0].startswith("Picked by hand")
+    assert result.dgd is not None and (tmp_path / "run" / pipeline.AUTO_SELECTION).exists()
