@@ -87,7 +87,7 @@ def run_in_process(run: str, root: Path) -> dict[str, float]:
     start = time.perf_counter()
     request = build_request_from_parameters("", PARAMS)
     write_model(store, Layout.REQUEST, request)
-    ids = plan.run_step(store)
+    ids = plan.run_step(store).runnable_ids()
     times["plan"] = time.perf_counter() - start
     per = []
     for cid in ids:

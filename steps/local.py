@@ -1,9 +1,9 @@
-"""The local runner: the whole profiling DAG on one machine (`slaprof profile`).
+"""The local runner: the whole profiling pipeline on one machine (`slaprof profile`).
 
-It calls exactly the step entry points the Argo workflow calls, on one artifact store (a
-folder, or an S3 prefix): request.json -> `plan.run_step` -> `bench.run_step` for every
-runnable candidate -> `fit.run_step` -> `render.run_step` (dgd.yaml) -> `apply.run_step` when
-the request asks for it. Outputs: the run's artifacts in the store (see `steps.store.Layout`).
+It walks the step declaration `steps.pipeline.STEPS` (the one the Argo DAG is built from) on one
+artifact store (a folder, or an S3 prefix) and calls the same step functions the workflow's pods
+call: plan -> bench for every runnable candidate -> fit -> [pick] -> render -> record [-> apply].
+Outputs: the run's artifacts in the store (see `steps.store.Layout`), and the drift history beside it.
 
 The run holds the store's run lock (`steps.runlock`) from start to end, so a second run into the
 same output exits 2 naming this one instead of mixing its files with ours. A store that cannot be
@@ -17,7 +17,6 @@ reused when they were measured under the same request key and succeeded, unless 
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -32,26 +31,17 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
-
-from steps import process_groups
+from steps import pipeline, process_groups
 from steps.errors import StepFailed, UserError
+from steps.pipeline import AUTO_CHOICE, RunContext, reusable_profile
 from steps.progress import ProgressReporter, SilentProgress
 from steps.request import ProfileRequest
-from steps.results import CandidateProfile, Provenance, Selection, utc_now
-from steps.store import (
-    ArtifactStore,
-    Layout,
-    StoreUnavailable,
-    StoreWriteError,
-    delete,
-    open_store,
-    read_model,
-    write_model,
-)
+from steps.results import CandidateProfile, Selection
+from steps.store import ArtifactStore, Layout, StoreUnavailable, StoreWriteError, open_store, write_model
 
 if TYPE_CHECKING:
     from steps.plan import Plan
@@ -76,6 +66,9 @@ class RunOptions:
     # BenchOptions fields given to every bench step (e.g. point caps and the simulated engine's
     # time scale for quick simulated sweeps); None = the bench step's defaults and environment
     bench_overrides: dict[str, Any] | None = None
+    pick: str = AUTO_CHOICE  # auto = fit's recommendation, else a choice: `tp2+tp4` (prefill+decode) or `agg-tp4`
+    ask: Callable[[list[str]], str] | None = None  # when set: shows fit's Pareto choices, returns the one taken
+    drift_threshold: float = 0.0  # percent of drift that fails the run; 0 = report only
 
 
 @dataclass
@@ -95,29 +88,13 @@ class RunResult:
     selection: Selection | None = None
     report: str | None = None  # uri of report.html when written
     dgd: str | None = None  # uri of dgd.yaml when written
+    drift: str | None = None  # the record step's summary
     errors: list[str] = field(default_factory=list)  # steps after bench that failed
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def recommended(self) -> bool:
         return bool(self.selection and self.selection.recommendation)
-
-
-# ---------------------------------------------------------------------------
-# resume
-# ---------------------------------------------------------------------------
-def reusable_profile(store: ArtifactStore, candidate_id: str, request_key: str) -> CandidateProfile | None:
-    """The stored profile of `candidate_id` if it succeeded under this request key, else None."""
-    key = Layout.profile(candidate_id)
-    if not store.exists(key):
-        return None
-    try:
-        profile = read_model(store, key, CandidateProfile)
-    except (ValidationError, ValueError, UserError):
-        return None  # unreadable or from an older format: measure again
-    if profile.status != "ok" or profile.id != candidate_id or profile.provenance.request_key != request_key:
-        return None
-    return profile
 
 
 # ---------------------------------------------------------------------------
@@ -192,17 +169,18 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 def _call_bench(
-    store: ArtifactStore, candidate_id: str, on_progress: ProgressFn | None, overrides: dict[str, Any] | None = None
-) -> CandidateProfile:
-    """`steps.bench.run_step(store, candidate_id)`, with the progress callback and option overrides."""
-    from steps import bench
+    store: ArtifactStore,
+    location: str,
+    candidate_id: str,
+    on_progress: ProgressFn | None,
+    overrides: dict[str, Any] | None = None,
+) -> pipeline.BenchOutcome:
+    """The declared bench step for one candidate, with the progress callback and option overrides."""
+    from steps.bench import BenchOptions
 
-    kwargs: dict[str, Any] = {}
-    if on_progress is not None:
-        kwargs["on_progress"] = on_progress
-    if overrides:
-        kwargs["options"] = bench.BenchOptions.from_env(**overrides)
-    return bench.run_step(store, candidate_id, **kwargs)
+    options = BenchOptions.from_env(**overrides) if overrides else None
+    ctx = RunContext(store, location, bench_options=options, on_progress=on_progress)
+    return pipeline.bench(ctx, candidate_id)
 
 
 def _interrupt_once(signum: int, frame: Any) -> None:
@@ -241,10 +219,11 @@ def _bench_worker(
         store = open_store(location, create=False)
         profile = _call_bench(
             store,
+            location,
             candidate_id,
             lambda phase, done, total: events.put(("progress", candidate_id, phase, int(done), int(total))),
             overrides,
-        )
+        ).profile
         events.put(("done", candidate_id, profile.status, profile.reason, _summary(profile)))
     except KeyboardInterrupt:
         events.put(("error", candidate_id, "interrupted", ""))
@@ -293,23 +272,6 @@ def _summary(profile: CandidateProfile) -> str:
     return (
         f"{len(profile.prefill)} prefill and {len(profile.decode)} decode points, max KV {profile.max_kv_tokens:,} "
         f"tokens" + "".join(f"; {n}" for n in notes)
-    )
-
-
-def _failed_profile(request: ProfileRequest, plan: Plan, candidate_id: str, reason: str) -> CandidateProfile:
-    """What the runner records for a candidate whose bench step could not write a profile, so
-    that fit lists it with its reason instead of silently dropping it."""
-    return CandidateProfile(
-        candidate=plan.get(candidate_id).candidate,
-        status="failed",
-        reason=reason,
-        provenance=Provenance(
-            method=request.method,
-            estimator=request.sweep.estimator if request.method == "offline" else None,
-            backend=request.backend,
-            finished_at=utc_now(),
-            request_key=plan.request_key,
-        ),
     )
 
 
@@ -484,14 +446,8 @@ class _Run:
 
     def record_failure(self, cid: str, reason: str, seconds: float, details: str = "") -> None:
         """A bench step that raised or died: write a failed profile (with the traceback kept as a log)."""
-        assert self.plan is not None
-        profile = _failed_profile(self.request, self.plan, cid, reason)
         try:
-            if details:
-                log_key = f"logs/{cid}-bench-error.txt"
-                self.store.put_bytes(log_key, details.encode(), "text/plain")
-                profile.artifacts["error_log"] = log_key
-            write_model(self.store, Layout.profile(cid), profile)
+            pipeline.record_failure(self.store, cid, reason, details)
         except (StoreWriteError, StoreUnavailable):
             raise  # the output cannot be written at all: nothing later can be either
         except UserError as exc:
@@ -526,20 +482,13 @@ def check_s3_endpoint(location: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def _optional_step(module: str) -> Any | None:
-    """A step module that may not exist in this version (render, apply)."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    return importlib.import_module(module)
-
-
 def run_profile(
     request: ProfileRequest,
     options: RunOptions,
     reporter: ProgressReporter | None = None,
     store: ArtifactStore | None = None,
 ) -> RunResult:
-    """plan -> bench (every candidate) -> fit -> render [-> apply]; see the module docstring.
+    """The declared steps (steps.pipeline.STEPS) in order; see the module docstring.
 
     Raises UserError for problems the user can fix (unwritable output; StoreUnavailable when the S3
     store stays unreachable for its retry budget, with everything written so far kept for a rerun to
@@ -565,17 +514,20 @@ def _run_locked(
     lock: RunLock,
     t0: float,
 ) -> RunResult:
-    from steps import plan as plan_step
-    from steps.plan import Plan
-
-    timings: dict[str, float] = {}
     run = _Run(request, store, options.out, reporter)
     run.bench_overrides = bench_overrides(options)
+    ctx = RunContext(
+        store,
+        options.out,
+        choice=options.pick,
+        drift_threshold=options.drift_threshold,
+        force=options.force,
+        note=reporter.step,
+    )
     write_model(store, Layout.REQUEST, request)
-    ids = plan_step.run_step(store)
-    plan = read_model(store, Layout.PLAN, Plan)
+    plan = pipeline.plan(ctx)  # a plan that cannot be made is the user's to fix: it stops the run
     run.plan = plan
-    timings["plan"] = time.monotonic() - t0
+    ids = plan.runnable_ids()
     dropped = [p for p in plan.candidates if p.status != "runnable"]
     reporter.step(
         "plan",
@@ -583,39 +535,52 @@ def _run_locked(
         f"{len(ids)} candidate{'s' if len(ids) != 1 else ''} ({', '.join(ids)})"
         + (f"; {len(dropped)} dropped" if dropped else ""),
     )
-    result = RunResult(options.out, request, plan, timings=timings)
-    t1 = time.monotonic()
-    todo = _resume(run, ids, options.force)
-    _bench(run, todo, options)
-    timings["bench"] = time.monotonic() - t1
-    result.outcomes = [run.outcomes[c] for c in ids if c in run.outcomes]
+    result = RunResult(options.out, request, plan, timings={"plan": time.monotonic() - t0})
+    done = {"plan": "ok"}
+    for step in pipeline.STEPS[1:]:
+        if any(done.get(name) == "failed" for name in step.after) or not all(name in done for name in step.after):
+            done[step.name] = "failed"  # what it needs is missing: it does not run, nor do the steps after it
+            continue
+        if step.needs_recommendation and not result.recommended:
+            done[step.name] = "failed"
+            continue
+        if step.asks_person and options.ask is not None and result.selection is not None:
+            from workflows.pick import pareto_choices
 
-    lock.check()  # a run that lost its lock while measuring must not write the results
-    _after_bench(run, result)
-    timings["total"] = time.monotonic() - t0
+            ctx.choice = options.ask(pareto_choices(result.selection))
+        if not pipeline.switched_on(step, request, ctx.choice):
+            done[step.name] = "skipped"
+            continue
+        if step.fans_out:
+            t = time.monotonic()
+            _bench(run, _resume(run, ids, options.force), options)
+            result.timings[step.name] = time.monotonic() - t
+            result.outcomes = [run.outcomes[c] for c in ids if c in run.outcomes]
+            lock.check()  # a run that lost its lock while measuring must not write the results
+            done[step.name] = "ok"
+            continue
+        ok, value = _step(run, result, step.name, partial(step.run, ctx))
+        done[step.name] = "ok" if ok else "failed"
+        if ok:
+            _took(result, step.name, value, store)
+    result.timings["total"] = time.monotonic() - t0
     return result
 
 
-def _discard_stale_profiles(run: _Run, ids: list[str]) -> None:
-    """Profiles of candidates that are not in this plan, left by a run of another request in the
-    same output: fit reads every profile under profiles/, so they would compete with this run's."""
-    assert run.plan is not None
-    for key in run.store.list(Layout.PROFILES):
-        cid = key[len(Layout.PROFILES) :].removesuffix(".json")
-        if not key.endswith(".json") or "/" in cid or cid in ids:
-            continue
-        try:
-            stored_key = read_model(run.store, key, CandidateProfile).provenance.request_key
-        except (ValidationError, ValueError, UserError):
-            stored_key = ""
-        if stored_key != run.plan.request_key:
-            delete(run.store, key)
-            run.reporter.step("resume", f"removed {key}: measured under another request, {cid} is not in this plan")
+def _took(result: RunResult, name: str, value: Any, store: ArtifactStore) -> None:
+    """What a finished step adds to the run's result."""
+    if name in ("fit", "pick"):
+        result.selection = value
+        if store.exists(Layout.REPORT):
+            result.report = store.uri(Layout.REPORT)
+    elif name == "render":
+        result.dgd = store.uri(Layout.DGD)
+    elif name == "record":
+        result.drift = value.summary()
 
 
 def _resume(run: _Run, ids: list[str], force: bool) -> list[str]:
     assert run.plan is not None
-    _discard_stale_profiles(run, ids)
     if force:
         return list(ids)
     todo = []
@@ -659,7 +624,7 @@ def _bench_in_process(run: _Run, ids: list[str]) -> None:
         started = time.monotonic()
         try:
             # an estimate takes milliseconds: one line when it is done says all a progress row would
-            profile = _call_bench(run.store, cid, None, run.bench_overrides)
+            profile = _call_bench(run.store, run.location, cid, None, run.bench_overrides).profile
         except KeyboardInterrupt:
             raise Interrupted(cid) from None
         except (StoreWriteError, StoreUnavailable):
@@ -693,26 +658,3 @@ def _step(run: _Run, result: RunResult, name: str, fn: Callable[[], Any]) -> tup
         return False, None
     result.timings[name] = time.monotonic() - t
     return True, value
-
-
-def _after_bench(run: _Run, result: RunResult) -> None:
-    """fit, then render and apply; a failure is recorded and the run goes on as far as it can."""
-    from steps import fit
-
-    ok, result.selection = _step(run, result, "fit", lambda: fit.run_step(run.store))
-    if run.store.exists(Layout.REPORT):
-        result.report = run.store.uri(Layout.REPORT)
-    if not ok or not result.recommended:
-        return
-    render = _optional_step("steps.render")
-    if render is not None:
-        ok, _ = _step(run, result, "render", lambda: render.run_step(run.store))
-        if not ok:
-            return
-        result.dgd = run.store.uri(Layout.DGD)
-    if run.request.deployment.auto_apply:
-        apply = _optional_step("steps.apply")
-        if apply is None or render is None:
-            result.errors.append("apply: --auto-apply needs the render and apply steps, which this version lacks")
-            return
-        _step(run, result, "apply", lambda: apply.run_step(run.store))

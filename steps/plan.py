@@ -291,11 +291,11 @@ def round_up_pow2(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
-def run_step(store: ArtifactStore) -> list[str]:
-    """DAG step `plan`: request.json -> plan.json; returns the runnable candidate ids (the fan-out list)."""
+def run_step(store: ArtifactStore) -> Plan:
+    """DAG step `plan`: request.json -> plan.json; returns the plan (its runnable ids are the fan-out list)."""
     from steps.store import Layout, read_model, write_model
 
     request = read_model(store, Layout.REQUEST, ProfileRequest)
     plan = make_plan(request)
     write_model(store, Layout.PLAN, plan)
-    return plan.runnable_ids()
+    return plan

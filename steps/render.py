@@ -633,8 +633,10 @@ def load_base(path: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 # DAG step
 # ---------------------------------------------------------------------------
-def run_step(store: ArtifactStore, base: dict[str, Any] | None = None) -> str:
-    """request.json + selection.json (+ planner JSON for a disaggregated graph) -> dgd.yaml; returns the YAML."""
+def run_step(store: ArtifactStore, base: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> str:
+    """request.json + selection.json (+ planner JSON for a disaggregated graph) -> dgd.yaml; returns the YAML.
+
+    `labels` go on every manifest (the run label the cluster's clean-up looks for)."""
     request = read_model(store, Layout.REQUEST, ProfileRequest)
     selection = read_model(store, Layout.SELECTION, Selection)
 
@@ -642,6 +644,8 @@ def run_step(store: ArtifactStore, base: dict[str, Any] | None = None) -> str:
         return store.get_bytes(Layout.PREFILL_JSON).decode(), store.get_bytes(Layout.DECODE_JSON).decode()
 
     docs = render_selection(request, selection, planner_json, base=base)
+    for doc in docs if labels else []:
+        doc.setdefault("metadata", {}).setdefault("labels", {}).update(labels or {})
     text = to_yaml(docs, header=describe(request, selection))
     store.put_bytes(Layout.DGD, text.encode(), "application/yaml")
     return text

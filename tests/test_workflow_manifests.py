@@ -101,7 +101,7 @@ def test_bench_fans_out_over_plan_candidates_and_tolerates_failures(wt):
     for name in BENCHES:
         task = tasks[name]
         assert task["withParam"] == "{{tasks.plan.outputs.parameters.candidates}}"
-        assert task["depends"] == "plan"
+        assert task["depends"] == "plan.Succeeded"
         assert _args(task)["candidate"] == "{{item.id}}" and _args(task)["gpus"] == "{{item.gpus}}"
         assert _args(task)["deadline-seconds"] == "{{tasks.plan.outputs.parameters.bench-deadline-seconds}}"
         assert task["continueOn"] == {"failed": True, "error": True}
@@ -123,7 +123,10 @@ def test_pick_render_apply_record_order(wt):
         assert tasks[name]["depends"] == "fit.Succeeded && (pick.Succeeded || pick.Skipped || pick.Omitted)"
     assert tasks["apply"]["depends"] == "render.Succeeded"
     assert tasks["apply"]["when"] == "'{{tasks.plan.outputs.parameters.auto-apply}}' == 'true'"
-    assert _args(tasks["record"])["history-key"] == "{{tasks.plan.outputs.parameters.history-key}}"
+    assert _args(tasks["record"]) == {
+        "run": "{{workflow.name}}",
+        "drift-threshold": "{{workflow.parameters.drift-threshold}}",
+    }
 
 
 def test_suspend_node_offers_fit_choices_as_an_enum(wt):

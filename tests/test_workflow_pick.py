@@ -10,7 +10,7 @@ from steps.results import DecodeChoice, ParetoPoint, PrefillChoice, Selection
 from steps.store import StoreUnavailable
 from workflows.params import PICK_SLOTS
 from workflows.pick import RECOMMENDED, pareto_choices, parse_choice
-from workflows.tasks import TRANSIENT_EXIT, fit_outputs, label_manifests, step_errors
+from workflows.tasks import TRANSIENT_EXIT, fit_outputs, step_errors
 
 
 def _selection(
@@ -144,14 +144,6 @@ def test_exit_codes(exc, code, capsys):
 def test_unknown_errors_keep_their_traceback():
     with pytest.raises(KeyError), step_errors("task"):
         raise KeyError("bug")
-
-
-def test_run_label_on_every_manifest():
-    text = label_manifests(
-        "# rendered by slaprof\nkind: ConfigMap\nmetadata: {name: a}\n---\nkind: DynamoGraphDeployment\nmetadata:\n  name: b\n  labels: {team: infra}\n",
-        "wf-1",
-    )
-    assert text.count("slaprof.io/run: wf-1") == 2 and "team: infra" in text and text.startswith("# rendered")
 
 
 @pytest.mark.parametrize("text,seconds", [("4h", 14400), ("2h30m", 9000), ("90s", 90), ("1.5h", 5400)])

@@ -35,10 +35,11 @@ HERA_OUT = "/tmp/hera-outputs"
 class ArgoStandIn:
     """The parts of Argo's controller and executor a task needs, for one workflow run."""
 
-    def __init__(self, s3, tmp: Path, parameters: dict[str, str]) -> None:
+    def __init__(self, s3, tmp: Path, parameters: dict[str, str], workflow: str = WORKFLOW) -> None:
         from minio import Minio
 
         self.s3 = s3
+        self.workflow = workflow
         self.tmp = tmp
         self.wt = workflow_template_dict()
         self.templates = {t["name"]: t for t in self.wt["spec"]["templates"]}
@@ -56,7 +57,7 @@ class ArgoStandIn:
         def one(m: re.Match) -> str:
             tag = m.group(1).strip()
             if tag == "workflow.name":
-                return WORKFLOW
+                return self.workflow
             if tag.startswith("workflow.parameters."):
                 return self.parameters[tag.removeprefix("workflow.parameters.")]
             if tag.startswith("tasks."):
@@ -82,9 +83,32 @@ class ArgoStandIn:
     def depends(self, task: str, status: dict[str, str]) -> bool:
         """A task's `depends` given each task's phase (Succeeded, Failed, Skipped, Omitted ...)."""
         expr = self.tasks[task].get("depends", "")
-        text = re.sub(r"([\w-]+)\.(\w+)", lambda m: str(status.get(m.group(1)) == m.group(2)), expr)
-        text = re.sub(r"^([\w-]+)$", lambda m: str(status.get(m.group(1)) == "Succeeded"), text)
+        if not expr:
+            return True
+        text = re.sub(r"^([\w-]+)$", r"\1.Succeeded", expr)  # a bare name: that task succeeded
+        text = re.sub(r"([\w-]+)\.(\w+)", lambda m: str(status.get(m.group(1)) == m.group(2)), text)
         return bool(eval(text.replace("&&", " and ").replace("||", " or "), {"__builtins__": {}}))
+
+    def run_dag(self, supplied: dict[str, Any] | None = None) -> dict[str, str]:
+        """Every DAG task in order, as the controller runs them: `depends` false -> Omitted, `when`
+        false -> Skipped, `withParam` fans out; a suspend node resumes with the output parameters
+        `supplied[node](self)` returns (what a person supplies)."""
+        status: dict[str, str] = {}
+        for name, task in self.tasks.items():
+            if not self.depends(name, status):
+                status[name] = "Omitted"
+            elif not self.when(name):
+                status[name] = "Skipped"
+            elif "suspend" in self.templates[task["template"]]:
+                self.outputs[name] = (supplied or {})[name](self)
+                status[name] = "Succeeded"
+            else:
+                items = json.loads(self.resolve(task["withParam"])) if "withParam" in task else [None]
+                procs = self.run_parallel([(name, item) for item in items])
+                failed = [p for p in procs if p.returncode != 0]
+                assert not failed or "continueOn" in task, f"{name} failed: {failed[0].stderr[-2000:]}"
+                status[name] = "Failed" if failed else "Succeeded"
+        return status
 
     # -- running pods -------------------------------------------------------------------
     def run(

@@ -15,6 +15,7 @@ from typing import Any
 from steps.apply import RUN_LABEL as RUN_LABEL  # re-exported: one declaration
 from steps.errors import UserError
 from steps.fields import RequestField, argo_description, get_path, request_fields, set_path
+from steps.pipeline import AUTO_CHOICE as AUTO_CHOICE  # re-exported: one declaration
 
 VERSION = "0.1.0"
 IMAGE = f"ghcr.io/slaprof/slaprof:{VERSION}"
@@ -38,7 +39,6 @@ GPU_SEMAPHORE_KEY = "gpus-{{inputs.parameters.gpus}}"
 LABEL_PREFIX = "slaprof.io"
 
 PICK_SLOTS = 6  # Pareto choices offered by the suspend node (Argo enums are static lists)
-AUTO_CHOICE = "auto"
 
 
 @dataclass(frozen=True)

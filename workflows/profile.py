@@ -9,6 +9,8 @@ https://argo-workflows.readthedocs.io/en/latest/walk-through/dag/).
                 ─▶ record (history + drift)
     onExit: cleanup (undoes what a failed run applied)
 
+The DAG is built from the step declaration `steps.pipeline.STEPS`, which the local runner walks
+too: one Hera task per step (per pod shape for bench), wired with `Task.next` by each step's `after`.
 Every task is a runner script of `workflows.tasks` calling the same step functions as
 `slaprof profile`. A failed candidate does not stop the DAG (continueOn); fit reports it.
 GPUs are admitted per online bench pod (workflows.bench), not per run; every pod meets Pod
@@ -18,7 +20,9 @@ Security "restricted" and runs without a Kubernetes API token except apply and c
 
 from __future__ import annotations
 
-from hera.workflows import DAG, NoneArchiveStrategy, Parameter, S3Artifact, Task, WorkflowTemplate
+from typing import Any
+
+from hera.workflows import DAG, NoneArchiveStrategy, Parameter, S3Artifact, Script, Suspend, Task, WorkflowTemplate
 from hera.workflows.models import (
     ArtifactRepositoryRef,
     ContinueOn,
@@ -27,7 +31,9 @@ from hera.workflows.models import (
     TTLStrategy,
     WorkflowMetadata,
 )
+from hera.workflows.task import TaskResult
 
+from steps import pipeline
 from workflows import security, tasks
 from workflows.bench import DEADLINE_INPUT, offline_bench, online_bench_main, online_bench_sidecar
 from workflows.params import (
@@ -42,7 +48,7 @@ from workflows.params import (
     WorkflowSettings,
 )
 from workflows.scripts import runner_script
-from workflows.suspend import choose_template
+from workflows.suspend import CHOICE, choose_template
 
 RUN = "{{workflow.name}}"
 TITLE = "slaprof profile"
@@ -51,15 +57,11 @@ DESCRIPTION = (
     "**fit** the best prefill and decode mappings under the SLA, **render** the DynamoGraphDeployment "
     "(and apply it when `auto-apply` is true)."
 )
-BENCH_TASKS = ("bench", "bench-online", "bench-online-main")
+BENCH_DEADLINE = "bench-deadline-seconds"
 
 
 def _wp(name: str) -> str:
     return f"{{{{workflow.parameters.{name}}}}}"
-
-
-def _plan_out(name: str) -> str:
-    return f"{{{{tasks.plan.outputs.parameters.{name}}}}}"
 
 
 def workflow_parameters() -> list[Parameter]:
@@ -84,9 +86,109 @@ def _label_expression(param: str) -> LabelValueFrom:
     )
 
 
-def _after_bench() -> str:
-    """fit runs once every bench group is over, whatever happened to single candidates."""
-    return " && ".join(f"({t}.Succeeded || {t}.Failed || {t}.Errored || {t}.Skipped)" for t in BENCH_TASKS)
+# How a task waits for the step before it, by that step's kind (Argo's enhanced depends logic)
+AFTER_FAN_OUT = TaskResult.succeeded | TaskResult.failed | TaskResult.errored | TaskResult.skipped  # any outcome
+AFTER_SWITCHED = TaskResult.succeeded | TaskResult.skipped | TaskResult.omitted  # ran, or was off
+AFTER = TaskResult.succeeded
+
+
+def _templates(settings: WorkflowSettings) -> dict[str, list[Any]]:
+    """Each declared step's templates (bench has one per pod shape, chosen by `when`) and the suspend node."""
+    fit_plots = S3Artifact(
+        name="plots",
+        path=f"{tasks.DEFAULT_OUTPUTS}/artifacts/plots",
+        key=RUN + "/plots",
+        archive=NoneArchiveStrategy(),
+        optional=True,
+    )
+    return {
+        "plan": [runner_script("plan", tasks.plan, settings, timeout="15m", reads_hub=True)],
+        "bench": [offline_bench(settings), online_bench_sidecar(settings), online_bench_main(settings)],
+        "fit": [runner_script("fit", tasks.fit, settings, cpu="1", memory="2Gi", timeout="1h", outputs=[fit_plots])],
+        "choose": [choose_template()],  # made here, so the manifest lists templates in the DAG's order
+        "pick": [runner_script("pick", tasks.pick, settings, timeout="10m")],
+        "render": [runner_script("render", tasks.render, settings, timeout="15m")],
+        "apply": [runner_script("apply", tasks.apply, settings, timeout="2h", deployer=True)],
+        "record": [runner_script("record", tasks.record, settings, timeout="15m")],
+    }
+
+
+def _task_settings(name: str, template: Script, done: dict[str, list[Task]]) -> dict[str, Any]:
+    """The Argo side of a declared step: its arguments beyond `run`, fan-out and switch."""
+    if name == "plan":
+        params = ["request", "bench-timeout", *(p.name for p in REQUEST_PARAMS)]
+        return {"arguments": {p: _wp(p) for p in params}}
+    plan = done["plan"][0] if "plan" in done else None
+    if name == "bench":
+        assert plan is not None
+        method = f"'{plan.get_parameter('method').value}'"
+        in_main = f"'{_wp('engine-in-main')}' == 'true'"
+        online = template.name != "bench"
+        args = {"candidate": "{{item.id}}", "gpus": "{{item.gpus}}", DEADLINE_INPUT: plan.get_parameter(BENCH_DEADLINE)}
+        if online:
+            args["engine-image"] = plan.get_parameter("engine-image")
+        when = {
+            "bench": f"{method} != 'online'",
+            "bench-online": f"{method} == 'online' && !({in_main})",
+            "bench-online-main": f"{method} == 'online' && {in_main}",
+        }[template.name or ""]
+        return {
+            "arguments": args,
+            "with_param": plan.get_parameter("candidates"),
+            "when": when,
+            "continue_on": ContinueOn(failed=True, error=True),
+        }
+    if name == "pick":
+        return {"arguments": {CHOICE: done["choose"][0].get_parameter(CHOICE)}}
+    if name == "record":
+        return {"arguments": {"drift-threshold": _wp("drift-threshold")}}
+    if name == "apply":
+        return {"arguments": {"timeout": _wp("apply-timeout")}}
+    return {}
+
+
+def _switch(step: pipeline.Step, done: dict[str, list[Task]]) -> str:
+    """A declared switch as an Argo `when`: pick=manual, or the request's auto-apply (plan's output)."""
+    if step.when == "pick":
+        return f"'{_wp('pick')}' == 'manual'"
+    return f"'{done['plan'][0].get_parameter('auto-apply').value}' == 'true'"
+
+
+def _choose(choose_t: Suspend, fit: Task, when: str) -> Task:
+    """The suspend node a person resumes with a choice, before a step that asks one."""
+    return Task(
+        name="choose",
+        template=choose_t,
+        when=when,
+        arguments={CHOICE: fit.get_parameter(f"{CHOICE}-1")}
+        | {f"{CHOICE}-{i}": fit.get_parameter(f"{CHOICE}-{i}") for i in range(1, PICK_SLOTS + 1)},
+    )
+
+
+def _dag(templates: dict[str, list[Any]]) -> None:
+    """One task per declared step (per pod shape for bench), wired by the steps' `after`."""
+    done: dict[str, list[Task]] = {}
+    for step in pipeline.STEPS:
+        if step.asks_person:  # the switch goes on the suspend node: without it the step is Omitted
+            done["choose"] = [_choose(templates["choose"][0], done["fit"][0], _switch(step, done))]
+        made = []
+        for template in templates[step.name]:
+            settings = _task_settings(step.name, template, done)
+            arguments = {"run": RUN, **settings.pop("arguments", {})}
+            if step.when and not step.asks_person:
+                settings["when"] = _switch(step, done)
+            made.append(Task(name=template.name or step.name, template=template, arguments=arguments, **settings))
+        firsts = done["choose"] if step.asks_person else made
+        for before in step.after:
+            kind = pipeline.step(before)
+            on = AFTER_FAN_OUT if kind.fans_out else AFTER_SWITCHED if kind.when else AFTER
+            for task in firsts:
+                for pred in done[before]:
+                    pred.next(task, on=on)
+        if step.asks_person:
+            for task in made:
+                done["choose"][0].next(task, on=AFTER)
+        done[step.name] = made
 
 
 def profile_template(settings: WorkflowSettings | None = None) -> WorkflowTemplate:
@@ -119,109 +221,8 @@ def profile_template(settings: WorkflowSettings | None = None) -> WorkflowTempla
         ttl_strategy=TTLStrategy(seconds_after_success=7 * 86400, seconds_after_failure=14 * 86400),
         archive_logs=True,
     ) as template:
-        plan_t = runner_script("plan", tasks.plan, settings, timeout="15m", reads_hub=True)
-        benches = {
-            "bench": offline_bench(settings),
-            "bench-online": online_bench_sidecar(settings),
-            "bench-online-main": online_bench_main(settings),
-        }
-        fit_t = runner_script(
-            "fit",
-            tasks.fit,
-            settings,
-            cpu="1",
-            memory="2Gi",
-            timeout="1h",
-            outputs=[
-                S3Artifact(
-                    name="plots",
-                    path=f"{tasks.DEFAULT_OUTPUTS}/artifacts/plots",
-                    key=RUN + "/plots",
-                    archive=NoneArchiveStrategy(),
-                    optional=True,
-                )
-            ],
-        )
-        choose_t = choose_template()
-        pick_t = runner_script("pick", tasks.pick, settings, timeout="10m")
-        render_t = runner_script("render", tasks.render, settings, timeout="15m")
-        apply_t = runner_script("apply", tasks.apply, settings, timeout="2h", deployer=True)
-        record_t = runner_script("record", tasks.record, settings, timeout="15m")
+        templates = _templates(settings)
         runner_script("cleanup", tasks.cleanup, settings, timeout="10m", deployer=True)
-
         with DAG(name="profile"):
-            Task(
-                name="plan",
-                template=plan_t,
-                arguments={
-                    "run": RUN,
-                    "request": _wp("request"),
-                    "bench-timeout": _wp("bench-timeout"),
-                    **{p.name: _wp(p.name) for p in REQUEST_PARAMS},
-                },
-            )
-            method = f"'{_plan_out('method')}'"
-            in_main = f"'{_wp('engine-in-main')}' == 'true'"
-            conditions = {
-                "bench": f"{method} != 'online'",
-                "bench-online": f"{method} == 'online' && !({in_main})",
-                "bench-online-main": f"{method} == 'online' && {in_main}",
-            }
-            for name, script in benches.items():
-                args = {
-                    "run": RUN,
-                    "candidate": "{{item.id}}",
-                    "gpus": "{{item.gpus}}",
-                    DEADLINE_INPUT: _plan_out("bench-deadline-seconds"),
-                }
-                if name != "bench":
-                    args["engine-image"] = _plan_out("engine-image")
-                Task(
-                    name=name,
-                    template=script,
-                    arguments=args,
-                    with_param=_plan_out("candidates"),
-                    when=conditions[name],
-                    continue_on=ContinueOn(failed=True, error=True),
-                    depends="plan",
-                )
-            Task(name="fit", template=fit_t, arguments={"run": RUN}, depends=_after_bench())
-            Task(
-                name="choose",
-                template=choose_t,
-                depends="fit.Succeeded",
-                when=f"'{_wp('pick')}' == 'manual'",
-                arguments={
-                    "choice": "{{tasks.fit.outputs.parameters.choice-1}}",
-                    **{
-                        f"choice-{i}": f"{{{{tasks.fit.outputs.parameters.choice-{i}}}}}"
-                        for i in range(1, PICK_SLOTS + 1)
-                    },
-                },
-            )
-            Task(
-                name="pick",
-                template=pick_t,
-                depends="choose.Succeeded",
-                arguments={"run": RUN, "choice": "{{tasks.choose.outputs.parameters.choice}}"},
-            )
-            picked = "fit.Succeeded && (pick.Succeeded || pick.Skipped || pick.Omitted)"
-            Task(name="render", template=render_t, arguments={"run": RUN}, depends=picked)
-            Task(
-                name="record",
-                template=record_t,
-                depends=picked,
-                arguments={
-                    "run": RUN,
-                    "history-key": _plan_out("history-key"),
-                    "drift-threshold": _wp("drift-threshold"),
-                },
-            )
-            Task(
-                name="apply",
-                template=apply_t,
-                depends="render.Succeeded",
-                when=f"'{_plan_out('auto-apply')}' == 'true'",
-                arguments={"run": RUN, "timeout": _wp("apply-timeout")},
-            )
+            _dag(templates)
     return template

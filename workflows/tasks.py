@@ -14,7 +14,6 @@ templates retry only 75 and pod-level errors.
 No `from __future__ import annotations` here: Hera reads these annotations at run time.
 """
 
-import json
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from hera.workflows import Input, NoneArchiveStrategy, Output, Parameter, S3Artifact
-from pydantic import create_model
+from pydantic import BaseModel, create_model
 
 from steps.errors import StepFailed, UserError
 from workflows.params import (
@@ -33,7 +32,6 @@ from workflows.params import (
     PICK_SLOTS,
     REQUEST_DOC_DESCRIPTION,
     REQUEST_PARAMS,
-    RUN_LABEL,
     duration_seconds,
     request_overrides,
 )
@@ -80,10 +78,11 @@ def run_store(run: str):
     return store
 
 
-def history_store(key: str):
-    from steps.store import open_store
+def run_context(run: str, **choices: Any):
+    """The declared steps' context for the run (steps.pipeline): its store, and errors the templates retry."""
+    from steps.pipeline import RunContext
 
-    return open_store(run_location("history", key))
+    return RunContext(run_store(run), run_location(run), transient=_is_transient, **choices)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -158,22 +157,29 @@ PlanInput = create_model(  # type: ignore[call-overload]
 )
 
 
+class BenchItem(BaseModel):
+    """One item of the bench fan-out."""
+
+    id: str
+    gpus: int  # GPUs of the candidate's engine; 0 without an engine (offline, simulate)
+
+
 class PlanOutput(Output):
-    candidates: Annotated[str, Parameter(name="candidates", description="bench fan-out: JSON list of {id, gpus}")] = (
-        "[]"
-    )
+    candidates: Annotated[
+        list[BenchItem], Parameter(name="candidates", description="bench fan-out: JSON list of {id, gpus}")
+    ] = []
     candidate_ids: Annotated[
-        str, Parameter(name="candidate-ids", description="runnable candidates, JSON list of ids")
-    ] = "[]"
+        list[str], Parameter(name="candidate-ids", description="runnable candidates, JSON list of ids")
+    ] = []
     dropped: Annotated[str, Parameter(name="dropped", description="candidates left out and why")] = ""
     method: Annotated[str, Parameter(name="method", description="offline | simulate | online")] = "offline"
-    auto_apply: Annotated[str, Parameter(name="auto-apply", description="apply the DGD when rendered")] = "false"
+    auto_apply: Annotated[bool, Parameter(name="auto-apply", description="apply the DGD when rendered")] = False
     engine_image: Annotated[str, Parameter(name="engine-image", description="engine image for online benchmarks")] = ""
     model: Annotated[str, Parameter(name="model", description="the model profiled")] = ""
     history_key: Annotated[str, Parameter(name="history-key", description="stable key of model/backend/GPU")] = ""
     bench_deadline: Annotated[
-        str, Parameter(name="bench-deadline-seconds", description="bench-timeout in seconds (activeDeadlineSeconds)")
-    ] = "0"
+        int, Parameter(name="bench-deadline-seconds", description="bench-timeout in seconds (activeDeadlineSeconds)")
+    ] = 0
     request_json: Annotated[str | None, _artifact("request", "request.json")] = None
     plan_json: Annotated[str | None, _artifact("plan", "plan.json")] = None
 
@@ -200,36 +206,34 @@ def build_request_from_parameters(request_doc: str, values: dict[str, str]):
 
 
 def plan(inputs: PlanInput) -> PlanOutput:
-    """Task `plan`: request.json from the parameters, then steps.plan.run_step -> plan.json."""
-    from steps import plan as plan_step
+    """Task `plan`: request.json from the parameters, then the declared step `plan` -> plan.json."""
+    from steps import pipeline
     from steps.drift import history_key
     from steps.engines import get_backend
-    from steps.plan import Plan
-    from steps.store import Layout, read_model, write_model
+    from steps.store import Layout, write_model
 
     with step_errors("plan"):
         deadline = duration_seconds(inputs.bench_timeout, "bench-timeout")  # type: ignore[attr-defined]
         values = {p.name: getattr(inputs, p.name.replace("-", "_")) for p in REQUEST_PARAMS}
         request = build_request_from_parameters(inputs.request, values)  # type: ignore[attr-defined]
-        store = run_store(inputs.run)  # type: ignore[attr-defined]
-        write_model(store, Layout.REQUEST, request)
-        ids = plan_step.run_step(store)
-        the_plan = read_model(store, Layout.PLAN, Plan)
+        ctx = run_context(inputs.run)  # type: ignore[attr-defined]
+        write_model(ctx.store, Layout.REQUEST, request)
+        the_plan = pipeline.plan(ctx)
+        ids = the_plan.runnable_ids()
         online = request.method == "online"
-        fan_out = [{"id": cid, "gpus": the_plan.get(cid).candidate.num_gpus if online else 0} for cid in ids]
         dropped = "; ".join(f"{p.id}: {p.reason}" for p in the_plan.candidates if p.status != "runnable")
         return PlanOutput(
-            candidates=json.dumps(fan_out),
-            candidate_ids=json.dumps(ids),
+            candidates=[BenchItem(id=c, gpus=the_plan.get(c).candidate.num_gpus if online else 0) for c in ids],
+            candidate_ids=ids,
             dropped=dropped or "none",
             method=request.method,
-            auto_apply=str(request.deployment.auto_apply).lower(),
+            auto_apply=request.deployment.auto_apply,
             engine_image=request.deployment.engine_image or get_backend(request.backend).default_image,
             model=request.model,
             history_key=history_key(request.model, request.backend, request.hardware.gpu),
-            bench_deadline=str(deadline),
-            request_json=_store_text(store, Layout.REQUEST),
-            plan_json=_store_text(store, Layout.PLAN),
+            bench_deadline=deadline,
+            request_json=_store_text(ctx.store, Layout.REQUEST),
+            plan_json=_store_text(ctx.store, Layout.PLAN),
         )
 
 
@@ -239,43 +243,33 @@ def plan(inputs: PlanInput) -> PlanOutput:
 class BenchInput(Input):
     run: RunParam
     candidate: Annotated[str, Parameter(name="candidate", description="candidate id, e.g. tp4")]
-    gpus: Annotated[str, Parameter(name="gpus", description="GPUs of the engine (0 without an engine)")] = "0"
+    gpus: Annotated[int, Parameter(name="gpus", description="GPUs of the engine (0 without an engine)")] = 0
 
 
 class BenchOutput(Output):
     status: Annotated[str, Parameter(name="status", description="ok | infeasible | failed")] = "failed"
     reason: Annotated[str, Parameter(name="reason", description="why it is not ok")] = ""
-    max_kv_tokens: Annotated[str, Parameter(name="max-kv-tokens", description="engine KV cache, tokens")] = "0"
+    max_kv_tokens: Annotated[int, Parameter(name="max-kv-tokens", description="engine KV cache, tokens")] = 0
     profile_json: Annotated[str | None, _artifact("profile", "profiles/{{inputs.parameters.candidate}}.json")] = None
 
 
 def bench(inputs: BenchInput) -> BenchOutput:
-    """Task `bench`: steps.bench.run_step for one candidate -> profiles/<id>.json.
+    """Task `bench`: the declared step `bench` for one candidate -> profiles/<id>.json.
 
-    A crash still leaves a failed profile (with its reason) for fit to report; the pod then
-    exits 1, and the DAG's continueOn lets the other candidates and fit go on."""
-    from steps import bench as bench_step
-    from steps.local import _failed_profile
-    from steps.plan import Plan
-    from steps.request import ProfileRequest
-    from steps.store import Layout, read_model, write_model
+    A valid profile of an earlier attempt of this run is kept (resume). A step error still leaves
+    a failed profile (with its reason) for fit to report; the pod then exits 1, and the DAG's
+    continueOn lets the other candidates and fit go on."""
+    from steps import pipeline
+    from steps.store import Layout
 
     with step_errors("bench"):
-        store = run_store(inputs.run)
-        key = Layout.profile(inputs.candidate)
-        try:
-            profile = bench_step.run_step(store, inputs.candidate)
-        except (UserError, StepFailed) as exc:
-            if _is_transient(exc):
-                raise
-            request = read_model(store, Layout.REQUEST, ProfileRequest)
-            profile = _failed_profile(request, read_model(store, Layout.PLAN, Plan), inputs.candidate, str(exc))
-            write_model(store, key, profile)
+        ctx = run_context(inputs.run)
+        profile = pipeline.bench(ctx, inputs.candidate).profile
         return BenchOutput(
             status=profile.status,
             reason=profile.reason or "",
-            max_kv_tokens=str(profile.max_kv_tokens),
-            profile_json=_store_text(store, key),
+            max_kv_tokens=profile.max_kv_tokens,
+            profile_json=_store_text(ctx.store, Layout.profile(inputs.candidate)),
             exit_code=1 if profile.status == "failed" else 0,
         )
 
@@ -311,18 +305,21 @@ class FitOutput(_FitOutputBase):
         str, Parameter(name="other-mode", description="how the best of the other serving mode compares")
     ] = ""
     recommendation: Annotated[str, Parameter(name="recommendation", description="the suggested deployment")] = ""
-    choices: Annotated[str, Parameter(name="choices", description="Pareto choices offered to pick, JSON list")] = "[]"
+    choices: Annotated[
+        list[str], Parameter(name="choices", description="Pareto choices offered to pick, JSON list")
+    ] = []
     selection_json: Annotated[str | None, _artifact("selection", "selection.json")] = None
     report_html: Annotated[str | None, _artifact("report", "report.html")] = None
 
 
-def fit_outputs(selection: Any) -> dict[str, str]:
+def fit_outputs(selection: Any) -> dict[str, Any]:
     """Output parameter values of fit for a Selection (what the node panel shows)."""
     from workflows.pick import pareto_choices
 
     choices = pareto_choices(selection)
     slots = (choices + [choices[0] if choices else AUTO_CHOICE] * PICK_SLOTS)[:PICK_SLOTS]
-    out = {f"choice_{i + 1}": label for i, label in enumerate(slots)}
+    out: dict[str, Any] = {f"choice_{i + 1}": label for i, label in enumerate(slots)}
+    out["choices"] = choices
     p, d, chosen = selection.prefill, selection.decode, selection.deployment
     meets = chosen.meets_sla if chosen is not None else bool(p and d and p.meets_sla and d.meets_sla)
     out.update(
@@ -337,33 +334,29 @@ def fit_outputs(selection: Any) -> dict[str, str]:
         deployment=f"{chosen.shape} on {chosen.gpus} GPUs, {chosen.thpt_per_gpu:.1f} tokens/s/GPU" if chosen else "",
         other_mode=selection.comparison,
         recommendation="\n".join(selection.recommendation) or "; ".join(selection.warnings) or "no recommendation",
-        choices=json.dumps(choices),
     )
     return out
 
 
 def fit(run: RunParam) -> FitOutput:
-    """Task `fit`: steps.fit.run_step over every profile under the run -> selection.json, report, plots."""
-    from steps import fit as fit_step
+    """Task `fit`: the declared step `fit` over every profile under the run -> selection.json, report, plots."""
+    from steps import pipeline
     from steps.store import Layout
 
     with step_errors("fit"):
-        store = run_store(run)
-        selection = fit_step.run_step(store)
-        _copy_prefix(store, Layout.PLOTS, "plots")
+        ctx = run_context(run)
+        selection = pipeline.fit(ctx)
+        _copy_prefix(ctx.store, Layout.PLOTS, "plots")
         return FitOutput(
             **fit_outputs(selection),
-            selection_json=_store_text(store, Layout.SELECTION),
-            report_html=_store_text(store, Layout.REPORT),
+            selection_json=_store_text(ctx.store, Layout.SELECTION),
+            report_html=_store_text(ctx.store, Layout.REPORT),
         )
 
 
 # ---------------------------------------------------------------------------
 # pick (after the suspend node, pick=manual only)
 # ---------------------------------------------------------------------------
-AUTO_SELECTION = "selection.auto.json"
-
-
 class PickOutput(Output):
     picked: Annotated[str, Parameter(name="picked", description="the deployment picked")] = ""
     selection_json: Annotated[str | None, _artifact("selection", "selection.json")] = None
@@ -373,26 +366,16 @@ def pick(
     run: RunParam,
     choice: Annotated[str, Parameter(name="choice", description="the label picked on resume")] = AUTO_CHOICE,
 ) -> PickOutput:
-    """Task `pick`: selection.json and planner data for the person's choice (fit's own stays in selection.auto.json)."""
-    from steps.fit import load_profiles, write_outputs
-    from steps.request import ProfileRequest
-    from steps.results import Selection
-    from steps.store import Layout, read_model, write_model
-    from workflows.pick import apply_choice
+    """Task `pick`: the declared step `pick` for the person's choice (fit's own stays in selection.auto.json)."""
+    from steps import pipeline
+    from steps.store import Layout
 
     with step_errors("pick"):
-        store = run_store(run)
-        request = read_model(store, Layout.REQUEST, ProfileRequest)
-        selection = read_model(store, Layout.SELECTION, Selection)
-        profiles = {p.id: p for p in load_profiles(store)}
-        result = apply_choice(request, selection, profiles, choice)
-        if result is not None:
-            write_model(store, AUTO_SELECTION, selection)
-            write_outputs(store, result, request, report=False)
-            selection = result.selection
+        ctx = run_context(run, choice=choice)
+        selection = pipeline.pick(ctx)
         label = "; ".join(selection.recommendation) or choice
         print(f"slaprof pick: {label}")
-        return PickOutput(picked=label, selection_json=_store_text(store, Layout.SELECTION))
+        return PickOutput(picked=label, selection_json=_store_text(ctx.store, Layout.SELECTION))
 
 
 # ---------------------------------------------------------------------------
@@ -402,48 +385,23 @@ class RenderOutput(Output):
     dgd_yaml: Annotated[str | None, _artifact("dgd", "dgd.yaml")] = None
 
 
-def label_manifests(text: str, run: str) -> str:
-    """Every manifest in `text` labelled with the run, so the exit handler can find what a run deployed."""
-    import yaml
-
-    from steps.render import to_yaml
-
-    lines = text.splitlines()
-    top = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
-    header = "".join(line + "\n" for line in lines[:top])  # render's leading comment block stays
-    docs = [d for d in yaml.safe_load_all(text) if d]
-    for doc in docs:
-        if isinstance(doc, dict):
-            doc.setdefault("metadata", {}).setdefault("labels", {})[RUN_LABEL] = run
-    return header + to_yaml(docs)  # render's own YAML style
-
-
 def render(run: RunParam) -> RenderOutput:
-    """Task `render`: steps.render.run_step -> dgd.yaml (labelled with the run)."""
-    from steps import render as render_step
-    from steps.store import Layout
+    """Task `render`: the declared step `render` -> dgd.yaml (labelled with the run by the step itself)."""
+    from steps import pipeline
 
     with step_errors("render"):
-        store = run_store(run)
-        render_step.run_step(store)
-        labelled = label_manifests(store.get_bytes(Layout.DGD).decode(), run)
-        store.put_bytes(Layout.DGD, labelled.encode(), "application/yaml")
-        return RenderOutput(dgd_yaml=labelled)
+        return RenderOutput(dgd_yaml=pipeline.render(run_context(run)))
 
 
 def apply(
     run: RunParam,
     timeout: Annotated[str, Parameter(name="timeout", description="seconds to wait until the DGD is ready")] = "1800",
 ) -> None:
-    """Task `apply` (auto-apply only): steps.apply.run_step into the request's namespace, waiting until ready."""
-    from steps import apply as apply_step
-    from steps.request import ProfileRequest
-    from steps.store import Layout, read_model
+    """Task `apply` (auto-apply only): the declared step `apply` into the request's namespace, waiting until ready."""
+    from steps import pipeline
 
     with step_errors("apply"):
-        store = run_store(run)
-        request = read_model(store, Layout.REQUEST, ProfileRequest)
-        apply_step.run_step(store, namespace=request.deployment.namespace, wait=True, timeout=float(timeout))
+        pipeline.apply(run_context(run, apply_timeout=float(timeout)))
 
 
 # ---------------------------------------------------------------------------
@@ -458,11 +416,10 @@ class RecordOutput(Output):
 
 def record(
     run: RunParam,
-    history_key: Annotated[str, Parameter(name="history-key", description="stable key of model/backend/GPU")],
     threshold: Annotated[str, Parameter(name="drift-threshold", description="percent; 0 = report only")] = "0",
 ) -> RecordOutput:
-    """Task `record`: steps.drift.run_step against history/<key>/; fails only when drift exceeds the threshold."""
-    from steps import drift as drift_step
+    """Task `record`: the declared step `record` against history/<key>/; fails only when drift exceeds the threshold."""
+    from steps import pipeline
 
     with step_errors("record"):
         try:
@@ -471,14 +428,14 @@ def record(
             raise UserError(
                 f"workflow parameter drift-threshold={threshold!r} must be a number of percent (0 = report only)"
             ) from None
-        store = run_store(run)
+        ctx = run_context(run, drift_threshold=limit)
         try:
-            report = drift_step.run_step(store, history_store(history_key), run, threshold_pct=limit)
+            report = pipeline.record(ctx)
         except StepFailed as exc:
             # keep the report visible in the node even though the step fails
-            return RecordOutput(drift=str(exc), drift_json=_store_text(store, drift_step.DRIFT_KEY), exit_code=1)
+            return RecordOutput(drift=str(exc), drift_json=_store_text(ctx.store, pipeline.DRIFT), exit_code=1)
         print(f"slaprof record: {report.summary()}")
-        return RecordOutput(drift=report.summary(), drift_json=_store_text(store, drift_step.DRIFT_KEY))
+        return RecordOutput(drift=report.summary(), drift_json=_store_text(ctx.store, pipeline.DRIFT))
 
 
 # ---------------------------------------------------------------------------

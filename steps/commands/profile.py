@@ -35,6 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "as many as the GPUs allow online)",
     )
     p.add_argument("--force", action="store_true", help="measure every candidate again, even those already measured")
+    p.add_argument(
+        "--pick",
+        nargs="?",
+        const=ASK,
+        default=AUTO,
+        metavar="CHOICE",
+        help="deploy these engines instead of fit's recommendation: prefill=tp2,decode=tp4 or agg=agg-tp4; "
+        "without a value, choose among fit's Pareto choices at a prompt (needs a terminal); default: auto",
+    )
     meas = p.add_argument_group("measuring (simulate and online)")
     meas.add_argument(
         "--tokenizer",
@@ -53,6 +62,69 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="progress display: live rows on a terminal (auto), log lines, or nothing",
     )
     p.set_defaults(func=run)
+
+
+AUTO = "auto"
+ASK = "ask"
+PICK_ROLES = ("prefill", "decode", "agg")
+
+
+def pick_choice(text: str) -> str:
+    """--pick's value as a choice of the pick step: `tp2+tp4` (prefill+decode), `agg-tp4`, or auto."""
+    from steps.candidates import AGG_PREFIX
+    from steps.errors import UserError
+
+    if text.strip() in ("", AUTO):
+        return AUTO
+    roles: dict[str, str] = {}
+    for part in text.split(","):
+        role, sep, cid = (x.strip() for x in part.partition("="))
+        if not sep or role not in PICK_ROLES or not cid or role in roles:
+            raise UserError(
+                f"--pick {text!r}: give prefill=<id>,decode=<id> (e.g. prefill=tp2,decode=tp4) or agg=<id> "
+                "(e.g. agg=agg-tp4), ids as in plan.json"
+            )
+        roles[role] = cid
+    if set(roles) == {"agg"} and roles["agg"].startswith(AGG_PREFIX):
+        return roles["agg"]
+    if set(roles) == {"prefill", "decode"}:
+        return f"{roles['prefill']}+{roles['decode']}"
+    raise UserError(f"--pick {text!r}: name both prefill and decode, or only agg (an {AGG_PREFIX}... id)")
+
+
+def ask_choice(choices: list[str]) -> str:
+    """Show fit's Pareto choices on the terminal and return the one taken (Enter: the first, fit's)."""
+    from steps.errors import UserError
+
+    if not choices:
+        return AUTO
+    print("Pareto choices (fit's recommendation first):", file=sys.stderr)
+    for i, label in enumerate(choices, 1):
+        print(f"  {i}. {label}", file=sys.stderr)
+    while True:
+        try:
+            answer = input(f"deploy which? [1-{len(choices)}, Enter = 1] ").strip()
+        except EOFError:
+            raise UserError("--pick: no choice was given at the prompt") from None
+        if not answer:
+            return choices[0]
+        if answer.isdigit() and 1 <= int(answer) <= len(choices):
+            return choices[int(answer) - 1]
+        print(f"  type a number from 1 to {len(choices)}", file=sys.stderr)
+
+
+def _pick_options(text: str) -> dict[str, Any]:
+    """RunOptions fields for --pick: a fixed choice, or a prompt (which needs a terminal)."""
+    from steps.errors import UserError
+
+    if text != ASK:
+        return {"pick": pick_choice(text)}
+    if not sys.stdin.isatty():
+        raise UserError(
+            "--pick without a value asks at a prompt, but stdin is not a terminal; "
+            "give the choice instead, e.g. --pick prefill=tp2,decode=tp4"
+        )
+    return {"ask": ask_choice}
 
 
 def default_out(model: str, backend: str, gpu: str, method: str) -> str:
@@ -87,13 +159,14 @@ def run(args: argparse.Namespace) -> int:
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
     overrides = _bench_overrides(args)
+    pick = _pick_options(args.pick)  # a bad --pick is an error before anything runs
     reporter = make_progress(args.progress)
     # in a pod the runner is stopped with SIGTERM: stop like Ctrl-C, engines included
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         result = run_profile(
             request,
-            RunOptions(out=out, parallel=args.parallel, force=args.force, bench_overrides=overrides),
+            RunOptions(out=out, parallel=args.parallel, force=args.force, bench_overrides=overrides, **pick),
             reporter,
         )
     except Interrupted as exc:
@@ -138,7 +211,9 @@ def run(args: argparse.Namespace) -> int:
         sla_note = selection.sla_note()
         if sla_note:
             print(f"slaprof: warning: {sla_note}", file=sys.stderr)
+    if result.drift:
+        print(f"slaprof: drift: {result.drift}", file=sys.stderr)
     for line in selection.recommendation:
         print(line)
     print(f"Report: {result.report or result.location}")
-    return 0
+    return 1 if result.errors else 0  # a step after fit failed (pick, render, record, apply): its line is above
