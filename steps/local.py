@@ -17,7 +17,6 @@ reused when they were measured under the same request key and succeeded, unless 
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from steps import process_groups
-from steps.errors import StepFailed, UserError
+from steps.errors import StepFailed, Unreachable, UserError
 from steps.progress import ProgressReporter, SilentProgress
 from steps.request import ProfileRequest
 from steps.results import CandidateProfile, Provenance, Selection, utc_now
@@ -520,17 +519,10 @@ def check_s3_endpoint(location: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise UserError(
+        raise Unreachable(
             f"S3 endpoint {endpoint} is unreachable ({exc.strerror or type(exc).__name__}); "
             "check SLAPROF_S3_ENDPOINT and the network"
         ) from None
-
-
-def _optional_step(module: str) -> Any | None:
-    """A step module that may not exist in this version (render, apply)."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    return importlib.import_module(module)
 
 
 def run_profile(
@@ -697,22 +689,16 @@ def _step(run: _Run, result: RunResult, name: str, fn: Callable[[], Any]) -> tup
 
 def _after_bench(run: _Run, result: RunResult) -> None:
     """fit, then render and apply; a failure is recorded and the run goes on as far as it can."""
-    from steps import fit
+    from steps import apply, fit, render
 
     ok, result.selection = _step(run, result, "fit", lambda: fit.run_step(run.store))
     if run.store.exists(Layout.REPORT):
         result.report = run.store.uri(Layout.REPORT)
     if not ok or not result.recommended:
         return
-    render = _optional_step("steps.render")
-    if render is not None:
-        ok, _ = _step(run, result, "render", lambda: render.run_step(run.store))
-        if not ok:
-            return
-        result.dgd = run.store.uri(Layout.DGD)
+    ok, _ = _step(run, result, "render", lambda: render.run_step(run.store))
+    if not ok:
+        return
+    result.dgd = run.store.uri(Layout.DGD)
     if run.request.deployment.auto_apply:
-        apply = _optional_step("steps.apply")
-        if apply is None or render is None:
-            result.errors.append("apply: --auto-apply needs the render and apply steps, which this version lacks")
-            return
         _step(run, result, "apply", lambda: apply.run_step(run.store))

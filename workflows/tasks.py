@@ -26,7 +26,7 @@ from typing import Annotated, Any
 from hera.workflows import Input, NoneArchiveStrategy, Output, Parameter, S3Artifact
 from pydantic import create_model
 
-from steps.errors import StepFailed, UserError
+from steps.errors import StepFailed, Unreachable, UserError
 from workflows.params import (
     AUTO_CHOICE,
     CONTROL_PARAMS,
@@ -87,12 +87,8 @@ def history_store(key: str):
 
 
 def _is_transient(exc: BaseException) -> bool:
-    from steps.store import StoreUnavailable
-
-    if isinstance(exc, (ConnectionError, TimeoutError, StoreUnavailable)):
+    if isinstance(exc, (ConnectionError, TimeoutError, Unreachable)):
         return True
-    if isinstance(exc, UserError) and "unreachable" in str(exc):
-        return True  # steps.store reports a dead S3 endpoint this way
     try:
         from urllib3.exceptions import HTTPError
     except ImportError:  # pragma: no cover
@@ -374,7 +370,7 @@ def pick(
     choice: Annotated[str, Parameter(name="choice", description="the label picked on resume")] = AUTO_CHOICE,
 ) -> PickOutput:
     """Task `pick`: selection.json and planner data for the person's choice (fit's own stays in selection.auto.json)."""
-    from steps.fit import load_profiles, write_outputs
+    from steps.fit import load_plan, load_profiles, write_outputs
     from steps.request import ProfileRequest
     from steps.results import Selection
     from steps.store import Layout, read_model, write_model
@@ -385,7 +381,7 @@ def pick(
         request = read_model(store, Layout.REQUEST, ProfileRequest)
         selection = read_model(store, Layout.SELECTION, Selection)
         profiles = {p.id: p for p in load_profiles(store)}
-        result = apply_choice(request, selection, profiles, choice)
+        result = apply_choice(request, load_plan(store, request), selection, profiles, choice)
         if result is not None:
             write_model(store, AUTO_SELECTION, selection)
             write_outputs(store, result, request, report=False)

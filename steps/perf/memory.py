@@ -12,8 +12,10 @@ from steps.models import BYTES_PER_WEIGHT, ModelInfo
 # Fraction of GPU memory each engine claims by default (vLLM gpu_memory_utilization,
 # SGLang mem_fraction_static, TRT-LLM free_gpu_memory_fraction applied to total here).
 MEMORY_UTILIZATION: dict[str, float] = {"vllm": 0.90, "sglang": 0.88, "trtllm": 0.90, "simulated": 0.90}
-# Tokens the engine schedules per forward pass during its memory profiling run.
-MAX_BATCHED_TOKENS: dict[str, int] = {"vllm": 8192, "sglang": 8192, "trtllm": 8192, "simulated": 8192}
+# Tokens of the forward pass whose activations the reserve counts, for every backend. The engines run
+# up to engines.base.MAX_BATCHED_TOKENS tokens per step (their memory-profiling pass too); counting that
+# cap here would lower every predicted KV capacity, a change of the offline model left to its calibration.
+ACTIVATION_TOKENS = 8192
 CUDA_GRAPH_BYTES = 0.75 * GIB
 NON_TORCH_BYTES = 0.5 * GIB
 NCCL_BYTES = 2.1 * GIB  # measured for TP >= 2 (llm-d planner accuracy report)
@@ -38,9 +40,9 @@ def weight_bytes_per_gpu(model: ModelInfo, cand: Candidate) -> float:
     return per_gpu + experts / (cand.moe_ep * cand.moe_tp)
 
 
-def runtime_reserve_bytes(model: ModelInfo, cand: Candidate, backend: str) -> float:
+def runtime_reserve_bytes(model: ModelInfo, cand: Candidate) -> float:
     """Activations of the profiling forward pass, CUDA graphs, NCCL buffers and non-torch memory."""
-    tokens = MAX_BATCHED_TOKENS.get(backend, 8192)
+    tokens = ACTIVATION_TOKENS
     inter = model.moe_intermediate_size * model.experts_per_token if model.is_moe else model.intermediate_size
     width = 2 * max(inter, model.intermediate_size if not model.is_moe else 0) / cand.attn_tp + 4 * model.hidden_size
     activations = max(1.0 * GIB, 1.5 * tokens * width * 2.0)
@@ -59,7 +61,7 @@ def kv_bytes_per_token_per_gpu(model: ModelInfo, cand: Candidate) -> float:
 def kv_capacity_tokens(model: ModelInfo, gpu: GpuSpec, cand: Candidate, backend: str) -> int:
     """KV-cache tokens the whole engine holds (summed over attention-DP ranks); 0 if nothing is left."""
     budget = gpu.memory_bytes * MEMORY_UTILIZATION.get(backend, 0.9)
-    free = budget - weight_bytes_per_gpu(model, cand) - runtime_reserve_bytes(model, cand, backend)
+    free = budget - weight_bytes_per_gpu(model, cand) - runtime_reserve_bytes(model, cand)
     if free <= 0:
         return 0
     return int(free / kv_bytes_per_token_per_gpu(model, cand)) * cand.attn_dp
