@@ -163,7 +163,15 @@ def parse_time_scale(text: str | None, where: str = "--time-scale") -> float | N
 
 
 class SweepFailed(Exception):
-    pass
+    """The candidate's sweep cannot go on: its profile is recorded as failed."""
+
+    infeasible = False
+
+
+class KvCacheTooSmall(SweepFailed):
+    """The engine's KV cache holds no request of the grid: the candidate cannot serve this workload."""
+
+    infeasible = True
 
 
 class PointFailed(SweepFailed):
@@ -718,8 +726,8 @@ class CandidateBench:
                 log.warning("%s: no torch-profiler trace: %s", self.cand.id, exc.reason)
                 self.notes["torch_trace_error"] = exc.reason
 
-    def _no_decode(self) -> SweepFailed:
-        return SweepFailed(
+    def _no_decode(self) -> KvCacheTooSmall:
+        return KvCacheTooSmall(
             f"KV cache of {self.max_kv:,} tokens holds no {'request' if self.cand.is_agg else 'decode request'} "
             f"of the grid (osl {self.osl}); the candidate cannot serve this workload"
         )
@@ -1233,9 +1241,7 @@ def measure_candidate(
     except EngineFailed as exc:
         status, reason = ("infeasible" if exc.infeasible else "failed"), exc.reason
     except SweepFailed as exc:
-        status, reason = "failed", str(exc)
-        if reason.startswith("KV cache of") and " holds no " in reason:
-            status = "infeasible"
+        status, reason = ("infeasible" if exc.infeasible else "failed"), str(exc)
     finally:
         bench.close()
         from steps.engines import sidecar

@@ -32,7 +32,7 @@ MODE_NAMES = {"agg": "aggregated", "disagg": "disaggregated"}
 
 
 class DecodePoint(Protocol):
-    """What a decode option must carry (fit's DecodeOption)."""
+    """What a decode option must carry (steps.results.DecodeOption)."""
 
     @property
     def candidate(self) -> Candidate: ...

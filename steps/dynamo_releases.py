@@ -29,7 +29,6 @@ from steps.argv import groups, set_flag_values
 from steps.errors import UserError
 
 DgdShape = Literal["services", "components"]
-IMAGE_REPO = "nvcr.io/nvidia/ai-dynamo"
 # Where the Planner finds the profile data (the `planner-profile-data` ConfigMap) in every release.
 PLANNER_DATA_DIR = "/workspace/profiling_results"
 PLANNER_WORKDIR = "/workspace/components/src/dynamo/planner"

@@ -9,6 +9,11 @@ class UserError(Exception):
     exit_code = 2
 
 
+class Unreachable(UserError):
+    """A service the step needs (S3, the Hugging Face Hub) did not answer: the same input may succeed later,
+    so the Argo tasks exit as transient and are retried."""
+
+
 class StepFailed(Exception):
     """A step could not produce its result (not the user's input)."""
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from steps.perf.error_band import ErrorBand, error_band
 
 if TYPE_CHECKING:
-    from steps.fit import FitResult
+    from steps.fit_result import FitResult
     from steps.request import ProfileRequest
     from steps.results import CandidateProfile
 

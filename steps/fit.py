@@ -29,23 +29,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from steps import deployments as dep
-from steps.candidates import Candidate
 from steps.deployments import AggOption, PrefillLoad, Workload
 from steps.errors import UserError
+from steps.fit_result import FitResult
 from steps.interpolate import DecodeInterpolator, PrefillInterpolator
 from steps.planner_data import DecodePlannerData, PrefillPlannerData
 from steps.results import (
     CandidateProfile,
     CandidateVerdict,
     DecodeChoice,
+    DecodeOption,
     DeploymentChoice,
     EngineGroup,
     ParetoPoint,
     PrefillChoice,
+    PrefillOption,
     Replicas,
     Selection,
 )
@@ -57,53 +58,6 @@ if TYPE_CHECKING:
 
 TIE_RTOL = 1e-6  # throughputs this close (relative) are a tie, settled by GPU count
 DYNAMO_MIN_PREFILL_POINTS = 4  # the planner's interp1d(kind="cubic") needs four ISLs
-
-
-@dataclass(frozen=True)
-class PrefillOption:
-    """One candidate's prefill at the request's ISL."""
-
-    candidate: Candidate
-    isl: int
-    ttft_ms: float
-    thpt_per_gpu: float
-    interpolated: bool
-
-
-@dataclass(frozen=True)
-class DecodeOption:
-    """One candidate's decode at the request's context and one concurrency."""
-
-    candidate: Candidate
-    context: int
-    concurrency: int
-    kv_usage: float
-    itl_ms: float
-    thpt_per_gpu: float
-    max_kv_tokens: int
-    interpolated: bool
-
-
-def _fields_of(option: PrefillOption | DecodeOption) -> dict[str, Any]:
-    """An option's fields: a choice is the chosen option plus whether it meets the SLA."""
-    return {f.name: getattr(option, f.name) for f in fields(option)}
-
-
-@dataclass
-class FitResult:
-    """Everything `fit` decided, plus what the report draws."""
-
-    selection: Selection
-    prefill_data: PrefillPlannerData | None
-    decode_data: DecodePlannerData | None
-    prefill_options: list[PrefillOption] = field(default_factory=list)
-    decode_options: list[DecodeOption] = field(default_factory=list)
-    prefill_interpolators: dict[str, PrefillInterpolator] = field(default_factory=dict)
-    decode_interpolators: dict[str, DecodeInterpolator] = field(default_factory=dict)
-    profiles: list[CandidateProfile] = field(default_factory=list)
-    agg_options: list[AggOption] = field(default_factory=list)
-    # every deployment evaluated, per serving mode (the best per engine pair or aggregated option)
-    deployments: dict[str, list[DeploymentChoice]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -130,11 +84,15 @@ def prefill_options(profile: CandidateProfile, isl: int, interp: PrefillInterpol
     exact = [p for p in profile.prefill if p.isl == isl]
     if exact:
         p = exact[0]
-        return [PrefillOption(profile.candidate, isl, p.ttft_ms, p.thpt_per_gpu, False)]
+        return [PrefillOption(candidate=profile.candidate, isl=isl, ttft_ms=p.ttft_ms, thpt_per_gpu=p.thpt_per_gpu)]
     if interp is None:
         return []
     ttft, thpt = interp.predict(isl)
-    return [PrefillOption(profile.candidate, isl, float(ttft), float(thpt), True)]
+    return [
+        PrefillOption(
+            candidate=profile.candidate, isl=isl, ttft_ms=float(ttft), thpt_per_gpu=float(thpt), interpolated=True
+        )
+    ]
 
 
 def decode_options(
@@ -158,7 +116,16 @@ def decode_options(
     cand, max_kv = profile.candidate, profile.max_kv_tokens
     exact = sorted((p for p in profile.decode if p.context == context), key=lambda p: p.concurrency)
     out = [
-        DecodeOption(cand, context, p.concurrency, p.kv_usage, p.itl_ms, p.thpt_per_gpu, max_kv, False) for p in exact
+        DecodeOption(
+            candidate=cand,
+            context=context,
+            concurrency=p.concurrency,
+            kv_usage=p.kv_usage,
+            itl_ms=p.itl_ms,
+            thpt_per_gpu=p.thpt_per_gpu,
+            max_kv_tokens=max_kv,
+        )
+        for p in exact
     ]
     if interp is None or max_kv <= 0:
         return out
@@ -173,7 +140,16 @@ def decode_options(
     for conc in sorted(predicted):
         itl, thpt = interp.predict(conc, context)
         out.append(
-            DecodeOption(cand, context, conc, min(1.0, conc * context / max_kv), float(itl), float(thpt), max_kv, True)
+            DecodeOption(
+                candidate=cand,
+                context=context,
+                concurrency=conc,
+                kv_usage=min(1.0, conc * context / max_kv),
+                itl_ms=float(itl),
+                thpt_per_gpu=float(thpt),
+                max_kv_tokens=max_kv,
+                interpolated=True,
+            )
         )
     return sorted(out, key=lambda o: o.concurrency)
 
@@ -418,16 +394,13 @@ def _interpolators(
     return pre, dec
 
 
-def _profile_verdicts(
-    plan: Plan | None, profiles: dict[str, CandidateProfile]
-) -> tuple[list[CandidateVerdict], list[str]]:
+def _profile_verdicts(plan: Plan, profiles: dict[str, CandidateProfile]) -> tuple[list[CandidateVerdict], list[str]]:
     """Verdicts of candidates that never produced usable measurements, and the ids that did."""
     verdicts: list[CandidateVerdict] = []
     usable: list[str] = []
-    planned = [p.id for p in plan.candidates] if plan else []
-    ids = planned + [cid for cid in profiles if cid not in planned]
-    for cid in ids:
-        pc = next((p for p in plan.candidates if p.id == cid), None) if plan else None
+    planned = {p.id: p for p in plan.candidates}
+    for cid in [*planned, *(cid for cid in profiles if cid not in planned)]:
+        pc = planned.get(cid)
         prof = profiles.get(cid)
         if pc is not None and pc.status != "runnable":
             verdicts.append(
@@ -458,19 +431,12 @@ def _profile_verdicts(
     return verdicts, usable
 
 
-def _workload(request: ProfileRequest, plan: Plan | None) -> Workload:
+def _workload(request: ProfileRequest, plan: Plan) -> Workload:
     """The SLA, the budget and the disaggregated fixed costs (KV transfer, first decode step)."""
-    from steps.models import apply_overrides, load_model_info
     from steps.perf.constants import constants_for
     from steps.perf.roofline import FIRST_TOKEN_DECODE_STEPS, kv_transfer_ms
 
     sla = request.sla
-    if plan is not None:
-        model = plan.model
-    else:
-        model = apply_overrides(
-            load_model_info(request.model), request.engine.quantization, request.engine.kv_cache_dtype
-        )
     return Workload(
         isl=sla.isl,
         osl=sla.osl,
@@ -478,7 +444,7 @@ def _workload(request: ProfileRequest, plan: Plan | None) -> Workload:
         itl_ms=sla.itl_ms,
         gpu_budget=request.hardware.gpu_budget,
         request_rate=sla.request_rate,
-        transfer_ms=kv_transfer_ms(model, sla.isl, constants_for(request.backend)),
+        transfer_ms=kv_transfer_ms(plan.model, sla.isl, constants_for(request.backend)),
         first_token_steps=FIRST_TOKEN_DECODE_STEPS,
     )
 
@@ -532,24 +498,23 @@ def _deployment_choices(
         interpolated=p.interpolated,
         concurrency=p.concurrency,
     )
-    option = decode_by[(d.candidate.id, d.concurrency)]
-    decode = DecodeChoice(**_fields_of(option), meets_sla=chosen.itl_ms <= w.itl_ms)
+    decode = DecodeChoice.of(decode_by[(d.candidate.id, d.concurrency)], meets_sla=chosen.itl_ms <= w.itl_ms)
     return prefill, decode
 
 
-def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[CandidateProfile]) -> FitResult:
+def fit_profiles(request: ProfileRequest, plan: Plan, profiles: Sequence[CandidateProfile]) -> FitResult:
     """Select the deployment for `request`'s SLA and GPU budget from measured `profiles`."""
+    from steps.plan import context_problem
+
     sla = request.sla
     isl, osl, context = sla.isl, sla.osl, sla.isl + sla.osl // 2
-    if plan is not None:  # `select` with a new --isl/--osl re-targets a plan made for other lengths
-        from steps.plan import context_problem
-
-        too_long = context_problem(isl, osl, plan.model, request.engine.max_context_length)
-        if too_long:
-            raise UserError(too_long)
+    # `select` with a new --isl/--osl re-targets a plan made for other lengths
+    too_long = context_problem(isl, osl, plan.model, request.engine.max_context_length)
+    if too_long:
+        raise UserError(too_long)
     by_id = {p.id: p for p in profiles}
-    order = {cid: i for i, cid in enumerate([p.id for p in plan.candidates] if plan else [p.id for p in profiles])}
-    granularity = plan.grid.decode_granularity if plan else request.sweep.decode_granularity
+    order = {p.id: i for i, p in enumerate(plan.candidates)}
+    granularity = plan.grid.decode_granularity
     warnings: list[str] = []
     if request.sweep.dry_run:
         warnings.append("Dry run: every number is an offline estimate; nothing was measured")
@@ -557,17 +522,16 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
     for v in verdicts:
         if v.status == "failed":
             warnings.append(f"{v.candidate_id} failed: {v.reason}")
-    if plan is not None:
-        stale = [
-            cid
-            for cid in usable
-            if by_id[cid].provenance.request_key and by_id[cid].provenance.request_key != plan.request_key
-        ]
-        if stale:
-            warnings.append(
-                f"profiles {', '.join(stale)} were profiled under a different request than the plan "
-                "(model, hardware, backend or sweep changed); their numbers may not apply"
-            )
+    stale = [
+        cid
+        for cid in usable
+        if by_id[cid].provenance.request_key and by_id[cid].provenance.request_key != plan.request_key
+    ]
+    if stale:
+        warnings.append(
+            f"profiles {', '.join(stale)} were profiled under a different request than the plan "
+            "(model, hardware, backend or sweep changed); their numbers may not apply"
+        )
     w = _workload(request, plan)
     disagg_ids = [cid for cid in usable if not by_id[cid].candidate.is_agg]
     agg_ids = [cid for cid in usable if by_id[cid].candidate.is_agg]
@@ -630,8 +594,8 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
                 "decode", d_opts, "itl_ms", sla.itl_ms, order, f"context {context}", nearest, warnings
             )
             missed = (p_pick is not None and not p_met) or (d_pick is not None and not d_met)
-            prefill_choice = PrefillChoice(**_fields_of(p_pick), meets_sla=p_met) if p_pick else None
-            decode_choice = DecodeChoice(**_fields_of(d_pick), meets_sla=d_met) if d_pick else None
+            prefill_choice = PrefillChoice.of(p_pick, meets_sla=p_met) if p_pick else None
+            decode_choice = DecodeChoice.of(d_pick, meets_sla=d_met) if d_pick else None
             if p_pick is not None and d_pick is not None:
                 warnings.append(
                     f"no deployment of a prefill and a decode engine fits the budget of {w.gpu_budget} GPUs "
@@ -724,9 +688,9 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         )
 
     selection = Selection(
-        model=plan.model.name if plan else request.model,
+        model=plan.model.name,
         backend=request.backend,
-        gpu=plan.gpu if plan else request.hardware.gpu,
+        gpu=plan.gpu,
         isl=isl,
         osl=osl,
         ttft_ms=sla.ttft_ms,
@@ -740,7 +704,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
         nearest_sla=nearest if missed else None,
         warnings=warnings,
         recommendation=recommendation,
-        max_context=plan.grid.max_context if plan else request.engine.max_context_length,
+        max_context=plan.grid.max_context,
         serving=request.serving,
         gpu_budget=w.gpu_budget,
         deployment=chosen,
@@ -761,13 +725,15 @@ def fit_profiles(request: ProfileRequest, plan: Plan | None, profiles: Sequence[
     )
 
 
-def fit_pick(request: ProfileRequest, profiles: dict[str, CandidateProfile], ids: tuple[str, ...]) -> FitResult:
+def fit_pick(
+    request: ProfileRequest, plan: Plan, profiles: dict[str, CandidateProfile], ids: tuple[str, ...]
+) -> FitResult:
     """fit's result for engines a person picked: `(aggregated id,)` or `(prefill id, decode id)`.
 
     The operating points, engine counts and lines are what fit computes for those engines alone."""
     sla = request.sla
     isl, osl = sla.isl, sla.osl
-    w = _workload(request, None)
+    w = _workload(request, plan)
     warnings: list[str] = []
     for cid in ids:
         if cid not in profiles or profiles[cid].status != "ok":
@@ -784,8 +750,7 @@ def fit_pick(request: ProfileRequest, profiles: dict[str, CandidateProfile], ids
         pre, dec = profiles[ids[0]], profiles[ids[1]]
         pi, _ = _interpolators(pre, warnings)
         _, di = _interpolators(dec, warnings)
-        granularity = request.sweep.decode_granularity
-        d_opts = decode_options(dec, isl, osl, granularity, di, sla.itl_ms)
+        d_opts = decode_options(dec, isl, osl, plan.grid.decode_granularity, di, sla.itl_ms)
         loads = prefill_loads(pre, isl, prefill_options(pre, isl, pi))
         chosen = dep.best(dep.disagg_deployments(loads, d_opts, w), w)
         planner_source = (pre, dec)
@@ -804,9 +769,9 @@ def fit_pick(request: ProfileRequest, profiles: dict[str, CandidateProfile], ids
         )
     p_src, d_src = planner_source
     selection = Selection(
-        model=request.model,
+        model=plan.model.name,
         backend=request.backend,
-        gpu=request.hardware.gpu,
+        gpu=plan.gpu,
         isl=isl,
         osl=osl,
         ttft_ms=sla.ttft_ms,
@@ -874,16 +839,21 @@ def write_outputs(store: ArtifactStore, result: FitResult, request: ProfileReque
         write_report(store, result, request)
 
 
+def load_plan(store: ArtifactStore, request: ProfileRequest) -> Plan:
+    """The run's plan.json; a missing one is rebuilt from the request."""
+    from steps.plan import Plan, make_plan
+    from steps.store import Layout, read_model
+
+    return read_model(store, Layout.PLAN, Plan) if store.exists(Layout.PLAN) else make_plan(request)
+
+
 def run_step(store: ArtifactStore, report: bool = True) -> Selection:
     """DAG step `fit`: request.json + plan.json + profiles/*.json -> selection.json, planner data,
     plots and report.html. A missing plan.json is rebuilt from the request."""
-    from steps.plan import Plan, make_plan
     from steps.request import ProfileRequest
     from steps.store import Layout, read_model
 
     request = read_model(store, Layout.REQUEST, ProfileRequest)
-    plan = read_model(store, Layout.PLAN, Plan) if store.exists(Layout.PLAN) else make_plan(request)
-    profiles = load_profiles(store)
-    result = fit_profiles(request, plan, profiles)
+    result = fit_profiles(request, load_plan(store, request), load_profiles(store))
     write_outputs(store, result, request, report=report)
     return result.selection

@@ -23,9 +23,9 @@ _TRUE = {"1", "on", "yes", "true"}
 class HubUnavailable(Exception):
     """The Hub could not be asked (offline mode, network) or refused (missing or gated repo)."""
 
-    def __init__(self, reason: str, reachable: bool) -> None:
-        super().__init__(reason)
-        self.reachable = reachable
+
+class HubUnreachable(HubUnavailable):
+    """The Hub did not answer (refused, DNS, timeout, TLS): a later try may succeed."""
 
 
 def offline() -> bool:
@@ -83,7 +83,7 @@ def fetch_json(model_id: str, filename: str, timeout_s: float = HUB_TIMEOUT_S) -
     import urllib.request
 
     if offline():
-        raise HubUnavailable("HF_HUB_OFFLINE is set", reachable=False)
+        raise HubUnavailable("HF_HUB_OFFLINE is set")
     url = f"{endpoint()}/{model_id}/resolve/main/{filename}"
     headers = {"User-Agent": "slaprof"}
     token = _token()
@@ -97,13 +97,13 @@ def fetch_json(model_id: str, filename: str, timeout_s: float = HUB_TIMEOUT_S) -
             return None  # the repo exists, the file does not
         if exc.code in (401, 403, 404):
             hint = "" if token else "; set HF_TOKEN if it is gated"
-            raise HubUnavailable(f"the Hub has no accessible repo {model_id!r} (HTTP {exc.code}{hint})", True) from None
-        raise HubUnavailable(f"the Hub answered HTTP {exc.code}", reachable=True) from None
+            raise HubUnavailable(f"the Hub has no accessible repo {model_id!r} (HTTP {exc.code}{hint})") from None
+        raise HubUnavailable(f"the Hub answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:  # refused, DNS, timeout, TLS
         reason = getattr(exc, "reason", None) or exc
-        raise HubUnavailable(f"{endpoint()} is unreachable ({reason})", reachable=False) from None
+        raise HubUnreachable(f"{endpoint()} is unreachable ({reason})") from None
     try:
         data = json.loads(body)
     except ValueError:
-        raise HubUnavailable(f"the Hub's {filename} of {model_id!r} is not JSON", reachable=True) from None
+        raise HubUnavailable(f"the Hub's {filename} of {model_id!r} is not JSON") from None
     return data if isinstance(data, dict) else None

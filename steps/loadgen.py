@@ -124,10 +124,6 @@ class LoadResult(BaseModel):
     warmup_s: float = 0.0
     wall_s: float = 0.0
 
-    @property
-    def profiling_s(self) -> float:
-        return max(0.0, (self.profiling_end_ns - self.profiling_start_ns) / 1e9)
-
     def measured(self) -> list[RequestRecord]:
         return [r for r in self.records if r.phase == "profiling" and r.error is None]
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from steps import pipeline, process_groups
-from steps.errors import StepFailed, UserError
+from steps.errors import StepFailed, Unreachable, UserError
 from steps.pipeline import AUTO_CHOICE, RunContext, reusable_profile
 from steps.progress import ProgressReporter, SilentProgress
 from steps.request import ProfileRequest
@@ -476,7 +476,7 @@ def check_s3_endpoint(location: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise UserError(
+        raise Unreachable(
             f"S3 endpoint {endpoint} is unreachable ({exc.strerror or type(exc).__name__}); "
             "check SLAPROF_S3_ENDPOINT and the network"
         ) from None

@@ -18,13 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from steps.errors import UserError
+from steps.errors import Unreachable, UserError
 
 WeightDtype = Literal["bf16", "fp8", "fp4"]
 BYTES_PER_WEIGHT: dict[str, float] = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5 + 1.0 / 16}  # NVFP4: + 1 scale/16
 BYTES_PER_KV: dict[str, float] = {"bf16": 2.0, "fp8": 1.0}
-
-MOE_ARCHITECTURES_HINT = ("Moe", "DeepseekV2", "DeepseekV3", "DeepseekV32", "Mixtral", "GptOss", "Llama4")
 
 
 class ModelInfo(BaseModel):
@@ -382,7 +380,7 @@ def _from_hub(model_id: str) -> ModelInfo:
 
     cfg = fetch_json(model_id, "config.json")
     if cfg is None:
-        raise HubUnavailable(f"the Hub's {model_id!r} has no config.json", reachable=True)
+        raise HubUnavailable(f"the Hub's {model_id!r} has no config.json")
 
     def optional(filename: str) -> dict[str, Any] | None:
         try:
@@ -404,7 +402,7 @@ def _announce(model_id: str, where: str) -> None:
 def _from_id(model_id: str) -> ModelInfo:
     """A Hugging Face id: the HF cache, else the Hub (asked once), else the built-in catalog."""
     from steps.catalog import catalog_info
-    from steps.hub import HubUnavailable
+    from steps.hub import HubUnavailable, HubUnreachable
 
     cached = _from_cache(model_id)
     if cached is not None:
@@ -413,7 +411,7 @@ def _from_id(model_id: str) -> ModelInfo:
     try:
         info = _from_hub(model_id)
     except HubUnavailable as exc:
-        hub_problem = str(exc)
+        hub_problem, hub_silent = str(exc), isinstance(exc, HubUnreachable)
     else:
         _announce(model_id, "the Hugging Face Hub")
         return info
@@ -421,7 +419,9 @@ def _from_id(model_id: str) -> ModelInfo:
     if info_from_catalog is not None:
         _announce(model_id, f"the built-in catalog ({hub_problem})")
         return info_from_catalog
-    raise UserError(
+    # a Hub that did not answer may answer on a retry; a refusal or offline mode will not
+    error = Unreachable if hub_silent else UserError
+    raise error(
         f"cannot read the config of model {model_id!r}: not in the Hugging Face cache, {hub_problem}, and not in "
         f"the built-in catalog{_closest(model_id)}; give --model a local folder holding its config.json "
         "(`slaprof models` lists the catalog)"

@@ -230,7 +230,7 @@ def fit(ctx: RunContext) -> Selection:
 def pick(ctx: RunContext) -> Selection:
     """selection.json and planner data for the chosen deployment; fit's own selection stays in
     selection.auto.json. Choosing fit's recommendation (or `auto`) changes nothing."""
-    from steps.fit import load_profiles, write_outputs
+    from steps.fit import load_plan, load_profiles, write_outputs
     from steps.request import ProfileRequest
     from steps.results import Selection
     from steps.store import write_model
@@ -238,7 +238,8 @@ def pick(ctx: RunContext) -> Selection:
 
     request = read_model(ctx.store, Layout.REQUEST, ProfileRequest)
     selection = read_model(ctx.store, Layout.SELECTION, Selection)
-    result = apply_choice(request, selection, {p.id: p for p in load_profiles(ctx.store)}, ctx.choice)
+    profiles = {p.id: p for p in load_profiles(ctx.store)}
+    result = apply_choice(request, load_plan(ctx.store, request), selection, profiles, ctx.choice)
     if result is None:
         return selection
     write_model(ctx.store, AUTO_SELECTION, selection)

@@ -11,7 +11,6 @@ engines that then refuse to start (vLLM stops when the KV cache cannot hold max_
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -285,10 +284,6 @@ def make_plan(request: ProfileRequest, model: ModelInfo | None = None) -> Plan:
         grid=sweep_grid(model, request, max_ctx),
         request_key=request.measurement_key(),
     )
-
-
-def round_up_pow2(n: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
 def run_step(store: ArtifactStore) -> Plan:

@@ -26,7 +26,7 @@ import numpy as np
 from steps.evidence import MEASURED, Evidence
 
 if TYPE_CHECKING:
-    from steps.fit import FitResult
+    from steps.fit_result import FitResult
 
 GPU_COST_PER_HOUR = 3.0  # $ per GPU-hour, as in Dynamo's cost plot
 PX_PER_INCH = 80  # CSS pixels per figure inch in the report

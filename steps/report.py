@@ -22,7 +22,7 @@ from steps.evidence import MEASURED, Evidence, evidence_of, run_evidence
 from steps.plots import PLOT_NAMES, png_size, render_plots
 
 if TYPE_CHECKING:
-    from steps.fit import FitResult
+    from steps.fit_result import FitResult
     from steps.request import ProfileRequest
     from steps.results import DeploymentChoice, Selection
     from steps.store import ArtifactStore

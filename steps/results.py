@@ -119,17 +119,19 @@ class CandidateProfile(BaseModel):
 # ---------------------------------------------------------------------------
 # fit outputs
 # ---------------------------------------------------------------------------
-class PrefillChoice(BaseModel):
+class PrefillOption(BaseModel):
+    """One candidate's prefill at the request's ISL."""
+
     candidate: Candidate
     isl: int
     ttft_ms: float
     thpt_per_gpu: float
-    meets_sla: bool
     interpolated: bool = False  # the profile lacked this ISL: values from the fitted curve
-    concurrency: int = 1  # prompts in flight per engine at this operating point
 
 
-class DecodeChoice(BaseModel):
+class DecodeOption(BaseModel):
+    """One candidate's decode at the request's context and one concurrency."""
+
     candidate: Candidate
     context: int
     concurrency: int
@@ -137,8 +139,28 @@ class DecodeChoice(BaseModel):
     itl_ms: float
     thpt_per_gpu: float
     max_kv_tokens: int
-    meets_sla: bool
     interpolated: bool = False  # the profile lacked this context: values from the fitted surface
+
+
+class PrefillChoice(PrefillOption):
+    """The chosen prefill option, and whether it meets the SLA."""
+
+    meets_sla: bool
+    concurrency: int = 1  # prompts in flight per engine at this operating point
+
+    @classmethod
+    def of(cls, option: PrefillOption, meets_sla: bool, concurrency: int = 1) -> PrefillChoice:
+        return cls(**dict(option), meets_sla=meets_sla, concurrency=concurrency)
+
+
+class DecodeChoice(DecodeOption):
+    """The chosen decode option, and whether it meets the SLA."""
+
+    meets_sla: bool
+
+    @classmethod
+    def of(cls, option: DecodeOption, meets_sla: bool) -> DecodeChoice:
+        return cls(**dict(option), meets_sla=meets_sla)
 
 
 class ParetoPoint(BaseModel):

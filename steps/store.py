@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ValidationError
 
-from steps.errors import UserError
+from steps.errors import Unreachable, UserError
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
@@ -150,7 +150,7 @@ class LocalStore:
         return str(self._path(key))
 
 
-class StoreUnavailable(UserError):
+class StoreUnavailable(Unreachable):
     """The S3 endpoint kept failing with transient errors (no connection, 5xx) for the whole retry
     budget. What was written before is kept; a run started again resumes from it."""
 
@@ -373,10 +373,6 @@ def read_model(store: ArtifactStore, key: str, cls: type[T]) -> T:
             f"{store.uri(key)} is not a valid {cls.__name__} ({where + ': ' if where else ''}{err['msg']}); "
             "it was edited or written by another slaprof version: rerun the step that writes it"
         ) from None
-
-
-def write_json(store: ArtifactStore, key: str, data: object) -> None:
-    store.put_bytes(key, json.dumps(data, indent=2).encode(), "application/json")
 
 
 def delete(store: ArtifactStore, key: str) -> None:

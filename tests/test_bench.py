@@ -170,6 +170,18 @@ def test_engine_killed_mid_sweep_gives_failed_with_points_so_far(tmp_path, tiny_
     assert not _processes_mentioning(str(workdir))
 
 
+def test_a_kv_cache_that_holds_no_request_makes_the_candidate_infeasible(tmp_path, tiny_tokenizer):
+    """The engine reports fewer KV tokens than one decode request needs: infeasible (the workload does
+    not fit), not failed (something broke)."""
+    request = _request("simulate")
+    plan = make_plan(request)
+    opts = BenchOptions(tokenizer=str(tiny_tokenizer), time_scale=TIME_SCALE, sim_max_kv_tokens=40)
+    profile = measure_candidate(request, plan, plan.runnable()[0], tmp_path / "work", None, opts)
+    assert profile.status == "infeasible"
+    assert "KV cache of 40 tokens holds no decode request" in profile.reason
+    assert not _processes_mentioning(str(tmp_path / "work"))
+
+
 def test_offline_run_step_writes_the_profile(tmp_path):
     store = LocalStore(tmp_path / "run")
     request = _request("offline")

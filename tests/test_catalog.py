@@ -18,7 +18,7 @@ import pytest
 
 from steps.catalog import catalog_configs, catalog_info, catalog_models
 from steps.cli import main
-from steps.errors import UserError
+from steps.errors import Unreachable, UserError
 from steps.models import load_model_info, load_model_info_from_dir, model_info_from_config
 from tests.conftest import MODELS, ROOT
 
@@ -242,6 +242,17 @@ def test_an_unknown_id_without_hub_says_what_to_do(hub_env, monkeypatch):
     assert "local folder" in text and "slaprof models" in text and "Qwen/Qwen3-32B" in text
     with pytest.raises(UserError, match="closest: Qwen/Qwen3-32B"):
         load_model_info("Qwen3-32B")  # no organisation
+
+
+def test_a_silent_hub_is_unreachable_an_offline_one_is_not(hub_env, monkeypatch):
+    """Argo retries a task whose error is Unreachable: a Hub that did not answer may answer later."""
+    monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
+    with pytest.raises(Unreachable):
+        load_model_info("nobody/Qwen3-32B")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as err:
+        load_model_info("nobody/Qwen3-32B")
+    assert not isinstance(err.value, Unreachable)
 
 
 def test_a_local_folder_wins_over_everything(hub_env, monkeypatch, capsys):

@@ -12,7 +12,7 @@ import pytest
 from steps import deployments as dep
 from steps.candidates import Candidate
 from steps.deployments import AggOption, PrefillLoad, Workload
-from steps.fit import DecodeOption
+from steps.results import DecodeOption
 
 ISL, OSL = 4000, 500
 
@@ -26,7 +26,15 @@ def load(cid: str, ttft: float, rate: float, concurrency: int = 1) -> PrefillLoa
 def dec(cid: str, itl: float, rate: float, concurrency: int = 8) -> DecodeOption:
     """A decode engine finishing `rate` requests/s at `itl` ms."""
     c = Candidate.parse(cid)
-    return DecodeOption(c, ISL + OSL // 2, concurrency, 0.5, itl, rate * OSL / c.num_gpus, 10**6, False)
+    return DecodeOption(
+        candidate=c,
+        context=ISL + OSL // 2,
+        concurrency=concurrency,
+        kv_usage=0.5,
+        itl_ms=itl,
+        thpt_per_gpu=rate * OSL / c.num_gpus,
+        max_kv_tokens=10**6,
+    )
 
 
 def agg(cid: str, ttft: float, itl: float, thpt_per_gpu: float, concurrency: int = 16) -> AggOption:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steps.candidates import Candidate
-from steps.errors import StepFailed, UserError
+from steps.errors import StepFailed, Unreachable, UserError
 from steps.results import DecodeChoice, ParetoPoint, PrefillChoice, Selection
 from steps.store import StoreUnavailable
 from workflows.params import PICK_SLOTS
@@ -122,9 +122,11 @@ def test_parse_choice_rejects_free_text():
     "exc,code",
     [
         (
-            UserError("S3 endpoint 127.0.0.1:9 is unreachable (MaxRetryError); check SLAPROF_S3_ENDPOINT"),
+            Unreachable("S3 endpoint 127.0.0.1:9 is unreachable (MaxRetryError); check SLAPROF_S3_ENDPOINT"),
             TRANSIENT_EXIT,
         ),
+        # the type decides, not the words: a bad request that mentions an unreachable host is still exit 2
+        (UserError("invalid request: unreachable endpoint in base DGD"), 2),
         (ConnectionResetError("peer"), TRANSIENT_EXIT),
         (
             StoreUnavailable("S3 endpoint s3:9000 is unreachable (NewConnectionError; upload retried for 120 s)"),

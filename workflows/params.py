@@ -34,10 +34,6 @@ SEMAPHORE_CONFIGMAP = "slaprof-semaphores"
 # N-GPU engines may be measured at once (the chart derives it from the GPUs it is told about).
 GPU_SEMAPHORE_KEY = "gpus-{{inputs.parameters.gpus}}"
 
-# RUN_LABEL (steps.apply) is on every pod and on what a run creates; what the exit handler undoes
-# comes from the run's apply record, never from this label.
-LABEL_PREFIX = "slaprof.io"
-
 PICK_SLOTS = 6  # Pareto choices offered by the suspend node (Argo enums are static lists)
 
 

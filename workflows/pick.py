@@ -18,7 +18,8 @@ from steps.results import CandidateProfile, ParetoPoint, Selection
 from workflows.params import AUTO_CHOICE, PICK_SLOTS
 
 if TYPE_CHECKING:
-    from steps.fit import FitResult
+    from steps.fit_result import FitResult
+    from steps.plan import Plan
 
 RECOMMENDED = " (recommended)"
 
@@ -95,7 +96,7 @@ def parse_choice(label: str) -> tuple[str, ...] | None:
 
 
 def apply_choice(
-    request: ProfileRequest, selection: Selection, profiles: dict[str, CandidateProfile], label: str
+    request: ProfileRequest, plan: Plan, selection: Selection, profiles: dict[str, CandidateProfile], label: str
 ) -> FitResult | None:
     """fit's result for the picked deployment, or None when the pick is fit's own.
 
@@ -111,11 +112,9 @@ def apply_choice(
         current = tuple(c.candidate.id for c in (selection.prefill, selection.decode) if c is not None)
     if ids is None or ids == current:
         return None
-    result = fit_pick(request, profiles, ids)
+    result = fit_pick(request, plan, profiles, ids)
     picked = result.selection.model_copy(
         update={
-            "model": selection.model,
-            "gpu": selection.gpu,
             "prefill_pareto": selection.prefill_pareto,
             "decode_pareto": selection.decode_pareto,
             "verdicts": selection.verdicts,

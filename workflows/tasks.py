@@ -25,7 +25,7 @@ from typing import Annotated, Any
 from hera.workflows import Input, NoneArchiveStrategy, Output, Parameter, S3Artifact
 from pydantic import BaseModel, create_model
 
-from steps.errors import StepFailed, UserError
+from steps.errors import StepFailed, Unreachable, UserError
 from workflows.params import (
     AUTO_CHOICE,
     CONTROL_PARAMS,
@@ -86,12 +86,8 @@ def run_context(run: str, **choices: Any):
 
 
 def _is_transient(exc: BaseException) -> bool:
-    from steps.store import StoreUnavailable
-
-    if isinstance(exc, (ConnectionError, TimeoutError, StoreUnavailable)):
+    if isinstance(exc, (ConnectionError, TimeoutError, Unreachable)):
         return True
-    if isinstance(exc, UserError) and "unreachable" in str(exc):
-        return True  # steps.store reports a dead S3 endpoint this way
     try:
         from urllib3.exceptions import HTTPError
     except ImportError:  # pragma: no cover

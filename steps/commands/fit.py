@@ -7,7 +7,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from steps.fit import FitResult
+    from steps.fit_result import FitResult
     from steps.plan import Plan
     from steps.request import ProfileRequest
     from steps.results import CandidateProfile
@@ -49,14 +49,13 @@ def _parent_run(location: str) -> str | None:
     return str(parent) if (parent / "request.json").is_file() else None
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[ProfileRequest, Plan | None, list[CandidateProfile], ArtifactStore]:
+def load_inputs(args: argparse.Namespace) -> tuple[ProfileRequest, Plan, list[CandidateProfile], ArtifactStore]:
     """(request, plan, profiles, run store) for --profiles: the stored request overridden by flags."""
     from steps.cli import request_overrides
     from steps.errors import UserError
-    from steps.fit import load_profiles
-    from steps.plan import Plan, make_plan
+    from steps.fit import load_plan, load_profiles
     from steps.request import build_request, load_request_file, merge
-    from steps.store import Layout, open_store, read_json, read_model
+    from steps.store import Layout, open_store, read_json
 
     store = open_store(args.profiles, create=False)
     if store.list(Layout.PROFILES):  # a run folder
@@ -79,8 +78,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[ProfileRequest, Plan | None, 
             f"no request.json at {root.uri()}: pass --model (and the request's other flags) or --config FILE"
         )
     request = build_request(data)
-    plan = read_model(root, Layout.PLAN, Plan) if root.exists(Layout.PLAN) else make_plan(request)
-    return request, plan, profiles, root
+    return request, load_plan(root, request), profiles, root
 
 
 def print_result(result: FitResult) -> None:
@@ -112,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
     out = open_store(args.out)
     if out.uri() != root.uri():  # a self-contained output that `slaprof render` can read
         write_model(out, Layout.REQUEST, request)
-        if plan is not None:
-            write_model(out, Layout.PLAN, plan)
+        write_model(out, Layout.PLAN, plan)
     write_outputs(out, result, request, report=not args.no_report)
     print_result(result)
     print(f"Selection: {out.uri(Layout.SELECTION)}")

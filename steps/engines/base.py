@@ -195,13 +195,6 @@ class EngineBackend(ABC):
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
         """Command, environment and files of an OpenAI-compatible server for this mapping on `port`."""
 
-    def server_command(
-        self, model: str, cand: Candidate, port: int, *, prefix_caching: bool, max_batched_tokens: int | None = None
-    ) -> list[str]:
-        """Command line of an OpenAI-compatible server for this mapping on `port`."""
-        options = ServerOptions(prefix_caching=prefix_caching, max_batched_tokens=max_batched_tokens)
-        return self.server_launch(model, cand, port, options).argv
-
     @abstractmethod
     def kv_tokens_from_log(self, log_text: str, attn_dp: int = 1) -> int | None:
         """Total KV-cache tokens from the start-up log (the final value, not an intermediate one)."""
@@ -213,7 +206,3 @@ class EngineBackend(ABC):
     def version_from_log(self, log_text: str) -> str | None:
         """Engine version printed at start-up, when the version endpoint is missing."""
         return None
-
-    def ready_in_log(self, log_text: str) -> bool:
-        """Whether the log says the server is ready (a hint only; readiness is /health + /v1/models)."""
-        return True

@@ -126,6 +126,3 @@ class SglangBackend(EngineBackend):
     def version_from_log(self, log_text: str) -> str | None:
         m = _VERSION.search(log_text)
         return m.group(1) if m else None
-
-    def ready_in_log(self, log_text: str) -> bool:
-        return "The server is fired up and ready to roll!" in log_text

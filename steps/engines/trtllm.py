@@ -123,6 +123,3 @@ class TrtllmBackend(EngineBackend):
     def version_from_log(self, log_text: str) -> str | None:
         m = _VERSION.search(log_text)
         return m.group(1) if m else None
-
-    def ready_in_log(self, log_text: str) -> bool:
-        return "Application startup complete" in log_text

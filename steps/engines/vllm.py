@@ -129,6 +129,3 @@ class VllmBackend(EngineBackend):
     def version_from_log(self, log_text: str) -> str | None:
         m = _VERSION.search(log_text)
         return (m.group(1) or m.group(2)) if m else None
-
-    def ready_in_log(self, log_text: str) -> bool:
-        return "Application startup complete" in log_text

@@ -196,7 +196,7 @@ class BuiltinEstimator:
             t = t + 2.0 * (nbytes / self._link + lat) * s.moe_layers / s.layers
         return t
 
-    def step_s(self, tokens_per_rank, seqs_per_rank, attn_flops_per_layer, kv_bytes_per_layer, lm_rows_per_rank):
+    def step_s(self, tokens_per_rank, attn_flops_per_layer, kv_bytes_per_layer, lm_rows_per_rank):
         """Seconds of one forward pass on the busiest rank (arrays broadcast)."""
         s, k, c = self.s, self.k, self.map
         tokens = np.asarray(tokens_per_rank, dtype=float)
@@ -234,7 +234,7 @@ class BuiltinEstimator:
         # prefill steps run without CUDA graphs: each layer pays host-side launch and MoE routing
         # (token sort, expert offsets) costs that do not shrink on a faster GPU
         launch = (self.s.layers * self.k.prefill_layer_us + self.s.moe_layers * self.k.prefill_moe_layer_us) * 1e-6
-        return chunks * (self.step_s(tokens / chunks, per_rank, attn, 0.0, per_rank / chunks) + launch)
+        return chunks * (self.step_s(tokens / chunks, attn, 0.0, per_rank / chunks) + launch)
 
     def request_ms(self, isl):
         """Fixed and per-prompt-token host costs of one request (not GPU time)."""
@@ -251,7 +251,7 @@ class BuiltinEstimator:
         ctx = np.asarray(context, dtype=float)
         attn_flops = per_rank * ctx * self.s.attn_decode_flops_per_ctx
         kv_bytes = per_rank * ctx * self.s.kv_bytes_per_ctx
-        ms = self.step_s(per_rank, per_rank, attn_flops, kv_bytes, per_rank) * 1e3
+        ms = self.step_s(per_rank, attn_flops, kv_bytes, per_rank) * 1e3
         return float(ms) if np.ndim(ms) == 0 else ms
 
     def max_kv_tokens(self) -> int:

@@ -29,7 +29,6 @@ from steps.perf.memory import kv_bytes_per_token_per_gpu
 from steps.perf.roofline import BuiltinEstimator, compute_dtype, disagg_ttft_ms, kv_transfer_ms
 
 CALIBRATION_SYSTEMS: tuple[str, ...] = ("h100_sxm", "h200_sxm")
-HELD_OUT_SYSTEMS: tuple[str, ...] = ("b200_sxm", "gb200", "b300_sxm", "gb300")
 GPUS_PER_NODE = {"gb200": 72, "gb300": 72}  # NVL72 racks; HGX systems have 8 GPUs per NVLink domain
 _PRECISIONS = {"bf16": "bf16", "fp8": "fp8", "fp4": "fp4"}
 QUANTISED_KV_PRECISIONS = ("fp8", "fp4")

@@ -1,0 +1,28 @@
+"""What `fit` decided, with everything the report draws: the interface between `steps.fit` and
+`steps.report` (and its plots), so that neither imports the other for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from steps.deployments import AggOption
+from steps.interpolate import DecodeInterpolator, PrefillInterpolator
+from steps.planner_data import DecodePlannerData, PrefillPlannerData
+from steps.results import CandidateProfile, DecodeOption, DeploymentChoice, PrefillOption, Selection
+
+
+@dataclass
+class FitResult:
+    """Everything `fit` decided, plus what the report draws."""
+
+    selection: Selection
+    prefill_data: PrefillPlannerData | None
+    decode_data: DecodePlannerData | None
+    prefill_options: list[PrefillOption] = field(default_factory=list)
+    decode_options: list[DecodeOption] = field(default_factory=list)
+    prefill_interpolators: dict[str, PrefillInterpolator] = field(default_factory=dict)
+    decode_interpolators: dict[str, DecodeInterpolator] = field(default_factory=dict)
+    profiles: list[CandidateProfile] = field(default_factory=list)
+    agg_options: list[AggOption] = field(default_factory=list)
+    # every deployment evaluated, per serving mode (the best per engine pair or aggregated option)
+    deployments: dict[str, list[DeploymentChoice]] = field(default_factory=dict)
