@@ -297,7 +297,7 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "pick",
-        reads=(Layout.REQUEST, Layout.SELECTION, Layout.PROFILES),
+        reads=(Layout.REQUEST, Layout.PLAN, Layout.SELECTION, Layout.PROFILES),
         writes=(Layout.SELECTION, AUTO_SELECTION, *PLANNER_DATA),
         run=pick,
         after=("fit",),

@@ -17,6 +17,7 @@ import yaml
 
 from steps import store as store_module
 from steps.cli import main
+from steps.engines import get_backend
 from steps.errors import UserError
 from steps.results import Selection
 from steps.runlock import LOCK_KEY, RunInUse, RunLock
@@ -257,7 +258,7 @@ def test_a_base_dgd_keeps_its_own_name(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(_profile(run)) == 0
     base = tmp_path / "base.yaml"
-    template = yaml.safe_load((ROOT / "steps" / "templates" / "vllm.yaml").read_text().replace("${", "x{"))
+    template = get_backend("vllm").dgd_template("engine:1", "frontend:1")  # the built-in vLLM graph
     template["metadata"]["name"] = "team-graph"
     base.write_text(yaml.safe_dump(template))
     out = tmp_path / "dgd.yaml"
