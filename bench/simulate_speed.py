@@ -1,8 +1,9 @@
 """Wall time and accuracy of `slaprof profile --method simulate` for a small model, as a user runs it.
 
 Job: Qwen3-0.6B (config fixture) on h200_sxm, ISL 3000, OSL 150, TTFT 200 ms, ITL 20 ms, the default
-grids (4 candidates tp1..tp8, each 18 prefill ISLs and 7 decode contexts x 6 concurrencies: 240
-points), with the small tokenizer the tests build (nothing downloaded). `slaprof profile` runs in a
+grids and serving mode (--serving auto: 3 disaggregated candidates tp1..tp4, each 18 prefill ISLs, 2
+prefill loads and 7 decode contexts x 6 concurrencies, and 4 aggregated ones agg-tp1..agg-tp8 of 6
+concurrencies each), with the small tokenizer the tests build (nothing downloaded). `slaprof profile` runs in a
 fresh process into a fresh folder. Printed: wall time, AIPerf runs, and every point's error against
 the model that drives the simulated engine (per candidate: largest error, points beyond 15%), with
 the machine's load average before and after (the clock is shared with whatever else runs).
@@ -11,7 +12,10 @@ Baseline measured in the same run (--baseline): the same job on a thinned grid o
 (tp1: 2 prefill ISLs, 1 decode context x 3 concurrencies), measured as simulate did before (an
 AIPerf run per point, time scale 1) and as it does now (one AIPerf run, a time scale per point).
 
-    .venv/bin/python bench/simulate_speed.py [--time-scale auto,10] [--parallel N] [--baseline]
+    .venv/bin/python bench/simulate_speed.py [--time-scale auto,10/disagg] [--parallel N] [--baseline]
+
+A fixed time scale of 10 also slows the aggregated candidates' long closed loops tenfold (minutes per
+point); `10/disagg` runs the candidates whose points are checked against the model.
 """
 
 from __future__ import annotations
@@ -125,7 +129,10 @@ def run_thin(tokenizer: Path, out: Path, one_session: bool, time_scale: float | 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--time-scale", default="auto", help="auto (default) or wall ms per modelled ms; several: auto,10"
+        "--time-scale",
+        default="auto",
+        help="auto (default) or wall ms per modelled ms, each optionally /agg or /disagg (--serving); "
+        "several: auto,10/disagg",
     )
     parser.add_argument("--parallel", type=int, help="candidates at once (default: slaprof's)")
     parser.add_argument("--baseline", action="store_true", help="also the thinned job, per point vs one session")
@@ -147,12 +154,17 @@ def main() -> None:
             wall = run_thin(tokenizer, out, one, scale)
             rows += summarize(name, wall, profiles(out))
     walls = {}
-    for scale in args.time_scale.split(","):
+    for run in args.time_scale.split(","):
+        scale, _, serving = run.partition("/")
         extra = ["--time-scale", scale] + (["--parallel", str(args.parallel)] if args.parallel else [])
-        out = tmp / f"default-{scale}"
-        walls[scale] = wall = run_cli(tokenizer, out, extra)
-        rows += summarize(f"default grids, 4 candidates: scale {scale}", wall, profiles(out))
-        print(f"load average after scale {scale}: {load()}", flush=True)
+        extra += ["--serving", serving] if serving else []
+        out = tmp / f"default-{scale}-{serving or 'auto'}"
+        walls[run] = wall = run_cli(tokenizer, out, extra)
+        found = profiles(out)
+        name = f"default grids, {len(found)} candidates: scale {scale}" + (f", {serving} only" if serving else "")
+        rows += summarize(name, wall, found)
+        print(f"load average after {run}: {load()}", flush=True)
+        print("\n".join(summarize(name, wall, found)), flush=True)  # a later run's timeout keeps this one
     print()
     print(
         f"simulate, {MODEL.name} on h200_sxm, ISL 3000, OSL 150, default grids "
@@ -160,9 +172,9 @@ def main() -> None:
     )
     print(header)
     print("\n".join(rows))
-    for scale, wall in walls.items():
+    for run, wall in walls.items():
         verdict = "met" if wall <= TARGET_S else "NOT met"
-        print(f"scale {scale}: {wall:.1f} s, target {TARGET_S:.0f} s {verdict} ({wall / TARGET_S:.2f} of target)")
+        print(f"scale {run}: {wall:.1f} s, target {TARGET_S:.0f} s {verdict} ({wall / TARGET_S:.2f} of target)")
 
 
 if __name__ == "__main__":
