@@ -12,6 +12,11 @@ Only h100_sxm and h200_sxm rows are used: the other systems measure generalisati
     python bench/calibrate.py            # fit and write steps/perf/calibration.json
     python bench/calibrate.py --check    # fit, print, do not write
     python bench/calibrate.py --per-backend --out /tmp/c.json   # every constant per backend
+    python bench/calibrate.py --intervals-only   # only the prediction intervals, from the constants in the file
+
+After the constants, the prediction intervals: quantiles of log(measured / estimated) of the same
+rows under the fitted constants, by backend, phase, load, ISL and MoE vs dense
+(steps/perf/intervals.py), written to steps/perf/intervals.json beside the constants.
 """
 
 from __future__ import annotations
@@ -29,12 +34,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from steps.errors import UserError  # noqa: E402
-from steps.perf.constants import CALIBRATION_FILE, BackendConstants, Calibration, engine_defaults  # noqa: E402
+from steps.perf.constants import (  # noqa: E402
+    CALIBRATION_FILE,
+    BackendConstants,
+    Calibration,
+    constants_for,
+    engine_defaults,
+)
+from steps.perf.intervals import INTERVALS_FILE, fit_intervals  # noqa: E402
+from steps.perf.roofline import LONE_REQUEST_OVERHEAD_MAX_MS  # noqa: E402
 
 # name: (start, lower, upper). The bounds are physical priors: kernels reach 30-90% of peak
-# FLOP/s and 50-95% of HBM bandwidth; a framework adds at most a few hundred ms to a request
-# (SGLang's measured TTFT floor is 150-300 ms) and a few ms to a step. They keep the fit from
-# trading a large fixed overhead against load effects.
+# FLOP/s and 50-95% of HBM bandwidth; a lone request pays tens of ms on the host, what loaded
+# requests pay beyond that is admission queueing (SGLang's TTFT floor of 150-300 ms at moderate
+# load), and a step a few ms. They keep the fit from trading a large fixed overhead against load effects.
 FITTED: dict[str, tuple[float, float, float]] = {
     "gemm_eff": (0.6, 0.3, 0.9),
     "moe_eff": (0.4, 0.1, 0.9),
@@ -44,10 +57,11 @@ FITTED: dict[str, tuple[float, float, float]] = {
     "comm_latency_us": (10.0, 2.0, 50.0),
     "layer_overhead_us": (10.0, 0.5, 60.0),
     "step_overhead_ms": (2.0, 0.1, 10.0),
-    "prefill_layer_us": (100.0, 0.0, 3000.0),
-    "prefill_moe_layer_us": (500.0, 0.0, 10000.0),
-    "request_overhead_ms": (10.0, 2.0, 300.0),
-    "request_token_us": (1.0, 0.0, 20.0),
+    "prefill_layer_us": (50.0, 0.0, 300.0),
+    "prefill_moe_layer_us": (100.0, 0.0, 1000.0),
+    "request_overhead_ms": (10.0, 2.0, LONE_REQUEST_OVERHEAD_MAX_MS),
+    "admission_ms": (20.0, 0.0, 500.0),
+    "request_token_us": (1.0, 0.0, 5.0),
     "agg_mix_factor": (1.0, 0.1, 2.0),
     "burst_fraction": (0.15, 0.0, 1.0),
 }
@@ -171,6 +185,16 @@ def fit_shared(cases) -> tuple[dict[str, BackendConstants], dict[str, dict[str, 
     return ks, {b: errors(rows[b], ks[b]) for b in BACKENDS}
 
 
+def write_intervals(cases, backends: dict[str, BackendConstants], source: str, out: Path) -> None:
+    """Prediction intervals from the residuals of `cases` under `backends`' constants."""
+    from steps.perf.silicon import case_residuals
+
+    residuals = [r for c in cases for r in case_residuals(c, backends.get(c.backend))]
+    cal = fit_intervals(residuals, source, datetime.now(UTC).isoformat(timespec="seconds"))
+    out.write_text(json.dumps(cal.model_dump(), indent=1) + "\n")
+    print(f"wrote {len(cal.groups)} interval groups to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="print the fit without writing the file")
@@ -180,8 +204,21 @@ def main() -> int:
         help="fit every constant per backend (default: kernel efficiencies shared by all backends)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "steps" / "perf" / CALIBRATION_FILE)
+    parser.add_argument(
+        "--intervals-only", action="store_true", help="refit the prediction intervals only, from the file's constants"
+    )
+    parser.add_argument("--intervals-out", type=Path, default=ROOT / "steps" / "perf" / INTERVALS_FILE)
     args = parser.parse_args()
     cases, csv_path = load(())
+    from importlib.metadata import version as dist_version
+
+    source = (
+        f"aiconfigurator_core {dist_version('aiconfigurator-core')} systems/silicon_sample.csv, rows of h100_sxm "
+        "and h200_sxm (agg, and disagg rows with batch sizes and worker counts)"
+    )
+    if args.intervals_only:
+        write_intervals(cases, {b: constants_for(b) for b in BACKENDS}, source, args.intervals_out)
+        return 0
     print(f"calibrating on {len(cases)} measured rows (h100_sxm, h200_sxm) from {csv_path.name}")
     backends: dict[str, BackendConstants] = {}
     fit_error: dict[str, dict[str, float]] = {}
@@ -198,13 +235,9 @@ def main() -> int:
         )
         print("        " + ", ".join(f"{n}={getattr(backends[backend], n):g}" for n in FITTED))
     print(f"fitted in {time.perf_counter() - t0:.0f} s")
-    from importlib.metadata import version as dist_version
-
-    version = dist_version("aiconfigurator-core")
     cal = Calibration(
         version=1,
-        source=f"aiconfigurator_core {version} systems/silicon_sample.csv, rows of h100_sxm and h200_sxm "
-        "(agg, and disagg rows with batch sizes and worker counts)",
+        source=source,
         fitted_at=datetime.now(UTC).isoformat(timespec="seconds"),
         systems=["h100_sxm", "h200_sxm"],
         method=(
@@ -226,6 +259,7 @@ def main() -> int:
         return 0
     args.out.write_text(json.dumps(cal.model_dump(), indent=2) + "\n")
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    write_intervals(cases, backends, source, args.intervals_out)
     return 0
 
 

@@ -35,6 +35,12 @@ _REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--ttft", "sla.ttft_ms", float, "time-to-first-token target, ms"),
     ("--itl", "sla.itl_ms", float, "inter-token latency target, ms"),
     ("--request-rate", "sla.request_rate", float, "expected requests/s: recommend the fewest GPUs that serve it"),
+    (
+        "--confidence",
+        "sla.confidence",
+        float,
+        "meet the targets at this quantile of the estimates' prediction intervals (default 0.5: the estimate)",
+    ),
     ("--gpu", "hardware.gpu", str, f"GPU type: {', '.join(GPU_NAMES)}"),
     ("--num-gpus-per-node", "hardware.gpus_per_node", int, "GPUs per node (default 8)"),
     ("--min-num-gpus-per-engine", "hardware.min_gpus_per_engine", int, "smallest engine to try (0 = from model size)"),

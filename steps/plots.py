@@ -5,7 +5,8 @@ decode_performance: ITL and throughput/GPU per candidate over concurrency (log a
 cost_sla: $ per 1000 requests vs tokens/s/user along the Pareto fronts, one line per prefill
 engine, one marker shape per decode engine. interpolation: the chosen engines' fitted prefill
 curve and decode surface with the points they were fitted to. Titles and legends say whether the
-points are measured, simulated or estimated (with the estimator's error band).
+points are measured, simulated or estimated (with the estimator's error band); estimated TTFTs
+and ITLs carry their 80% prediction interval (error bars, shaded bands).
 
 PNGs hold twice the pixels they are shown at in the report, so they stay sharp on high-density
 screens. matplotlib is imported here only (Agg canvas, no pyplot); figures are few and PNGs are
@@ -109,6 +110,17 @@ def prefill_performance(result: FitResult, ev: Evidence) -> Any:
     ax = fig.add_subplot()
     for o in result.prefill_options:
         chosen = sel.prefill is not None and o.candidate.id == sel.prefill.candidate.id
+        band = result.band(o.candidate.id, "ttft", o.candidate.attn_dp, o.ttft_ms)
+        if band is not None:  # the estimate's 80% interval
+            ax.errorbar(
+                [o.ttft_ms],
+                [o.thpt_per_gpu],
+                xerr=[[o.ttft_ms - band[0]], [band[1] - o.ttft_ms]],
+                fmt="none",
+                ecolor="grey",
+                alpha=0.6,
+                capsize=3,
+            )
         ax.scatter(
             [o.ttft_ms],
             [o.thpt_per_gpu],
@@ -142,7 +154,11 @@ def decode_performance(result: FitResult, ev: Evidence) -> Any:
         opts.sort(key=lambda o: o.concurrency)
         conc = [o.concurrency for o in opts]
         label = f"{opts[0].candidate.label} ({opts[0].candidate.num_gpus} GPU{'s' if opts[0].candidate.num_gpus > 1 else ''})"
-        itl_ax.plot(conc, [o.itl_ms for o in opts], marker="o", ms=3, label=label)
+        (line,) = itl_ax.plot(conc, [o.itl_ms for o in opts], marker="o", ms=3, label=label)
+        bands = [result.band(o.candidate.id, "itl", o.concurrency, o.itl_ms) for o in opts]
+        if all(b is not None for b in bands):  # the estimates' 80% interval
+            lo, hi = zip(*(b for b in bands if b is not None))
+            itl_ax.fill_between(conc, lo, hi, color=line.get_color(), alpha=0.12, linewidth=0)
         thpt_ax.plot(conc, [o.thpt_per_gpu for o in opts], marker="o", ms=3, label=label)
     if sel.decode is not None:
         star = {"s": 180, "marker": "*", "color": "black", "zorder": 5, "label": f"chosen {sel.decode.candidate.label}"}

@@ -45,6 +45,9 @@ class SLA(_Strict):
     ttft_ms: float = Field(50.0, gt=0, description="time-to-first-token target, ms")
     itl_ms: float = Field(10.0, gt=0, description="inter-token latency target, ms")
     request_rate: float | None = Field(None, gt=0, description="expected requests/s, for replica counts")
+    confidence: float = Field(
+        0.5, gt=0, lt=1, description="meet the targets at this quantile of the estimates' prediction intervals"
+    )
 
 
 class Hardware(_Strict):

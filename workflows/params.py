@@ -94,6 +94,12 @@ REQUEST_PARAMS: tuple[RequestParam, ...] = (
     RequestParam("osl", "sla.osl", int, f"average output sequence length, tokens; {_EMPTY} (500)"),
     RequestParam("ttft", "sla.ttft_ms", float, f"time-to-first-token target, ms; {_EMPTY} (50)"),
     RequestParam("itl", "sla.itl_ms", float, f"inter-token latency target, ms; {_EMPTY} (10)"),
+    RequestParam(
+        "confidence",
+        "sla.confidence",
+        float,
+        f"meet the targets at this quantile of the estimates' prediction intervals; {_EMPTY} (0.5)",
+    ),
     RequestParam("gpu", "hardware.gpu", str, f"GPU type of the cluster; {_EMPTY} (h200_sxm)", ("", *GPU_NAMES)),
     RequestParam("gpus-per-node", "hardware.gpus_per_node", int, f"GPUs per node; {_EMPTY} (8)"),
     RequestParam(

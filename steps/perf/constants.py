@@ -43,6 +43,9 @@ class BackendConstants(BaseModel):
     request_overhead_ms: float = Field(
         10.0, description="fixed TTFT cost of one request (tokenise, schedule, stream), ms"
     )
+    admission_ms: float = Field(
+        0.0, description="queueing and admission of a prompt per doubling of the prompts in flight on its rank, ms"
+    )
     request_token_us: float = Field(
         0.0,
         description="host-side cost per prompt token before the prompt reaches "
