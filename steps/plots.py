@@ -108,19 +108,14 @@ def prefill_performance(result: FitResult, ev: Evidence) -> Any:
         return None
     fig = _figure()
     ax = fig.add_subplot()
+    bars = ""
     for o in result.prefill_options:
         chosen = sel.prefill is not None and o.candidate.id == sel.prefill.candidate.id
         band = result.band(o.candidate.id, "ttft", o.candidate.attn_dp, o.ttft_ms)
         if band is not None:  # the estimate's 80% interval
-            ax.errorbar(
-                [o.ttft_ms],
-                [o.thpt_per_gpu],
-                xerr=[[o.ttft_ms - band[0]], [band[1] - o.ttft_ms]],
-                fmt="none",
-                ecolor="grey",
-                alpha=0.6,
-                capsize=3,
-            )
+            bars = "; bars: 80% interval"
+            # a segment, not error bars: an interval need not contain its estimate
+            ax.plot(list(band), [o.thpt_per_gpu] * 2, color="grey", alpha=0.6, marker="|", ms=8)
         ax.scatter(
             [o.ttft_ms],
             [o.thpt_per_gpu],
@@ -135,7 +130,7 @@ def prefill_performance(result: FitResult, ev: Evidence) -> Any:
         ax,
         xlabel="TTFT (ms)",
         ylabel="prefill throughput (tokens/s/GPU)",
-        title=f"Prefill engines at ISL {sel.isl} ({ev.note('ttft')})",
+        title=f"Prefill engines at ISL {sel.isl} ({ev.note('ttft')}{bars})",
     )
 
 
@@ -148,6 +143,7 @@ def decode_performance(result: FitResult, ev: Evidence) -> Any:
     fig.subplots_adjust(left=0.06, right=0.98, wspace=0.18)
     itl_ax, thpt_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     by: dict[str, list[Any]] = {}
+    banded = False
     for o in result.decode_options:
         by.setdefault(o.candidate.id, []).append(o)
     for opts in by.values():
@@ -159,6 +155,7 @@ def decode_performance(result: FitResult, ev: Evidence) -> Any:
         if all(b is not None for b in bands):  # the estimates' 80% interval
             lo, hi = zip(*(b for b in bands if b is not None))
             itl_ax.fill_between(conc, lo, hi, color=line.get_color(), alpha=0.12, linewidth=0)
+            banded = True
         thpt_ax.plot(conc, [o.thpt_per_gpu for o in opts], marker="o", ms=3, label=label)
     if sel.decode is not None:
         star = {"s": 180, "marker": "*", "color": "black", "zorder": 5, "label": f"chosen {sel.decode.candidate.label}"}
@@ -166,7 +163,8 @@ def decode_performance(result: FitResult, ev: Evidence) -> Any:
         thpt_ax.scatter([sel.decode.concurrency], [sel.decode.thpt_per_gpu], **star)
     _target_line(itl_ax, sel.itl_ms, f"target ITL {sel.itl_ms:g} ms", horizontal=True)
     where = f"context {sel.isl + sel.osl // 2}"
-    itl_ax.set(xlabel="concurrency per engine (log)", ylabel="ITL (ms)", title=f"Decode ITL at {where}")
+    shaded = ", shaded: 80% interval" if banded else ""
+    itl_ax.set(xlabel="concurrency per engine (log)", ylabel="ITL (ms)", title=f"Decode ITL at {where}{shaded}")
     thpt_ax.set(
         xlabel="concurrency per engine (log)",
         ylabel="decode throughput (tokens/s/GPU)",

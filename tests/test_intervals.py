@@ -3,6 +3,7 @@ offline estimates, and risk-aware selection with `--confidence`."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -168,3 +169,19 @@ def test_measured_points_are_checked_against_the_estimates_interval_in_fit_and_r
     assert "id='interval-checks'" in html and f"of {len(checks)} measured points fell inside" in html
     # an all-estimated run has nothing to check
     assert fit_profiles(request, plan, [make_profile("tp2")]).interval_checks == []
+
+
+def test_estimate_prints_each_numbers_interval(capsys):
+    args = ["estimate", "--model", str(MODELS / "Qwen3-32B"), "--gpu", "h200_sxm", "--backend", "vllm"]
+    args += ["--mapping", "tp2", "--isl", "3000", "--osl", "500", "--batch", "8", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    ctx, load = Context("vllm", 3000, moe=False), 8 / 1
+    band = ctx.band(out["ttft_ms"], "ttft", load)
+    assert out["ttft_ms_80"] == [pytest.approx(band.lo, abs=1e-3), pytest.approx(band.hi, abs=1e-3)]
+    lo, hi = out["itl_ms_80"]
+    t_lo, t_hi = out["thpt_per_gpu_80"]
+    # throughput follows the pace of decoding: the slowest ITL gives the lowest throughput
+    assert lo < hi and t_lo < t_hi and t_lo == pytest.approx(out["thpt_per_gpu"] * out["itl_ms"] / hi, rel=1e-3)
+    assert main(args[:-1]) == 0
+    assert "ms  [80%: " in capsys.readouterr().out
