@@ -14,6 +14,11 @@ Only h100_sxm and h200_sxm rows are used: the other systems measure generalisati
     python bench/calibrate.py --per-backend --out /tmp/c.json   # every constant per backend
     python bench/calibrate.py --kernels kernels.json             # kernel efficiencies measured on a GPU
     python bench/calibrate.py --kernels kernels.json --kernels-only   # compare only, no fit
+    python bench/calibrate.py --intervals-only   # only the prediction intervals, from the constants in the file
+
+After the constants, the prediction intervals: quantiles of log(measured / estimated) of the same
+rows under the fitted constants, by backend, phase, load, ISL and MoE vs dense
+(steps/perf/intervals.py), written to steps/perf/intervals.json beside the constants.
 """
 
 from __future__ import annotations
@@ -32,12 +37,20 @@ sys.path.insert(0, str(ROOT))
 
 from steps.engines import backend_names, get_backend  # noqa: E402
 from steps.errors import UserError  # noqa: E402
-from steps.perf.constants import CALIBRATION_FILE, BackendConstants, Calibration, engine_defaults  # noqa: E402
+from steps.perf.constants import (  # noqa: E402
+    CALIBRATION_FILE,
+    BackendConstants,
+    Calibration,
+    constants_for,
+    engine_defaults,
+)
+from steps.perf.intervals import INTERVALS_FILE, fit_intervals  # noqa: E402
+from steps.perf.roofline import LONE_REQUEST_OVERHEAD_MAX_MS  # noqa: E402
 
 # name: (start, lower, upper). The bounds are physical priors: kernels reach 30-90% of peak
-# FLOP/s and 50-95% of HBM bandwidth; a framework adds at most a few hundred ms to a request
-# (SGLang's measured TTFT floor is 150-300 ms) and a few ms to a step. They keep the fit from
-# trading a large fixed overhead against load effects.
+# FLOP/s and 50-95% of HBM bandwidth; a lone request pays tens of ms on the host, what loaded
+# requests pay beyond that is admission queueing (SGLang's TTFT floor of 150-300 ms at moderate
+# load), and a step a few ms. They keep the fit from trading a large fixed overhead against load effects.
 FITTED: dict[str, tuple[float, float, float]] = {
     "gemm_eff": (0.6, 0.3, 0.9),
     "moe_eff": (0.4, 0.1, 0.9),
@@ -47,10 +60,11 @@ FITTED: dict[str, tuple[float, float, float]] = {
     "comm_latency_us": (10.0, 2.0, 50.0),
     "layer_overhead_us": (10.0, 0.5, 60.0),
     "step_overhead_ms": (2.0, 0.1, 10.0),
-    "prefill_layer_us": (100.0, 0.0, 3000.0),
-    "prefill_moe_layer_us": (500.0, 0.0, 10000.0),
-    "request_overhead_ms": (10.0, 2.0, 300.0),
-    "request_token_us": (1.0, 0.0, 20.0),
+    "prefill_layer_us": (50.0, 0.0, 300.0),
+    "prefill_moe_layer_us": (100.0, 0.0, 1000.0),
+    "request_overhead_ms": (10.0, 2.0, LONE_REQUEST_OVERHEAD_MAX_MS),
+    "admission_ms": (20.0, 0.0, 500.0),
+    "request_token_us": (1.0, 0.0, 5.0),
     "agg_mix_factor": (1.0, 0.1, 2.0),
     "burst_fraction": (0.15, 0.0, 1.0),
 }
@@ -227,6 +241,16 @@ def pinned(
     return {n: (pins[n], pins[n] - 1e-6, pins[n] + 1e-6) if n in pins else bound for n, bound in table.items()}
 
 
+def write_intervals(cases, backends: dict[str, BackendConstants], source: str, out: Path) -> None:
+    """Prediction intervals from the residuals of `cases` under `backends`' constants."""
+    from steps.perf.silicon import case_residuals
+
+    residuals = [r for c in cases for r in case_residuals(c, backends.get(c.backend))]
+    cal = fit_intervals(residuals, source, datetime.now(UTC).isoformat(timespec="seconds"))
+    out.write_text(json.dumps(cal.model_dump(), indent=1) + "\n")
+    print(f"wrote {len(cal.groups)} interval groups to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="print the fit without writing the file")
@@ -244,11 +268,13 @@ def main() -> int:
         help="a bench/kernels.py report (repeat for several GPUs): its measured kernel efficiencies are pinned",
     )
     parser.add_argument("--kernels-only", action="store_true", help="compare the --kernels reports, do not fit")
+    parser.add_argument(
+        "--intervals-only", action="store_true", help="refit the prediction intervals only, from the file's constants"
+    )
+    parser.add_argument("--intervals-out", type=Path, default=ROOT / "steps" / "perf" / INTERVALS_FILE)
     args = parser.parse_args()
     table, kernel_note = FITTED, ""
     if args.kernels:
-        from steps.perf.constants import constants_for
-
         try:
             pins, kernel_note = kernel_pins(args.kernels, constants_for("vllm"))
         except UserError as exc:
@@ -260,6 +286,15 @@ def main() -> int:
     elif args.kernels_only:
         parser.error("--kernels-only needs --kernels FILE")
     cases, csv_path = load(())
+    from importlib.metadata import version as dist_version
+
+    source = (
+        f"aiconfigurator_core {dist_version('aiconfigurator-core')} systems/silicon_sample.csv, rows of h100_sxm "
+        "and h200_sxm (agg, and disagg rows with batch sizes and worker counts)"
+    )
+    if args.intervals_only:
+        write_intervals(cases, {b: constants_for(b) for b in BACKENDS}, source, args.intervals_out)
+        return 0
     print(f"calibrating on {len(cases)} measured rows (h100_sxm, h200_sxm) from {csv_path.name}")
     backends: dict[str, BackendConstants] = {}
     fit_error: dict[str, dict[str, float]] = {}
@@ -276,13 +311,9 @@ def main() -> int:
         )
         print("        " + ", ".join(f"{n}={getattr(backends[backend], n):g}" for n in FITTED))
     print(f"fitted in {time.perf_counter() - t0:.0f} s")
-    from importlib.metadata import version as dist_version
-
-    version = dist_version("aiconfigurator-core")
     cal = Calibration(
         version=1,
-        source=f"aiconfigurator_core {version} systems/silicon_sample.csv, rows of h100_sxm and h200_sxm "
-        "(agg, and disagg rows with batch sizes and worker counts)",
+        source=source,
         fitted_at=datetime.now(UTC).isoformat(timespec="seconds"),
         systems=["h100_sxm", "h200_sxm"],
         method=(
@@ -305,6 +336,7 @@ def main() -> int:
         return 0
     args.out.write_text(json.dumps(cal.model_dump(), indent=2) + "\n")
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    write_intervals(cases, backends, source, args.intervals_out)
     return 0
 
 

@@ -291,11 +291,12 @@ def deployment_line(o: DeploymentChoice, w: Workload) -> str:
     return f"Suggested deployment: {o.shape} on {o.gpus} GPUs ({o.thpt_per_gpu:.1f} tokens/s/GPU{rate})"
 
 
-def agg_line(o: DeploymentChoice) -> str:
+def agg_line(o: DeploymentChoice, ttft_band: str = "", itl_band: str = "") -> str:
+    """The bands: each estimate's interval after its number (` [80%: 131-224]`), empty for measurements."""
     g = o.group("agg")
     assert g is not None and g.ttft_ms is not None and g.itl_ms is not None
     return (
-        f"Suggested aggregated {g.candidate.label} (TTFT {g.ttft_ms:.2f} ms, ITL {g.itl_ms:.2f} ms, "
+        f"Suggested aggregated {g.candidate.label} (TTFT {g.ttft_ms:.2f} ms{ttft_band}, ITL {g.itl_ms:.2f} ms{itl_band}, "
         f"throughput {g.thpt_per_gpu:.2f} tokens/s/GPU, concurrency {g.concurrency})"
     )
 

@@ -32,10 +32,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from steps import deployments as dep
+from steps.calcheck import interval_checks
+from steps.candidates import Candidate
+from steps.confidence import Judge, estimated
 from steps.deployments import AggOption, PrefillLoad, Workload
 from steps.errors import UserError
 from steps.fit_result import FitResult
 from steps.interpolate import DecodeInterpolator, PrefillInterpolator
+from steps.perf.intervals import Context
 from steps.planner_data import DecodePlannerData, PrefillPlannerData
 from steps.results import (
     CandidateProfile,
@@ -63,16 +67,17 @@ DYNAMO_MIN_PREFILL_POINTS = 4  # the planner's interp1d(kind="cubic") needs four
 # ---------------------------------------------------------------------------
 # the lines Dynamo prints
 # ---------------------------------------------------------------------------
-def prefill_line(choice: PrefillChoice) -> str:
+def prefill_line(choice: PrefillChoice, band: str = "") -> str:
+    """`band`: the estimate's interval after the number (` [80%: 131-224]`), empty for a measurement."""
     return (
-        f"Suggested prefill {choice.candidate.label} (TTFT {choice.ttft_ms:.2f} ms, "
+        f"Suggested prefill {choice.candidate.label} (TTFT {choice.ttft_ms:.2f} ms{band}, "
         f"throughput {choice.thpt_per_gpu:.2f} tokens/s/GPU)"
     )
 
 
-def decode_line(choice: DecodeChoice) -> str:
+def decode_line(choice: DecodeChoice, band: str = "") -> str:
     return (
-        f"Suggested decode {choice.candidate.label} (ITL {choice.itl_ms:.2f} ms, "
+        f"Suggested decode {choice.candidate.label} (ITL {choice.itl_ms:.2f} ms{band}, "
         f"throughput {choice.thpt_per_gpu:.2f} tokens/s/GPU)"
     )
 
@@ -512,8 +517,15 @@ def fit_profiles(request: ProfileRequest, plan: Plan, profiles: Sequence[Candida
     too_long = context_problem(isl, osl, plan.model, request.engine.max_context_length)
     if too_long:
         raise UserError(too_long)
-    by_id = {p.id: p for p in profiles}
+    # selection judges estimated latencies at the request's confidence; the planner gets the profiles as they are
+    judge = Judge(Context(request.backend, isl, plan.model.is_moe), sla.confidence)
+    raw = {p.id: p for p in profiles}
+    by_id = {p.id: judge.profile(p) for p in profiles}
     order = {p.id: i for i, p in enumerate(plan.candidates)}
+
+    def band(phase: str, cand: Candidate, concurrency: int, judged: float) -> str:
+        return judge.label(judged, phase, cand, concurrency) if estimated(raw[cand.id]) else ""
+
     granularity = plan.grid.decode_granularity
     warnings: list[str] = []
     if request.sweep.dry_run:
@@ -607,12 +619,14 @@ def fit_profiles(request: ProfileRequest, plan: Plan, profiles: Sequence[Candida
             if sla.request_rate and prefill_choice and decode_choice:
                 replicas = replica_counts(sla.request_rate, isl, osl, prefill_choice, decode_choice)
             if prefill_choice:
-                recommendation.append(prefill_line(prefill_choice))
+                pc = prefill_choice
+                recommendation.append(prefill_line(pc, band("ttft", pc.candidate, pc.concurrency, pc.ttft_ms)))
             if decode_choice:
-                recommendation.append(decode_line(decode_choice))
+                dc = decode_choice
+                recommendation.append(decode_line(dc, band("itl", dc.candidate, dc.concurrency, dc.itl_ms)))
             planner_source = (
-                by_id[p_pick.candidate.id] if p_pick else None,
-                by_id[d_pick.candidate.id] if d_pick else None,
+                raw[p_pick.candidate.id] if p_pick else None,
+                raw[d_pick.candidate.id] if d_pick else None,
             )
         if agg_ids and not a_opts:
             warnings.append("No aggregated results produced; no aggregated recommendation")
@@ -652,11 +666,23 @@ def fit_profiles(request: ProfileRequest, plan: Plan, profiles: Sequence[Candida
             pg, dg = chosen.group("prefill"), chosen.group("decode")
             assert pg is not None and dg is not None
             replicas = _replicas(chosen, pg, dg, sla.request_rate)
-            recommendation = [prefill_line(prefill_choice), decode_line(decode_choice)]
-            planner_source = (by_id[pg.candidate.id], by_id[dg.candidate.id])
+            pc, dc = prefill_choice, decode_choice
+            recommendation = [
+                prefill_line(pc, band("ttft", pc.candidate, pc.concurrency, pc.ttft_ms)),
+                decode_line(dc, band("itl", dc.candidate, dc.concurrency, dc.itl_ms)),
+            ]
+            planner_source = (raw[pg.candidate.id], raw[dg.candidate.id])
         else:
-            recommendation = [dep.agg_line(chosen)]
-            agg_profile = by_id[chosen.engines[0].candidate.id]
+            ag = chosen.engines[0]
+            assert ag.ttft_ms is not None and ag.itl_ms is not None
+            recommendation = [
+                dep.agg_line(
+                    chosen,
+                    band("ttft", ag.candidate, ag.concurrency, ag.ttft_ms),
+                    band("itl", ag.candidate, ag.concurrency, ag.itl_ms),
+                )
+            ]
+            agg_profile = raw[ag.candidate.id]
             planner_source = (agg_profile, agg_profile)
         recommendation += [dep.deployment_line(chosen, w), comparison]
         for cid in disagg_ids:
@@ -722,6 +748,8 @@ def fit_profiles(request: ProfileRequest, plan: Plan, profiles: Sequence[Candida
         profiles=list(profiles),
         agg_options=a_opts,
         deployments=evaluated,
+        judge=judge,
+        interval_checks=interval_checks(request, plan, profiles),
     )
 
 

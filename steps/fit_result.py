@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from steps.calcheck import IntervalCheck
+from steps.confidence import Judge, estimated
 from steps.deployments import AggOption
 from steps.interpolate import DecodeInterpolator, PrefillInterpolator
 from steps.planner_data import DecodePlannerData, PrefillPlannerData
@@ -26,3 +28,13 @@ class FitResult:
     agg_options: list[AggOption] = field(default_factory=list)
     # every deployment evaluated, per serving mode (the best per engine pair or aggregated option)
     deployments: dict[str, list[DeploymentChoice]] = field(default_factory=dict)
+    judge: Judge | None = None  # the estimates' intervals at the request's confidence
+    interval_checks: list[IntervalCheck] = field(default_factory=list)  # measurements against estimates
+
+    def band(self, candidate_id: str, phase: str, concurrency: int, judged: float) -> tuple[float, float] | None:
+        """The 80% interval around an estimated number (None for a measured one)."""
+        prof = next((p for p in self.profiles if p.id == candidate_id), None)
+        if self.judge is None or prof is None or not estimated(prof):
+            return None
+        b = self.judge.band(judged, phase, prof.candidate, concurrency)
+        return b.lo, b.hi

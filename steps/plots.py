@@ -5,7 +5,8 @@ decode_performance: ITL and throughput/GPU per candidate over concurrency (log a
 cost_sla: $ per 1000 requests vs tokens/s/user along the Pareto fronts, one line per prefill
 engine, one marker shape per decode engine. interpolation: the chosen engines' fitted prefill
 curve and decode surface with the points they were fitted to. Titles and legends say whether the
-points are measured, simulated or estimated (with the estimator's error band).
+points are measured, simulated or estimated (with the estimator's error band); estimated TTFTs
+and ITLs carry their 80% prediction interval (error bars, shaded bands).
 
 PNGs hold twice the pixels they are shown at in the report, so they stay sharp on high-density
 screens. matplotlib is imported here only (Agg canvas, no pyplot); figures are few and PNGs are
@@ -107,8 +108,14 @@ def prefill_performance(result: FitResult, ev: Evidence) -> Any:
         return None
     fig = _figure()
     ax = fig.add_subplot()
+    bars = ""
     for o in result.prefill_options:
         chosen = sel.prefill is not None and o.candidate.id == sel.prefill.candidate.id
+        band = result.band(o.candidate.id, "ttft", o.candidate.attn_dp, o.ttft_ms)
+        if band is not None:  # the estimate's 80% interval
+            bars = "; bars: 80% interval"
+            # a segment, not error bars: an interval need not contain its estimate
+            ax.plot(list(band), [o.thpt_per_gpu] * 2, color="grey", alpha=0.6, marker="|", ms=8)
         ax.scatter(
             [o.ttft_ms],
             [o.thpt_per_gpu],
@@ -123,7 +130,7 @@ def prefill_performance(result: FitResult, ev: Evidence) -> Any:
         ax,
         xlabel="TTFT (ms)",
         ylabel="prefill throughput (tokens/s/GPU)",
-        title=f"Prefill engines at ISL {sel.isl} ({ev.note('ttft')})",
+        title=f"Prefill engines at ISL {sel.isl} ({ev.note('ttft')}{bars})",
     )
 
 
@@ -136,13 +143,19 @@ def decode_performance(result: FitResult, ev: Evidence) -> Any:
     fig.subplots_adjust(left=0.06, right=0.98, wspace=0.18)
     itl_ax, thpt_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     by: dict[str, list[Any]] = {}
+    banded = False
     for o in result.decode_options:
         by.setdefault(o.candidate.id, []).append(o)
     for opts in by.values():
         opts.sort(key=lambda o: o.concurrency)
         conc = [o.concurrency for o in opts]
         label = f"{opts[0].candidate.label} ({opts[0].candidate.num_gpus} GPU{'s' if opts[0].candidate.num_gpus > 1 else ''})"
-        itl_ax.plot(conc, [o.itl_ms for o in opts], marker="o", ms=3, label=label)
+        (line,) = itl_ax.plot(conc, [o.itl_ms for o in opts], marker="o", ms=3, label=label)
+        bands = [result.band(o.candidate.id, "itl", o.concurrency, o.itl_ms) for o in opts]
+        if all(b is not None for b in bands):  # the estimates' 80% interval
+            lo, hi = zip(*(b for b in bands if b is not None))
+            itl_ax.fill_between(conc, lo, hi, color=line.get_color(), alpha=0.12, linewidth=0)
+            banded = True
         thpt_ax.plot(conc, [o.thpt_per_gpu for o in opts], marker="o", ms=3, label=label)
     if sel.decode is not None:
         star = {"s": 180, "marker": "*", "color": "black", "zorder": 5, "label": f"chosen {sel.decode.candidate.label}"}
@@ -150,7 +163,8 @@ def decode_performance(result: FitResult, ev: Evidence) -> Any:
         thpt_ax.scatter([sel.decode.concurrency], [sel.decode.thpt_per_gpu], **star)
     _target_line(itl_ax, sel.itl_ms, f"target ITL {sel.itl_ms:g} ms", horizontal=True)
     where = f"context {sel.isl + sel.osl // 2}"
-    itl_ax.set(xlabel="concurrency per engine (log)", ylabel="ITL (ms)", title=f"Decode ITL at {where}")
+    shaded = ", shaded: 80% interval" if banded else ""
+    itl_ax.set(xlabel="concurrency per engine (log)", ylabel="ITL (ms)", title=f"Decode ITL at {where}{shaded}")
     thpt_ax.set(
         xlabel="concurrency per engine (log)",
         ylabel="decode throughput (tokens/s/GPU)",

@@ -385,6 +385,32 @@ def _point_notes(ctx: ReportContext) -> str:
     )
 
 
+def _interval_checks(ctx: ReportContext) -> str:
+    """Where each measurement fell against the offline estimate's 80% interval (a per-run calibration check)."""
+    checks = ctx.result.interval_checks
+    if not checks:
+        return ""
+    inside = sum(c.inside for c in checks)
+    rows = [
+        [
+            c.candidate_id,
+            c.point,
+            f"{c.measured_ms:.2f}",
+            f"{c.estimate_ms:.2f}",
+            f"{c.lo_ms:.2f}-{c.hi_ms:.2f}",
+            c.where,
+        ]
+        for c in checks
+    ]
+    return (
+        "<h3 id='interval-checks'>Measurements against their predicted intervals</h3>"
+        f"<p class='note'>{inside} of {len(checks)} measured points fell inside the 80% prediction interval of "
+        "the offline estimate for the same point (about 80% is what calibrated intervals give); the "
+        "measurements, not the estimates, drove the selection.</p>"
+        + _table(["candidate", "point", "measured ms", "estimate ms", "80% interval ms", "where"], rows, {2, 3})
+    )
+
+
 def _operating_points(ctx: ReportContext) -> str:
     """Every candidate at the request's ISL (prefill) and context (decode)."""
     sel, result = ctx.sel, ctx.result
@@ -483,6 +509,7 @@ SECTIONS: list[Section] = [
     _request,
     _candidates,
     _point_notes,
+    _interval_checks,
     _operating_points,
     _pareto,
     _plots,

@@ -66,6 +66,9 @@ class SLA(_Strict):
     request_rate: Annotated[float | None, Exposed("--request-rate", v1beta1="workload.requestRate")] = Field(
         None, gt=0, description="expected requests/s: recommend the fewest GPUs that serve it"
     )
+    confidence: Annotated[float, Exposed("--confidence", argo=True)] = Field(
+        0.5, gt=0, lt=1, description="meet the targets at this quantile of the estimates' prediction intervals"
+    )
 
 
 class Hardware(_Strict):

@@ -174,8 +174,14 @@ def test_feasible_picks_the_deployment_with_most_tokens_per_gpu():
     assert sel.recommendation[-1] == "Other mode: no aggregated candidate was profiled or produced results"
 
 
+def measured(prof: CandidateProfile) -> CandidateProfile:
+    """`prof` as measured on GPUs: its numbers carry no prediction interval."""
+    return prof.model_copy(update={"provenance": Provenance(method="online", backend="vllm")})
+
+
 def test_recommendation_lines_match_dynamo_format():
-    prof = make_profile("tp4", prefill={ISL: 48.37}, decode=[(ISL, 1, 4.83)])
+    # measured numbers print exactly Dynamo's lines (estimates add their interval: tests/test_intervals.py)
+    prof = measured(make_profile("tp4", prefill={ISL: 48.37}, decode=[(ISL, 1, 4.83)]))
     prof.prefill[0].thpt_per_gpu = 15505.23
     prof.decode[0].thpt_per_gpu = 51.22
     sel = fit_profiles(make_request(), make_plan_for(["tp4"]), [prof]).selection
@@ -188,7 +194,7 @@ def test_recommendation_lines_match_dynamo_format():
     ]
     for cid, label in (("tep8", "TEP:8"), ("dep8", "DEP:8")):
         # an 8-GPU engine leaves no GPU for the other phase: each phase is chosen on its own
-        p = make_profile(cid, prefill={ISL: 30.0}, decode=[(ISL, 8, 6.5)])
+        p = measured(make_profile(cid, prefill={ISL: 30.0}, decode=[(ISL, 8, 6.5)]))
         sel = fit_profiles(make_request(), make_plan_for([cid]), [p]).selection
         lines = sel.recommendation
         assert lines[0].startswith(f"Suggested prefill {label} (TTFT 30.00 ms, throughput ")

@@ -33,12 +33,14 @@ QWEN32B_SLA = [
     "--itl",
     "20",
 ]
+# an estimate's interval follows its number (`TTFT 172.14 ms [80%: 131-224]`); a measurement has none
+BAND = r"(?: \[\d+%: [\d.]+-[\d.]+\])?"
 PREFILL_LINE = re.compile(
-    r"^Suggested prefill (TP|TEP|DEP|DTP):(\d+) \(TTFT (\d+\.\d\d) ms, "
+    rf"^Suggested prefill (TP|TEP|DEP|DTP):(\d+) \(TTFT (\d+\.\d\d) ms{BAND}, "
     r"throughput (\d+\.\d\d) tokens/s/GPU\)$"
 )
 DECODE_LINE = re.compile(
-    r"^Suggested decode (TP|TEP|DEP|DTP):(\d+) \(ITL (\d+\.\d\d) ms, "
+    rf"^Suggested decode (TP|TEP|DEP|DTP):(\d+) \(ITL (\d+\.\d\d) ms{BAND}, "
     r"throughput (\d+\.\d\d) tokens/s/GPU\)$"
 )
 
@@ -56,7 +58,7 @@ def slaprof(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
 
 
 AGG_LINE = re.compile(
-    r"^Suggested aggregated (TP|TEP|DEP|DTP):(\d+) \(TTFT (\d+\.\d\d) ms, ITL (\d+\.\d\d) ms, "
+    rf"^Suggested aggregated (TP|TEP|DEP|DTP):(\d+) \(TTFT (\d+\.\d\d) ms{BAND}, ITL (\d+\.\d\d) ms{BAND}, "
     r"throughput (\d+\.\d\d) tokens/s/GPU, concurrency (\d+)\)$"
 )
 DEPLOYMENT_LINE = re.compile(r"^Suggested deployment: (.+) on (\d+) GPUs \((\d+\.\d) tokens/s/GPU\)$")
@@ -111,6 +113,7 @@ def test_offline_run_writes_every_output(offline_run):
         "ttft_ms": 200.0,
         "itl_ms": 20.0,
         "request_rate": None,
+        "confidence": 0.5,
     }
     for cid in ids:
         profile = CandidateProfile.model_validate_json((out / "profiles" / f"{cid}.json").read_text())
@@ -159,6 +162,7 @@ def test_offline_run_prints_both_modes_then_report(offline_run):
     selection = Selection.model_validate_json((out / "selection.json").read_text())
     chosen = selection.deployment
     assert lines[:-1] == selection.recommendation
+    assert "ms [80%: " in lines[0]  # offline numbers are estimates: each carries its interval
     if chosen.mode == "agg":
         agg = AGG_LINE.match(lines[0])
         assert agg, lines

@@ -252,7 +252,14 @@ def test_profile_dag_task_by_task(argo):
     assert plan["method"] == "offline" and plan["auto-apply"] == "false"
     assert plan["history-key"].endswith("/vllm/h200_sxm")
     request = json.loads(argo.get(f"{WORKFLOW}/request.json"))
-    assert request["sla"] == {"isl": 1500, "osl": 200, "ttft_ms": 400.0, "itl_ms": 25.0, "request_rate": None}
+    assert request["sla"] == {
+        "isl": 1500,
+        "osl": 200,
+        "ttft_ms": 400.0,
+        "itl_ms": 25.0,
+        "request_rate": None,
+        "confidence": 0.5,
+    }
     assert argo.uploaded[f"{WORKFLOW}/plan.json"] == argo.get(f"{WORKFLOW}/plan.json")
 
     assert argo.when("bench") and not argo.when("bench-online") and not argo.when("bench-online-main")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 MODES = ("prefill", "decode", "agg")
 # request fields this command takes one by one (their flags, types and checks come from the request)
@@ -52,7 +53,7 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--batch must be a positive number of prompts/sequences, got {args.batch}")
 
 
-def estimate(args: argparse.Namespace) -> dict[str, float | int | str]:
+def estimate(args: argparse.Namespace) -> dict[str, Any]:
     """The numbers `slaprof estimate` prints, as a dict."""
     from steps.candidates import Candidate
     from steps.errors import UserError
@@ -93,10 +94,26 @@ def estimate(args: argparse.Namespace) -> dict[str, float | int | str]:
     else:
         out = est.agg(isl, osl, batch)
         ttft, itl, thpt = out.ttft_ms, out.itl_ms, out.thpt_per_gpu
+    bands: dict[str, list[float]] = {}
+    if args.estimator == "builtin":  # the prediction intervals are the built-in model's
+        from steps.perf.intervals import Context
+
+        ctx = Context(args.backend, isl, model.is_moe)
+        load = max(1.0, batch / cand.attn_dp)
+        t = ctx.band(ttft, "ttft", 1.0 if args.mode == "decode" else load)
+        i = ctx.band(itl, "itl", load)
+        # throughput per GPU is the work done over the latency that paces it
+        pace = (t.lo, t.hi, ttft) if args.mode == "prefill" else (i.lo, i.hi, itl)
+        bands = {
+            "ttft_ms_80": [round(t.lo, 3), round(t.hi, 3)],
+            "itl_ms_80": [round(i.lo, 3), round(i.hi, 3)],
+            "thpt_per_gpu_80": [round(thpt * pace[2] / pace[1], 2), round(thpt * pace[2] / pace[0], 2)],
+        }
     return {
         "ttft_ms": round(ttft, 3),
         "itl_ms": round(itl, 3),
         "thpt_per_gpu": round(thpt, 2),
+        **bands,
         "max_kv_tokens": int(est.max_kv_tokens()),
         "mode": args.mode,
         "estimator": args.estimator,
@@ -120,8 +137,13 @@ def run(args: argparse.Namespace) -> int:
         f"{result['weight_dtype']} weights, {result['kv_dtype']} KV ({result['estimator']}, {args.mode}, "
         f"isl {args.isl}, osl {args.osl}, batch {args.batch})"
     )
-    print(f"  TTFT            {result['ttft_ms']:10.1f} ms")
-    print(f"  ITL             {result['itl_ms']:10.2f} ms")
-    print(f"  throughput/GPU  {result['thpt_per_gpu']:10.1f} {unit} tokens/s")
+
+    def band(key: str, digits: int) -> str:
+        lo_hi = result.get(f"{key}_80")
+        return f"  [80%: {lo_hi[0]:.{digits}f}-{lo_hi[1]:.{digits}f}]" if lo_hi else ""
+
+    print(f"  TTFT            {result['ttft_ms']:10.1f} ms{band('ttft_ms', 1)}")
+    print(f"  ITL             {result['itl_ms']:10.2f} ms{band('itl_ms', 2)}")
+    print(f"  throughput/GPU  {result['thpt_per_gpu']:10.1f} {unit} tokens/s{band('thpt_per_gpu', 1)}")
     print(f"  KV capacity     {result['max_kv_tokens']:10,d} tokens")
     return 0

@@ -44,7 +44,10 @@ class BackendConstants(BaseModel):
     )
     step_overhead_ms: float = Field(3.0, description="fixed cost of one engine step (scheduler, sampling), ms")
     request_overhead_ms: float = Field(
-        10.0, description="fixed TTFT cost of one request (tokenise, schedule, stream), ms"
+        10.0, description="fixed TTFT cost of a lone request (launch: tokenise, schedule, sample, stream), ms"
+    )
+    admission_ms: float = Field(
+        0.0, description="queueing and admission of a prompt per doubling of the prompts in flight on its rank, ms"
     )
     request_token_us: float = Field(
         0.0,

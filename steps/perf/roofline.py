@@ -15,7 +15,8 @@ plus TP all-reduces (2 per layer) or EP all-to-alls (dispatch and combine) over 
 latency per collective, a per-layer launch cost, a fixed per-step overhead, and the memory-bound
 elementwise kernels (norms, activations, rotary, quantisation) that stream every token's
 activations through HBM. Prefill steps also pay a per-layer launch and MoE-routing cost, run in
-chunks of the engine's token budget, and each prompt pays a host-side cost per token.
+chunks of the engine's token budget, and each prompt pays a host-side cost per token and, under
+load, an admission wait; a lone prompt pays only its GPU work and a fixed launch overhead.
 Every function takes numpy arrays as well as scalars, so a whole surface is one call.
 """
 
@@ -37,6 +38,10 @@ ACT_BYTES = 2.0  # activations travel as bf16
 # In a disaggregated graph the decode worker emits the first token: the request joins its running
 # batch once the step in flight ends (half a step on average) and the next step produces the token.
 FIRST_TOKEN_DECODE_STEPS = 1.5
+# What a lone request may pay on the host beyond its GPU work (HTTP, tokenise, schedule, sample,
+# stream: tens of ms); the calibration keeps the fitted fixed cost per request below it, and the rest
+# of what loaded requests pay is admission queueing (`admission_load`).
+LONE_REQUEST_OVERHEAD_MAX_MS = 40.0
 
 
 def kv_transfer_ms(model: ModelInfo, isl: float, constants: BackendConstants) -> float:
@@ -58,6 +63,14 @@ def compute_dtype(weight_dtype: str, gpu: GpuSpec) -> str:
     if weight_dtype == "fp8" and gpu.fp8_tflops <= gpu.bf16_tflops:
         return "bf16"
     return weight_dtype
+
+
+def admission_load(per_rank):
+    """Doublings of the prompts in flight on a rank: a prompt arriving with others waits for the
+    host to admit (tokenise, schedule, allocate) the ones ahead of it. In the measured rows the
+    median TTFT left after prefill work grows by about the same amount per doubling of the load
+    (vLLM: 23-31 ms from 2 to 64 prompts in flight); a lone prompt waits for nothing."""
+    return np.log2(np.maximum(1.0, np.asarray(per_rank, dtype=float)))
 
 
 @dataclass(frozen=True)
@@ -236,13 +249,22 @@ class BuiltinEstimator:
         launch = (self.s.layers * self.k.prefill_layer_us + self.s.moe_layers * self.k.prefill_moe_layer_us) * 1e-6
         return chunks * (self.step_s(tokens / chunks, attn, 0.0, per_rank / chunks) + launch)
 
-    def request_ms(self, isl):
-        """Fixed and per-prompt-token host costs of one request (not GPU time)."""
-        return self.k.request_overhead_ms + np.asarray(isl, dtype=float) * self.k.request_token_us * 1e-3
+    def request_ms(self, isl, per_rank=1.0):
+        """Host costs of one request (not GPU time): the fixed launch cost of a lone request, its
+        per-prompt-token cost, and the admission queue behind the other prompts in flight."""
+        lone = self.k.request_overhead_ms + np.asarray(isl, dtype=float) * self.k.request_token_us * 1e-3
+        return lone + self.k.admission_ms * admission_load(per_rank)
+
+    def lone_bound_ms(self, isl) -> float:
+        """Roofline-plus-launch-overhead bound of a lone request's TTFT: the prompt's GPU work (kernels
+        at the calibrated efficiencies, with their per-layer and per-step launches) plus the fixed
+        launch overhead of one request."""
+        return float(self.prefill_work_s(isl, 1)) * 1e3 + self.k.request_overhead_ms
 
     def prefill_ttft_ms(self, isl, batch=1):
         """TTFT of `batch` prompts of `isl` tokens prefilled together, framework overhead included."""
-        ms = self.prefill_work_s(isl, batch) * 1e3 + self.request_ms(isl)
+        per_rank = np.ceil(np.asarray(batch, dtype=float) / self.map.attn_dp)
+        ms = self.prefill_work_s(isl, batch) * 1e3 + self.request_ms(isl, per_rank)
         return float(ms) if np.ndim(ms) == 0 else ms
 
     def decode_itl_ms(self, batch, context):
@@ -277,7 +299,11 @@ class BuiltinEstimator:
         wave_steps = max(1.0, math.ceil(wave_tokens / self.chunk_tokens))
         step_ms = min(wave_tokens, self.chunk_tokens) / isl * work + t_dec
         wave = (wave_steps + 1.0) / 2.0 * step_ms if wave_steps > 1 else per_rank * work + t_dec
-        return float(self.request_ms(isl)) + (1.0 - k.burst_fraction) * alone + k.burst_fraction * max(alone, wave)
+        return (
+            float(self.request_ms(isl, per_rank))
+            + (1.0 - k.burst_fraction) * alone
+            + k.burst_fraction * max(alone, wave)
+        )
 
     def agg(self, isl: int, osl: int, concurrency: int) -> AggEstimate:
         """Steady-state aggregated serving with `concurrency` requests in flight (closed loop).
@@ -302,7 +328,9 @@ class BuiltinEstimator:
         t_dec = self.decode_itl_ms(running, isl + osl / 2.0)
         work = float(self.prefill_work_s(isl, 1)) * 1e3
         itl = t_dec + k.agg_mix_factor * (max(1.0, running / dp) - 1.0) * work / max(1, osl)
-        ttft = self.loaded_ttft_ms(isl, max(1.0, admitted / dp), t_dec, work)
+        # a prompt's chunks share their steps with the decode steps of the others in flight: none for a lone one
+        per_rank = max(1.0, admitted / dp)
+        ttft = self.loaded_ttft_ms(isl, per_rank, t_dec * min(1.0, per_rank - 1.0), work)
         latency = ttft + max(0, osl - 1) * itl
         if concurrency > admitted:  # the rest queue for whole request lifetimes
             ttft += (concurrency - admitted) / admitted * latency / 2.0

@@ -320,3 +320,23 @@ def predict_case(case: SiliconCase, constants: BackendConstants | None = None) -
     transfer = kv_transfer_ms(case.model, case.isl, k)
     ttft = disagg_ttft_ms(pre.loaded_ttft_ms(case.isl, per_rank), transfer, float(tpot))
     return ttft, float(tpot)
+
+
+def case_residuals(case: SiliconCase, constants: BackendConstants | None = None):
+    """The row's (system, phase, backend, load per rank, ISL, MoE, log(measured / estimated)) for TTFT and ITL
+    (the prediction intervals' groups, `steps.perf.intervals`)."""
+    import math
+
+    assert case.model is not None
+    ttft, tpot = predict_case(case, constants)
+    if case.agg is not None:
+        ttft_load = tpot_load = case.agg.batch / case.agg.mapping.attn_dp
+    else:
+        assert case.prefill is not None and case.decode is not None
+        ttft_load = case.concurrency / (case.prefill.workers * case.prefill.mapping.attn_dp)
+        tpot_load = case.decode.batch / case.decode.mapping.attn_dp
+    moe = case.model.is_moe
+    return [
+        (case.system, "ttft", case.backend, ttft_load, case.isl, moe, math.log(case.ttft_ms / ttft)),
+        (case.system, "itl", case.backend, tpot_load, case.isl, moe, math.log(case.tpot_ms / tpot)),
+    ]
