@@ -23,6 +23,10 @@ if ! .venv/bin/uv sync --locked --all-extras --compile-bytecode --quiet; then
     echo "setup.sh: after changing dependencies on purpose, run: .venv/bin/python images/lock.py --upgrade" >&2
     exit 1
 fi
+# mypy reads `slaprof.steps` / `slaprof.workflows` through links (the editable install maps them with an
+# import finder, which mypy does not run).
+mkdir -p .mypy-view/slaprof
+for package in steps workflows; do ln -sfn "../../$package" ".mypy-view/slaprof/$package"; done
 # Dynamo's own planner code of each supported release (the compatibility tests import it): one folder each.
 .venv/bin/python images/lock.py --dynamo-releases .venv/dynamo
 .venv/bin/python -m compileall -q steps workflows >/dev/null

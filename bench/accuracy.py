@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steps.errors import UserError  # noqa: E402
+from slaprof.steps.core.errors import UserError  # noqa: E402
 
 
 def stats(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
@@ -70,7 +70,7 @@ def table(title: str, results: dict[tuple[str, str], list[tuple[float, float, fl
 
 
 def builtin(cases, breakdown: bool = False) -> None:
-    from steps.perf.silicon import predict_case
+    from slaprof.steps.perf.silicon import predict_case
 
     groups: dict[str, dict[tuple[str, str], list]] = {"cal": defaultdict(list), "held": defaultdict(list)}
     predictions: dict[str, tuple[float, float]] = {}
@@ -138,8 +138,8 @@ def breakdown_table(cases, predictions: dict[str, tuple[float, float]]) -> None:
 
 
 def aic(cases, n: int, seed: int) -> None:
-    from steps.perf.aic import AicEstimator, aic_available
-    from steps.perf.silicon import aic_model_id
+    from slaprof.steps.perf.aic import AicEstimator, aic_available
+    from slaprof.steps.perf.silicon import aic_model_id
 
     if not aic_available():
         print("\nAI Configurator adapter: skipped (aiconfigurator is not installed)")
@@ -163,7 +163,7 @@ def aic(cases, n: int, seed: int) -> None:
         estimated.append(c)
     table(f"AI Configurator adapter on {len(sample)} sampled agg rows ({time.perf_counter() - t0:.0f} s)", results)
     if results:
-        from steps.perf.silicon import predict_case
+        from slaprof.steps.perf.silicon import predict_case
 
         same: dict[tuple[str, str], list] = defaultdict(list)
         for c in estimated:
@@ -177,11 +177,11 @@ def aic(cases, n: int, seed: int) -> None:
 def aic_surface(model_name: str, mapping: str) -> None:
     """AI Configurator surfaces for one candidate: every point asked (exact, what `bench` runs)
     against anchor points filled with the built-in model's shape, in the same run."""
-    from steps.candidates import Candidate
-    from steps.perf.aic import _estimate, _session, aic_available
-    from steps.perf.surfaces import estimator_for, offline_profile
-    from steps.plan import make_plan
-    from steps.request import build_request
+    from slaprof.steps.core.candidates import Candidate
+    from slaprof.steps.core.request import build_request
+    from slaprof.steps.dag.plan import make_plan
+    from slaprof.steps.perf.aic import _estimate, _session, aic_available
+    from slaprof.steps.perf.surfaces import estimator_for, offline_profile
 
     if not aic_available():
         print("\nAI Configurator surfaces: skipped (aiconfigurator is not installed)")
@@ -228,11 +228,11 @@ def aic_surface(model_name: str, mapping: str) -> None:
 
 def speed(repeats: int) -> None:
     """Offline surfaces: vectorised (as `bench` runs them) against point-by-point calls, same run."""
-    from steps.gpus import get_gpu
-    from steps.perf import get_estimator
-    from steps.perf.surfaces import offline_profile
-    from steps.plan import decode_concurrencies, make_plan
-    from steps.request import build_request
+    from slaprof.steps.core.request import build_request
+    from slaprof.steps.dag.plan import decode_concurrencies, make_plan
+    from slaprof.steps.perf import get_estimator
+    from slaprof.steps.perf.surfaces import offline_profile
+    from slaprof.steps.specs.gpus import get_gpu
 
     models = ROOT / "tests" / "fixtures" / "models"
     print(f"\noffline surface speed (median of {repeats} runs)")
@@ -288,12 +288,12 @@ def main() -> int:
     )
     args = parser.parse_args()
     try:
-        from steps.perf.silicon import load_cases, silicon_csv_path, skip_summary
+        from slaprof.steps.perf.silicon import load_cases, silicon_csv_path, skip_summary
 
         cases = load_cases()
     except UserError as exc:
         sys.exit(f"accuracy: {exc}")
-    from steps.perf.constants import load_calibration
+    from slaprof.steps.perf.constants import load_calibration
 
     cal = load_calibration()
     print(f"measured rows: {silicon_csv_path()}")

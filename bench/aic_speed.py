@@ -64,7 +64,15 @@ def _timed(argv: list[str], cwd: Path) -> tuple[float, float, str]:
 
 
 def slaprof(case: Case, out: Path) -> tuple[float, float, str]:
-    argv = [sys.executable, "-m", "steps.cli", *case.argv(out), "--use-ai-configurator", "--aic-hf-id", HF_ID]
+    argv = [
+        sys.executable,
+        "-m",
+        "slaprof.steps.cli.main",
+        *case.argv(out),
+        "--use-ai-configurator",
+        "--aic-hf-id",
+        HF_ID,
+    ]
     wall, cpu, _ = _timed(argv, ROOT)
     sel = json.loads((out / "selection.json").read_text())
     best = {d["mode"]: d for d in (sel["deployment"], sel["alternative"]) if d is not None}

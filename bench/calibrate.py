@@ -35,17 +35,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steps.engines import backend_names, get_backend  # noqa: E402
-from steps.errors import UserError  # noqa: E402
-from steps.perf.constants import (  # noqa: E402
+from slaprof.steps.core.errors import UserError  # noqa: E402
+from slaprof.steps.engines import backend_names, get_backend  # noqa: E402
+from slaprof.steps.perf.constants import (  # noqa: E402
     CALIBRATION_FILE,
     BackendConstants,
     Calibration,
     constants_for,
     engine_defaults,
 )
-from steps.perf.intervals import INTERVALS_FILE, fit_intervals  # noqa: E402
-from steps.perf.roofline import LONE_REQUEST_OVERHEAD_MAX_MS  # noqa: E402
+from slaprof.steps.perf.intervals import INTERVALS_FILE, fit_intervals  # noqa: E402
+from slaprof.steps.perf.roofline import LONE_REQUEST_OVERHEAD_MAX_MS  # noqa: E402
 
 # name: (start, lower, upper). The bounds are physical priors: kernels reach 30-90% of peak
 # FLOP/s and 50-95% of HBM bandwidth; a lone request pays tens of ms on the host, what loaded
@@ -85,7 +85,7 @@ OWN_OVERHEAD: tuple[tuple[str, str], ...] = (("trtllm", "1.0.0rc3"),)
 
 def load(systems: tuple[str, ...]):
     try:
-        from steps.perf.silicon import CALIBRATION_SYSTEMS, load_cases, silicon_csv_path
+        from slaprof.steps.perf.silicon import CALIBRATION_SYSTEMS, load_cases, silicon_csv_path
     except UserError as exc:
         sys.exit(f"calibrate: {exc}")
     cases = load_cases()
@@ -95,7 +95,7 @@ def load(systems: tuple[str, ...]):
 def residuals(
     theta: np.ndarray, cases, base: BackendConstants, sweep_overheads: dict[tuple[str, str], float] | None = None
 ) -> np.ndarray:
-    from steps.perf.silicon import predict_case
+    from slaprof.steps.perf.silicon import predict_case
 
     k = base.model_copy(update=dict(zip(FITTED, (float(x) for x in theta))))
     sweep_k = {key: k.model_copy(update={"request_overhead_ms": v}) for key, v in (sweep_overheads or {}).items()}
@@ -108,7 +108,7 @@ def residuals(
 
 
 def errors(cases, k: BackendConstants) -> dict[str, float]:
-    from steps.perf.silicon import predict_case
+    from slaprof.steps.perf.silicon import predict_case
 
     pred = np.array([predict_case(c, k) for c in cases])
     meas = np.array([(c.ttft_ms, c.tpot_ms) for c in cases])
@@ -201,8 +201,8 @@ def kernel_pins(paths: list[Path], k: BackendConstants) -> tuple[dict[str, float
     """The kernel efficiencies bench/kernels.py measured (the mean over the GPUs of `paths`), and a
     note for the calibration's method; each file's kernels are printed next to the model's
     assumptions under `k`."""
-    from steps.models import load_model_info_from_dir
-    from steps.perf.kernel_report import catalog_gpu, compare, measured_efficiencies, read_kernel_report
+    from slaprof.steps.perf.kernel_report import catalog_gpu, compare, measured_efficiencies, read_kernel_report
+    from slaprof.steps.specs.models import load_model_info_from_dir
 
     layer_model = load_model_info_from_dir(LAYER_MODEL, "meta-llama/Llama-3.1-8B")
     measured: dict[str, list[float]] = {}
@@ -243,7 +243,7 @@ def pinned(
 
 def write_intervals(cases, backends: dict[str, BackendConstants], source: str, out: Path) -> None:
     """Prediction intervals from the residuals of `cases` under `backends`' constants."""
-    from steps.perf.silicon import case_residuals
+    from slaprof.steps.perf.silicon import case_residuals
 
     residuals = [r for c in cases for r in case_residuals(c, backends.get(c.backend))]
     cal = fit_intervals(residuals, source, datetime.now(UTC).isoformat(timespec="seconds"))

@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steps.errors import UserError  # noqa: E402
-from steps.perf.intervals import COVERAGES, load_intervals  # noqa: E402
+from slaprof.steps.core.errors import UserError  # noqa: E402
+from slaprof.steps.perf.intervals import COVERAGES, load_intervals  # noqa: E402
 
 PHASE_NAMES = {"ttft": "TTFT", "itl": "TPOT"}
 
@@ -40,7 +40,7 @@ Row = tuple[list[bool], float, float]  # inside each interval?, 80% half-width /
 
 def score(cases) -> dict[tuple[str, str], list[Row]]:
     """(backend, phase) -> per row: inside each interval?, the 80% half-width / estimate, the residual."""
-    from steps.perf.silicon import case_residuals
+    from slaprof.steps.perf.silicon import case_residuals
 
     cal = load_intervals()
     out: dict[tuple[str, str], list[Row]] = defaultdict(list)
@@ -98,7 +98,7 @@ def main() -> int:
     parser.add_argument("--calibration", action="store_true", help="also score the calibration rows (in-sample)")
     args = parser.parse_args()
     try:
-        from steps.perf.silicon import load_cases
+        from slaprof.steps.perf.silicon import load_cases
 
         cases = [c for c in load_cases() if not c.skip]
     except UserError as exc:

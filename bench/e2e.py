@@ -62,7 +62,17 @@ def import_breakdown(top: int = 12) -> list[tuple[str, float]]:
     """Cumulative import time per top-level package of one offline run (self time summed)."""
     with tempfile.TemporaryDirectory() as tmp:
         res = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "steps.cli", "profile", *REQUEST, "--out", f"{tmp}/run"],
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-m",
+                "slaprof.steps.cli.main",
+                "profile",
+                *REQUEST,
+                "--out",
+                f"{tmp}/run",
+            ],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -92,10 +102,22 @@ def main() -> None:
     py = sys.executable
     rows = [
         measure("python -c pass (interpreter floor)", lambda: [py, "-c", "pass"], args.runs),
-        measure("slaprof plan (CLI import + plan)", lambda: [py, "-m", "steps.cli", "plan", *REQUEST], args.runs),
+        measure(
+            "slaprof plan (CLI import + plan)",
+            lambda: [py, "-m", "slaprof.steps.cli.main", "plan", *REQUEST],
+            args.runs,
+        ),
         measure(
             "slaprof profile, offline (whole job)",
-            lambda: [py, "-m", "steps.cli", "profile", *REQUEST, "--out", str(tmp / f"run{next(counter)}")],
+            lambda: [
+                py,
+                "-m",
+                "slaprof.steps.cli.main",
+                "profile",
+                *REQUEST,
+                "--out",
+                str(tmp / f"run{next(counter)}"),
+            ],
             args.runs,
         ),
     ]
@@ -107,7 +129,15 @@ def main() -> None:
         rows.append(
             measure(
                 name,
-                lambda: [py, "-m", "steps.cli", "profile", *QUICK_START, "--out", str(tmp / f"run{next(counter)}")],
+                lambda: [
+                    py,
+                    "-m",
+                    "slaprof.steps.cli.main",
+                    "profile",
+                    *QUICK_START,
+                    "--out",
+                    str(tmp / f"run{next(counter)}"),
+                ],
                 args.runs,
                 env={**no_hub, **extra},
             )

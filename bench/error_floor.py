@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steps.errors import UserError  # noqa: E402
+from slaprof.steps.core.errors import UserError  # noqa: E402
 
 
 def best_constant_mape(values: np.ndarray) -> float:
@@ -98,8 +98,8 @@ def oracle_scales(cases, predictions: dict[str, tuple[float, float]]) -> None:
 
 
 def overhead_oracle(cases) -> None:
-    from steps.perf.constants import constants_for
-    from steps.perf.silicon import predict_case
+    from slaprof.steps.perf.constants import constants_for
+    from slaprof.steps.perf.silicon import predict_case
 
     sweeps: dict[tuple, list] = defaultdict(list)
     for c in cases:
@@ -153,7 +153,7 @@ def gpu_scaling(cases, predictions: dict[str, tuple[float, float]]) -> None:
 
 def main() -> int:
     try:
-        from steps.perf.silicon import load_cases, predict_case
+        from slaprof.steps.perf.silicon import load_cases, predict_case
 
         cases = [c for c in load_cases() if not c.skip]
     except UserError as exc:

@@ -1,9 +1,9 @@
 """Accuracy of our interpolators against Dynamo SLA planner's method, on the same sweep points.
 
-Ground truth is the built-in performance model (`steps.perf`), evaluated densely. For each case
+Ground truth is the built-in performance model (`slaprof.steps.perf`), evaluated densely. For each case
 (model, GPU, mapping) and granularity, the script samples exactly the points a sweep measures
 (`plan.sweep_grid` ISLs; `decode_concurrencies` at each decode ISL, context = isl + osl/2, via
-`steps.perf.surfaces.offline_profile`), writes them in the planner's layout, rebuilds
+`slaprof.steps.perf.surfaces.offline_profile`), writes them in the planner's layout, rebuilds
 - Dynamo's: interp1d(kind="cubic") over ISL; griddata(method="cubic") on a 100x100
   (kv_usage, context) grid, NaNs filled by nearest, nearest-cell lookup;
 - ours: `PrefillInterpolator` / `DecodeInterpolator` (physical fit + residual correction);
@@ -31,16 +31,16 @@ from numpy.typing import ArrayLike
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steps.interpolate import (  # noqa: E402
+from slaprof.steps.core.request import ProfileRequest  # noqa: E402
+from slaprof.steps.dag.plan import DECODE_MAX_CONCURRENCY, make_plan  # noqa: E402
+from slaprof.steps.fitting.interpolate import (  # noqa: E402
     DecodeInterpolator,
     DynamoDecodeInterpolator,
     DynamoPrefillInterpolator,
     PrefillInterpolator,
 )
-from steps.perf.surfaces import estimator_for, offline_profile  # noqa: E402
-from steps.plan import DECODE_MAX_CONCURRENCY, make_plan  # noqa: E402
-from steps.planner_data import DecodePlannerData, PrefillPlannerData  # noqa: E402
-from steps.request import ProfileRequest  # noqa: E402
+from slaprof.steps.fitting.planner_data import DecodePlannerData, PrefillPlannerData  # noqa: E402
+from slaprof.steps.perf.surfaces import estimator_for, offline_profile  # noqa: E402
 
 MODELS = ROOT / "tests" / "fixtures" / "models"
 # (model fixture, GPU, candidate ids): dense GQA, a larger dense model, MoE with TP/TEP/DEP, MLA MoE

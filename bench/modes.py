@@ -121,7 +121,9 @@ def run_case(case: Case, out: Path) -> tuple[float, float, dict]:
     """(wall s, CPU s, selection) of one fresh `slaprof profile` process. CPU time is what the job
     costs whatever else the machine runs; wall time is what a user waits on this machine now."""
     cpu0, start = _cpu(), time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "steps.cli", *case.argv(out)], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "slaprof.steps.cli.main", *case.argv(out)], capture_output=True, text=True, cwd=ROOT
+    )
     wall, cpu = time.perf_counter() - start, _cpu() - cpu0
     if res.returncode != 0:
         sys.exit(f"case {case.name} failed ({res.returncode}):\n{res.stderr[-2000:]}")

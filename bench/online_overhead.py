@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _request(args: argparse.Namespace):
-    from steps.request import build_request
+    from slaprof.steps.core.request import build_request
 
     return build_request(
         {
@@ -43,8 +43,8 @@ def _request(args: argparse.Namespace):
 
 
 def run_once(args: argparse.Namespace, tokenizer: Path, pipeline: bool, workdir: Path) -> dict[str, float]:
-    from steps.bench import BenchOptions, measure_candidate
-    from steps.plan import make_plan
+    from slaprof.steps.dag.bench import BenchOptions, measure_candidate
+    from slaprof.steps.dag.plan import make_plan
 
     request = _request(args)
     plan = make_plan(request)

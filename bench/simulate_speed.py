@@ -42,13 +42,13 @@ def load() -> str:
 
 
 def profiles(out: Path) -> list:
-    from steps.results import CandidateProfile
+    from slaprof.steps.core.results import CandidateProfile
 
     return [CandidateProfile.model_validate_json(p.read_text()) for p in sorted((out / "profiles").glob("*.json"))]
 
 
 def summarize(name: str, wall: float, found: list) -> list[str]:
-    from steps.simcheck import TOLERANCE, flagged, label
+    from slaprof.steps.measure.simcheck import TOLERANCE, flagged, label
 
     runs = sum(p.provenance.aiperf_runs for p in found)
     checks = [c for p in found for c in p.checks]
@@ -75,7 +75,7 @@ def run_cli(tokenizer: Path, out: Path, extra: list[str]) -> float:
     cmd = [
         sys.executable,
         "-m",
-        "steps.cli",
+        "slaprof.steps.cli.main",
         "profile",
         *REQUEST,
         "--method",
@@ -99,8 +99,8 @@ def run_cli(tokenizer: Path, out: Path, extra: list[str]) -> float:
 
 def run_thin(tokenizer: Path, out: Path, one_session: bool, time_scale: float | None) -> float:
     """The thinned one-candidate job through the runner, with bench options a CLI flag does not reach."""
-    from steps.local import RunOptions, run_profile
-    from steps.request import build_request
+    from slaprof.steps.core.request import build_request
+    from slaprof.steps.runner.local import RunOptions, run_profile
 
     request = build_request(
         {

@@ -1,7 +1,7 @@
 """What a DAG task costs as an Argo pod runs it, against the same step called in-process.
 
 Each task of the slaprof-profile WorkflowTemplate runs `python -m hera.workflows.runner -e
-workflows.tasks:<task>` in a fresh interpreter, so every pod pays the interpreter, Hera and slaprof
+slaprof.workflows.tasks:<task>` in a fresh interpreter, so every pod pays the interpreter, Hera and slaprof
 imports before the step itself. This script runs plan -> bench (every candidate) -> fit -> render
 both ways on the same request, on a local folder store (SLAPROF_STORE_ROOT), and prints the median
 wall time per task: in-process step (baseline), runner subprocess, and their ratio; plus the bare
@@ -50,7 +50,7 @@ def _runner(task: str, inputs: dict[str, str], root: Path, out: Path) -> float:
     }
     start = time.perf_counter()
     res = subprocess.run(
-        [sys.executable, "-m", "hera.workflows.runner", "-e", f"workflows.tasks:{task}", str(args)],
+        [sys.executable, "-m", "hera.workflows.runner", "-e", f"slaprof.workflows.tasks:{task}", str(args)],
         env=env,
         capture_output=True,
         text=True,
@@ -64,7 +64,7 @@ def _runner(task: str, inputs: dict[str, str], root: Path, out: Path) -> float:
 
 def run_as_pods(run: str, root: Path) -> dict[str, float]:
     out = Path(tempfile.mkdtemp(prefix="slaprof-pods-"))
-    from workflows.params import REQUEST_PARAMS
+    from slaprof.workflows.params import REQUEST_PARAMS
 
     every_input = {"run": run, "request": "", **{p.name: "" for p in REQUEST_PARAMS}, **PARAMS}  # as Argo passes them
     times = {"plan": _runner("plan", every_input, root, out)}
@@ -78,9 +78,9 @@ def run_as_pods(run: str, root: Path) -> dict[str, float]:
 
 
 def run_in_process(run: str, root: Path) -> dict[str, float]:
-    from steps import bench, fit, plan, render
-    from steps.store import Layout, open_store, write_model
-    from workflows.tasks import build_request_from_parameters
+    from slaprof.steps.core.store import Layout, open_store, write_model
+    from slaprof.steps.dag import bench, fit, plan, render
+    from slaprof.workflows.tasks import build_request_from_parameters
 
     store = open_store(str(root / run))
     times = {}

@@ -10,8 +10,11 @@ import time
 import pytest
 import yaml
 
-import steps.apply as apply_module
-from steps.apply import (
+import slaprof.steps.dag.apply as apply_module
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.store import Layout, LocalStore
+from slaprof.steps.dag.apply import (
     APPLIED_FIELDS_ANNOTATION,
     OwnerReference,
     apply_manifests,
@@ -20,9 +23,6 @@ from steps.apply import (
     readiness,
     run_step,
 )
-from steps.cli import main
-from steps.errors import UserError
-from steps.store import Layout, LocalStore
 from tests.plugins.clock import FakeClock
 from tests.plugins.kube import CONFIGMAP_RESOURCE, DGD_RESOURCE, ready_status
 

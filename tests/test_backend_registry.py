@@ -9,19 +9,19 @@ import re
 import pytest
 import yaml
 
-from steps import dynamo_releases
-from steps.candidates import Candidate
-from steps.cli import main
-from steps.engines import EngineBackend, backend_names, get_backend, register_backend, registry
-from steps.engines.base import Role, ServerLaunch, ServerOptions, dynamo_image, last_per_rank, to_int
-from steps.errors import UserError
-from steps.gpus import get_gpu
-from steps.models import load_model_info
-from steps.perf.constants import constants_for
-from steps.perf.memory import kv_capacity_tokens
-from steps.perf.roofline import BuiltinEstimator
-from steps.request import build_request
-from steps.results import Selection
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.request import build_request
+from slaprof.steps.core.results import Selection
+from slaprof.steps.dynamo import dynamo_releases
+from slaprof.steps.engines import EngineBackend, backend_names, get_backend, register_backend, registry
+from slaprof.steps.engines.base import Role, ServerLaunch, ServerOptions, dynamo_image, last_per_rank, to_int
+from slaprof.steps.perf.constants import constants_for
+from slaprof.steps.perf.memory import kv_capacity_tokens
+from slaprof.steps.perf.roofline import BuiltinEstimator
+from slaprof.steps.specs.gpus import get_gpu
+from slaprof.steps.specs.models import load_model_info
 from tests.test_profile import DECODE_LINE, PREFILL_LINE, QWEN32B_SLA
 
 _KV = re.compile(r"toy kv tokens:\s*(?P<n>[0-9,]+)")
@@ -91,7 +91,7 @@ def test_the_toy_backend_brings_its_own_facts(toy):
     )
     assert 0 < kv_capacity_tokens(model, gpu, tp2, "toy") < kv_capacity_tokens(model, gpu, tp2, "vllm")
     with pytest.raises(UserError, match="AI Configurator has no backend 'toy'; it covers vllm, sglang, trtllm"):
-        from steps.perf.aic import AicEstimator
+        from slaprof.steps.perf.aic import AicEstimator
 
         AicEstimator(model, gpu, "toy", tp2)
     dgd = toy.dgd_template("engine:1", "frontend:1")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from steps.bench import BenchOptions, measure_candidate, run_step
-from steps.gpus import get_gpu
-from steps.plan import make_plan
-from steps.request import build_request
-from steps.results import CandidateProfile
-from steps.store import Layout, LocalStore, write_model
+from slaprof.steps.core.request import build_request
+from slaprof.steps.core.results import CandidateProfile
+from slaprof.steps.core.store import Layout, LocalStore, write_model
+from slaprof.steps.dag.bench import BenchOptions, measure_candidate, run_step
+from slaprof.steps.dag.plan import make_plan
+from slaprof.steps.specs.gpus import get_gpu
 from tests.conftest import MODELS, ROOT
 from tests.plugins.timing import like_the_model
 
@@ -79,7 +79,7 @@ def test_cli_bench_simulate_matches_the_model(tmp_path, tiny_tokenizer):
     cmd = [
         sys.executable,
         "-m",
-        "steps.cli",
+        "slaprof.steps.cli.main",
         "bench",
         *REQUEST,
         "--method",
@@ -110,7 +110,7 @@ def test_cli_bench_simulate_matches_the_model(tmp_path, tiny_tokenizer):
     assert profile.provenance.measuring_s > 0 and profile.provenance.engine_up_s > profile.provenance.measuring_s
 
     plan = make_plan(_request("simulate"))
-    from steps.perf import get_estimator
+    from slaprof.steps.perf import get_estimator
 
     est = get_estimator(plan.model, get_gpu("h100_sxm"), "vllm", profile.candidate)
     assert [p.isl for p in profile.prefill] == [200, 512]
@@ -200,8 +200,8 @@ def test_offline_run_step_writes_the_profile(tmp_path):
 def test_prompts_have_the_asked_length_and_distinct_first_blocks(tiny_tokenizer):
     from transformers import AutoTokenizer
 
-    from steps.bench import PromptBuilder, _thin
-    from steps.simengine import BLOCK_TOKENS
+    from slaprof.steps.dag.bench import PromptBuilder, _thin
+    from slaprof.steps.measure.simengine import BLOCK_TOKENS
 
     builder = PromptBuilder(str(tiny_tokenizer))
     tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer))

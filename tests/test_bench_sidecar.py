@@ -1,7 +1,7 @@
 """The engine-sidecar mode of the bench step (Argo `bench-online` pod), played on this machine.
 
 The test plays the pod's `engine` container: a process running the sidecar's own command from
-the workflow (`workflows.bench.engine_boot`) against a shared folder, while the bench runs with
+the workflow (`slaprof.workflows.bench.engine_boot`) against a shared folder, while the bench runs with
 SLAPROF_ENGINE_SIDECAR pointing at the same folder. The engine is the simulated one, so the
 whole contract runs without GPUs: launch script, readiness over localhost, KV capacity, the log
 teed into the folder, a crash seen from the bench, and the stop and done files ending everything.
@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from steps.bench import BenchOptions, measure_candidate
-from steps.candidates import Candidate
-from steps.engines import ServerOptions, get_backend, sidecar
-from steps.engines.process import EngineProcess, group_alive
-from steps.gpus import get_gpu
-from steps.perf import get_estimator
-from steps.plan import make_plan
-from steps.request import build_request
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.request import build_request
+from slaprof.steps.dag.bench import BenchOptions, measure_candidate
+from slaprof.steps.dag.plan import make_plan
+from slaprof.steps.engines import ServerOptions, get_backend, sidecar
+from slaprof.steps.engines.process import EngineProcess, group_alive
+from slaprof.steps.perf import get_estimator
+from slaprof.steps.specs.gpus import get_gpu
+from slaprof.workflows.bench import engine_boot
 from tests.conftest import MODELS
 from tests.plugins.timing import like_the_model
-from workflows.bench import engine_boot
 
 MODEL = str(MODELS / "Qwen3-0.6B")
 TIME_SCALE = 50.0  # as in test_bench.py: CPU and HTTP jitter far below 10 % of a modelled step
@@ -104,7 +104,7 @@ def test_bench_measures_an_engine_run_by_the_sidecar_and_everything_stops(tmp_pa
     # the launch went through the shared folder and ran there; the engine's output was teed both to
     # the folder (read by the bench, copied into its own workdir) and to the engine container's log
     script = (shared / sidecar.SCRIPT).read_text()
-    assert "steps.simengine" in script and str(shared) in script
+    assert "slaprof.steps.measure.simengine" in script and str(shared) in script
     assert "simengine ready" in (shared / sidecar.LOG).read_text()
     assert "simengine ready" in (workdir / "engine" / "engine.log").read_text()
     assert "simengine ready" in pod.log.read_text()

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-import steps.engines.process
-from steps.bench import BenchOptions, PromptBuilder, load_tokenizer, measure_candidate
-from steps.errors import UserError
-from steps.plan import make_plan
-from steps.request import build_request
+import slaprof.steps.engines.process
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.request import build_request
+from slaprof.steps.dag.bench import BenchOptions, PromptBuilder, load_tokenizer, measure_candidate
+from slaprof.steps.dag.plan import make_plan
 from tests.conftest import MODELS, ROOT
 
 
@@ -52,7 +52,7 @@ def test_measure_without_a_tokenizer_fails_fast_with_what_to_provide(tmp_path, b
             started.append("engine")
             raise AssertionError("an engine was started before the tokenizer was checked")
 
-    monkeypatch.setattr(steps.engines.process, "EngineProcess", NoEngine)
+    monkeypatch.setattr(slaprof.steps.engines.process, "EngineProcess", NoEngine)
     with pytest.raises(UserError) as err:
         measure_candidate(request, plan, plan.runnable()[0], tmp_path / "work", options=BenchOptions.from_env())
     assert started == []  # it failed before any engine or AIPerf run started
@@ -66,7 +66,7 @@ def test_cli_bench_without_a_tokenizer_exits_2_with_one_line(tmp_path, bare_mode
     cmd = [
         sys.executable,
         "-m",
-        "steps.cli",
+        "slaprof.steps.cli.main",
         "bench",
         "--model",
         str(bare_model),
@@ -104,7 +104,7 @@ def test_a_tokenizer_that_yields_no_tokens_is_refused(tmp_path):
 
 def test_a_tokenizer_folder_is_read_without_transformers(tiny_tokenizer):
     code = (
-        "import sys; from steps.bench import PromptBuilder; "
+        "import sys; from slaprof.steps.dag.bench import PromptBuilder; "
         f"b = PromptBuilder({str(tiny_tokenizer)!r}); p = b.make(300, 'tag'); "
         "print(len(b.encode(p)), 'transformers' in sys.modules)"
     )
@@ -121,7 +121,7 @@ def _profile_cli(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
         "-m",
-        "steps.cli",
+        "slaprof.steps.cli.main",
         "profile",
         "--model",
         str(MODELS / "Qwen3-0.6B"),
@@ -151,7 +151,7 @@ def test_profile_with_a_bad_time_scale_exits_2(tmp_path, tiny_tokenizer):
 
 
 def test_a_time_scale_is_a_positive_number_or_auto(monkeypatch):
-    from steps.bench import parse_time_scale
+    from slaprof.steps.dag.bench import parse_time_scale
 
     assert parse_time_scale("auto") is None and parse_time_scale(None) is None
     assert parse_time_scale("12.5") == 12.5
@@ -165,7 +165,16 @@ def test_a_time_scale_is_a_positive_number_or_auto(monkeypatch):
 
 def test_profile_stops_before_any_candidate_when_the_tokenizer_cannot_count(tmp_path, bare_model):
     env = {k: v for k, v in os.environ.items() if k != "SLAPROF_TOKENIZER"}
-    cmd = [sys.executable, "-m", "steps.cli", "profile", "--model", str(bare_model), "--method", "simulate"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "slaprof.steps.cli.main",
+        "profile",
+        "--model",
+        str(bare_model),
+        "--method",
+        "simulate",
+    ]
     cmd += ["--isl", "300", "--osl", "30", "--max-context-length", "1024", "--progress", "none"]
     cmd += ["--out", str(tmp_path / "run")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from steps.catalog import catalog_configs, catalog_info, catalog_models
-from steps.cli import main
-from steps.errors import Unreachable, UserError
-from steps.models import load_model_info, load_model_info_from_dir, model_info_from_config
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.errors import Unreachable, UserError
+from slaprof.steps.specs.catalog import catalog_configs, catalog_info, catalog_models
+from slaprof.steps.specs.models import load_model_info, load_model_info_from_dir, model_info_from_config
 from tests.conftest import MODELS, ROOT
 
 QUICK_START = ["--model", "Qwen/Qwen3-32B", "--gpu", "h200_sxm", "--isl", "3000", "--osl", "150"]
@@ -286,7 +286,7 @@ def test_readme_quick_start_runs_without_the_hub(tmp_path, no_hub):
         env["HF_ENDPOINT"] = closed_port_url()
     out = tmp_path / "runs" / "qwen32b"
     proc = subprocess.run(
-        [sys.executable, "-m", "steps.cli", "profile", *QUICK_START, "--out", str(out)],
+        [sys.executable, "-m", "slaprof.steps.cli.main", "profile", *QUICK_START, "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,

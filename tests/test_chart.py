@@ -47,7 +47,7 @@ def chart_dir() -> Path:
 @pytest.fixture(scope="module")
 def generated() -> dict[str, dict[str, Any]]:
     """What Hera generates now (workflows/), by kind: the chart must install exactly this."""
-    from workflows.render import manifests
+    from slaprof.workflows.render import manifests
 
     docs = {doc["kind"]: doc for doc in manifests().values()}
     assert set(docs) == set(GENERATED)
@@ -500,7 +500,7 @@ def test_gpu_semaphores_are_sized_from_the_gpus_the_chart_is_told_about(
 
 def test_chart_names_match_the_workflow_package(chart: Any) -> None:
     """The chart provides exactly what the generated workflow references (workflows/params.py)."""
-    from workflows import params as p
+    from slaprof.workflows import params as p
 
     docs = render(chart, ci_values("full-values.yaml"))
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}

@@ -1,4 +1,4 @@
-"""Deployment-level selection (`steps.deployments`) on crafted operating points: the x:y split and
+"""Deployment-level selection (`slaprof.steps.fitting.deployments`) on crafted operating points: the x:y split and
 the serving mode with the higher SLA-meeting tokens/s per GPU win, in both directions; nothing
 exceeds the GPU budget; a request rate is served with the fewest GPUs; the printed lines."""
 
@@ -9,10 +9,10 @@ import random
 
 import pytest
 
-from steps import deployments as dep
-from steps.candidates import Candidate
-from steps.deployments import AggOption, PrefillLoad, Workload
-from steps.results import DecodeOption
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.results import DecodeOption
+from slaprof.steps.fitting import deployments as dep
+from slaprof.steps.fitting.deployments import AggOption, PrefillLoad, Workload
 
 ISL, OSL = 4000, 500
 

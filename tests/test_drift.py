@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from steps.candidates import Candidate
-from steps.drift import DRIFT_KEY, DriftReport, compare, history_key, run_step
-from steps.errors import StepFailed
-from steps.request import ProfileRequest
-from steps.results import DecodeChoice, PrefillChoice, Selection
-from steps.store import Layout, LocalStore, read_model, write_model
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import StepFailed
+from slaprof.steps.core.request import ProfileRequest
+from slaprof.steps.core.results import DecodeChoice, PrefillChoice, Selection
+from slaprof.steps.core.store import Layout, LocalStore, read_model, write_model
+from slaprof.steps.dag.drift import DRIFT_KEY, DriftReport, compare, history_key, run_step
 
 
 def _selection(

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import yaml
 
-from steps import dynamo_releases
-from steps.apply import apply_manifests
-from steps.cli import build_parser, request_from_args
-from steps.engines import backend_names, get_backend
-from steps.errors import UserError
-from steps.render import render_manifests
-from steps.request import build_request, load_request_file
+from slaprof.steps.cli.main import build_parser, request_from_args
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.request import build_request, load_request_file
+from slaprof.steps.dag.apply import apply_manifests
+from slaprof.steps.dag.render import render_manifests
+from slaprof.steps.dynamo import dynamo_releases
+from slaprof.steps.engines import backend_names, get_backend
 from tests.plugins.dynamo_crd import assert_valid_dgd, dgd_errors, vendored_lines
 from tests.plugins.dynamo_wheels import run_release
 from tests.test_profile import QWEN32B_SLA, slaprof
@@ -181,7 +181,7 @@ def test_release_resolution():
 
 
 def test_bad_dynamo_version_on_the_command_line_is_one_clear_line(tmp_path, capsys):
-    from steps.cli import main
+    from slaprof.steps.cli.main import main
 
     run = tmp_path / "run"
     assert main(["render", "--selection", str(run), "--out", "-", "--dynamo-version", "2.1"]) == 2
@@ -198,7 +198,7 @@ def test_bad_dynamo_version_on_the_command_line_is_one_clear_line(tmp_path, caps
 
 
 def _write_offline_selection(run: Path) -> None:
-    from steps.store import Layout, LocalStore
+    from slaprof.steps.core.store import Layout, LocalStore
 
     req = _request("vllm", None)
     store = LocalStore(run)

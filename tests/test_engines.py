@@ -8,10 +8,10 @@ import sys
 import pytest
 import yaml
 
-from steps.candidates import Candidate
-from steps.engines import DYNAMO_VERSION, get_backend
-from steps.engines.base import ServerOptions
-from steps.errors import UserError
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.engines import DYNAMO_VERSION, get_backend
+from slaprof.steps.engines.base import ServerOptions
 from tests.conftest import FIXTURES
 
 LOGS = FIXTURES / "engine_logs"
@@ -139,7 +139,7 @@ def test_server_commands(tmp_path):
 
     sim = get_backend("simulated", emulate="sglang", gpu="h200_sxm", tokenizer="/tok", time_scale=5)
     argv = sim.server_launch("m", Candidate.parse("tp2"), 9004, opts).argv
-    assert argv[:3] == [sys.executable, "-m", "steps.simengine"]
+    assert argv[:3] == [sys.executable, "-m", "slaprof.steps.measure.simengine"]
     assert _flag(argv, "--mapping") == "tp2" and _flag(argv, "--emulate") == "sglang"
     assert _flag(argv, "--time-scale") == "5" and "--no-prefix-caching" in argv
     # the simulated backend renders the emulated backend's Dynamo worker

@@ -1,5 +1,5 @@
-"""Each request field is declared once (steps/request.py); the CLI, the workflow parameters and the
-DGDR reader are generated from that declaration (steps/fields.py)."""
+"""Each request field is declared once (steps/core/request.py); the CLI, the workflow parameters and the
+DGDR reader are generated from that declaration (steps/core/fields.py)."""
 
 from __future__ import annotations
 
@@ -11,28 +11,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps import fields
-from steps.cli import build_parser, request_from_args
-from steps.errors import UserError
-from steps.fields import Exposed
-from steps.request import ProfileRequest, build_request, parse_request_document
-from workflows.params import REQUEST_PARAMS, parameter_values, request_overrides
+from slaprof.steps.cli.main import build_parser, request_from_args
+from slaprof.steps.core import fields
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.fields import Exposed
+from slaprof.steps.core.request import ProfileRequest, build_request, parse_request_document
+from slaprof.workflows.params import REQUEST_PARAMS, parameter_values, request_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = str(ROOT / "tests" / "fixtures" / "models" / "Qwen3-32B")
 
-# A new field, declared in one place as a contributor would add it to steps/request.py; the rest of
+# A new field, declared in one place as a contributor would add it to steps/core/request.py; the rest of
 # the script only looks at what slaprof generates from it. It runs in a fresh interpreter so that
 # the extended model is in place before the workflow modules are imported, as a real field would be.
 NEW_FIELD = """
 from typing import Annotated
 from pydantic import Field
-from steps import request
-from steps.fields import Exposed
+from slaprof.steps.core import request
+from slaprof.steps.core.fields import Exposed
 
 class SLA(request.SLA):
-    confidence: Annotated[float, Exposed("--confidence", argo=True, profile_sla="sla.confidence",
-                                         v1beta1="sla.confidence")] = Field(
+    attainment: Annotated[float, Exposed("--attainment", argo=True, profile_sla="sla.attainment",
+                                         v1beta1="sla.attainment")] = Field(
         0.9, gt=0, lt=1, description="share of requests that must meet the targets")
 
 class ProfileRequest(request.ProfileRequest):
@@ -44,10 +44,10 @@ request.ProfileRequest = ProfileRequest
 PROBE = """
 import contextlib, io, json, sys
 import yaml
-from steps.cli import build_parser, main, request_from_args
-from steps.request import build_request, parse_request_document
-from workflows import tasks
-from workflows.profile import profile_template
+from slaprof.steps.cli.main import build_parser, main, request_from_args
+from slaprof.steps.core.request import build_request, parse_request_document
+from slaprof.workflows import tasks
+from slaprof.workflows.profile import profile_template
 
 model = sys.argv[1]
 help_text = io.StringIO()
@@ -56,19 +56,19 @@ with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
 template = yaml.safe_load(profile_template().to_yaml())
 plan = next(t for t in template["spec"]["templates"] if t["name"] == "plan")
 v1alpha1 = {"apiVersion": "nvidia.com/v1alpha1", "kind": "DynamoGraphDeploymentRequest",
-            "spec": {"model": model, "profilingConfig": {"config": {"sla": {"ttft": 200, "confidence": 0.95}}}}}
+            "spec": {"model": model, "profilingConfig": {"config": {"sla": {"ttft": 200, "attainment": 0.95}}}}}
 v1beta1 = {"apiVersion": "nvidia.com/v1beta1", "kind": "DynamoGraphDeploymentRequest",
-           "spec": {"model": model, "sla": {"ttft": 200, "confidence": 0.99}}}
-args = build_parser().parse_args(["profile", "--model", model, "--confidence", "0.8"])
+           "spec": {"model": model, "sla": {"ttft": 200, "attainment": 0.99}}}
+args = build_parser().parse_args(["profile", "--model", model, "--attainment", "0.8"])
 print(json.dumps({
     "help": help_text.getvalue(),
     "parameters": template["spec"]["arguments"]["parameters"],
     "plan_inputs": [p["name"] for p in plan["inputs"]["parameters"]],
-    "cli": request_from_args(args).sla.confidence,
-    "argo": tasks.build_request_from_parameters("", {"model": model, "confidence": "0.7"}).sla.confidence,
-    "argo_default": tasks.build_request_from_parameters("", {"model": model, "confidence": ""}).sla.confidence,
-    "v1alpha1": build_request(parse_request_document(v1alpha1)).sla.confidence,
-    "v1beta1": build_request(parse_request_document(v1beta1)).sla.confidence,
+    "cli": request_from_args(args).sla.attainment,
+    "argo": tasks.build_request_from_parameters("", {"model": model, "attainment": "0.7"}).sla.attainment,
+    "argo_default": tasks.build_request_from_parameters("", {"model": model, "attainment": ""}).sla.attainment,
+    "v1alpha1": build_request(parse_request_document(v1alpha1)).sla.attainment,
+    "v1beta1": build_request(parse_request_document(v1beta1)).sla.attainment,
 }))
 """
 
@@ -81,15 +81,15 @@ def test_a_field_declared_once_is_a_flag_a_workflow_parameter_and_a_dgdr_key():
     seen = json.loads(proc.stdout)
     # slaprof profile --help: the flag, its help and the model's default
     help_lines = " ".join(seen["help"].split())
-    assert "--confidence X share of requests that must meet the targets (default: 0.9)" in help_lines
+    assert "--attainment X share of requests that must meet the targets (default: 0.9)" in help_lines
     # the WorkflowTemplate: a workflow parameter with the derived description, passed on to the plan task
-    param = next(p for p in seen["parameters"] if p["name"] == "confidence")
+    param = next(p for p in seen["parameters"] if p["name"] == "attainment")
     assert param == {
-        "name": "confidence",
+        "name": "attainment",
         "value": "",
         "description": "share of requests that must meet the targets; empty = from `request`, else the default (0.9)",
     }
-    assert "confidence" in seen["plan_inputs"]
+    assert "attainment" in seen["plan_inputs"]
     # and each way in sets the field
     assert (seen["cli"], seen["argo"], seen["argo_default"]) == (0.8, 0.7, 0.9)
     assert (seen["v1alpha1"], seen["v1beta1"]) == (0.95, 0.99)
@@ -98,8 +98,8 @@ def test_a_field_declared_once_is_a_flag_a_workflow_parameter_and_a_dgdr_key():
 def test_without_the_field_nothing_knows_it():
     """The probe above sees the field only because it declares it."""
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["profile", "--model", MODEL, "--confidence", "0.8"])
-    assert "confidence" not in {p.name for p in REQUEST_PARAMS}
+        build_parser().parse_args(["profile", "--model", MODEL, "--attainment", "0.8"])
+    assert "attainment" not in {p.name for p in REQUEST_PARAMS}
 
 
 # ---------------------------------------------------------------------------

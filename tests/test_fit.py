@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from steps.candidates import Candidate
-from steps.cli import main
-from steps.fit import fit_profiles, pareto_front, run_step
-from steps.plan import Plan, PlannedCandidate, SweepGrid, make_plan
-from steps.request import ProfileRequest
-from steps.results import AggPoint, CandidateProfile, DecodePoint, PrefillPoint, Provenance, Selection
-from steps.store import Layout, LocalStore, open_store, read_model, write_model
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.request import ProfileRequest
+from slaprof.steps.core.results import AggPoint, CandidateProfile, DecodePoint, PrefillPoint, Provenance, Selection
+from slaprof.steps.core.store import Layout, LocalStore, open_store, read_model, write_model
+from slaprof.steps.dag.fit import fit_profiles, pareto_front, run_step
+from slaprof.steps.dag.plan import Plan, PlannedCandidate, SweepGrid, make_plan
 from tests.conftest import MODELS
 
 ISL, OSL = 3000, 500
@@ -133,8 +133,8 @@ def verdict(sel: Selection, cid: str, phase: str):
 # ---------------------------------------------------------------------------
 def _truth(result, request, plan):
     """The best SLA-meeting disaggregated deployment, by brute force over fit's own operating points."""
-    from steps.deployments import PrefillLoad
-    from steps.fit import _workload
+    from slaprof.steps.dag.fit import _workload
+    from slaprof.steps.fitting.deployments import PrefillLoad
     from tests.test_deployments import brute_force
 
     w = _workload(request, plan)

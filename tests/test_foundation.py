@@ -9,13 +9,13 @@ import sys
 import pytest
 import yaml
 
-from steps.candidates import Candidate
-from steps.cli import main
-from steps.errors import UserError
-from steps.gpus import GPU_NAMES, get_gpu
-from steps.models import load_model_info
-from steps.plan import decode_concurrencies, make_plan
-from steps.request import build_request, load_request_file
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.request import build_request, load_request_file
+from slaprof.steps.dag.plan import decode_concurrencies, make_plan
+from slaprof.steps.specs.gpus import GPU_NAMES, get_gpu
+from slaprof.steps.specs.models import load_model_info
 from tests.conftest import MODELS
 
 # Published sizes (model cards): total parameters in billions.
@@ -192,7 +192,7 @@ def test_dgdr_and_flags_give_equal_requests(tmp_path, capsys):
     path = tmp_path / "dgdr.yaml"
     path.write_text(yaml.safe_dump(dgdr))
     from_file = build_request(load_request_file(path))
-    from steps.cli import build_parser, request_from_args
+    from slaprof.steps.cli.main import build_parser, request_from_args
 
     args = build_parser().parse_args(
         [
@@ -282,7 +282,9 @@ def test_plan_cli_json(capsys):
 )
 def test_plan_cli_bad_input_is_one_line_exit_2(argv, needle):
     base = ["plan", "--model", str(MODELS / "Qwen3-32B")]
-    proc = subprocess.run([sys.executable, "-m", "steps.cli", *base, *argv], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "slaprof.steps.cli.main", *base, *argv], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
@@ -294,7 +296,7 @@ def test_missing_model_offline_says_what_to_provide():
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "steps.cli", "plan", "--model", "nobody/not-a-model"],
+        [sys.executable, "-m", "slaprof.steps.cli.main", "plan", "--model", "nobody/not-a-model"],
         capture_output=True,
         text=True,
         env=env,
@@ -319,7 +321,7 @@ def test_checkpoint_bytes_from_safetensors_headers_and_index(tmp_path):
 
 
 def test_every_subcommand_has_help():
-    from steps.cli import build_parser
+    from slaprof.steps.cli.main import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     names = set(sub.choices or [])

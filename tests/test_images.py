@@ -26,7 +26,7 @@ from tests.conftest import ROOT
 
 IMAGES = ROOT / "images"
 DOCKERFILES = {"slaprof": IMAGES / "slaprof" / "Dockerfile", "simengine": IMAGES / "simengine" / "Dockerfile"}
-ENTRYPOINTS = {"slaprof": ["slaprof"], "simengine": ["python", "-m", "steps.simengine"]}
+ENTRYPOINTS = {"slaprof": ["slaprof"], "simengine": ["python", "-m", "slaprof.steps.measure.simengine"]}
 HADOLINT = Path(sys.executable).parent / "hadolint"
 
 
@@ -143,10 +143,16 @@ def test_final_stage_is_slim_non_root_with_the_entry_point(image: str) -> None:
 
 def test_entry_points_exist() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["slaprof"] == "steps.cli:main"
-    assert importlib.util.find_spec("steps.simengine") is not None, "the simulated engine module is missing"
+    assert scripts["slaprof"] == "slaprof.steps.cli.main:main"
+    assert importlib.util.find_spec("slaprof.steps.measure.simengine") is not None, (
+        "the simulated engine module is missing"
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "steps.simengine", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, "-m", "slaprof.steps.measure.simengine", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert done.returncode == 0 and "--port" in done.stdout, done.stderr
 
@@ -283,3 +289,17 @@ def test_build_context_holds_what_is_copied(image: str) -> None:
     ):
         assert dockerignored(private, patterns), private
     assert not dockerignored("steps/perf/roofline.py", patterns)
+
+
+def test_the_wheel_lists_every_package_under_the_namespace() -> None:
+    """pyproject.toml lists the wheel's packages (the package-dir mapping rules out discovery): a new
+    folder of steps/ or workflows/ that is not listed would be missing from the images."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        ".".join(["slaprof", *init.parent.relative_to(ROOT).parts])
+        for top in ("steps", "workflows")
+        for init in (ROOT / top).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert set(setuptools["packages"]) == folders
+    assert setuptools["package-dir"] == {"slaprof.steps": "steps", "slaprof.workflows": "workflows"}

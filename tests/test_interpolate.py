@@ -11,7 +11,9 @@ import pytest
 from scipy.interpolate import PchipInterpolator
 from scipy.optimize import nnls
 
-from steps.interpolate import (
+from slaprof.steps.core.request import ProfileRequest
+from slaprof.steps.dag.plan import make_plan
+from slaprof.steps.fitting.interpolate import (
     DecodeInterpolator,
     DynamoDecodeInterpolator,
     DynamoPrefillInterpolator,
@@ -20,10 +22,8 @@ from steps.interpolate import (
     _pchip,
     _pchip_slopes,
 )
-from steps.perf.surfaces import estimator_for, offline_profile
-from steps.plan import make_plan
-from steps.planner_data import DecodePlannerData, PrefillPlannerData
-from steps.request import ProfileRequest
+from slaprof.steps.fitting.planner_data import DecodePlannerData, PrefillPlannerData
+from slaprof.steps.perf.surfaces import estimator_for, offline_profile
 from tests.conftest import MODELS
 from tests.test_fit import itl_model, make_profile, ttft_model
 

@@ -8,15 +8,15 @@ import re
 
 import pytest
 
-from steps.candidates import Candidate
-from steps.cli import main
-from steps.fit import fit_profiles
-from steps.gpus import get_gpu
-from steps.models import load_model_info_from_dir
-from steps.perf.constants import constants_for
-from steps.perf.intervals import Context, fit_intervals, load_intervals
-from steps.perf.roofline import LONE_REQUEST_OVERHEAD_MAX_MS, BuiltinEstimator
-from steps.results import AggPoint, CandidateProfile, Provenance
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.results import AggPoint, CandidateProfile, Provenance
+from slaprof.steps.dag.fit import fit_profiles
+from slaprof.steps.perf.constants import constants_for
+from slaprof.steps.perf.intervals import Context, fit_intervals, load_intervals
+from slaprof.steps.perf.roofline import LONE_REQUEST_OVERHEAD_MAX_MS, BuiltinEstimator
+from slaprof.steps.specs.gpus import get_gpu
+from slaprof.steps.specs.models import load_model_info_from_dir
 from tests.conftest import MODELS
 from tests.test_fit import ISL, OSL, make_plan_for, make_request
 
@@ -140,9 +140,9 @@ def test_default_constants_keep_a_lone_request_unqueued():
 # measured beats estimated
 # ---------------------------------------------------------------------------
 def test_measured_points_are_checked_against_the_estimates_interval_in_fit_and_report():
-    from steps.perf import get_estimator
-    from steps.report import render_html
-    from steps.results import PrefillPoint
+    from slaprof.steps.core.results import PrefillPoint
+    from slaprof.steps.fitting.report import render_html
+    from slaprof.steps.perf import get_estimator
     from tests.test_fit import make_profile
 
     plan = make_plan_for(["tp2"])

@@ -22,11 +22,9 @@ import helm_python.chart as helm_chart
 import pytest
 import yaml
 
-from steps.errors import UserError
-from steps.gpus import get_gpu
-from steps.models import load_model_info_from_dir
-from steps.perf.constants import constants_for
-from steps.perf.kernel_report import (
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.perf.constants import constants_for
+from slaprof.steps.perf.kernel_report import (
     MEASURED_CONSTANTS,
     KernelReport,
     catalog_gpu,
@@ -34,6 +32,8 @@ from steps.perf.kernel_report import (
     measured_efficiencies,
     read_kernel_report,
 )
+from slaprof.steps.specs.gpus import get_gpu
+from slaprof.steps.specs.models import load_model_info_from_dir
 from tests.conftest import MODELS, ROOT
 from tests.plugins.argo_schema import assert_valid_argo
 from tests.plugins.pod_security import restricted_violations, workflow_pods

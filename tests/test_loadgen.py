@@ -7,10 +7,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from steps.candidates import Candidate
-from steps.engines import get_backend
-from steps.engines.process import EngineProcess, free_port
-from steps.loadgen import LoadSpec, TraceEntry, build_command, classify_error_text, run_load
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.engines import get_backend
+from slaprof.steps.engines.process import EngineProcess, free_port
+from slaprof.steps.measure.loadgen import LoadSpec, TraceEntry, build_command, classify_error_text, run_load
 from tests.conftest import MODELS
 
 

@@ -10,7 +10,7 @@ import statistics
 
 import pytest
 
-from steps.loadgen import MIN_STEADY_GAPS, RequestRecord, _record, steady_itl_ms
+from slaprof.steps.measure.loadgen import MIN_STEADY_GAPS, RequestRecord, _record, steady_itl_ms
 
 STEP_MS, PREFILL_MS = 2.0, 2.4  # a decode step, and what a step that also prefills adds
 

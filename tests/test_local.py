@@ -6,11 +6,11 @@ import io
 
 import pytest
 
-from steps.candidates import Candidate
-from steps.local import GpuPool, default_parallel, reusable_profile, visible_gpus
-from steps.progress import PlainProgress, RichProgress, SilentProgress, make_progress
-from steps.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance
-from steps.store import Layout, open_store, write_model
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.results import CandidateProfile, DecodePoint, PrefillPoint, Provenance
+from slaprof.steps.core.store import Layout, open_store, write_model
+from slaprof.steps.runner.local import GpuPool, default_parallel, reusable_profile, visible_gpus
+from slaprof.steps.runner.progress import PlainProgress, RichProgress, SilentProgress, make_progress
 
 
 def _profile(cid: str, key: str, status: str = "ok") -> CandidateProfile:
@@ -117,6 +117,6 @@ def test_make_progress_picks_plain_when_not_a_terminal():
     ],
 )
 def test_default_out_is_stable_per_request(model, expected):
-    from steps.commands.profile import default_out
+    from slaprof.steps.cli.commands.profile import default_out
 
     assert default_out(model, "vllm", "h200_sxm", "offline") == expected

@@ -8,18 +8,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from steps.candidates import Candidate
-from steps.cli import main
-from steps.errors import UserError
-from steps.gpus import get_gpu
-from steps.models import apply_overrides, load_model_info
-from steps.perf import BuiltinEstimator, PerfEstimator, get_estimator
-from steps.perf.constants import BackendConstants, load_calibration
-from steps.perf.mapping import Mapping
-from steps.perf.memory import weight_bytes_per_gpu
-from steps.perf.surfaces import offline_profile
-from steps.plan import decode_concurrencies, make_plan
-from steps.request import build_request
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.request import build_request
+from slaprof.steps.dag.plan import decode_concurrencies, make_plan
+from slaprof.steps.perf import BuiltinEstimator, PerfEstimator, get_estimator
+from slaprof.steps.perf.constants import BackendConstants, load_calibration
+from slaprof.steps.perf.mapping import Mapping
+from slaprof.steps.perf.memory import weight_bytes_per_gpu
+from slaprof.steps.perf.surfaces import offline_profile
+from slaprof.steps.specs.gpus import get_gpu
+from slaprof.steps.specs.models import apply_overrides, load_model_info
 from tests.conftest import MODELS
 
 # Efficiencies of 1 and no overheads: the model's pure roofline, to compare with hand arithmetic.
@@ -222,7 +222,7 @@ def test_prompt_tokens_pay_a_host_cost_that_does_not_shrink_on_a_faster_gpu():
 
 
 def test_sglang_chunk_budget_follows_gpu_memory_and_is_split_over_attention_dp():
-    from steps.perf.constants import engine_defaults
+    from slaprof.steps.perf.constants import engine_defaults
 
     m = model("Qwen3-30B-A3B")
     k = engine_defaults("sglang")
@@ -387,7 +387,7 @@ class _PointByPoint:
 
 
 def test_offline_profile_takes_point_by_point_estimators():
-    from steps.perf.surfaces import estimator_for
+    from slaprof.steps.perf.surfaces import estimator_for
 
     req = request("Qwen3-30B-A3B")
     plan = make_plan(req)
@@ -425,7 +425,7 @@ class _Counting:
 
 
 def test_anchored_surfaces_ask_the_slow_estimator_at_a_few_points_only():
-    from steps.perf.anchored import AnchoredEstimator, anchor_values
+    from slaprof.steps.perf.anchored import AnchoredEstimator, anchor_values
 
     assert anchor_values([100, 200, 400, 800, 1600, 3200, 6400]) == [100, 800, 6400]
     assert anchor_values([5, 7]) == [5, 7]
@@ -458,7 +458,7 @@ def test_anchored_surfaces_ask_the_slow_estimator_at_a_few_points_only():
 
 
 def test_offline_surfaces_of_aggregated_engines_and_busy_prefill_engines():
-    from steps.plan import agg_concurrencies
+    from slaprof.steps.dag.plan import agg_concurrencies
 
     req = build_request({"model": str(MODELS / "Qwen3-32B"), "backend": "vllm", "sla": {"isl": 3000, "osl": 300}})
     plan = make_plan(req)

@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from steps.candidates import Candidate
-from steps.errors import UserError
-from steps.gpus import get_gpu
-from steps.models import load_model_info
-from steps.perf import get_estimator
-from steps.perf.aic import AicEstimator, _estimate, aic_available
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.perf import get_estimator
+from slaprof.steps.perf.aic import AicEstimator, _estimate, aic_available
+from slaprof.steps.specs.gpus import get_gpu
+from slaprof.steps.specs.models import load_model_info
 from tests.conftest import MODELS, ROOT
 
 pytestmark = pytest.mark.skipif(not aic_available(), reason="the 'aic' extra (aiconfigurator) is not installed")
@@ -52,7 +52,7 @@ def test_aic_rejects_an_uncovered_system_with_an_actionable_error():
 def test_missing_aiconfigurator_is_a_clear_user_error():
     code = (
         "import sys; sys.modules['aiconfigurator'] = None\n"  # as if the extra were not installed
-        "from steps.cli import main\n"
+        "from slaprof.steps.cli.main import main\n"
         f"sys.exit(main(['estimate', '--model', {str(MODELS / 'Qwen3-0.6B')!r}, '--gpu', 'h100_sxm', "
         "'--backend', 'vllm', '--mapping', 'tp1', '--isl', '100', '--osl', '10', '--batch', '1', "
         "'--estimator', 'aic']))\n"
@@ -66,7 +66,7 @@ def test_missing_aiconfigurator_is_a_clear_user_error():
 def test_a_whole_sweep_from_one_session_equals_ai_configurators_own_single_estimates():
     from aiconfigurator.cli.api import cli_estimate
 
-    from steps.perf.aic import _database_version, _session
+    from slaprof.steps.perf.aic import _database_version, _session
 
     model = load_model_info(str(MODELS / "Qwen3-30B-A3B"))  # MoE with expert parallelism: the longest set-up path
     aic = AicEstimator(model, get_gpu("h200_sxm"), "sglang", Candidate.parse("tep2"), hf_id="Qwen/Qwen3-30B-A3B")

@@ -9,21 +9,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steps.perf.aic import aic_available
-from steps.perf.constants import load_calibration
+from slaprof.steps.perf.aic import aic_available
+from slaprof.steps.perf.constants import load_calibration
 
 pytestmark = pytest.mark.skipif(not aic_available(), reason="the measured rows ship with the 'aic' extra")
 
 
 @pytest.fixture(scope="module")
 def cases():
-    from steps.perf.silicon import load_cases
+    from slaprof.steps.perf.silicon import load_cases
 
     return load_cases()
 
 
 def errors(rows):
-    from steps.perf.silicon import predict_case
+    from slaprof.steps.perf.silicon import predict_case
 
     pred = np.array([predict_case(c) for c in rows])
     meas = np.array([(c.ttft_ms, c.tpot_ms) for c in rows])
@@ -31,7 +31,7 @@ def errors(rows):
 
 
 def test_rows_are_read_with_their_mapping_and_precision(cases):
-    from steps.perf.silicon import skip_summary
+    from slaprof.steps.perf.silicon import skip_summary
 
     usable = [c for c in cases if not c.skip]
     assert len(cases) > 5000 and len(usable) > 2500
@@ -62,7 +62,7 @@ def test_calibration_used_only_h100_and_h200(cases):
 
 
 def test_rows_whose_own_numbers_are_impossible_are_excluded_by_stated_rules(cases):
-    from steps.perf.silicon import implied_kv_memory_share, implied_prefill_utilisation
+    from slaprof.steps.perf.silicon import implied_kv_memory_share, implied_prefill_utilisation
 
     usable = [c for c in cases if not c.skip]
     assert any(c.calibration for c in usable) and any(not c.calibration for c in usable)
@@ -78,7 +78,7 @@ def test_rows_whose_own_numbers_are_impossible_are_excluded_by_stated_rules(case
 
 
 def test_a_measurement_listed_under_two_checkpoint_names_counts_once(cases):
-    from steps.perf.silicon import _identity
+    from slaprof.steps.perf.silicon import _identity
 
     usable = [c for c in cases if not c.skip]
     keys = [_identity(c) for c in usable]

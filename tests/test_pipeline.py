@@ -9,13 +9,13 @@ import json
 import pytest
 import yaml
 
-from steps import pipeline
-from steps.commands.profile import pick_choice
-from steps.local import RunOptions, run_profile
-from steps.store import Layout, open_store
+from slaprof.steps.cli.commands.profile import pick_choice
+from slaprof.steps.core.store import Layout, open_store
+from slaprof.steps.dag import pipeline
+from slaprof.steps.runner.local import RunOptions, run_profile
+from slaprof.workflows.tasks import build_request_from_parameters
 from tests.conftest import MODELS
 from tests.test_workflow_runner import ArgoStandIn
-from workflows.tasks import build_request_from_parameters
 
 REQUEST_DOC = yaml.safe_dump(
     {
@@ -96,7 +96,7 @@ def test_pick_option(text, choice):
 
 @pytest.mark.parametrize("text", ["tp2", "prefill=tp2", "prefill=tp2,decode=tp4,agg=agg-tp2", "agg=tp2", "x=tp1"])
 def test_bad_pick_is_one_line_exit_2(text, capsys):
-    from steps.cli import main
+    from slaprof.steps.cli.main import main
 
     assert main(["profile", "--model", str(MODELS / "Qwen3-0.6B"), "--pick", text]) == 2
     assert "--pick" in capsys.readouterr().err
@@ -123,7 +123,7 @@ def test_every_step_follows_declared_steps_and_reads_what_is_written_before():
 
 
 def test_picking_an_unmeasured_candidate_fails_the_run_after_fit(tmp_path, capsys):
-    from steps.cli import main
+    from slaprof.steps.cli.main import main
 
     args = ["profile", "--config", str(tmp_path / "request.yaml"), "--max-num-gpus-per-engine", "2"]
     (tmp_path / "request.yaml").write_text(REQUEST_DOC)
@@ -133,7 +133,7 @@ def test_picking_an_unmeasured_candidate_fails_the_run_after_fit(tmp_path, capsy
 
 
 def test_the_prompt_takes_a_number_or_enter(monkeypatch, capsys):
-    from steps.commands.profile import ask_choice
+    from slaprof.steps.cli.commands.profile import ask_choice
 
     answers = iter(["9", "2"])
     monkeypatch.setattr("builtins.input", lambda prompt: next(answers))

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from scipy.interpolate import griddata, interp1d
 
-from steps.errors import UserError
-from steps.fit import run_step
-from steps.interpolate import DynamoDecodeInterpolator, DynamoPrefillInterpolator
-from steps.planner_data import DecodePlannerData, PrefillPlannerData
-from steps.store import Layout, LocalStore, write_model
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.store import Layout, LocalStore, write_model
+from slaprof.steps.dag.fit import run_step
+from slaprof.steps.fitting.interpolate import DynamoDecodeInterpolator, DynamoPrefillInterpolator
+from slaprof.steps.fitting.planner_data import DecodePlannerData, PrefillPlannerData
 from tests.test_fit import make_plan_for, make_profile, make_request
 
 IDS = ("tp1", "tp2")

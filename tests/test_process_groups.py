@@ -12,7 +12,7 @@ import time
 
 import psutil
 
-from steps.process_groups import GROUPS_ENV, kill_recorded_groups, start_group
+from slaprof.steps.measure.process_groups import GROUPS_ENV, kill_recorded_groups, start_group
 from tests.conftest import MODELS, ROOT
 
 
@@ -36,7 +36,7 @@ def test_a_group_leader_dies_with_the_process_that_started_it(tmp_path):
             sys.executable,
             "-c",
             "import subprocess, time\n"
-            "from steps.process_groups import start_group\n"
+            "from slaprof.steps.measure.process_groups import start_group\n"
             "p = start_group(['sleep', '300'], stdout=subprocess.DEVNULL)\n"
             "print(p.pid, flush=True)\n"
             "time.sleep(300)\n",
@@ -102,7 +102,7 @@ def test_no_engine_survives_a_sigkilled_bench_worker(tmp_path, tiny_tokenizer):
     cmd = [
         sys.executable,
         "-m",
-        "steps.cli",
+        "slaprof.steps.cli.main",
         "profile",
         "--model",
         str(MODELS / "Qwen3-0.6B"),
@@ -130,8 +130,10 @@ def test_no_engine_survives_a_sigkilled_bench_worker(tmp_path, tiny_tokenizer):
         deadline = time.monotonic() + 120
         while runner.poll() is None and time.monotonic() < deadline:
             children = _descendants(runner.pid)
-            measuring = [p for p in children if "steps.simengine" in _cmdline(p) or "aiperf" in _cmdline(p)]
-            kinds = {"engine" if "steps.simengine" in _cmdline(p) else "aiperf" for p in measuring}
+            measuring = [
+                p for p in children if "slaprof.steps.measure.simengine" in _cmdline(p) or "aiperf" in _cmdline(p)
+            ]
+            kinds = {"engine" if "slaprof.steps.measure.simengine" in _cmdline(p) else "aiperf" for p in measuring}
             if kinds == {"engine", "aiperf"}:
                 break
             time.sleep(0.1)

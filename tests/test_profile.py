@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from steps.candidates import Candidate
-from steps.results import CandidateProfile, Selection
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.results import CandidateProfile, Selection
 from tests.conftest import MODELS, ROOT
 
 QWEN32B_SLA = [
@@ -47,7 +47,7 @@ DECODE_LINE = re.compile(
 
 def slaprof(*args: str, env: dict[str, str] | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "steps.cli", *args],
+        [sys.executable, "-m", "slaprof.steps.cli.main", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -14,14 +14,14 @@ from typing import Any
 import psutil
 import pytest
 
-from steps.candidates import Candidate
-from steps.gpus import get_gpu
-from steps.local import RunOptions, run_profile
-from steps.models import load_model_info
-from steps.perf import get_estimator
-from steps.progress import PlainProgress
-from steps.request import build_request
-from steps.results import CandidateProfile
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.request import build_request
+from slaprof.steps.core.results import CandidateProfile
+from slaprof.steps.perf import get_estimator
+from slaprof.steps.runner.local import RunOptions, run_profile
+from slaprof.steps.runner.progress import PlainProgress
+from slaprof.steps.specs.gpus import get_gpu
+from slaprof.steps.specs.models import load_model_info
 from tests.conftest import MODELS, ROOT
 from tests.plugins.timing import like_the_model
 
@@ -182,7 +182,7 @@ def test_ctrl_c_stops_every_measurement_process_and_exits_130(tmp_path, tiny_tok
     cmd = [
         sys.executable,
         "-m",
-        "steps.cli",
+        "slaprof.steps.cli.main",
         "profile",
         "--model",
         REQUEST["model"],
@@ -237,7 +237,7 @@ def test_ctrl_c_stops_every_measurement_process_and_exits_130(tmp_path, tiny_tok
 PROFILE_CMD = [
     sys.executable,
     "-m",
-    "steps.cli",
+    "slaprof.steps.cli.main",
     "profile",
     "--model",
     REQUEST["model"],
@@ -309,8 +309,8 @@ def test_an_interrupted_run_resumes_at_the_point_where_it_stopped(tmp_path, tiny
 def test_a_point_the_engine_refuses_is_failed_and_the_others_stand(tmp_path, tiny_tokenizer):
     """The decode sweep's largest context does not fit the engine: that context's points fail, the
     candidate keeps every other point and stays usable."""
-    from steps.bench import BenchOptions, measure_candidate
-    from steps.plan import decode_concurrencies, make_plan
+    from slaprof.steps.dag.bench import BenchOptions, measure_candidate
+    from slaprof.steps.dag.plan import decode_concurrencies, make_plan
 
     request = build_request(
         {**REQUEST, "method": "simulate", "hardware": {"gpu": "h200_sxm", "max_gpus_per_engine": 1}}

@@ -8,11 +8,14 @@ import re
 import pytest
 import yaml
 
-from steps.apply import apply_manifests
-from steps.candidates import Candidate
-from steps.cli import main
-from steps.errors import UserError
-from steps.render import (
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.request import build_request
+from slaprof.steps.core.results import DecodeChoice, PrefillChoice, Replicas, Selection
+from slaprof.steps.core.store import Layout, LocalStore
+from slaprof.steps.dag.apply import apply_manifests
+from slaprof.steps.dag.render import (
     POD_NAME_LIMIT,
     derive_name,
     merge_args,
@@ -22,9 +25,6 @@ from steps.render import (
     run_step,
     to_yaml,
 )
-from steps.request import build_request
-from steps.results import DecodeChoice, PrefillChoice, Replicas, Selection
-from steps.store import Layout, LocalStore
 from tests.plugins.kube import DGD_RESOURCE
 
 PREFILL_JSON = json.dumps(

@@ -9,16 +9,16 @@ import re
 import pytest
 import yaml
 
-from steps import dynamo_releases
-from steps.apply import apply_manifests
-from steps.candidates import Candidate
-from steps.cli import main
-from steps.errors import UserError
-from steps.render import POD_NAME_LIMIT, run_step, to_yaml
-from steps.render_agg import PLANNER_OMITTED, render_agg_manifests
-from steps.request import build_request
-from steps.results import DeploymentChoice, EngineGroup, Selection
-from steps.store import Layout, LocalStore
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.request import build_request
+from slaprof.steps.core.results import DeploymentChoice, EngineGroup, Selection
+from slaprof.steps.core.store import Layout, LocalStore
+from slaprof.steps.dag.apply import apply_manifests
+from slaprof.steps.dag.render import POD_NAME_LIMIT, run_step, to_yaml
+from slaprof.steps.dag.render_agg import PLANNER_OMITTED, render_agg_manifests
+from slaprof.steps.dynamo import dynamo_releases
 from tests.plugins.dynamo_crd import assert_valid_dgd
 from tests.plugins.kube import DGD_RESOURCE
 from tests.test_render import BASE, DEFAULT_IMAGE, _args, _flag

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from steps.evidence import Evidence, run_evidence
-from steps.fit import fit_profiles
-from steps.perf.error_band import HELD_OUT
-from steps.plots import cost_curves, plot_figures, plot_style, png_size
-from steps.report import PLOT_NAMES, render_html, render_plots, write_report
-from steps.results import Provenance
-from steps.store import LocalStore
+from slaprof.steps.core.results import Provenance
+from slaprof.steps.core.store import LocalStore
+from slaprof.steps.dag.fit import fit_profiles
+from slaprof.steps.fitting.evidence import Evidence, run_evidence
+from slaprof.steps.fitting.plots import cost_curves, plot_figures, plot_style, png_size
+from slaprof.steps.fitting.report import PLOT_NAMES, render_html, render_plots, write_report
+from slaprof.steps.perf.error_band import HELD_OUT
 from tests.conftest import ROOT
 from tests.test_fit import make_plan_for, make_profile, make_request
 
@@ -208,7 +208,7 @@ def test_plots_use_a_log_concurrency_axis_and_name_the_engines(result):
 
 
 def test_select_report_prints_the_reports_path(tmp_path: Path, capsys):
-    from steps.cli import main
+    from slaprof.steps.cli.main import main
     from tests.test_fit import _write_run
 
     run_dir, out = tmp_path / "run", tmp_path / "itl30"

@@ -18,10 +18,10 @@ from typing import Any
 
 import aiohttp
 
-from steps.fit import fit_profiles
-from steps.perf.error_band import HELD_OUT
-from steps.report import write_report
-from steps.store import LocalStore
+from slaprof.steps.core.store import LocalStore
+from slaprof.steps.dag.fit import fit_profiles
+from slaprof.steps.fitting.report import write_report
+from slaprof.steps.perf.error_band import HELD_OUT
 from tests.test_fit import make_plan_for, make_profile, make_request
 
 VIEWPORT = (1280, 1000)

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from steps.errors import UserError
-from steps.runlock import LOCK_KEY, RunInUse, RunLock, current_holder, ensure_free, hold
-from steps.store import LocalStore, open_store
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.store import LocalStore, open_store
+from slaprof.steps.runner.runlock import LOCK_KEY, RunInUse, RunLock, current_holder, ensure_free, hold
 from tests.plugins.clock import FakeClock
 
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps import store as store_module
-from steps.cli import main
-from steps.engines import get_backend
-from steps.errors import UserError
-from steps.results import Selection
-from steps.runlock import LOCK_KEY, RunInUse, RunLock
-from steps.store import open_store
+from slaprof.steps.cli.main import main
+from slaprof.steps.core import store as store_module
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.results import Selection
+from slaprof.steps.core.store import open_store
+from slaprof.steps.engines import get_backend
+from slaprof.steps.runner.runlock import LOCK_KEY, RunInUse, RunLock
 from tests.conftest import MODELS, ROOT
 
 QWEN06 = str(MODELS / "Qwen3-0.6B")  # max_position_embeddings 40960
@@ -82,8 +82,8 @@ def _flag(args: list[str], flag: str) -> str | None:
 # ---------------------------------------------------------------------------
 HOLD = (
     "import sys\n"
-    "from steps.store import open_store\n"
-    "from steps.runlock import RunLock\n"
+    "from slaprof.steps.core.store import open_store\n"
+    "from slaprof.steps.runner.runlock import RunLock\n"
     "RunLock(open_store(sys.argv[1])).acquire()\n"
     "print('held', flush=True)\n"
     "sys.stdin.read()\n"
@@ -135,7 +135,7 @@ def test_second_profile_into_the_same_s3_prefix_exits_2(s3_server, monkeypatch, 
 
 
 def test_argo_tasks_refuse_a_prefix_a_local_run_holds(tmp_path, monkeypatch):
-    from workflows.tasks import run_store
+    from slaprof.workflows.tasks import run_store
 
     monkeypatch.setenv("SLAPROF_STORE_ROOT", str(tmp_path))
     RunLock(open_store(str(tmp_path / "wf-1"))).acquire()
@@ -173,8 +173,8 @@ def test_select_refuses_a_new_isl_beyond_the_context(tmp_path, capsys):
 
 
 def test_argo_plan_refuses_the_same_request():
-    from steps.plan import make_plan
-    from workflows.tasks import build_request_from_parameters
+    from slaprof.steps.dag.plan import make_plan
+    from slaprof.workflows.tasks import build_request_from_parameters
 
     request = build_request_from_parameters("", {"model": QWEN06, "isl": "40000", "osl": "1000"})
     with pytest.raises(UserError, match="41000 tokens"):
@@ -233,7 +233,7 @@ def test_unmet_sla_deploys_the_nearest_achievable_targets(tmp_path, capsys):
 # the planner's ConfigMap is named after its DGD
 # ---------------------------------------------------------------------------
 def test_two_models_in_one_namespace_keep_their_own_planner_data(tmp_path, capsys, cluster):
-    from steps.apply import apply_manifests
+    from slaprof.steps.dag.apply import apply_manifests
     from tests.plugins.kube import CONFIGMAP_RESOURCE
 
     names = {}

@@ -13,13 +13,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from steps.candidates import Candidate
-from steps.engines import ServerOptions, get_backend
-from steps.engines.process import EngineProcess, group_alive
-from steps.gpus import get_gpu
-from steps.models import load_model_info
-from steps.perf import get_estimator
-from steps.simengine import Engine, SimRequest
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.engines import ServerOptions, get_backend
+from slaprof.steps.engines.process import EngineProcess, group_alive
+from slaprof.steps.measure.simengine import Engine, SimRequest
+from slaprof.steps.perf import get_estimator
+from slaprof.steps.specs.gpus import get_gpu
+from slaprof.steps.specs.models import load_model_info
 from tests.conftest import MODELS
 from tests.plugins.clock import run_on_virtual_clock
 
@@ -184,7 +184,7 @@ def _tagged(
     scale: float | None = None,
     gang: int | None = None,
 ):
-    from steps.simengine import SimTag
+    from slaprof.steps.measure.simengine import SimTag
 
     tag = SimTag(session="s", group=group, size=size, gang=gang, weight=weight, time_scale=scale)
     return SimRequest(prompt, [], max_tokens, tag=tag)

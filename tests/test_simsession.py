@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from steps.bench import BenchOptions, CandidateBench, _Job
-from steps.loadgen import LoadResult, RequestRecord
-from steps.plan import make_plan
-from steps.request import build_request
-from steps.results import CandidateProfile, DecodePoint, FailedPoint, PrefillPoint, Provenance
-from steps.simcheck import TOLERANCE, check, flagged, summary
-from steps.simengine import SIM_FIELD, SimTag
-from steps.simsession import MEASURE_OSL, PROBE_ROUNDS, STREAMS, SessionPlan, auto_time_scale, split
+from slaprof.steps.core.request import build_request
+from slaprof.steps.core.results import CandidateProfile, DecodePoint, FailedPoint, PrefillPoint, Provenance
+from slaprof.steps.dag.bench import BenchOptions, CandidateBench, _Job
+from slaprof.steps.dag.plan import make_plan
+from slaprof.steps.measure.loadgen import LoadResult, RequestRecord
+from slaprof.steps.measure.simcheck import TOLERANCE, check, flagged, summary
+from slaprof.steps.measure.simengine import SIM_FIELD, SimTag
+from slaprof.steps.measure.simsession import MEASURE_OSL, PROBE_ROUNDS, STREAMS, SessionPlan, auto_time_scale, split
 from tests.conftest import MODELS
 
 
@@ -307,9 +307,9 @@ def test_streams_default_and_measured_output_length():
 
 
 def test_the_report_and_the_run_summary_mark_flagged_and_failed_points():
-    from steps.fit import fit_profiles
-    from steps.local import _summary
-    from steps.report import render_html
+    from slaprof.steps.dag.fit import fit_profiles
+    from slaprof.steps.fitting.report import render_html
+    from slaprof.steps.runner.local import _summary
     from tests.test_fit import make_plan_for, make_profile, make_request
 
     marked = make_profile("tp1")
@@ -333,8 +333,8 @@ def test_the_report_and_the_run_summary_mark_flagged_and_failed_points():
 
 
 def test_what_a_run_resumes_from(tmp_path):
-    from steps.bench import resumable_profile
-    from steps.store import Layout, LocalStore, delete, write_model
+    from slaprof.steps.core.store import Layout, LocalStore, delete, write_model
+    from slaprof.steps.dag.bench import resumable_profile
 
     store = LocalStore(tmp_path / "run")
     partial = _stored([100], [(300, 1)], KV)
@@ -355,7 +355,7 @@ def test_what_a_run_resumes_from(tmp_path):
 
 
 def test_force_measures_every_point_again():
-    from steps.local import RunOptions, bench_overrides
+    from slaprof.steps.runner.local import RunOptions, bench_overrides
 
     assert bench_overrides(RunOptions(out="x", bench_overrides={"time_scale": "10"})) == {"time_scale": "10"}
     assert bench_overrides(RunOptions(out="x", force=True)) == {"resume": False}

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from steps.errors import UserError
-from steps.store import LocalStore, MissingArtifact, open_store
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.store import LocalStore, MissingArtifact, open_store
 
 
 def test_local_store_roundtrip_and_atomic(tmp_path):

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-import steps.plan
-from steps.cli import main
-from steps.local import RunOptions, run_profile
-from steps.request import build_request
-from steps.store import S3Store, StoreUnavailable, open_store
+import slaprof.steps.dag.plan
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.request import build_request
+from slaprof.steps.core.store import S3Store, StoreUnavailable, open_store
+from slaprof.steps.runner.local import RunOptions, run_profile
 from tests.conftest import MODELS
 from tests.plugins.clock import FakeClock
 
@@ -72,7 +72,7 @@ def _s3_env(monkeypatch: pytest.MonkeyPatch, server: Any, retry_s: str) -> None:
 def _stop_after_plan(monkeypatch: pytest.MonkeyPatch, server: Any, restart_after_s: float | None) -> None:
     """Stop the S3 server as soon as plan has written plan.json (mid-run: bench, fit and render still
     write); start it again `restart_after_s` later, or never."""
-    real = steps.plan.run_step
+    real = slaprof.steps.dag.plan.run_step
 
     def plan_then_outage(store: Any, *args: Any, **kwargs: Any) -> Any:
         ids = real(store, *args, **kwargs)
@@ -81,7 +81,7 @@ def _stop_after_plan(monkeypatch: pytest.MonkeyPatch, server: Any, restart_after
             threading.Timer(restart_after_s, server.start).start()
         return ids
 
-    monkeypatch.setattr(steps.plan, "run_step", plan_then_outage)
+    monkeypatch.setattr(slaprof.steps.dag.plan, "run_step", plan_then_outage)
 
 
 def test_a_run_completes_when_the_store_comes_back(restartable_s3, monkeypatch, tmp_path):

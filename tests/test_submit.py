@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from steps.cli import main
-from steps.request import ProfileRequest
+from slaprof.steps.cli.main import main
+from slaprof.steps.core.request import ProfileRequest
 from tests.conftest import MODELS
 
 
@@ -106,7 +106,7 @@ def test_submit_posts_a_workflow_from_the_template(capsys, monkeypatch):
 
 def test_parameters_match_the_template(capsys):
     """Every parameter submit sends is declared by the WorkflowTemplate."""
-    from workflows.render import WORKFLOW_TEMPLATE_FILE, manifests
+    from slaprof.workflows.render import WORKFLOW_TEMPLATE_FILE, manifests
 
     declared = {p["name"] for p in manifests()[WORKFLOW_TEMPLATE_FILE]["spec"]["arguments"]["parameters"]}
     assert main(["submit", "--model", MODEL, "--print"]) == 0
@@ -141,7 +141,7 @@ def test_invalid_request_never_reaches_the_server(capsys):
     ],
 )
 def test_server_from_argo_cli_environment(monkeypatch, env, expected):
-    from workflows.submit import ArgoServer
+    from slaprof.workflows.submit import ArgoServer
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -1,4 +1,4 @@
-"""The exit handler's undo (steps.undo) against the KMock API emulator over HTTP: a failed run deletes
+"""The exit handler's undo (slaprof.steps.dag.undo) against the KMock API emulator over HTTP: a failed run deletes
 only what it created, gives back what it updated, and leaves a deployment that became ready alone.
 
 Each run keeps its artifacts in its own folder, as each Argo run has its own S3 prefix; `apply`
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps import undo
-from steps.apply import RECORD_KEY, RUN_LABEL, ApplyResult, run_step
-from steps.errors import UserError
-from steps.store import Layout, LocalStore, read_model
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.store import Layout, LocalStore, read_model
+from slaprof.steps.dag import undo
+from slaprof.steps.dag.apply import RECORD_KEY, RUN_LABEL, ApplyResult, run_step
 from tests.plugins.kube import CONFIGMAP_RESOURCE, DGD_RESOURCE, ready_status
 
 NS = "serving"

@@ -12,10 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from slaprof.workflows.params import (
+    CONTROL_PARAMS,
+    PICK_SLOTS,
+    REQUEST_PARAMS,
+    RUN_LABEL,
+    TEMPLATE_NAME,
+    duration_seconds,
+)
+from slaprof.workflows.render import CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, manifests, to_yaml
 from tests.conftest import ROOT
 from tests.plugins.argo_schema import argo_errors, assert_valid_argo
-from workflows.params import CONTROL_PARAMS, PICK_SLOTS, REQUEST_PARAMS, RUN_LABEL, TEMPLATE_NAME, duration_seconds
-from workflows.render import CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, manifests, to_yaml
 
 CHART_FILES = ROOT / "charts" / "slaprof" / "files"
 
@@ -144,7 +151,7 @@ def test_suspend_node_offers_fit_choices_as_an_enum(wt):
 def test_the_pick_waits_pick_timeout_then_takes_fits_recommendation(wt):
     """A suspend without a duration waits until the run's deadline kills it; with one, Argo resumes it
     with the output's default (auto), which `pick` treats as fit's own choice."""
-    from workflows.pick import parse_choice
+    from slaprof.workflows.pick import parse_choice
 
     choose = _templates(wt)["choose"]
     params = {p["name"]: p for p in wt["spec"]["arguments"]["parameters"]}
@@ -409,7 +416,7 @@ def test_chart_files_are_current(docs, name):
 def test_cli_render_writes_only_under_out(tmp_path, capsys):
     """`slaprof workflow render --out DIR` writes its two files into DIR and touches nothing else,
     not even the chart's copies in this checkout."""
-    from steps.cli import main
+    from slaprof.steps.cli.main import main
 
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in CHART_FILES.iterdir()}
     out = tmp_path / "cli"

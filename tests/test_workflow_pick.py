@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from steps.candidates import Candidate
-from steps.errors import StepFailed, Unreachable, UserError
-from steps.results import DecodeChoice, ParetoPoint, PrefillChoice, Selection
-from steps.store import StoreUnavailable
-from workflows.params import PICK_SLOTS
-from workflows.pick import RECOMMENDED, pareto_choices, parse_choice
-from workflows.tasks import TRANSIENT_EXIT, fit_outputs, step_errors
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import StepFailed, Unreachable, UserError
+from slaprof.steps.core.results import DecodeChoice, ParetoPoint, PrefillChoice, Selection
+from slaprof.steps.core.store import StoreUnavailable
+from slaprof.workflows.params import PICK_SLOTS
+from slaprof.workflows.pick import RECOMMENDED, pareto_choices, parse_choice
+from slaprof.workflows.tasks import TRANSIENT_EXIT, fit_outputs, step_errors
 
 
 def _selection(
@@ -77,7 +77,7 @@ def test_parse_choice(label, expected):
 
 
 def test_an_aggregated_recommendation_comes_first():
-    from steps.results import DeploymentChoice, EngineGroup
+    from slaprof.steps.core.results import DeploymentChoice, EngineGroup
 
     group = EngineGroup(
         role="agg",
@@ -150,14 +150,14 @@ def test_unknown_errors_keep_their_traceback():
 
 @pytest.mark.parametrize("text,seconds", [("4h", 14400), ("2h30m", 9000), ("90s", 90), ("1.5h", 5400)])
 def test_durations_of_parameters(text, seconds):
-    from workflows.params import duration_seconds
+    from slaprof.workflows.params import duration_seconds
 
     assert duration_seconds(text, "bench-timeout") == seconds
 
 
 @pytest.mark.parametrize("text", ["", "4", "four hours", "4d", "0s", "-1h"])
 def test_bad_durations_name_the_parameter(text):
-    from workflows.params import duration_seconds
+    from slaprof.workflows.params import duration_seconds
 
     with pytest.raises(UserError, match="bench-timeout"):
         duration_seconds(text, "bench-timeout")

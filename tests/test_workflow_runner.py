@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from slaprof.workflows.render import workflow_template_dict
 from tests.conftest import MODELS, ROOT
-from workflows.render import workflow_template_dict
 
 BUCKET = "slaprof-runs"
 WORKFLOW = "slaprof-qwen3-32b-t3st"
@@ -354,9 +354,9 @@ def test_an_existing_dgd_survives_a_failed_reprofile(argo, cluster, tmp_path):
     `apply` pod updates that DGD, which does not become ready in time, so the run fails; the exit
     handler (`cleanup`, onExit) gives the serving DGD and its planner data back instead of deleting
     them, and the update never relabelled them."""
-    from steps.apply import RUN_LABEL, run_step
-    from steps.request import ProfileRequest
-    from steps.store import S3Store, write_model
+    from slaprof.steps.core.request import ProfileRequest
+    from slaprof.steps.core.store import S3Store, write_model
+    from slaprof.steps.dag.apply import RUN_LABEL, run_step
     from tests.plugins.kube import CONFIGMAP_RESOURCE, DGD_RESOURCE
 
     def deployment(run: str, replicas: int, data: str) -> bytes:

@@ -34,10 +34,10 @@ from hera.workflows.models import (
     VolumeMount,
 )
 
-from steps.engines import sidecar
-from workflows import security, tasks
-from workflows.params import GPU_SEMAPHORE_KEY, SEMAPHORE_CONFIGMAP, WorkflowSettings
-from workflows.scripts import hf_token, runner_script
+from slaprof.steps.engines import sidecar
+from slaprof.workflows import security, tasks
+from slaprof.workflows.params import GPU_SEMAPHORE_KEY, SEMAPHORE_CONFIGMAP, WorkflowSettings
+from slaprof.workflows.scripts import hf_token, runner_script
 
 ENGINE_DIR = "/slaprof-engine"
 ENGINE_CONTAINER = "engine"
@@ -46,7 +46,7 @@ DEADLINE_INPUT = "deadline-seconds"
 
 def engine_boot(engine_dir: str = ENGINE_DIR) -> str:
     """The sidecar's command: wait for the launch script the bench step writes, then become the engine;
-    exit at once when the bench is done without launching one. The files are `steps.engines.sidecar`'s."""
+    exit at once when the bench is done without launching one. The files are `slaprof.steps.engines.sidecar`'s."""
     return (
         f"until [ -f {engine_dir}/{sidecar.SCRIPT} ]; do "
         f"if [ -f {engine_dir}/{sidecar.DONE} ]; then exit 0; fi; sleep 1; done; "

@@ -13,7 +13,7 @@ from __future__ import annotations
 from hera.workflows import CronWorkflow
 from hera.workflows.models import WorkflowMetadata, WorkflowTemplateRef
 
-from workflows.params import CRON_NAME, TEMPLATE_NAME, VERSION, WorkflowSettings
+from slaprof.workflows.params import CRON_NAME, TEMPLATE_NAME, VERSION, WorkflowSettings
 
 DEFAULT_DRIFT_THRESHOLD = "10"
 

@@ -1,7 +1,7 @@
 """Workflow parameters of the `slaprof-profile` WorkflowTemplate, and the names it shares with the chart.
 
 Argo concept: `spec.arguments.parameters` (https://argo-workflows.readthedocs.io/en/latest/walk-through/parameters/).
-Each request parameter is a ProfileRequest field declared with `argo` (steps/request.py; name, enum
+Each request parameter is a ProfileRequest field declared with `argo` (steps/core/request.py; name, enum
 and description come from that declaration); an empty value means "take it from the `request`
 document, else slaprof's default", so a request YAML and the UI form compose.
 """
@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from steps.apply import RUN_LABEL as RUN_LABEL  # re-exported: one declaration
-from steps.errors import UserError
-from steps.fields import RequestField, argo_description, get_path, request_fields, set_path
-from steps.pipeline import AUTO_CHOICE as AUTO_CHOICE  # re-exported: one declaration
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.fields import RequestField, argo_description, get_path, request_fields, set_path
+from slaprof.steps.dag.apply import RUN_LABEL as RUN_LABEL  # re-exported: one declaration
+from slaprof.steps.dag.pipeline import AUTO_CHOICE as AUTO_CHOICE  # re-exported: one declaration
 
 VERSION = "0.1.0"
 IMAGE = f"ghcr.io/slaprof/slaprof:{VERSION}"

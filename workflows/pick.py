@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from steps.candidates import AGG_PREFIX
-from steps.errors import UserError
-from steps.request import ProfileRequest
-from steps.results import CandidateProfile, ParetoPoint, Selection
-from workflows.params import AUTO_CHOICE, PICK_SLOTS
+from slaprof.steps.core.candidates import AGG_PREFIX
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.request import ProfileRequest
+from slaprof.steps.core.results import CandidateProfile, ParetoPoint, Selection
+from slaprof.workflows.params import AUTO_CHOICE, PICK_SLOTS
 
 if TYPE_CHECKING:
-    from steps.fit_result import FitResult
-    from steps.plan import Plan
+    from slaprof.steps.dag.plan import Plan
+    from slaprof.steps.fitting.fit_result import FitResult
 
 RECOMMENDED = " (recommended)"
 
@@ -101,8 +101,8 @@ def apply_choice(
     """fit's result for the picked deployment, or None when the pick is fit's own.
 
     The engines' operating points, their counts, the planner data and the lines are computed by
-    fit itself, from the picked candidates' profiles alone (`steps.fit.fit_pick`)."""
-    from steps.fit import fit_pick
+    fit itself, from the picked candidates' profiles alone (`slaprof.steps.dag.fit.fit_pick`)."""
+    from slaprof.steps.dag.fit import fit_pick
 
     ids = parse_choice(label)
     chosen = selection.deployment

@@ -9,13 +9,13 @@ https://argo-workflows.readthedocs.io/en/latest/walk-through/dag/).
                 ─▶ record (history + drift)
     onExit: cleanup (undoes what a failed run applied)
 
-The DAG is built from the step declaration `steps.pipeline.STEPS`, which the local runner walks
+The DAG is built from the step declaration `slaprof.steps.dag.pipeline.STEPS`, which the local runner walks
 too: one Hera task per step (per pod shape for bench), wired with `Task.next` by each step's `after`.
-Every task is a runner script of `workflows.tasks` calling the same step functions as
+Every task is a runner script of `slaprof.workflows.tasks` calling the same step functions as
 `slaprof profile`. A failed candidate does not stop the DAG (continueOn); fit reports it.
-GPUs are admitted per online bench pod (workflows.bench), not per run; every pod meets Pod
+GPUs are admitted per online bench pod (slaprof.workflows.bench), not per run; every pod meets Pod
 Security "restricted" and runs without a Kubernetes API token except apply and cleanup
-(workflows.security).
+(slaprof.workflows.security).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from hera.workflows.models import (
 )
 from hera.workflows.task import TaskResult
 
-from steps import pipeline
-from workflows import security, tasks
-from workflows.bench import DEADLINE_INPUT, offline_bench, online_bench_main, online_bench_sidecar
-from workflows.params import (
+from slaprof.steps.dag import pipeline
+from slaprof.workflows import security, tasks
+from slaprof.workflows.bench import DEADLINE_INPUT, offline_bench, online_bench_main, online_bench_sidecar
+from slaprof.workflows.params import (
     ARTIFACT_REPOSITORY_CONFIGMAP,
     ARTIFACT_REPOSITORY_KEY,
     CONTROL_PARAMS,
@@ -47,8 +47,8 @@ from workflows.params import (
     VERSION,
     WorkflowSettings,
 )
-from workflows.scripts import runner_script
-from workflows.suspend import CHOICE, choose_template
+from slaprof.workflows.scripts import runner_script
+from slaprof.workflows.suspend import CHOICE, choose_template
 
 RUN = "{{workflow.name}}"
 TITLE = "slaprof profile"

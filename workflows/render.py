@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from steps.store import write_file_atomic
-from workflows.cron import reprofile_cron
-from workflows.params import WorkflowSettings
-from workflows.profile import profile_template
+from slaprof.steps.core.store import write_file_atomic
+from slaprof.workflows.cron import reprofile_cron
+from slaprof.workflows.params import WorkflowSettings
+from slaprof.workflows.profile import profile_template
 
 WORKFLOW_TEMPLATE_FILE = "workflowtemplate.yaml"
 CRON_WORKFLOW_FILE = "cronworkflow.yaml"

@@ -1,9 +1,9 @@
 """Runner script templates: every task that runs slaprof code in the slaprof image.
 
 Argo concept: script templates (https://argo-workflows.readthedocs.io/en/latest/fields/#scripttemplate),
-built by Hera's runner constructor from the functions in `workflows.tasks`. Shared here: the
+built by Hera's runner constructor from the functions in `slaprof.workflows.tasks`. Shared here: the
 image, the S3 environment, the pod labels, the restricted security context and its writable
-volumes (`workflows.security`), and the retry policy (transient errors only).
+volumes (`slaprof.workflows.security`), and the retry policy (transient errors only).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hera.workflows import ConfigMapEnvFrom, Env, Resources, RetryStrategy, Scri
 from hera.workflows.models import Backoff, EnvVar, EnvVarSource, SecretKeySelector
 from hera.workflows.script import RunnerScriptConstructor
 
-from workflows import security, tasks
-from workflows.params import RUN_LABEL, S3_CONFIGMAP, S3_SECRET, WorkflowSettings
+from slaprof.workflows import security, tasks
+from slaprof.workflows.params import RUN_LABEL, S3_CONFIGMAP, S3_SECRET, WorkflowSettings
 
 HF_TOKEN_SECRET = "hf-token-secret"
 RETRY_LIMIT = 3
@@ -56,7 +56,7 @@ def runner_env() -> list[Env]:
 
 
 def runner_env_from() -> list[Any]:
-    """S3 endpoint and bucket (ConfigMap) and keys (Secret) for `steps.store.open_store`."""
+    """S3 endpoint and bucket (ConfigMap) and keys (Secret) for `slaprof.steps.core.store.open_store`."""
     return [ConfigMapEnvFrom(name=S3_CONFIGMAP), SecretEnvFrom(name=S3_SECRET)]
 
 
@@ -73,7 +73,7 @@ def runner_script(
     deployer: bool = False,
     **kwargs: Any,
 ) -> Script:
-    """A Hera runner script template calling `workflows.tasks.<function>`.
+    """A Hera runner script template calling `slaprof.workflows.tasks.<function>`.
 
     `reads_hub`: the step reads the Hugging Face Hub (gets HF_TOKEN). `deployer`: the step talks to
     the Kubernetes API (runs as the deployer service account, with its token)."""

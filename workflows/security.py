@@ -22,11 +22,11 @@ from typing import Any
 from hera.workflows import EmptyDirVolume, Env
 from hera.workflows.models import Capabilities, ExecutorConfig, PodSecurityContext, SeccompProfile, SecurityContext
 
-from workflows.params import WorkflowSettings
+from slaprof.workflows.params import WorkflowSettings
 
 USER_ID = 10001  # the slaprof image's user (images/slaprof/Dockerfile)
 HOME_DIR = "/home/slaprof"
-TMP_DIR = "/tmp"  # also holds Hera's outputs folder (workflows.tasks.DEFAULT_OUTPUTS)
+TMP_DIR = "/tmp"  # also holds Hera's outputs folder (slaprof.workflows.tasks.DEFAULT_OUTPUTS)
 MODEL_CACHE = "/opt/model-cache"  # HF_HOME of engines: weights go to a volume, not the container layer
 MODEL_CACHE_VOLUME = "model-cache"  # emptyDir here; the chart's bench.modelCache.existingClaim makes it a PVC
 

@@ -25,9 +25,9 @@ from hera.workflows.models import (
     WorkflowTemplateRef,
 )
 
-from steps.errors import UserError
-from steps.request import ProfileRequest
-from workflows.params import AUTO_CHOICE, TEMPLATE_NAME, parameter_values
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.core.request import ProfileRequest
+from slaprof.workflows.params import AUTO_CHOICE, TEMPLATE_NAME, parameter_values
 
 
 @dataclass

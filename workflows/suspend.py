@@ -17,7 +17,7 @@ from __future__ import annotations
 from hera.workflows import Parameter, Suspend
 from hera.workflows.models import SuppliedValueFrom, ValueFrom
 
-from workflows.params import AUTO_CHOICE, PICK_SLOTS
+from slaprof.workflows.params import AUTO_CHOICE, PICK_SLOTS
 
 CHOICE = "choice"
 CHOICE_DESCRIPTION = "prefill+decode mappings to deploy; the first is fit's recommendation"

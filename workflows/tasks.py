@@ -1,7 +1,7 @@
 """Runner scripts: what each task of the `slaprof-profile` DAG runs inside the slaprof image.
 
 Argo concept: script templates run by Hera's runner (`python -m hera.workflows.runner -e
-workflows.tasks:<function> <inputs.json>`, https://hera.readthedocs.io/en/stable/user-guides/script-runner-io/).
+slaprof.workflows.tasks:<function> <inputs.json>`, https://hera.readthedocs.io/en/stable/user-guides/script-runner-io/).
 Each function opens the run's artifact store, the S3 prefix `<bucket>/<run>/` (endpoint, bucket
 and keys from the environment: the `slaprof-s3` ConfigMap and Secret), and calls the step
 entry point the local runner calls too. Output parameters and the files the Argo UI previews go
@@ -25,8 +25,8 @@ from typing import Annotated, Any
 from hera.workflows import Input, NoneArchiveStrategy, Output, Parameter, S3Artifact
 from pydantic import BaseModel, create_model
 
-from steps.errors import StepFailed, Unreachable, UserError
-from workflows.params import (
+from slaprof.steps.core.errors import StepFailed, Unreachable, UserError
+from slaprof.workflows.params import (
     AUTO_CHOICE,
     CONTROL_PARAMS,
     PICK_SLOTS,
@@ -69,9 +69,9 @@ def run_location(run: str, *parts: str) -> str:
 
 
 def run_store(run: str):
-    """The run's store; refused while a local `slaprof profile` holds its lock (steps/runlock.py)."""
-    from steps.runlock import ensure_free
-    from steps.store import open_store
+    """The run's store; refused while a local `slaprof profile` holds its lock (steps/runner/runlock.py)."""
+    from slaprof.steps.core.store import open_store
+    from slaprof.steps.runner.runlock import ensure_free
 
     store = open_store(run_location(run))
     ensure_free(store)
@@ -79,8 +79,8 @@ def run_store(run: str):
 
 
 def run_context(run: str, **choices: Any):
-    """The declared steps' context for the run (steps.pipeline): its store, and errors the templates retry."""
-    from steps.pipeline import RunContext
+    """The declared steps' context for the run (slaprof.steps.dag.pipeline): its store, and errors the templates retry."""
+    from slaprof.steps.dag.pipeline import RunContext
 
     return RunContext(run_store(run), run_location(run), transient=_is_transient, **choices)
 
@@ -184,7 +184,7 @@ def build_request_from_parameters(request_doc: str, values: dict[str, str]):
     """The ProfileRequest of a run: the `request` document overridden by non-empty parameters."""
     import yaml
 
-    from steps.request import build_request, merge, parse_request_document
+    from slaprof.steps.core.request import build_request, merge, parse_request_document
 
     base: dict[str, Any] = {}
     if request_doc.strip():
@@ -203,10 +203,10 @@ def build_request_from_parameters(request_doc: str, values: dict[str, str]):
 
 def plan(inputs: PlanInput) -> PlanOutput:
     """Task `plan`: request.json from the parameters, then the declared step `plan` -> plan.json."""
-    from steps import pipeline
-    from steps.drift import history_key
-    from steps.engines import get_backend
-    from steps.store import Layout, write_model
+    from slaprof.steps.core.store import Layout, write_model
+    from slaprof.steps.dag import pipeline
+    from slaprof.steps.dag.drift import history_key
+    from slaprof.steps.engines import get_backend
 
     with step_errors("plan"):
         deadline = duration_seconds(inputs.bench_timeout, "bench-timeout")  # type: ignore[attr-defined]
@@ -255,8 +255,8 @@ def bench(inputs: BenchInput) -> BenchOutput:
     A valid profile of an earlier attempt of this run is kept (resume). A step error still leaves
     a failed profile (with its reason) for fit to report; the pod then exits 1, and the DAG's
     continueOn lets the other candidates and fit go on."""
-    from steps import pipeline
-    from steps.store import Layout
+    from slaprof.steps.core.store import Layout
+    from slaprof.steps.dag import pipeline
 
     with step_errors("bench"):
         ctx = run_context(inputs.run)
@@ -310,7 +310,7 @@ class FitOutput(_FitOutputBase):
 
 def fit_outputs(selection: Any) -> dict[str, Any]:
     """Output parameter values of fit for a Selection (what the node panel shows)."""
-    from workflows.pick import pareto_choices
+    from slaprof.workflows.pick import pareto_choices
 
     choices = pareto_choices(selection)
     slots = (choices + [choices[0] if choices else AUTO_CHOICE] * PICK_SLOTS)[:PICK_SLOTS]
@@ -336,8 +336,8 @@ def fit_outputs(selection: Any) -> dict[str, Any]:
 
 def fit(run: RunParam) -> FitOutput:
     """Task `fit`: the declared step `fit` over every profile under the run -> selection.json, report, plots."""
-    from steps import pipeline
-    from steps.store import Layout
+    from slaprof.steps.core.store import Layout
+    from slaprof.steps.dag import pipeline
 
     with step_errors("fit"):
         ctx = run_context(run)
@@ -363,8 +363,8 @@ def pick(
     choice: Annotated[str, Parameter(name="choice", description="the label picked on resume")] = AUTO_CHOICE,
 ) -> PickOutput:
     """Task `pick`: the declared step `pick` for the person's choice (fit's own stays in selection.auto.json)."""
-    from steps import pipeline
-    from steps.store import Layout
+    from slaprof.steps.core.store import Layout
+    from slaprof.steps.dag import pipeline
 
     with step_errors("pick"):
         ctx = run_context(run, choice=choice)
@@ -383,7 +383,7 @@ class RenderOutput(Output):
 
 def render(run: RunParam) -> RenderOutput:
     """Task `render`: the declared step `render` -> dgd.yaml (labelled with the run by the step itself)."""
-    from steps import pipeline
+    from slaprof.steps.dag import pipeline
 
     with step_errors("render"):
         return RenderOutput(dgd_yaml=pipeline.render(run_context(run)))
@@ -394,7 +394,7 @@ def apply(
     timeout: Annotated[str, Parameter(name="timeout", description="seconds to wait until the DGD is ready")] = "1800",
 ) -> None:
     """Task `apply` (auto-apply only): the declared step `apply` into the request's namespace, waiting until ready."""
-    from steps import pipeline
+    from slaprof.steps.dag import pipeline
 
     with step_errors("apply"):
         pipeline.apply(run_context(run, apply_timeout=float(timeout)))
@@ -415,7 +415,7 @@ def record(
     threshold: Annotated[str, Parameter(name="drift-threshold", description="percent; 0 = report only")] = "0",
 ) -> RecordOutput:
     """Task `record`: the declared step `record` against history/<key>/; fails only when drift exceeds the threshold."""
-    from steps import pipeline
+    from slaprof.steps.dag import pipeline
 
     with step_errors("record"):
         try:
@@ -445,7 +445,7 @@ def cleanup(
     run: RunParam = "{{workflow.name}}",
     status: Annotated[str, Parameter(name="status", description="how the run ended")] = "{{workflow.status}}",
 ) -> CleanupOutput:
-    """Exit handler: when the run did not succeed, undo what its apply did (steps.undo).
+    """Exit handler: when the run did not succeed, undo what its apply did (slaprof.steps.dag.undo).
 
     Only objects the run's record names are touched: those it created are deleted, those it
     updated get their replaced values back, and nothing is undone once its deployment became
@@ -455,7 +455,7 @@ def cleanup(
     with step_errors("cleanup"):
         if status == "Succeeded":
             return CleanupOutput(undone="nothing: the run succeeded")
-        from steps import undo
+        from slaprof.steps.dag import undo
 
         lines = undo.run_step(run_store(run))
         for line in lines:

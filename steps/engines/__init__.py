@@ -11,11 +11,11 @@ from __future__ import annotations
 # Each import registers its backend; their order is the order users see them in (CLI help, the Argo
 # drop-down), the default first.
 # isort: off
-from steps.engines import vllm, sglang, trtllm, simulated  # noqa: F401
+from slaprof.steps.engines import vllm, sglang, trtllm, simulated  # noqa: F401
 
 # isort: on
-from steps.engines.base import DYNAMO_VERSION, EngineBackend, Role, ServerLaunch, ServerOptions
-from steps.engines.registry import backend_names, get_backend, register_backend
+from slaprof.steps.engines.base import DYNAMO_VERSION, EngineBackend, Role, ServerLaunch, ServerOptions
+from slaprof.steps.engines.registry import backend_names, get_backend, register_backend
 
 __all__ = [
     "DYNAMO_VERSION",

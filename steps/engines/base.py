@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from steps.candidates import Candidate
+from slaprof.steps.core.candidates import Candidate
 
 # a disaggregated graph's prefill or decode worker, or an aggregated worker serving both phases
 Role = Literal["prefill", "decode", "agg"]
@@ -156,7 +156,7 @@ class EngineBackend(ABC):
 
     def dgd_template(self, engine_image: str, frontend_image: str) -> dict[str, Any]:
         """The built-in disaggregated DGD (Frontend, prefill and decode workers, Planner) that render fills in."""
-        text = resources.files("steps").joinpath("templates", self.dgd_template_file).read_text()
+        text = resources.files("slaprof.steps").joinpath("templates", self.dgd_template_file).read_text()
         values = {
             "name": self.name,
             "engine_image": engine_image,

@@ -5,10 +5,10 @@ Backend-neutral: the command, environment, readiness hints and KV parsing come f
 
 - subprocess (default): the server runs in its own session (process group) with its output in a
   log file; `stop()` signals the whole group (SIGTERM, then SIGKILL) and checks that nothing of
-  it is left. It gets SIGTERM if the bench process dies first (`steps.process_groups`).
+  it is left. It gets SIGTERM if the bench process dies first (`slaprof.steps.measure.process_groups`).
 - sidecar (`SLAPROF_ENGINE_SIDECAR=DIR`, the Argo `bench-online` pod): the engine runs in another
   container of the pod (the engine image, with the GPUs) that shares DIR and the network with
-  this one. The bench writes the launch into DIR (`steps.engines.sidecar`); the sidecar runs it,
+  this one. The bench writes the launch into DIR (`slaprof.steps.engines.sidecar`); the sidecar runs it,
   teeing the engine's output to DIR/engine.log; readiness, KV capacity and profiling go over
   localhost as usual; `stop()` writes DIR/stop and waits for the sidecar to report the engine gone.
 """
@@ -26,10 +26,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from steps.candidates import Candidate
-from steps.engines import sidecar
-from steps.engines.base import EngineBackend, ServerOptions
-from steps.process_groups import start_group
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.engines import sidecar
+from slaprof.steps.engines.base import EngineBackend, ServerOptions
+from slaprof.steps.measure.process_groups import start_group
 
 # Log phrases of an engine that ran out of GPU memory at start-up: the mapping does not fit.
 _OOM = re.compile(

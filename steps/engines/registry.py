@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar
 
-from steps.engines.base import EngineBackend
-from steps.errors import UserError
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.engines.base import EngineBackend
 
 # Backend names appear in DGD names, S3 keys and Argo parameters: short lowercase DNS-1035 labels.
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from steps.candidates import Candidate
-from steps.engines.base import (
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.engines.base import (
     EngineBackend,
     Role,
     ServerLaunch,
@@ -21,7 +21,7 @@ from steps.engines.base import (
     prometheus_samples,
     to_int,
 )
-from steps.engines.registry import register_backend
+from slaprof.steps.engines.registry import register_backend
 
 DISAGG_BOOTSTRAP_PORT = 12345
 _KV = re.compile(r"^[^\n]*?(?:DP(?P<rank>\d+)\b[^\n]*?)?KV Cache is allocated\.\s*#tokens:\s*(?P<n>[0-9][0-9,]*)", re.M)

@@ -2,7 +2,7 @@
 
 The pod has two containers sharing one folder (`SLAPROF_ENGINE_SIDECAR`, an emptyDir) and the
 network: `main` runs the bench step (CPUs only), `engine` runs the engine image with the GPUs.
-The `engine` container's command (`workflows.bench.engine_boot`) waits for DIR/launch.sh and
+The `engine` container's command (`slaprof.workflows.bench.engine_boot`) waits for DIR/launch.sh and
 runs it, or exits when DIR/done appears first. Files in DIR:
 
   launch.sh    written (atomically) by the bench: starts the engine, see `launch_script`

@@ -1,4 +1,4 @@
-"""Simulated backend: `python -m steps.simengine`, a CPU-only OpenAI server timed by `steps.perf`.
+"""Simulated backend: `python -m slaprof.steps.measure.simengine`, a CPU-only OpenAI server timed by `slaprof.steps.perf`.
 
 It starts, answers readiness probes, reports KV capacity (on /metrics and in its log) and
 stops exactly like a GPU engine, so the bench step cannot tell it apart. Its DGD parts are
@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from steps.candidates import Candidate
-from steps.engines.base import (
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.engines.base import (
     EngineBackend,
     Role,
     ServerLaunch,
@@ -22,7 +22,7 @@ from steps.engines.base import (
     prometheus_samples,
     to_int,
 )
-from steps.engines.registry import get_backend, register_backend
+from slaprof.steps.engines.registry import get_backend, register_backend
 
 KV_METRIC = "simengine:max_total_num_tokens"
 _KV = re.compile(r"^[^\n]*?KV cache capacity:\s*(?P<n>[0-9][0-9,]*)\s*tokens", re.M)
@@ -95,7 +95,7 @@ class SimulatedBackend(EngineBackend):
         argv = [
             sys.executable,
             "-m",
-            "steps.simengine",
+            "slaprof.steps.measure.simengine",
             "--model",
             s.model_path or model,
             "--served-model-name",

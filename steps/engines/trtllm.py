@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from steps.candidates import Candidate
-from steps.engines.base import (
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.engines.base import (
     EngineBackend,
     Role,
     ServerLaunch,
@@ -25,7 +25,7 @@ from steps.engines.base import (
     last_per_rank,
     to_int,
 )
-from steps.engines.registry import register_backend
+from slaprof.steps.engines.registry import register_backend
 
 # Where a DGD worker finds its engine-args file; the renderer mounts `engine_config` there.
 ENGINE_CONFIG_DIR = "/opt/slaprof/engine-config"

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 
-from steps.candidates import Candidate
-from steps.engines.base import (
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.engines.base import (
     EngineBackend,
     Role,
     ServerLaunch,
@@ -27,7 +27,7 @@ from steps.engines.base import (
     prometheus_samples,
     to_int,
 )
-from steps.engines.registry import register_backend
+from slaprof.steps.engines.registry import register_backend
 
 DEFAULT_BLOCK_SIZE = 16
 _RANK = r"(?:EngineCore_DP(?P<rank>\d+)[^\n]*?)?"

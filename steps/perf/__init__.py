@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from steps.candidates import Candidate
-from steps.errors import UserError
-from steps.gpus import GpuSpec
-from steps.models import ModelInfo
-from steps.perf.roofline import AggEstimate, BuiltinEstimator
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.perf.roofline import AggEstimate, BuiltinEstimator
+from slaprof.steps.specs.gpus import GpuSpec
+from slaprof.steps.specs.models import ModelInfo
 
 ESTIMATORS: tuple[str, ...] = ("builtin", "aic")
 
@@ -49,7 +49,7 @@ def get_estimator(
     if estimator == "builtin":
         return BuiltinEstimator(model, gpu, backend, cand)
     if estimator == "aic":
-        from steps.perf.aic import AicEstimator
+        from slaprof.steps.perf.aic import AicEstimator
 
         return AicEstimator(model, gpu, backend, cand, **opts)
     raise UserError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")

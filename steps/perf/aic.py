@@ -29,14 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from steps.candidates import Candidate
-from steps.engines import backend_names, get_backend
-from steps.errors import UserError
-from steps.gpus import GpuSpec
-from steps.models import ModelInfo
-from steps.perf.mapping import Mapping
-from steps.perf.memory import kv_capacity_tokens
-from steps.perf.roofline import AggEstimate, compute_dtype
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.engines import backend_names, get_backend
+from slaprof.steps.perf.mapping import Mapping
+from slaprof.steps.perf.memory import kv_capacity_tokens
+from slaprof.steps.perf.roofline import AggEstimate, compute_dtype
+from slaprof.steps.specs.gpus import GpuSpec
+from slaprof.steps.specs.models import ModelInfo
 
 _GEMM = {"bf16": "bfloat16", "fp8": "fp8", "fp4": "nvfp4"}
 _KV = {"bf16": "bfloat16", "fp8": "fp8"}

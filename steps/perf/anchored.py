@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from steps.perf.roofline import AggEstimate
+from slaprof.steps.perf.roofline import AggEstimate
 
 ANCHORS_PER_AXIS = 3
 

@@ -1,4 +1,4 @@
-"""Calibrated constants of the built-in performance model (read by `steps.perf.roofline`).
+"""Calibrated constants of the built-in performance model (read by `slaprof.steps.perf.roofline`).
 
 The constants are few and physical (efficiencies, per-layer and per-step latencies, fixed
 overheads) so they carry over to GPUs they were not fitted on. They live in
@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from steps.engines import get_backend
+from slaprof.steps.engines import get_backend
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -98,7 +98,7 @@ class Calibration(BaseModel):
 def load_calibration() -> Calibration:
     """The packaged calibration file, or uncalibrated defaults when it is absent."""
     try:
-        text = resources.files("steps.perf").joinpath(CALIBRATION_FILE).read_text()
+        text = resources.files("slaprof.steps.perf").joinpath(CALIBRATION_FILE).read_text()
     except (FileNotFoundError, OSError):
         return Calibration()
     return Calibration.model_validate(json.loads(text))

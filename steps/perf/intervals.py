@@ -204,7 +204,7 @@ def fit_intervals(residuals: Sequence[Residual], source: str, fitted_at: str, mi
 def load_intervals() -> Intervals:
     """The packaged intervals, or none (every interval collapses onto its estimate) when absent."""
     try:
-        text = resources.files("steps.perf").joinpath(INTERVALS_FILE).read_text()
+        text = resources.files("slaprof.steps.perf").joinpath(INTERVALS_FILE).read_text()
     except (FileNotFoundError, OSError):
         return Intervals()
     return Intervals.model_validate(json.loads(text))

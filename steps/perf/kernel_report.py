@@ -18,12 +18,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from steps.errors import UserError
-from steps.gpus import GpuSpec, get_gpu
-from steps.models import ModelInfo
-from steps.perf.constants import BackendConstants
-from steps.perf.mapping import Mapping
-from steps.perf.roofline import ACT_BYTES, BuiltinEstimator
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.perf.constants import BackendConstants
+from slaprof.steps.perf.mapping import Mapping
+from slaprof.steps.perf.roofline import ACT_BYTES, BuiltinEstimator
+from slaprof.steps.specs.gpus import GpuSpec, get_gpu
+from slaprof.steps.specs.models import ModelInfo
 
 FORMAT = "slaprof-kernels/1"
 KernelKind = Literal[

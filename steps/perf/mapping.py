@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steps.candidates import Candidate
+from slaprof.steps.core.candidates import Candidate
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ Used by the planner (which mappings fit) and by the offline estimator (max_kv_to
 
 from __future__ import annotations
 
-from steps.candidates import Candidate
-from steps.engines import get_backend
-from steps.gpus import GIB, GpuSpec
-from steps.models import BYTES_PER_WEIGHT, ModelInfo
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.engines import get_backend
+from slaprof.steps.specs.gpus import GIB, GpuSpec
+from slaprof.steps.specs.models import BYTES_PER_WEIGHT, ModelInfo
 
 # Each backend's share of GPU memory (vLLM gpu_memory_utilization, SGLang mem_fraction_static,
 # TRT-LLM free_gpu_memory_fraction, applied to the total here) and the tokens of its memory-profiling

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steps.candidates import Candidate
-from steps.gpus import GpuSpec
-from steps.models import BYTES_PER_KV, BYTES_PER_WEIGHT, ModelInfo
-from steps.perf.constants import BackendConstants, constants_for
-from steps.perf.mapping import Mapping
-from steps.perf.memory import kv_capacity_tokens
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.perf.constants import BackendConstants, constants_for
+from slaprof.steps.perf.mapping import Mapping
+from slaprof.steps.perf.memory import kv_capacity_tokens
+from slaprof.steps.specs.gpus import GpuSpec
+from slaprof.steps.specs.models import BYTES_PER_KV, BYTES_PER_WEIGHT, ModelInfo
 
 ACT_BYTES = 2.0  # activations travel as bf16
 # In a disaggregated graph the decode worker emits the first token: the request joins its running

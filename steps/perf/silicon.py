@@ -20,13 +20,13 @@ from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
-from steps.errors import UserError
-from steps.gpus import GPU_NAMES, GpuSpec, get_gpu
-from steps.models import ModelInfo, model_info_from_config
-from steps.perf.constants import BackendConstants, constants_for
-from steps.perf.mapping import Mapping
-from steps.perf.memory import kv_bytes_per_token_per_gpu
-from steps.perf.roofline import BuiltinEstimator, compute_dtype, disagg_ttft_ms, kv_transfer_ms
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.perf.constants import BackendConstants, constants_for
+from slaprof.steps.perf.mapping import Mapping
+from slaprof.steps.perf.memory import kv_bytes_per_token_per_gpu
+from slaprof.steps.perf.roofline import BuiltinEstimator, compute_dtype, disagg_ttft_ms, kv_transfer_ms
+from slaprof.steps.specs.gpus import GPU_NAMES, GpuSpec, get_gpu
+from slaprof.steps.specs.models import ModelInfo, model_info_from_config
 
 CALIBRATION_SYSTEMS: tuple[str, ...] = ("h100_sxm", "h200_sxm")
 GPUS_PER_NODE = {"gb200": 72, "gb300": 72}  # NVL72 racks; HGX systems have 8 GPUs per NVLink domain
@@ -324,7 +324,7 @@ def predict_case(case: SiliconCase, constants: BackendConstants | None = None) -
 
 def case_residuals(case: SiliconCase, constants: BackendConstants | None = None):
     """The row's (system, phase, backend, load per rank, ISL, MoE, log(measured / estimated)) for TTFT and ITL
-    (the prediction intervals' groups, `steps.perf.intervals`)."""
+    (the prediction intervals' groups, `slaprof.steps.perf.intervals`)."""
     import math
 
     assert case.model is not None

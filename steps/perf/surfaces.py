@@ -17,10 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from steps.candidates import Candidate
-from steps.gpus import get_gpu
-from steps.perf import PerfEstimator, get_estimator
-from steps.results import (
+from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.results import (
     AggPoint,
     CandidateProfile,
     DecodePoint,
@@ -29,14 +27,16 @@ from steps.results import (
     Provenance,
     utc_now,
 )
+from slaprof.steps.perf import PerfEstimator, get_estimator
+from slaprof.steps.specs.gpus import get_gpu
 
 # prompts in flight per attention-DP rank of a busy prefill engine
 PREFILL_LOAD_PER_RANK = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 OFFLINE_AGG_POINTS = 40  # an estimate costs microseconds: sweep densely
 
 if TYPE_CHECKING:
-    from steps.plan import Plan
-    from steps.request import ProfileRequest
+    from slaprof.steps.core.request import ProfileRequest
+    from slaprof.steps.dag.plan import Plan
 
 
 def _aic_options(request: ProfileRequest) -> dict[str, str]:
@@ -55,7 +55,7 @@ def estimator_for(request: ProfileRequest, plan: Plan, candidate: Candidate, anc
     exact = get_estimator(plan.model, gpu, plan.backend, candidate, "aic", **_aic_options(request))
     if not anchored:
         return exact
-    from steps.perf.anchored import AnchoredEstimator
+    from slaprof.steps.perf.anchored import AnchoredEstimator
 
     return AnchoredEstimator(exact, get_estimator(plan.model, gpu, plan.backend, candidate, "builtin"))
 
@@ -85,7 +85,7 @@ def prefill_load_points(est: PerfEstimator, isl: int, candidate: Candidate, max_
 
 def agg_points(est: PerfEstimator, isl: int, osl: int, candidate: Candidate, max_kv: int) -> list[AggPoint]:
     """The aggregated engine over a concurrency sweep at (isl, osl)."""
-    from steps.plan import agg_concurrencies
+    from slaprof.steps.dag.plan import agg_concurrencies
 
     concurrencies = agg_concurrencies(max_kv, isl, osl, OFFLINE_AGG_POINTS, candidate.attn_dp)
     sweep = getattr(est, "agg_sweep", None)
@@ -104,7 +104,7 @@ def offline_profile(
     `estimator` defaults to the one the request's sweep names; one that answers a point at a
     time (AI Configurator) works as well as a vectorised one.
     """
-    from steps.plan import decode_concurrencies
+    from slaprof.steps.dag.plan import decode_concurrencies
 
     started = utc_now()
     est = estimator or estimator_for(request, plan, candidate)

@@ -5,7 +5,7 @@ Use: `from tests.plugins.kube import cluster  # noqa: F401` and take the `cluste
 emulator per test: KMock's per-request cost grows with its history).
 
 KMock as shipped stores objects and applies merge/JSON patches. This module adds, in test code, the
-parts of a real API server that `steps.apply` depends on:
+parts of a real API server that `slaprof.steps.dag.apply` depends on:
 - only declared resources exist (an undeclared one answers 404, as a missing CRD does);
 - create answers 201 and stamps uid, resourceVersion, generation and creationTimestamp;
 - a patch bumps resourceVersion (and generation when it touches `spec`) and is refused with 409

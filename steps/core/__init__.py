@@ -1,0 +1,1 @@
+"""What every step shares: the request (and `fields`, which derives the CLI, the workflow parameters and the DGDR reader from its declaration), the stored results, the artifact store, errors, candidates."""

@@ -1,0 +1,1 @@
+"""The DAG: `pipeline` declares its steps (what each reads, writes and follows), from which the local runner and the Argo workflow are both derived; then one module per step, whose `run_step(store)` reads its inputs from the run's store and writes its outputs there."""

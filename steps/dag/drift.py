@@ -1,0 +1,161 @@
+"""DAG step `record`: keep each run's result under a stable key and report drift against the last one.
+
+Inputs: the run's selection.json and request.json; the previous result in the history store at
+`history/<model>/<backend>/<gpu>/selection.json` (absent on the first run).
+Outputs: drift.json in the run (percent change of TTFT, ITL and throughput per GPU at the chosen
+configurations, and whether the choice changed); the history entry replaced by this run's result.
+A threshold > 0 turns drift beyond it (or a changed choice) into a failed step, after recording.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, Field
+
+from slaprof.steps.core.errors import StepFailed
+from slaprof.steps.core.request import ProfileRequest
+from slaprof.steps.core.results import Selection, utc_now
+from slaprof.steps.core.store import ArtifactStore, Layout, read_model, write_model
+
+DRIFT_KEY = "drift.json"
+HISTORY_SELECTION = "selection.json"
+HISTORY_RUN = "run.json"
+
+
+class MetricDrift(BaseModel):
+    name: str  # prefill_ttft_ms | prefill_thpt_per_gpu | decode_itl_ms | decode_thpt_per_gpu
+    previous: float
+    current: float
+    change_pct: float
+
+
+class HistoryEntry(BaseModel):
+    run: str
+    recorded_at: str = Field(default_factory=utc_now)
+
+
+class DriftReport(BaseModel):
+    history_key: str
+    run: str
+    previous_run: str | None = None
+    compared: bool = False  # False on the first run of this model/backend/GPU
+    previous_choice: str | None = None
+    current_choice: str | None = None
+    choice_changed: bool = False
+    metrics: list[MetricDrift] = Field(default_factory=list)
+    max_abs_change_pct: float = 0.0
+    threshold_pct: float = 0.0  # 0 = report only
+    exceeded: bool = False
+    notes: list[str] = Field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.compared:
+            return f"first result for {self.history_key}; nothing to compare"
+        changes = ", ".join(f"{m.name} {m.change_pct:+.1f}%" for m in self.metrics) or "no comparable numbers"
+        choice = (
+            f"choice changed {self.previous_choice} -> {self.current_choice}"
+            if self.choice_changed
+            else f"choice unchanged ({self.current_choice})"
+        )
+        verdict = f"; exceeds {self.threshold_pct:g}%" if self.exceeded else ""
+        return f"drift vs {self.previous_run}: {changes}; {choice}{verdict}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "model"
+
+
+def history_key(model: str, backend: str, gpu: str) -> str:
+    """Stable key of a (model, backend, GPU): `qwen-qwen3-32b/vllm/h200_sxm`."""
+    return f"{_slug(model)}/{backend}/{gpu}"
+
+
+def choice_of(selection: Selection) -> str | None:
+    """`tp2+tp4` (prefill+decode) or `agg-tp8`; with engine counts when fit sized a deployment:
+    `2xtp2+1xtp4`."""
+    chosen = selection.deployment
+    if chosen is not None:
+        return "+".join(f"{e.replicas}x{e.candidate.id}" for e in chosen.engines)
+    if selection.prefill is None and selection.decode is None:
+        return None
+    p = selection.prefill.candidate.id if selection.prefill else "-"
+    d = selection.decode.candidate.id if selection.decode else "-"
+    return f"{p}+{d}"
+
+
+def _numbers(selection: Selection) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if selection.prefill:
+        out["prefill_ttft_ms"] = selection.prefill.ttft_ms
+        out["prefill_thpt_per_gpu"] = selection.prefill.thpt_per_gpu
+    if selection.decode:
+        out["decode_itl_ms"] = selection.decode.itl_ms
+        out["decode_thpt_per_gpu"] = selection.decode.thpt_per_gpu
+    if selection.deployment is not None:
+        out["deployment_ttft_ms"] = selection.deployment.ttft_ms
+        out["deployment_itl_ms"] = selection.deployment.itl_ms
+        out["deployment_thpt_per_gpu"] = selection.deployment.thpt_per_gpu
+    return out
+
+
+def compare(
+    previous: Selection | None,
+    current: Selection,
+    *,
+    key: str,
+    run: str,
+    previous_run: str | None = None,
+    threshold_pct: float = 0.0,
+) -> DriftReport:
+    """Drift of `current` against `previous` (None on the first run)."""
+    report = DriftReport(
+        history_key=key,
+        run=run,
+        previous_run=previous_run,
+        current_choice=choice_of(current),
+        threshold_pct=threshold_pct,
+    )
+    if previous is None:
+        return report
+    report.compared = True
+    report.previous_choice = choice_of(previous)
+    report.choice_changed = report.previous_choice != report.current_choice
+    if (previous.isl, previous.osl) != (current.isl, current.osl):
+        report.notes.append(f"workload changed: ISL/OSL {previous.isl}/{previous.osl} -> {current.isl}/{current.osl}")
+    if (previous.ttft_ms, previous.itl_ms) != (current.ttft_ms, current.itl_ms):
+        report.notes.append(
+            f"SLA changed: TTFT/ITL {previous.ttft_ms:g}/{previous.itl_ms:g} ms -> "
+            f"{current.ttft_ms:g}/{current.itl_ms:g} ms"
+        )
+    before, after = _numbers(previous), _numbers(current)
+    for name in before.keys() & after.keys():
+        if before[name] == 0:
+            continue
+        change = (after[name] - before[name]) / before[name] * 100.0
+        report.metrics.append(
+            MetricDrift(name=name, previous=before[name], current=after[name], change_pct=round(change, 2))
+        )
+    report.metrics.sort(key=lambda m: m.name)
+    report.max_abs_change_pct = max((abs(m.change_pct) for m in report.metrics), default=0.0)
+    report.exceeded = threshold_pct > 0 and (report.max_abs_change_pct > threshold_pct or report.choice_changed)
+    return report
+
+
+def run_step(store: ArtifactStore, history: ArtifactStore, run: str, threshold_pct: float = 0.0) -> DriftReport:
+    """DAG step `record`: write drift.json, replace the history entry, fail when drift exceeds the threshold.
+
+    `history` is the store rooted at the stable key (see `history_key`); the caller opens it."""
+    current = read_model(store, Layout.SELECTION, Selection)
+    request = read_model(store, Layout.REQUEST, ProfileRequest)
+    key = history_key(request.model, request.backend, request.hardware.gpu)
+    previous = read_model(history, HISTORY_SELECTION, Selection) if history.exists(HISTORY_SELECTION) else None
+    previous_run = read_model(history, HISTORY_RUN, HistoryEntry).run if history.exists(HISTORY_RUN) else None
+    report = compare(previous, current, key=key, run=run, previous_run=previous_run, threshold_pct=threshold_pct)
+    write_model(store, DRIFT_KEY, report)
+    # the newest result always becomes the reference: a drift alarm fires once, not on every later run
+    write_model(history, HISTORY_SELECTION, current)
+    write_model(history, HISTORY_RUN, HistoryEntry(run=run))
+    if report.exceeded:
+        raise StepFailed(report.summary())
+    return report

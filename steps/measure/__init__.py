@@ -1,0 +1,1 @@
+"""Measuring for `bench`: AIPerf runs, surface points, process groups, the simulated engine."""

@@ -1,0 +1,1 @@
+"""The local runner: the whole DAG on one machine (`slaprof profile`), its run lock and progress."""
