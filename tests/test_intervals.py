@@ -12,7 +12,6 @@ from slaprof.steps.cli.main import main
 from slaprof.steps.core.candidates import Candidate
 from slaprof.steps.core.results import AggPoint, CandidateProfile, Provenance
 from slaprof.steps.dag.fit import fit_profiles
-from slaprof.steps.perf.constants import constants_for
 from slaprof.steps.perf.intervals import Context, fit_intervals, load_intervals
 from slaprof.steps.perf.roofline import LONE_REQUEST_OVERHEAD_MAX_MS, BuiltinEstimator
 from slaprof.steps.specs.gpus import get_gpu
@@ -133,7 +132,9 @@ def test_confidence_outside_zero_one_is_refused(capsys):
 
 
 def test_default_constants_keep_a_lone_request_unqueued():
-    assert constants_for("nonexistent-backend").admission_ms == 0.0
+    from slaprof.steps.perf.constants import BackendConstants
+
+    assert BackendConstants().admission_ms == 0.0
 
 
 # ---------------------------------------------------------------------------

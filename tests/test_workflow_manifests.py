@@ -151,7 +151,7 @@ def test_suspend_node_offers_fit_choices_as_an_enum(wt):
 def test_the_pick_waits_pick_timeout_then_takes_fits_recommendation(wt):
     """A suspend without a duration waits until the run's deadline kills it; with one, Argo resumes it
     with the output's default (auto), which `pick` treats as fit's own choice."""
-    from slaprof.workflows.pick import parse_choice
+    from slaprof.steps.fitting.pick import parse_choice
 
     choose = _templates(wt)["choose"]
     params = {p["name"]: p for p in wt["spec"]["arguments"]["parameters"]}

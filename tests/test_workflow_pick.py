@@ -8,8 +8,8 @@ from slaprof.steps.core.candidates import Candidate
 from slaprof.steps.core.errors import StepFailed, Unreachable, UserError
 from slaprof.steps.core.results import DecodeChoice, ParetoPoint, PrefillChoice, Selection
 from slaprof.steps.core.store import StoreUnavailable
+from slaprof.steps.fitting.pick import RECOMMENDED, pareto_choices, parse_choice
 from slaprof.workflows.params import PICK_SLOTS
-from slaprof.workflows.pick import RECOMMENDED, pareto_choices, parse_choice
 from slaprof.workflows.tasks import TRANSIENT_EXIT, fit_outputs, step_errors
 
 

@@ -236,6 +236,14 @@ REQUEST_DOC = yaml.safe_dump(
 
 @pytest.fixture(scope="module")
 def argo(s3_server, tmp_path_factory):
+    # the drift history of every run in the bucket is shared (history/<model>/<backend>/<gpu>): this
+    # module's first run must find none, whatever other tests profiled into the bucket before
+    from minio import Minio
+
+    client = Minio(s3_server.endpoint, access_key=s3_server.access_key, secret_key=s3_server.secret_key, secure=False)
+    if client.bucket_exists(BUCKET):
+        for obj in client.list_objects(BUCKET, prefix="history/", recursive=True):
+            client.remove_object(BUCKET, obj.object_name)
     return ArgoStandIn(
         s3_server,
         tmp_path_factory.mktemp("pods"),

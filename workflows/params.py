@@ -16,6 +16,7 @@ from slaprof.steps.core.errors import UserError
 from slaprof.steps.core.fields import RequestField, argo_description, get_path, request_fields, set_path
 from slaprof.steps.dag.apply import RUN_LABEL as RUN_LABEL  # re-exported: one declaration
 from slaprof.steps.dag.pipeline import AUTO_CHOICE as AUTO_CHOICE  # re-exported: one declaration
+from slaprof.steps.fitting.pick import PICK_SLOTS as PICK_SLOTS  # re-exported: one declaration
 
 VERSION = "0.1.0"
 IMAGE = f"ghcr.io/slaprof/slaprof:{VERSION}"
@@ -33,8 +34,6 @@ SEMAPHORE_CONFIGMAP = "slaprof-semaphores"
 # One semaphore per engine size, taken by online bench pods only: key gpus-<N> holds how many
 # N-GPU engines may be measured at once (the chart derives it from the GPUs it is told about).
 GPU_SEMAPHORE_KEY = "gpus-{{inputs.parameters.gpus}}"
-
-PICK_SLOTS = 6  # Pareto choices offered by the suspend node (Argo enums are static lists)
 
 
 @dataclass(frozen=True)

@@ -310,7 +310,7 @@ class FitOutput(_FitOutputBase):
 
 def fit_outputs(selection: Any) -> dict[str, Any]:
     """Output parameter values of fit for a Selection (what the node panel shows)."""
-    from slaprof.workflows.pick import pareto_choices
+    from slaprof.steps.fitting.pick import pareto_choices
 
     choices = pareto_choices(selection)
     slots = (choices + [choices[0] if choices else AUTO_CHOICE] * PICK_SLOTS)[:PICK_SLOTS]

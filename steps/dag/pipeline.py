@@ -52,7 +52,7 @@ class RunContext:
 
     store: ArtifactStore
     location: str  # the store's location: a folder or s3://bucket/prefix
-    choice: str = AUTO_CHOICE  # pick: a label of `slaprof.workflows.pick.pareto_choices`, or `<prefill>+<decode>`
+    choice: str = AUTO_CHOICE  # pick: a label of `slaprof.steps.fitting.pick.pareto_choices`, or `<prefill>+<decode>`
     drift_threshold: float = 0.0  # record: percent of drift that fails the run; 0 = report only
     apply_timeout: float = 1800.0  # apply: seconds to wait until the deployment is ready
     force: bool = False  # bench: measure again even when a valid profile exists
@@ -242,7 +242,7 @@ def pick(ctx: RunContext) -> Selection:
     from slaprof.steps.core.results import Selection
     from slaprof.steps.core.store import write_model
     from slaprof.steps.dag.fit import load_plan, load_profiles, write_outputs
-    from slaprof.workflows.pick import apply_choice
+    from slaprof.steps.fitting.pick import apply_choice
 
     request = read_model(ctx.store, Layout.REQUEST, ProfileRequest)
     selection = read_model(ctx.store, Layout.SELECTION, Selection)

@@ -546,7 +546,7 @@ def _run_locked(
             done[step.name] = "failed"
             continue
         if step.asks_person and options.ask is not None and result.selection is not None:
-            from slaprof.workflows.pick import pareto_choices
+            from slaprof.steps.fitting.pick import pareto_choices
 
             ctx.choice = options.ask(pareto_choices(result.selection))
         if not pipeline.switched_on(step, request, ctx.choice):

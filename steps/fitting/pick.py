@@ -1,7 +1,6 @@
-"""Interactive pick: the Pareto choices a person chooses from, and applying the choice.
-
-Argo concept: a suspend node whose output parameter is an enum supplied on resume
-(https://argo-workflows.readthedocs.io/en/latest/intermediate-inputs/). `fit` offers up to
+"""The pick: the Pareto choices a person chooses from, and applying the choice (both runners' `pick`
+step: `slaprof profile --pick`, and on Argo a suspend node whose output parameter is an enum supplied
+on resume, https://argo-workflows.readthedocs.io/en/latest/intermediate-inputs/). `fit` offers up to
 PICK_SLOTS choices, recommendation first; each is a label `<prefill id>+<decode id>: numbers`
 (an aggregated recommendation: `<agg id>: numbers`), so the label alone says what it deploys. Picking rewrites selection.json and the planner
 data for `render` (fit's own decision stays in selection.auto.json).
@@ -15,12 +14,13 @@ from slaprof.steps.core.candidates import AGG_PREFIX
 from slaprof.steps.core.errors import UserError
 from slaprof.steps.core.request import ProfileRequest
 from slaprof.steps.core.results import CandidateProfile, ParetoPoint, Selection
-from slaprof.workflows.params import AUTO_CHOICE, PICK_SLOTS
+from slaprof.steps.dag.pipeline import AUTO_CHOICE
 
 if TYPE_CHECKING:
     from slaprof.steps.dag.plan import Plan
     from slaprof.steps.fitting.fit_result import FitResult
 
+PICK_SLOTS = 6  # Pareto choices offered (an Argo suspend node's enum is a static list of this many)
 RECOMMENDED = " (recommended)"
 
 
