@@ -168,6 +168,24 @@ def test_a_gpu_outside_the_catalog_is_named() -> None:
         catalog_gpu(KernelReport.model_validate(data))
 
 
+@pytest.mark.parametrize(
+    ("device", "gpu"),
+    [
+        ("NVIDIA H100 80GB HBM3", "h100_sxm"),
+        ("NVIDIA H200", "h200_sxm"),
+        ("NVIDIA A100-SXM4-80GB", "a100_sxm"),
+        ("NVIDIA B200", "b200_sxm"),
+        ("NVIDIA GB200", "gb200"),  # contains "B200" but is not the B200
+        ("NVIDIA GB300", "gb300"),
+        ("NVIDIA L40S", "l40s"),
+    ],
+)
+def test_each_catalog_gpu_knows_the_device_name_torch_gives_it(device: str, gpu: str) -> None:
+    data = json.loads(FIXTURE.read_text())
+    data["device"]["name"] = device
+    assert catalog_gpu(KernelReport.model_validate(data)).name == gpu
+
+
 def test_calibration_pins_the_measured_efficiencies() -> None:
     calibrate = _bench_module("calibrate")
     pins = {"mem_eff": 0.86, "gemm_eff": 0.72}

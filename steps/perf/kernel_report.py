@@ -22,7 +22,7 @@ from slaprof.steps.core.errors import UserError
 from slaprof.steps.perf.constants import BackendConstants
 from slaprof.steps.perf.mapping import Mapping
 from slaprof.steps.perf.roofline import ACT_BYTES, BuiltinEstimator
-from slaprof.steps.specs.gpus import GpuSpec, get_gpu
+from slaprof.steps.specs.gpus import GPU_NAMES, GpuSpec, get_gpu
 from slaprof.steps.specs.models import ModelInfo
 
 FORMAT = "slaprof-kernels/1"
@@ -31,18 +31,6 @@ KernelKind = Literal[
 ]
 # what bench/calibrate.py may pin: the kernel efficiencies these measurements isolate
 MEASURED_CONSTANTS = ("mem_eff", "gemm_eff", "attn_eff")
-# torch's device names -> the catalog (GB before B: "NVIDIA GB200" contains "B200"; PCIe and NVL
-# parts have other bandwidths and are not in the catalog)
-DEVICE_NAMES: tuple[tuple[str, str], ...] = (
-    (r"\bH200\b", "h200_sxm"),
-    (r"\bH100\b(?!.*\b(PCIe|NVL)\b)", "h100_sxm"),
-    (r"\bGB300\b", "gb300"),
-    (r"\bGB200\b", "gb200"),
-    (r"\bB300\b", "b300_sxm"),
-    (r"\bB200\b", "b200_sxm"),
-    (r"\bA100\b.*\b80GB\b(?!.*PCIe)", "a100_sxm"),
-    (r"\bL40S\b", "l40s"),
-)
 
 
 class Device(BaseModel):
@@ -119,9 +107,10 @@ def read_kernel_report(path: Path) -> KernelReport:
 
 def catalog_gpu(report: KernelReport) -> GpuSpec:
     """The catalog GPU the report measured; a GPU slaprof does not model is the user's error."""
-    for pattern, name in DEVICE_NAMES:
-        if re.search(pattern, report.device.name):
-            return get_gpu(name)
+    for name in GPU_NAMES:
+        gpu = get_gpu(name)
+        if re.search(gpu.device_pattern, report.device.name):
+            return gpu
     raise UserError(f"{report.device.name} (measured in the kernel report) is not a GPU of slaprof's catalog")
 
 

@@ -20,6 +20,9 @@ class GpuSpec(BaseModel):
 
     name: str
     description: str
+    # what torch.cuda.get_device_name() says of it (the kernel check maps its report here); PCIe and
+    # NVL parts have other bandwidths and do not match
+    device_pattern: str
     memory_gb: float  # marketed capacity, decimal GB
     usable_memory_gib: float  # what the driver reports as total
     bf16_tflops: float
@@ -53,6 +56,7 @@ _CATALOG: dict[str, GpuSpec] = {
     for g in [
         GpuSpec(
             name="a100_sxm",
+            device_pattern=r"\bA100\b.*\b80GB\b(?!.*PCIe)",
             description="NVIDIA A100 80GB SXM",
             memory_gb=80,
             usable_memory_gib=79.15,
@@ -67,6 +71,7 @@ _CATALOG: dict[str, GpuSpec] = {
         ),
         GpuSpec(
             name="h100_sxm",
+            device_pattern=r"\bH100\b(?!.*\b(PCIe|NVL)\b)",
             description="NVIDIA H100 80GB SXM5",
             memory_gb=80,
             usable_memory_gib=79.19,
@@ -81,6 +86,7 @@ _CATALOG: dict[str, GpuSpec] = {
         ),
         GpuSpec(
             name="h200_sxm",
+            device_pattern=r"\bH200\b",
             description="NVIDIA H200 141GB SXM",
             memory_gb=141,
             usable_memory_gib=139.8,
@@ -95,6 +101,7 @@ _CATALOG: dict[str, GpuSpec] = {
         ),
         GpuSpec(
             name="b200_sxm",
+            device_pattern=r"\bB200\b",
             description="NVIDIA B200 180GB (HGX, 1,000 W)",
             memory_gb=180,
             usable_memory_gib=178.4,
@@ -109,6 +116,7 @@ _CATALOG: dict[str, GpuSpec] = {
         ),
         GpuSpec(
             name="b300_sxm",
+            device_pattern=r"\bB300\b",
             description="NVIDIA B300 288GB (HGX Blackwell Ultra)",
             memory_gb=288,
             usable_memory_gib=268.0,
@@ -123,6 +131,7 @@ _CATALOG: dict[str, GpuSpec] = {
         ),
         GpuSpec(
             name="gb200",
+            device_pattern=r"\bGB200\b",
             description="NVIDIA GB200 NVL72 (per Blackwell GPU, 1,200 W)",
             memory_gb=186,
             usable_memory_gib=184.0,
@@ -137,6 +146,7 @@ _CATALOG: dict[str, GpuSpec] = {
         ),
         GpuSpec(
             name="gb300",
+            device_pattern=r"\bGB300\b",
             description="NVIDIA GB300 NVL72 (per Blackwell Ultra GPU)",
             memory_gb=288,
             usable_memory_gib=275.0,
@@ -151,6 +161,7 @@ _CATALOG: dict[str, GpuSpec] = {
         ),
         GpuSpec(
             name="l40s",
+            device_pattern=r"\bL40S\b",
             description="NVIDIA L40S 48GB (PCIe)",
             memory_gb=48,
             usable_memory_gib=44.4,
