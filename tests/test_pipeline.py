@@ -65,6 +65,8 @@ def test_local_and_argo_runs_write_the_same_files(s3_server, tmp_path, picked):
             int(decode.removeprefix("tp")),
         )
         assert store.get_bytes(pipeline.AUTO_SELECTION) == argo.get(f"{run}/{pipeline.AUTO_SELECTION}")
+    # the context the plan assumed reaches the DGD's workers, whoever chose the deployment
+    assert selection["max_context"] == json.loads(store.get_bytes(Layout.PLAN))["grid"]["max_context"] > 0
     dgd = [d for d in yaml.safe_load_all(store.get_bytes(Layout.DGD)) if d]
     assert dgd and all(d["metadata"]["labels"]["slaprof.io/run"] == run for d in dgd)
     # drift is recorded by both: beside the local output, and under the bucket's history/

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from slaprof.steps.core.candidates import Candidate
 from slaprof.steps.core.errors import UserError
@@ -507,6 +507,23 @@ def _deployment_choices(
     return prefill, decode
 
 
+def _job(request: ProfileRequest, plan: Plan, w: Workload) -> dict[str, Any]:
+    """What a selection says of the job it answers, fit's own or a person's pick alike (the context
+    the plan assumed reaches the DGD's worker arguments through it)."""
+    return {
+        "model": plan.model.name,
+        "backend": request.backend,
+        "gpu": plan.gpu,
+        "isl": w.isl,
+        "osl": w.osl,
+        "ttft_ms": request.sla.ttft_ms,
+        "itl_ms": request.sla.itl_ms,
+        "max_context": plan.grid.max_context,
+        "serving": request.serving,
+        "gpu_budget": w.gpu_budget,
+    }
+
+
 def fit_profiles(request: ProfileRequest, plan: Plan, profiles: Sequence[CandidateProfile]) -> FitResult:
     """Select the deployment for `request`'s SLA and GPU budget from measured `profiles`."""
     from slaprof.steps.dag.plan import context_problem
@@ -714,13 +731,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan, profiles: Sequence[Candida
         )
 
     selection = Selection(
-        model=plan.model.name,
-        backend=request.backend,
-        gpu=plan.gpu,
-        isl=isl,
-        osl=osl,
-        ttft_ms=sla.ttft_ms,
-        itl_ms=sla.itl_ms,
+        **_job(request, plan, w),
         prefill=prefill_choice,
         decode=decode_choice,
         prefill_pareto=pareto_front([(o.candidate.id, o.ttft_ms, o.thpt_per_gpu, 1) for o in p_opts]),
@@ -730,9 +741,6 @@ def fit_profiles(request: ProfileRequest, plan: Plan, profiles: Sequence[Candida
         nearest_sla=nearest if missed else None,
         warnings=warnings,
         recommendation=recommendation,
-        max_context=plan.grid.max_context,
-        serving=request.serving,
-        gpu_budget=w.gpu_budget,
         deployment=chosen,
         alternative=alternative,
         comparison=comparison,
@@ -797,20 +805,12 @@ def fit_pick(
         )
     p_src, d_src = planner_source
     selection = Selection(
-        model=plan.model.name,
-        backend=request.backend,
-        gpu=plan.gpu,
-        isl=isl,
-        osl=osl,
-        ttft_ms=sla.ttft_ms,
-        itl_ms=sla.itl_ms,
+        **_job(request, plan, w),
         prefill=prefill_choice,
         decode=decode_choice,
         replicas=replicas,
         warnings=warnings,
         recommendation=[*lines, dep.deployment_line(chosen, w)],
-        serving=request.serving,
-        gpu_budget=w.gpu_budget,
         deployment=chosen,
     )
     return FitResult(
