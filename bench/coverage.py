@@ -12,8 +12,14 @@ rows themselves (what one interval per backend and phase could reach with hindsi
 
 Needs the `aic` extra (the measured rows ship with AI Configurator): pip install 'slaprof[aic]'.
 
+With --simulate it checks the stretch rule itself, away from the measured rows: residuals drawn
+from a random-effects model (a shift per GPU of variance t, a scatter per row of variance w), 80%
+intervals fitted on two GPUs, coverage scored on 30 new GPUs, many times over, for the shipped
+rule (`new_system_stretch`) beside the baseline that stretches by the left-out factor itself.
+
     python bench/coverage.py
     python bench/coverage.py --calibration
+    python bench/coverage.py --simulate
 """
 
 from __future__ import annotations
@@ -30,7 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from slaprof.steps.core.errors import UserError  # noqa: E402
-from slaprof.steps.perf.intervals import COVERAGES, load_intervals  # noqa: E402
+from slaprof.steps.perf.intervals import (  # noqa: E402
+    COVERAGES,
+    Intervals,
+    fit_intervals,
+    load_intervals,
+    new_system_stretch,
+)
 
 PHASE_NAMES = {"ttft": "TTFT", "itl": "TPOT"}
 
@@ -93,10 +105,59 @@ def _line(phase: str, backend: str, rows: list[Row]) -> None:
     print(f"{phase:5s} {backend:7s} {len(rows):5d} | {cov} | {np.median(widths) * 100:13.0f}% {best * 100:17.0f}%")
 
 
+SIM_RATIOS = (0.1, 0.25, 0.5, 1.0)  # t / w: between-GPU shift variance over per-row scatter variance
+SIM_TRIALS = 50
+SIM_ROWS = 150  # rows per GPU
+SIM_NEW_GPUS = 30
+
+
+def _new_gpu_coverage(cal: Intervals, rng: np.random.Generator, t: float) -> float:
+    lo = math.log(cal.factor(0.1, "itl", "vllm", 8.0, 1000, False))
+    hi = math.log(cal.factor(0.9, "itl", "vllm", 8.0, 1000, False))
+    rows = rng.normal(0.0, math.sqrt(t), (SIM_NEW_GPUS, 1)) + rng.normal(size=(SIM_NEW_GPUS, SIM_ROWS))
+    return float(np.mean((rows >= lo) & (rows <= hi)))
+
+
+def simulate(calibration_gpus: int = 2, seed: int = 1) -> None:
+    """80% coverage on new GPUs of intervals fitted on `calibration_gpus`, by rule and t / w."""
+    rules = {"shipped: new_system_stretch": new_system_stretch, "baseline: left-out stretch": lambda k, _n: k}
+    print(
+        f"\nsimulated: 80% intervals fitted on {calibration_gpus} GPUs ({SIM_ROWS} rows each), scored on "
+        f"{SIM_NEW_GPUS} new GPUs; {SIM_TRIALS} draws per row (nominal 80%)"
+    )
+    header = f"{'t / w':>6s} {'rule':28s} | {'mean':>5s} {'sd':>5s} {'within 7':>8s}"
+    print(header)
+    print("-" * len(header))
+    rng = np.random.default_rng(seed)
+    for t in SIM_RATIOS:
+        scores: dict[str, list[float]] = {name: [] for name in rules}
+        for _ in range(SIM_TRIALS):
+            shifts = rng.normal(0.0, math.sqrt(t), calibration_gpus)
+            residuals = [
+                (f"gpu{i}", "itl", "vllm", 8.0, 1000, False, float(shifts[i] + x))
+                for i in range(calibration_gpus)
+                for x in rng.normal(size=SIM_ROWS)
+            ]
+            state = rng.bit_generator.state
+            for name, rule in rules.items():
+                rng.bit_generator.state = state  # every rule is scored on the same new GPUs
+                scores[name].append(_new_gpu_coverage(fit_intervals(residuals, "", "", stretch=rule), rng, t))
+        for name, got in scores.items():
+            c = np.array(got)
+            within = np.mean(np.abs(c - 0.8) <= 0.07)
+            print(f"{t:6.2f} {name:28s} | {c.mean() * 100:4.1f}% {c.std() * 100:4.1f} {within * 100:7.0f}%")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibration", action="store_true", help="also score the calibration rows (in-sample)")
+    parser.add_argument(
+        "--simulate", action="store_true", help="score the stretch rule on simulated GPUs instead of measured rows"
+    )
     args = parser.parse_args()
+    if args.simulate:
+        simulate()
+        return 0
     try:
         from slaprof.steps.perf.silicon import load_cases
 

@@ -4,6 +4,7 @@ offline estimates, and risk-aware selection with `--confidence`."""
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -12,7 +13,13 @@ from slaprof.steps.cli.main import main
 from slaprof.steps.core.candidates import Candidate
 from slaprof.steps.core.results import AggPoint, CandidateProfile, Provenance
 from slaprof.steps.dag.fit import fit_profiles
-from slaprof.steps.perf.intervals import Context, fit_intervals, load_intervals
+from slaprof.steps.perf.intervals import (
+    Context,
+    cross_system_widening,
+    fit_intervals,
+    load_intervals,
+    new_system_stretch,
+)
 from slaprof.steps.perf.roofline import LONE_REQUEST_OVERHEAD_MAX_MS, BuiltinEstimator
 from slaprof.steps.specs.gpus import get_gpu
 from slaprof.steps.specs.models import load_model_info_from_dir
@@ -75,6 +82,48 @@ def test_intervals_learn_quantiles_per_group_and_fall_back_to_coarser_groups():
     assert cal.group("ttft", "vllm", 10.0, 1000, False) is cal.groups["ttft/vllm"]
     # nothing calibrated for a backend: its estimates stand as they are
     assert cal.factor(0.9, "itl", "sglang", 4.0, 1000, True) == 1.0
+
+
+@pytest.mark.parametrize("systems", [2, 3, 4])
+@pytest.mark.parametrize("shift_over_scatter", [0.1, 0.5, 2.0])
+def test_new_gpu_stretch_recovers_the_random_effects_ratio(systems, shift_over_scatter):
+    # shift variance t, scatter w = 1: quantiles pooled over m systems spread as 1 + t(m-1)/m and a
+    # new system's rows as 1 + t(1 + 1/m); the left-out stretch is that ratio at m = systems - 1
+    def ratio(m: int) -> float:
+        return math.sqrt((1 + shift_over_scatter * (1 + 1 / m)) / (1 + shift_over_scatter * (m - 1) / m))
+
+    assert new_system_stretch(ratio(systems - 1), systems) == pytest.approx(ratio(systems), rel=1e-9)
+    # the pooled quantiles already hold part of the shift: less stretch than the left-out factor
+    assert 1.0 < new_system_stretch(ratio(systems - 1), systems) < ratio(systems - 1)
+
+
+def test_new_gpu_stretch_is_none_without_a_shift_and_bounded_by_the_shift_alone():
+    assert new_system_stretch(1.0, 2) == 1.0 and new_system_stretch(1.3, 1) == 1.3
+    # with two systems the stretch grows with the left-out factor towards sqrt(3) (shift only)
+    stretches = [new_system_stretch(k, 2) for k in (1.1, 1.5, 2.0, 4.0, 40.0)]
+    assert stretches == sorted(stretches) and stretches[-1] < math.sqrt(3.0)
+    # with three systems a left-out factor past what a shift can explain stops at sqrt(2)
+    assert new_system_stretch(5.0, 3) == pytest.approx(math.sqrt(2.0))
+
+
+def test_intervals_stretch_pooled_quantiles_less_than_the_left_out_factor():
+    # two GPUs whose vLLM ITL errors are offset by 0.4 with the same scatter
+    rows = [
+        (system, "itl", "vllm", 8.0, 1000, False, offset + (i - 50) / 250)
+        for system, offset in (("h100_sxm", -0.2), ("h200_sxm", 0.2))
+        for i in range(100)
+    ]
+    left_out = cross_system_widening(rows, 40)["itl/vllm"]
+    shipped = fit_intervals(rows, "hand-made", "")
+    baseline = fit_intervals(rows, "hand-made", "", stretch=lambda k, _n: k)
+    assert left_out > 1.0
+    assert f"itl/vllm {round(new_system_stretch(left_out, 2), 3):g}" in shipped.method
+
+    def width(cal):
+        return cal.factor(0.9, "itl", "vllm", 8.0, 1000, False) / cal.factor(0.1, "itl", "vllm", 8.0, 1000, False)
+
+    unstretched = fit_intervals(rows, "hand-made", "", stretch=lambda _k, _n: 1.0)
+    assert width(unstretched) < width(shipped) < width(baseline)
 
 
 # ---------------------------------------------------------------------------

@@ -8,14 +8,15 @@ Output: `intervals.json` beside `calibration.json` (quantiles of the residuals p
 their source and date), and for any estimate its P-quantile and central intervals.
 
 A group needs `min_rows` rows; otherwise the coarser group above it answers (ISL is dropped
-first, then the architecture, then the load), down to (backend, phase).
+first, then the architecture, then the load), down to (backend, phase). Every group is stretched
+around its median for a GPU the model was not calibrated on (`new_system_stretch`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -151,9 +152,10 @@ def _lookup(groups: dict[str, list[float]], row: Residual) -> list[float] | None
 
 
 def cross_system_widening(residuals: Sequence[Residual], min_rows: int, coverage: float = 0.8) -> dict[str, float]:
-    """Per phase/backend, the smallest stretch of the quantiles learned on one calibration system
-    that covers `coverage` of the other system's rows (both ways, pooled): the residuals of a GPU the model
-    was not calibrated on move as one, which quantiles of rows from the same GPUs do not show."""
+    """Per phase/backend, the smallest stretch with which quantiles learned on all calibration systems
+    but one cover `coverage` of the left-out system's rows (each system left out in turn, pooled): the
+    residuals of a GPU the model was not calibrated on move as one, which quantiles of rows from the
+    same GPUs do not show."""
     systems = sorted({r[0] for r in residuals})
     lo_i, hi_i = LEVELS.index(round((1 - coverage) / 2, 3)), LEVELS.index(round((1 + coverage) / 2, 3))
     out: dict[str, float] = {}
@@ -174,9 +176,39 @@ def cross_system_widening(residuals: Sequence[Residual], min_rows: int, coverage
     return out
 
 
-def fit_intervals(residuals: Sequence[Residual], source: str, fitted_at: str, min_rows: int = 40) -> Intervals:
-    """Quantiles of log(measured/estimated) per group, stretched by the cross-system widening."""
-    widen = cross_system_widening(residuals, min_rows)
+def new_system_stretch(left_out: float, systems: int) -> float:
+    """The stretch for quantiles learned on all `systems`, from `left_out`, the stretch that quantiles
+    learned on `systems` - 1 of them needed for the one left out.
+
+    Residuals as a random-effects model: a per-system shift of variance t on top of a per-row scatter
+    of variance w. Quantiles pooled over m systems spread as w + t(m-1)/m and miss a new system's rows,
+    which spread as w + t(1 + 1/m) around them. The left-out stretch measures that ratio at
+    m = systems - 1, which gives t/w; the answer is the ratio at m = systems. Stretching the pooled
+    quantiles by the left-out factor itself counts the shift twice: the pooled quantiles already hold
+    part of it (with two systems, a left-out 1.45 becomes 1.2)."""
+    if systems < 2 or left_out <= 1.0:
+        return max(left_out, 1.0)
+    m = systems - 1
+    k2 = left_out * left_out
+    room = (1 + 1 / m) - k2 * (m - 1) / m
+    if room <= 0:  # the shift swamps the scatter: only the shift's term is left
+        return math.sqrt((1 + 1 / systems) / ((systems - 1) / systems))
+    ratio = (k2 - 1) / room
+    return math.sqrt((1 + ratio * (1 + 1 / systems)) / (1 + ratio * (systems - 1) / systems))
+
+
+def fit_intervals(
+    residuals: Sequence[Residual],
+    source: str,
+    fitted_at: str,
+    min_rows: int = 40,
+    stretch: Callable[[float, int], float] = new_system_stretch,
+) -> Intervals:
+    """Quantiles of log(measured/estimated) per group, stretched for a GPU not among the calibration
+    systems by `stretch`(left-out stretch, number of systems)."""
+    systems = len({r[0] for r in residuals})
+    left_out = cross_system_widening(residuals, min_rows)
+    widen = {base: round(stretch(k, systems), 3) for base, k in left_out.items()}
     counts: dict[str, int] = {}
     for _, phase, backend, load, isl, moe, _ in residuals:
         for key in group_keys(phase, backend, load, isl, moe):
@@ -192,8 +224,11 @@ def fit_intervals(residuals: Sequence[Residual], source: str, fitted_at: str, mi
             "empirical quantiles of log(measured / estimated) per group of backend, phase, load per rank "
             f"(edges {', '.join(map(str, LOAD_EDGES))}), MoE vs dense and ISL (<= {ISL_EDGE} or above); "
             f"a group with fewer than {min_rows} rows defers to the coarser one; stretched around the median "
-            "by the smallest factor with which quantiles learned on one calibration system cover 80% of the "
-            "other's rows: " + ", ".join(f"{k} {v:g}" for k, v in widen.items())
+            "for a new GPU: the smallest factor with which quantiles learned on all calibration systems but "
+            "one cover 80% of the left-out one's rows, "
+            + ", ".join(f"{k} {v:g}" for k, v in left_out.items())
+            + f", turned by a random-effects account of per-system shifts into the factor for quantiles "
+            f"learned on all {systems}: " + ", ".join(f"{k} {v:g}" for k, v in widen.items())
         ),
         min_rows=min_rows,
         groups=groups,
