@@ -4,7 +4,10 @@ place, is profiled offline end to end (plan, estimates, selection, a DGD running
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -145,3 +148,107 @@ def test_profile_offline_with_a_toy_backend(toy, tmp_path, capsys):
             *toy.parallel_args(choice.candidate),
         ]
         assert args[args.index("--toy-role") + 1] == role
+
+
+# ---------------------------------------------------------------------------
+# a backend from an installed package (entry-point group slaprof.backends)
+# ---------------------------------------------------------------------------
+PLUGIN_MODULE = """
+import re
+from slaprof.steps.engines import EngineBackend
+from slaprof.steps.engines.base import ServerLaunch, dynamo_image, last_per_rank, to_int
+
+class PluggedBackend(EngineBackend):
+    name = "plugged"
+    dynamo_module = "dynamo.plugged"
+    default_image = dynamo_image("plugged-runtime")
+    dgd_workdir = "/workspace/plugged"
+    calibrated_as = "vllm"
+
+    def parallel_args(self, cand):
+        return ["--plugged-tp", str(cand.size)]
+
+    def dgd_worker_args(self, model, cand, role, max_context=0):
+        return ["--model", model, *self.parallel_args(cand), "--plugged-role", role]
+
+    def server_launch(self, model, cand, port, options):
+        return ServerLaunch(argv=["plugged-serve", model, "--port", str(port)])
+
+    def kv_tokens_from_log(self, log_text, attn_dp=1):
+        found = re.finditer(r"kv tokens: ([0-9,]+)", log_text)
+        return last_per_rank([(None, to_int(m.group(1))) for m in found], attn_dp)
+
+class Misnamed(PluggedBackend):
+    name = "other"
+"""
+
+
+def _install_plugin(root, entry_points: dict[str, str]):
+    """A package installed the way pip leaves one: its module and a dist-info with entry_points.txt."""
+    info = root / "slaprof_plugged-0.1.dist-info"
+    info.mkdir(parents=True)
+    (root / "slaprof_plugged.py").write_text(PLUGIN_MODULE)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: slaprof-plugged\nVersion: 0.1\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text("[slaprof.backends]\n" + lines)
+    return root
+
+
+def test_an_installed_plugin_backend_is_found_by_a_fresh_process(tmp_path):
+    # a new process knows only what is installed: the simulated engine and Argo pods are such processes
+    plugin = _install_plugin(tmp_path / "site", {"plugged": "slaprof_plugged:PluggedBackend"})
+    env = {**os.environ, "PYTHONPATH": str(plugin)}
+    cli = [sys.executable, "-m", "slaprof.steps.cli.main"]
+    help_text = subprocess.run([*cli, "profile", "--help"], env=env, capture_output=True, text=True, check=True)
+    assert "{vllm,sglang,trtllm,plugged}" in help_text.stdout
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [*cli, "profile", *QWEN32B_SLA, "--backend", "plugged", "--serving", "disagg", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert PREFILL_LINE.match(run.stdout.splitlines()[0]), run.stdout
+    dgd = [d for d in yaml.safe_load_all((out / "dgd.yaml").read_text()) if d][-1]
+    assert dgd["metadata"]["name"] == "qwen3-32b-plugged"
+    workers = [c for c in dgd["spec"]["components"] if c["type"] in ("prefill", "decode")]
+    assert {tuple(w["podTemplate"]["spec"]["containers"][0]["command"]) for w in workers} == {
+        ("python3", "-m", "dynamo.plugged")
+    }
+    # without the package the same process does not know it
+    bare = subprocess.run(
+        [*cli, "profile", *QWEN32B_SLA, "--backend", "plugged", "--out", str(tmp_path / "bare")],
+        capture_output=True,
+        text=True,
+    )
+    assert bare.returncode == 2 and "must be one of vllm, sglang, trtllm" in bare.stderr
+
+
+def test_a_broken_plugin_is_named_and_leaves_the_others_working(tmp_path, monkeypatch, caplog):
+    plugin = _install_plugin(
+        tmp_path / "site",
+        {
+            "plugged": "slaprof_plugged:PluggedBackend",
+            "missing": "slaprof_not_installed:Backend",
+            "misnamed": "slaprof_plugged:Misnamed",
+            "wrong": "slaprof_plugged:re",
+        },
+    )
+    monkeypatch.syspath_prepend(str(plugin))
+    monkeypatch.setattr(registry, "_BACKENDS", dict(registry._BACKENDS))
+    monkeypatch.setattr(registry, "_plugin_errors", {})
+    monkeypatch.setattr(registry, "_plugins_read", False)
+    assert backend_names() == ("vllm", "sglang", "trtllm", "plugged")
+    assert get_backend("plugged").dynamo_module == "dynamo.plugged"
+    with pytest.raises(
+        UserError,
+        match=r"^backend plugin 'missing' \(slaprof_not_installed:Backend\) did not load: "
+        r"ModuleNotFoundError",
+    ):
+        get_backend("missing")
+    with pytest.raises(UserError, match=r"slaprof_plugged:Misnamed is named 'other', not 'misnamed'$"):
+        get_backend("misnamed")
+    with pytest.raises(UserError, match=r"backend = 'wrong': backend plugin 'wrong' .* not an EngineBackend subclass"):
+        build_request({"model": "m", "backend": "wrong"})
+    assert sum("did not load" in r.getMessage() for r in caplog.records) == 3

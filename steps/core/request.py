@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from slaprof.steps.core.errors import UserError
 from slaprof.steps.core.fields import Exposed, from_profile_sla, from_v1alpha1_spec, from_v1beta1_spec
 from slaprof.steps.dynamo import dynamo_releases
-from slaprof.steps.engines import backend_names
+from slaprof.steps.engines import backend_names, plugin_error
 from slaprof.steps.specs.gpus import GPU_NAMES
 
 Method = Literal["offline", "simulate", "online"]
@@ -307,7 +307,7 @@ class ProfileRequest(_Strict):
     def _registered_backend(cls, value: str) -> str:
         """Asked of the registry when the request is read, so a backend registered later is accepted."""
         if value not in backend_names():
-            raise ValueError(f"must be one of {', '.join(backend_names())}")
+            raise ValueError(plugin_error(value) or f"must be one of {', '.join(backend_names())}")
         return value
 
     @model_validator(mode="before")
