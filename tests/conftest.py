@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,19 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 MODELS = FIXTURES / "models"
 SHARED = ROOT.parent / "shared"
+# `slaprof profile --method simulate` of the tiny model in a fresh process, as a user runs it
+SIMULATE_CLI = [
+    sys.executable,
+    "-m",
+    "slaprof.steps.cli.main",
+    "profile",
+    "--model",
+    str(MODELS / "Qwen3-0.6B"),
+    "--method",
+    "simulate",
+    "--max-context-length",
+    "1024",
+]
 
 # Fixtures with servers or built files: a test asks for them by name.
 pytest_plugins = ["tests.plugins.s3", "tests.plugins.tokenizer", "tests.plugins.kube"]

@@ -16,7 +16,7 @@ from slaprof.steps.core.errors import UserError
 from slaprof.steps.core.request import build_request
 from slaprof.steps.dag.bench import BenchOptions, PromptBuilder, load_tokenizer, measure_candidate
 from slaprof.steps.dag.plan import make_plan
-from tests.conftest import MODELS, ROOT
+from tests.conftest import MODELS, ROOT, SIMULATE_CLI
 
 
 @pytest.fixture
@@ -118,21 +118,7 @@ def test_a_tokenizer_folder_is_read_without_transformers(tiny_tokenizer):
 
 def _profile_cli(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("SLAPROF_TOKENIZER", "SLAPROF_SIM_TIME_SCALE")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "slaprof.steps.cli.main",
-        "profile",
-        "--model",
-        str(MODELS / "Qwen3-0.6B"),
-        "--method",
-        "simulate",
-        "--max-context-length",
-        "1024",
-        "--out",
-        str(tmp_path / "run"),
-        *extra,
-    ]
+    cmd = [*SIMULATE_CLI, "--out", str(tmp_path / "run"), *extra]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -13,7 +13,7 @@ import time
 import psutil
 
 from slaprof.steps.measure.process_groups import GROUPS_ENV, kill_recorded_groups, start_group
-from tests.conftest import MODELS, ROOT
+from tests.conftest import ROOT, SIMULATE_CLI
 
 
 def _gone(proc: psutil.Process, within_s: float = 20.0) -> bool:
@@ -100,22 +100,13 @@ def test_no_engine_survives_a_sigkilled_bench_worker(tmp_path, tiny_tokenizer):
     """`slaprof profile --method simulate`: once the worker runs its engine and AIPerf, SIGKILL the
     worker alone. The run goes on (the candidate fails) and no engine or AIPerf process is left."""
     cmd = [
-        sys.executable,
-        "-m",
-        "slaprof.steps.cli.main",
-        "profile",
-        "--model",
-        str(MODELS / "Qwen3-0.6B"),
-        "--method",
-        "simulate",
+        *SIMULATE_CLI,
         "--isl",
         "300",
         "--osl",
         "30",
         "--max-num-gpus-per-engine",
         "1",
-        "--max-context-length",
-        "1024",
         "--serving",
         "disagg",  # one candidate is enough to kill its worker
         "--out",

@@ -22,7 +22,7 @@ from slaprof.steps.runner.local import RunOptions, run_profile
 from slaprof.steps.runner.progress import PlainProgress
 from slaprof.steps.specs.gpus import get_gpu
 from slaprof.steps.specs.models import load_model_info
-from tests.conftest import MODELS, ROOT
+from tests.conftest import MODELS, ROOT, SIMULATE_CLI
 from tests.plugins.timing import like_the_model
 
 # Qwen3-0.6B on one or two H200s; short prompts and coarse grids keep AIPerf runs few (3 a candidate)
@@ -177,32 +177,25 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+# one tp1 candidate of the tiny model, simulated: what the interruption tests run
+SIMULATE_CMD = [
+    *SIMULATE_CLI,
+    "--isl",
+    "300",
+    "--osl",
+    "30",
+    "--ttft",
+    "200",
+    "--itl",
+    "50",
+    "--max-num-gpus-per-engine",
+    "1",
+]
+
+
 def test_ctrl_c_stops_every_measurement_process_and_exits_130(tmp_path, tiny_tokenizer):
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "slaprof.steps.cli.main",
-        "profile",
-        "--model",
-        REQUEST["model"],
-        "--method",
-        "simulate",
-        "--isl",
-        "300",
-        "--osl",
-        "30",
-        "--ttft",
-        "200",
-        "--itl",
-        "50",
-        "--max-num-gpus-per-engine",
-        "1",
-        "--max-context-length",
-        "1024",
-        "--out",
-        str(out),
-    ]
+    cmd = [*SIMULATE_CMD, "--out", str(out)]
     env = {**os.environ, "SLAPROF_TOKENIZER": str(tiny_tokenizer), "SLAPROF_SIM_TIME_SCALE": "20"}
     # its own process group, like a terminal's foreground job: Ctrl-C reaches every process in it
     proc = subprocess.Popen(
@@ -235,28 +228,9 @@ def test_ctrl_c_stops_every_measurement_process_and_exits_130(tmp_path, tiny_tok
 
 
 PROFILE_CMD = [
-    sys.executable,
-    "-m",
-    "slaprof.steps.cli.main",
-    "profile",
-    "--model",
-    REQUEST["model"],
-    "--method",
-    "simulate",
+    *SIMULATE_CMD,
     "--gpu",
     "h200_sxm",
-    "--isl",
-    "300",
-    "--osl",
-    "30",
-    "--ttft",
-    "200",
-    "--itl",
-    "50",
-    "--max-num-gpus-per-engine",
-    "1",
-    "--max-context-length",
-    "1024",
     "--prefill-interpolation-granularity",
     "2",
     "--decode-interpolation-granularity",
