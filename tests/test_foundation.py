@@ -17,6 +17,7 @@ from slaprof.steps.dag.plan import decode_concurrencies, make_plan
 from slaprof.steps.specs.gpus import GPU_NAMES, get_gpu
 from slaprof.steps.specs.models import load_model_info
 from tests.conftest import MODELS
+from tests.test_profile import QWEN32B_SLA
 
 # Published sizes (model cards): total parameters in billions.
 PUBLISHED = {
@@ -243,20 +244,9 @@ def test_plan_cli_json(capsys):
     rc = main(
         [
             "plan",
-            "--model",
-            str(MODELS / "Qwen3-32B"),
+            *QWEN32B_SLA,
             "--backend",
             "vllm",
-            "--gpu",
-            "h200_sxm",
-            "--isl",
-            "3000",
-            "--osl",
-            "150",
-            "--ttft",
-            "200",
-            "--itl",
-            "20",
             "--total-gpus",
             "16",
             "--serving",
