@@ -17,7 +17,7 @@ Only h100_sxm and h200_sxm rows are used: the other systems measure generalisati
     python bench/calibrate.py --intervals-only   # only the prediction intervals, from the constants in the file
 
 After the constants, the prediction intervals: quantiles of log(measured / estimated) of the same
-rows under the fitted constants, by backend, phase, load, ISL and MoE vs dense
+rows under the fitted constants, by backend, phase, load, ISL and structure (dense, MoE, MLA)
 (steps/perf/intervals.py), written to steps/perf/intervals.json beside the constants.
 """
 

@@ -57,15 +57,15 @@ def score(cases) -> dict[tuple[str, str], list[Row]]:
     cal = load_intervals()
     out: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for c in cases:
-        for _, phase, backend, load, isl, moe, r in case_residuals(c):
+        for _, phase, backend, load, isl, structure, r in case_residuals(c):
             inside = []
             for cov in COVERAGES:
                 tail = (1.0 - cov) / 2.0
-                lo = cal.factor(tail, phase, backend, load, isl, moe)
-                hi = cal.factor(1.0 - tail, phase, backend, load, isl, moe)
+                lo = cal.factor(tail, phase, backend, load, isl, structure)
+                hi = cal.factor(1.0 - tail, phase, backend, load, isl, structure)
                 inside.append(math.log(lo) <= r <= math.log(hi))
-            lo80 = cal.factor(0.1, phase, backend, load, isl, moe)
-            hi80 = cal.factor(0.9, phase, backend, load, isl, moe)
+            lo80 = cal.factor(0.1, phase, backend, load, isl, structure)
+            hi80 = cal.factor(0.9, phase, backend, load, isl, structure)
             out[(backend, phase)].append((inside, (hi80 - lo80) / 2.0, r))
     return out
 
@@ -112,8 +112,8 @@ SIM_NEW_GPUS = 30
 
 
 def _new_gpu_coverage(cal: Intervals, rng: np.random.Generator, t: float) -> float:
-    lo = math.log(cal.factor(0.1, "itl", "vllm", 8.0, 1000, False))
-    hi = math.log(cal.factor(0.9, "itl", "vllm", 8.0, 1000, False))
+    lo = math.log(cal.factor(0.1, "itl", "vllm", 8.0, 1000, "dense"))
+    hi = math.log(cal.factor(0.9, "itl", "vllm", 8.0, 1000, "dense"))
     rows = rng.normal(0.0, math.sqrt(t), (SIM_NEW_GPUS, 1)) + rng.normal(size=(SIM_NEW_GPUS, SIM_ROWS))
     return float(np.mean((rows >= lo) & (rows <= hi)))
 
@@ -134,7 +134,7 @@ def simulate(calibration_gpus: int = 2, seed: int = 1) -> None:
         for _ in range(SIM_TRIALS):
             shifts = rng.normal(0.0, math.sqrt(t), calibration_gpus)
             residuals = [
-                (f"gpu{i}", "itl", "vllm", 8.0, 1000, False, float(shifts[i] + x))
+                (f"gpu{i}", "itl", "vllm", 8.0, 1000, "dense", float(shifts[i] + x))
                 for i in range(calibration_gpus)
                 for x in rng.normal(size=SIM_ROWS)
             ]

@@ -58,7 +58,7 @@ def test_packaged_intervals_name_their_source_and_cover_every_backend_and_phase(
     for backend in BACKENDS:
         for phase in ("ttft", "itl"):
             assert f"{phase}/{backend}" in cal.groups
-    ctx = Context("vllm", 3000, moe=False)
+    ctx = Context("vllm", 3000, structure="dense")
     narrow, wide = ctx.band(100.0, "ttft", 8, 0.5), ctx.band(100.0, "ttft", 8, 0.95)
     assert wide.lo < narrow.lo < narrow.hi < wide.hi
     # a quantile above the median is never less safe than the estimate, and 0.5 is the estimate itself
@@ -72,16 +72,34 @@ def test_intervals_learn_quantiles_per_group_and_fall_back_to_coarser_groups():
     rows = []
     for system in ("h100_sxm", "h200_sxm"):
         for i in range(60):
-            rows.append((system, "ttft", "vllm", 1.0, 1000, False, 0.0))
-            rows.append((system, "ttft", "vllm", 100.0, 1000, False, 0.69 + (i - 30) / 300))
+            rows.append((system, "ttft", "vllm", 1.0, 1000, "dense", 0.0))
+            rows.append((system, "ttft", "vllm", 100.0, 1000, "dense", 0.69 + (i - 30) / 300))
     cal = fit_intervals(rows, "hand-made", "2026-01-01T00:00:00+00:00", min_rows=40)
-    lone = cal.factor(0.5, "ttft", "vllm", 1.0, 1000, False)
-    loaded = cal.factor(0.5, "ttft", "vllm", 100.0, 1000, False)
+    lone = cal.factor(0.5, "ttft", "vllm", 1.0, 1000, "dense")
+    loaded = cal.factor(0.5, "ttft", "vllm", 100.0, 1000, "dense")
     assert lone == pytest.approx(1.0, abs=0.01) and loaded == pytest.approx(2.0, rel=0.02)
     # a load bin without rows answers from the (backend, phase) group
-    assert cal.group("ttft", "vllm", 10.0, 1000, False) is cal.groups["ttft/vllm"]
+    assert cal.group("ttft", "vllm", 10.0, 1000, "dense") is cal.groups["ttft/vllm"]
     # nothing calibrated for a backend: its estimates stand as they are
-    assert cal.factor(0.9, "itl", "sglang", 4.0, 1000, True) == 1.0
+    assert cal.factor(0.9, "itl", "sglang", 4.0, 1000, "moe") == 1.0
+
+
+@pytest.mark.parametrize("model,structure", [("Qwen3-32B", "dense"), ("Qwen3-30B-A3B", "moe"), ("DeepSeek-V3", "mla")])
+def test_an_mla_model_has_intervals_of_its_own(model, structure):
+    # TRT-LLM TTFT on the calibration GPUs: MLA models (DeepSeek) land 2.4x above the estimate,
+    # other MoE models 1.25x; an MLA model must not borrow the other MoE models' interval
+    assert load_model_info_from_dir(MODELS / model).structure == structure
+    rows = [
+        (system, "ttft", "trtllm", 8.0, 1000, kind, offset + (i - 30) / 300)
+        for system in ("h100_sxm", "h200_sxm")
+        for kind, offset in (("moe", 0.22), ("mla", 0.86), ("dense", 0.30))
+        for i in range(60)
+    ]
+    cal = fit_intervals(rows, "hand-made", "")
+    medians = {k: cal.factor(0.5, "ttft", "trtllm", 8.0, 1000, k) for k in ("dense", "moe", "mla")}
+    assert medians["mla"] == pytest.approx(math.exp(0.86), rel=0.02)
+    assert medians["moe"] == pytest.approx(math.exp(0.22), rel=0.02)
+    assert cal.group("ttft", "trtllm", 8.0, 1000, "mla") is cal.groups["ttft/trtllm/load5-16/mla/isl<=2048"]
 
 
 @pytest.mark.parametrize("systems", [2, 3, 4])
@@ -109,7 +127,7 @@ def test_new_gpu_stretch_is_none_without_a_shift_and_bounded_by_the_shift_alone(
 def test_intervals_stretch_pooled_quantiles_less_than_the_left_out_factor():
     # two GPUs whose vLLM ITL errors are offset by 0.4 with the same scatter
     rows = [
-        (system, "itl", "vllm", 8.0, 1000, False, offset + (i - 50) / 250)
+        (system, "itl", "vllm", 8.0, 1000, "dense", offset + (i - 50) / 250)
         for system, offset in (("h100_sxm", -0.2), ("h200_sxm", 0.2))
         for i in range(100)
     ]
@@ -120,7 +138,7 @@ def test_intervals_stretch_pooled_quantiles_less_than_the_left_out_factor():
     assert f"itl/vllm {round(new_system_stretch(left_out, 2), 3):g}" in shipped.method
 
     def width(cal):
-        return cal.factor(0.9, "itl", "vllm", 8.0, 1000, False) / cal.factor(0.1, "itl", "vllm", 8.0, 1000, False)
+        return cal.factor(0.9, "itl", "vllm", 8.0, 1000, "dense") / cal.factor(0.1, "itl", "vllm", 8.0, 1000, "dense")
 
     unstretched = fit_intervals(rows, "hand-made", "", stretch=lambda _k, _n: 1.0)
     assert width(unstretched) < width(shipped) < width(baseline)
@@ -226,7 +244,7 @@ def test_estimate_prints_each_numbers_interval(capsys):
     args += ["--mapping", "tp2", "--isl", "3000", "--osl", "500", "--batch", "8", "--json"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    ctx, load = Context("vllm", 3000, moe=False), 8 / 1
+    ctx, load = Context("vllm", 3000, structure="dense"), 8 / 1
     band = ctx.band(out["ttft_ms"], "ttft", load)
     assert out["ttft_ms_80"] == [pytest.approx(band.lo, abs=1e-3), pytest.approx(band.hi, abs=1e-3)]
     lo, hi = out["itl_ms_80"]

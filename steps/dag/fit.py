@@ -535,7 +535,7 @@ def fit_profiles(request: ProfileRequest, plan: Plan, profiles: Sequence[Candida
     if too_long:
         raise UserError(too_long)
     # selection judges estimated latencies at the request's confidence; the planner gets the profiles as they are
-    judge = Judge(Context(request.backend, isl, plan.model.is_moe), sla.confidence)
+    judge = Judge(Context(request.backend, isl, plan.model.structure), sla.confidence)
     raw = {p.id: p for p in profiles}
     by_id = {p.id: judge.profile(p) for p in profiles}
     order = {p.id: i for i, p in enumerate(plan.candidates)}

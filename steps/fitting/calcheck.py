@@ -55,7 +55,7 @@ def interval_checks(
     out: list[IntervalCheck] = []
 
     def add(cid: str, point: str, measured_ms: float, estimate: float, phase: str, load: float, isl: int) -> None:
-        band = Context(plan.backend, isl, plan.model.is_moe).band(estimate, phase, load, LINE_COVERAGE)
+        band = Context(plan.backend, isl, plan.model.structure).band(estimate, phase, load, LINE_COVERAGE)
         out.append(IntervalCheck(candidate_id=cid, point=point, measured_ms=measured_ms, estimate_ms=estimate,
                                  lo_ms=band.lo, hi_ms=band.hi))  # fmt: skip
 

@@ -3,12 +3,12 @@
 Input: the residuals log(measured / estimated) of the built-in model on the calibration rows
 (`bench/calibrate.py` computes them right after fitting the constants), grouped by what the
 error depends on: backend, phase (TTFT or TPOT/ITL), load (prompts or sequences in flight per
-attention-DP rank), prompt length and MoE vs dense.
+attention-DP rank), prompt length and architecture (dense, MoE, MLA).
 Output: `intervals.json` beside `calibration.json` (quantiles of the residuals per group, with
 their source and date), and for any estimate its P-quantile and central intervals.
 
 A group needs `min_rows` rows; otherwise the coarser group above it answers (ISL is dropped
-first, then the architecture, then the load), down to (backend, phase). Every group is stretched
+first, then the structure, then the load), down to (backend, phase). Every group is stretched
 around its median for a GPU the model was not calibrated on (`new_system_stretch`).
 """
 
@@ -42,11 +42,11 @@ def _load_bin(load: float) -> str:
     return f"load>{LOAD_EDGES[-1]}"
 
 
-def group_keys(phase: str, backend: str, load: float, isl: int, moe: bool) -> list[str]:
+def group_keys(phase: str, backend: str, load: float, isl: int, structure: str) -> list[str]:
     """The groups an estimate belongs to, finest first."""
     base = f"{phase}/{'vllm' if backend == 'simulated' else backend}"
-    lb, arch, ib = _load_bin(load), "moe" if moe else "dense", "isl<=2048" if isl <= ISL_EDGE else "isl>2048"
-    return [f"{base}/{lb}/{arch}/{ib}", f"{base}/{lb}/{arch}", f"{base}/{lb}", base]
+    lb, ib = _load_bin(load), "isl<=2048" if isl <= ISL_EDGE else "isl>2048"
+    return [f"{base}/{lb}/{structure}/{ib}", f"{base}/{lb}/{structure}", f"{base}/{lb}", base]
 
 
 class Group(BaseModel):
@@ -67,15 +67,15 @@ class Intervals(BaseModel):
     levels: list[float] = Field(default_factory=lambda: list(LEVELS))
     groups: dict[str, Group] = Field(default_factory=dict)
 
-    def group(self, phase: str, backend: str, load: float, isl: int, moe: bool) -> Group | None:
-        for key in group_keys(phase, backend, load, isl, moe):
+    def group(self, phase: str, backend: str, load: float, isl: int, structure: str) -> Group | None:
+        for key in group_keys(phase, backend, load, isl, structure):
             if key in self.groups:
                 return self.groups[key]
         return None
 
-    def factor(self, p: float, phase: str, backend: str, load: float, isl: int, moe: bool) -> float:
+    def factor(self, p: float, phase: str, backend: str, load: float, isl: int, structure: str) -> float:
         """measured / estimated at quantile `p` (1.0 when nothing was calibrated)."""
-        g = self.group(phase, backend, load, isl, moe)
+        g = self.group(phase, backend, load, isl, structure)
         if g is None:
             return 1.0
         return math.exp(float(np.interp(p, self.levels, g.quantiles)))
@@ -105,13 +105,13 @@ class Context:
 
     backend: str
     isl: int
-    moe: bool
+    structure: str  # ModelInfo.structure: dense, moe or mla
 
     def band(self, value: float, phase: str, load: float, coverage: float = 0.8) -> Band:
         cal = load_intervals()
         tail = (1.0 - coverage) / 2.0
-        lo = value * cal.factor(tail, phase, self.backend, load, self.isl, self.moe)
-        hi = value * cal.factor(1.0 - tail, phase, self.backend, load, self.isl, self.moe)
+        lo = value * cal.factor(tail, phase, self.backend, load, self.isl, self.structure)
+        hi = value * cal.factor(1.0 - tail, phase, self.backend, load, self.isl, self.structure)
         return Band(coverage, lo, hi)
 
     def at_confidence(self, value: float, phase: str, load: float, confidence: float) -> float:
@@ -120,18 +120,18 @@ class Context:
         safe than the estimate); below it, the smaller."""
         if confidence == 0.5:
             return value
-        q = value * load_intervals().factor(confidence, phase, self.backend, load, self.isl, self.moe)
+        q = value * load_intervals().factor(confidence, phase, self.backend, load, self.isl, self.structure)
         return max(value, q) if confidence > 0.5 else min(value, q)
 
 
-Residual = tuple[str, str, str, float, int, bool, float]  # system, phase, backend, load, isl, moe, log ratio
+Residual = tuple[str, str, str, float, int, str, float]  # system, phase, backend, load, isl, structure, log ratio
 WIDENINGS = tuple(round(1.0 + 0.05 * i, 2) for i in range(61))  # 1.0 .. 4.0
 
 
 def _quantiles(residuals: Sequence[Residual], min_rows: int) -> dict[str, list[float]]:
     by_key: dict[str, list[float]] = {}
-    for _, phase, backend, load, isl, moe, r in residuals:
-        for key in group_keys(phase, backend, load, isl, moe):
+    for _, phase, backend, load, isl, structure, r in residuals:
+        for key in group_keys(phase, backend, load, isl, structure):
             by_key.setdefault(key, []).append(r)
     return {
         key: [float(q) for q in np.quantile(rs, LEVELS)]
@@ -147,8 +147,8 @@ def _widen(q: list[float], k: float) -> list[float]:
 
 
 def _lookup(groups: dict[str, list[float]], row: Residual) -> list[float] | None:
-    _, phase, backend, load, isl, moe, _ = row
-    return next((groups[k] for k in group_keys(phase, backend, load, isl, moe) if k in groups), None)
+    _, phase, backend, load, isl, structure, _ = row
+    return next((groups[k] for k in group_keys(phase, backend, load, isl, structure) if k in groups), None)
 
 
 def cross_system_widening(residuals: Sequence[Residual], min_rows: int, coverage: float = 0.8) -> dict[str, float]:
@@ -210,8 +210,8 @@ def fit_intervals(
     left_out = cross_system_widening(residuals, min_rows)
     widen = {base: round(stretch(k, systems), 3) for base, k in left_out.items()}
     counts: dict[str, int] = {}
-    for _, phase, backend, load, isl, moe, _ in residuals:
-        for key in group_keys(phase, backend, load, isl, moe):
+    for _, phase, backend, load, isl, structure, _ in residuals:
+        for key in group_keys(phase, backend, load, isl, structure):
             counts[key] = counts.get(key, 0) + 1
     groups = {
         key: Group(rows=counts[key], quantiles=[round(x, 4) for x in _widen(q, widen["/".join(key.split("/")[:2])])])
@@ -222,7 +222,7 @@ def fit_intervals(
         fitted_at=fitted_at,
         method=(
             "empirical quantiles of log(measured / estimated) per group of backend, phase, load per rank "
-            f"(edges {', '.join(map(str, LOAD_EDGES))}), MoE vs dense and ISL (<= {ISL_EDGE} or above); "
+            f"(edges {', '.join(map(str, LOAD_EDGES))}), structure (dense, MoE, MLA) and ISL (<= {ISL_EDGE} or above); "
             f"a group with fewer than {min_rows} rows defers to the coarser one; stretched around the median "
             "for a new GPU: the smallest factor with which quantiles learned on all calibration systems but "
             "one cover 80% of the left-out one's rows, "

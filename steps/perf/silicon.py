@@ -323,7 +323,7 @@ def predict_case(case: SiliconCase, constants: BackendConstants | None = None) -
 
 
 def case_residuals(case: SiliconCase, constants: BackendConstants | None = None):
-    """The row's (system, phase, backend, load per rank, ISL, MoE, log(measured / estimated)) for TTFT and ITL
+    """The row's (system, phase, backend, load per rank, ISL, architecture, log(measured / estimated)) for TTFT and ITL
     (the prediction intervals' groups, `slaprof.steps.perf.intervals`)."""
     import math
 
@@ -335,8 +335,8 @@ def case_residuals(case: SiliconCase, constants: BackendConstants | None = None)
         assert case.prefill is not None and case.decode is not None
         ttft_load = case.concurrency / (case.prefill.workers * case.prefill.mapping.attn_dp)
         tpot_load = case.decode.batch / case.decode.mapping.attn_dp
-    moe = case.model.is_moe
+    structure = case.model.structure
     return [
-        (case.system, "ttft", case.backend, ttft_load, case.isl, moe, math.log(case.ttft_ms / ttft)),
-        (case.system, "itl", case.backend, tpot_load, case.isl, moe, math.log(case.tpot_ms / tpot)),
+        (case.system, "ttft", case.backend, ttft_load, case.isl, structure, math.log(case.ttft_ms / ttft)),
+        (case.system, "itl", case.backend, tpot_load, case.isl, structure, math.log(case.tpot_ms / tpot)),
     ]

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from slaprof.steps.core.errors import Unreachable, UserError
 
 WeightDtype = Literal["bf16", "fp8", "fp4"]
+Structure = Literal["dense", "moe", "mla"]
 BYTES_PER_WEIGHT: dict[str, float] = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5 + 1.0 / 16}  # NVFP4: + 1 scale/16
 BYTES_PER_KV: dict[str, float] = {"bf16": 2.0, "fp8": 1.0}
 
@@ -71,6 +72,11 @@ class ModelInfo(BaseModel):
     @property
     def is_mla(self) -> bool:
         return self.kv_lora_rank is not None
+
+    @property
+    def structure(self) -> Structure:
+        """Dense, MoE, or MLA attention (DeepSeek, Kimi): the offline model's errors differ by it."""
+        return "mla" if self.is_mla else "moe" if self.is_moe else "dense"
 
     @property
     def num_moe_layers(self) -> int:

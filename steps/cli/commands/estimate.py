@@ -98,7 +98,7 @@ def estimate(args: argparse.Namespace) -> dict[str, Any]:
     if args.estimator == "builtin":  # the prediction intervals are the built-in model's
         from slaprof.steps.perf.intervals import Context
 
-        ctx = Context(args.backend, isl, model.is_moe)
+        ctx = Context(args.backend, isl, model.structure)
         load = max(1.0, batch / cand.attn_dp)
         t = ctx.band(ttft, "ttft", 1.0 if args.mode == "decode" else load)
         i = ctx.band(itl, "itl", load)
