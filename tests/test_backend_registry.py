@@ -35,7 +35,7 @@ class ToyBackend(EngineBackend):
 
     name = "toy"
     dynamo_module = "dynamo.toy"
-    default_image = dynamo_image("toy-runtime")
+    runtime_image = dynamo_image("toy-runtime")
     dgd_workdir = "/workspace/examples/backends/toy"
     memory_utilization = 0.80  # claims less memory than vLLM: fewer KV tokens
     calibrated_as = "vllm"  # no calibration of its own: times itself like vLLM
@@ -161,7 +161,7 @@ from slaprof.steps.engines.base import ServerLaunch, dynamo_image, last_per_rank
 class PluggedBackend(EngineBackend):
     name = "plugged"
     dynamo_module = "dynamo.plugged"
-    default_image = dynamo_image("plugged-runtime")
+    runtime_image = dynamo_image("plugged-runtime")
     dgd_workdir = "/workspace/plugged"
     calibrated_as = "vllm"
 

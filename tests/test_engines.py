@@ -10,7 +10,7 @@ import yaml
 
 from slaprof.steps.core.candidates import Candidate
 from slaprof.steps.core.errors import UserError
-from slaprof.steps.engines import DYNAMO_VERSION, get_backend
+from slaprof.steps.engines import get_backend
 from slaprof.steps.engines.base import ServerOptions
 from tests.conftest import FIXTURES
 
@@ -30,7 +30,7 @@ def test_get_backend_names_and_images():
         b = get_backend(name)
         assert b.name == name
         assert b.dynamo_module == f"dynamo.{name}"
-        assert b.default_image == f"nvcr.io/nvidia/ai-dynamo/{runtime}:{DYNAMO_VERSION}"
+        assert b.runtime_image == f"nvcr.io/nvidia/ai-dynamo/{runtime}"  # untagged: the Dynamo release tags it
     with pytest.raises(UserError, match="unknown backend 'tgi'"):
         get_backend("tgi")
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from slaprof.steps.dynamo import dynamo_releases
 from slaprof.workflows.render import workflow_template_dict
 from tests.conftest import MODELS, ROOT
 
@@ -221,6 +222,16 @@ class ArgoStandIn:
         return sorted(o.object_name for o in self.client.list_objects(BUCKET, prefix=prefix, recursive=True))
 
 
+def _images(doc: Any) -> set[str]:
+    """Every `image` value anywhere in a manifest."""
+    if isinstance(doc, dict):
+        found = {doc["image"]} if isinstance(doc.get("image"), str) else set()
+        return found.union(*(_images(v) for v in doc.values()))
+    if isinstance(doc, list):
+        return set().union(*(_images(v) for v in doc))
+    return set()
+
+
 def _ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
 
@@ -308,6 +319,10 @@ def test_profile_dag_task_by_task(argo):
     dgd = [d for d in yaml.safe_load_all(argo.get(f"{WORKFLOW}/dgd.yaml")) if d]
     assert all(d["metadata"]["labels"]["slaprof.io/run"] == WORKFLOW for d in dgd)
     assert any(d["kind"] == "DynamoGraphDeployment" for d in dgd)
+    # online bench pods run the engine image the DGD's workers run: one Dynamo release for both
+    release = dynamo_releases.get(dynamo_releases.NEWEST)
+    assert plan["engine-image"] == f"nvcr.io/nvidia/ai-dynamo/vllm-runtime:{release.version}"
+    assert plan["engine-image"] in _images(next(d for d in dgd if d["kind"] == "DynamoGraphDeployment"))
     assert "first result" in argo.outputs["record"]["drift"]
     assert argo.keys(f"history/{plan['history-key']}/") == [
         f"history/{plan['history-key']}/run.json",

@@ -206,7 +206,7 @@ def plan(inputs: PlanInput) -> PlanOutput:
     from slaprof.steps.core.store import Layout, write_model
     from slaprof.steps.dag import pipeline
     from slaprof.steps.dag.drift import history_key
-    from slaprof.steps.engines import get_backend
+    from slaprof.steps.dag.render import default_worker_image
 
     with step_errors("plan"):
         deadline = duration_seconds(inputs.bench_timeout, "bench-timeout")  # type: ignore[attr-defined]
@@ -224,7 +224,7 @@ def plan(inputs: PlanInput) -> PlanOutput:
             dropped=dropped or "none",
             method=request.method,
             auto_apply=request.deployment.auto_apply,
-            engine_image=request.deployment.engine_image or get_backend(request.backend).default_image,
+            engine_image=request.deployment.engine_image or default_worker_image(request),
             model=request.model,
             history_key=history_key(request.model, request.backend, request.hardware.gpu),
             bench_deadline=deadline,

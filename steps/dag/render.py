@@ -353,13 +353,26 @@ class DgdStart:
     default_image: str  # the workers' image when neither the request nor the base DGD names one
 
 
+def request_release(request: ProfileRequest) -> DynamoRelease:
+    """The Dynamo release the request deploys to (named, read off its images, or the newest)."""
+    dep = request.deployment
+    return dynamo_releases.resolve(dep.dynamo_version, dep.engine_image, dep.frontend_image, dep.dynamo_image)
+
+
+def default_worker_image(request: ProfileRequest) -> str:
+    """The backend's runtime image of the request's Dynamo release: what the DGD's workers run unless
+    the request or a base DGD names one, and what online bench pods measure."""
+    release = request_release(request)
+    return release.worker_image(get_backend(request.backend).runtime_image, request.deployment.dynamo_image)
+
+
 def start_dgd(request: ProfileRequest, base: dict[str, Any] | None) -> DgdStart:
     """A copy of `base`, else the backend's built-in template, with the Frontend's image set;
     raises when it has no Frontend."""
     backend = get_backend(request.backend)
     dep = request.deployment
-    release = dynamo_releases.resolve(dep.dynamo_version, dep.engine_image, dep.frontend_image, dep.dynamo_image)
-    default_image = release.worker_image(backend.default_image, dep.dynamo_image)
+    release = request_release(request)
+    default_image = default_worker_image(request)
     frontend_image = dep.frontend_image or dep.engine_image
     if base is None:
         dgd = backend.dgd_template(dep.engine_image or default_image, frontend_image or default_image)

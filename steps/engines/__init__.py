@@ -15,11 +15,10 @@ from __future__ import annotations
 from slaprof.steps.engines import vllm, sglang, trtllm, simulated  # noqa: F401
 
 # isort: on
-from slaprof.steps.engines.base import DYNAMO_VERSION, EngineBackend, Role, ServerLaunch, ServerOptions
+from slaprof.steps.engines.base import EngineBackend, Role, ServerLaunch, ServerOptions
 from slaprof.steps.engines.registry import backend_names, get_backend, plugin_error, register_backend
 
 __all__ = [
-    "DYNAMO_VERSION",
     "EngineBackend",
     "Role",
     "ServerLaunch",

@@ -25,8 +25,6 @@ from slaprof.steps.core.candidates import Candidate
 Role = Literal["prefill", "decode", "agg"]
 ROLES: tuple[str, ...] = ("prefill", "decode", "agg")
 
-# One Dynamo release for every runtime image and worker module slaprof renders.
-DYNAMO_VERSION = "0.7.0"
 DYNAMO_IMAGE_REPO = "nvcr.io/nvidia/ai-dynamo"
 # Tokens per engine step, for the bench's engines and the DGD's workers alike: a whole prompt of the
 # prefill grid in one step (no chunked prefill), as Dynamo's profiler configures its prefill engines,
@@ -40,8 +38,9 @@ def batched_tokens(max_context: int) -> int:
 
 
 def dynamo_image(runtime: str) -> str:
-    """`nvcr.io/nvidia/ai-dynamo/<runtime>:<DYNAMO_VERSION>`, e.g. runtime=vllm-runtime."""
-    return f"{DYNAMO_IMAGE_REPO}/{runtime}:{DYNAMO_VERSION}"
+    """`nvcr.io/nvidia/ai-dynamo/<runtime>`, e.g. runtime=vllm-runtime: a repository without a tag, which
+    the request's Dynamo release supplies (`DynamoRelease.worker_image`)."""
+    return f"{DYNAMO_IMAGE_REPO}/{runtime}"
 
 
 @dataclass
@@ -110,7 +109,7 @@ def prometheus_samples(text: str, name: str) -> list[tuple[dict[str, str], float
 class EngineBackend(ABC):
     name: str  # its registry key: vllm | sglang | trtllm | simulated | ...
     dynamo_module: str  # python -m <module> in a Dynamo worker, e.g. dynamo.vllm
-    default_image: str  # Dynamo runtime image for this backend
+    runtime_image: str  # its Dynamo runtime image repository, untagged: the Dynamo release gives the tag
     # False: it stands in for a deployable backend (the simulated engine) and a request cannot name it
     deployable: bool = True
 

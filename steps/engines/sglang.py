@@ -32,7 +32,7 @@ _VERSION = re.compile(r"sglang(?: version|==)\s*v?([0-9][\w.+-]*)", re.I)
 class SglangBackend(EngineBackend):
     name = "sglang"
     dynamo_module = "dynamo.sglang"
-    default_image = dynamo_image("sglang-runtime")
+    runtime_image = dynamo_image("sglang-runtime")
     version_path = "/get_server_info"  # JSON with "version"
     profile_start_path = "/start_profile"
     profile_stop_path = "/stop_profile"

@@ -47,7 +47,7 @@ class SimulationSettings:
 # performance model times it with.
 _EMULATED_FACTS = (
     "dynamo_module",
-    "default_image",
+    "runtime_image",
     "release_role_args",
     "legacy_role_flags",
     "memory_utilization",

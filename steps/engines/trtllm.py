@@ -41,7 +41,7 @@ _VERSION = re.compile(r"TensorRT-LLM version:\s*(\S+)")
 class TrtllmBackend(EngineBackend):
     name = "trtllm"
     dynamo_module = "dynamo.trtllm"
-    default_image = dynamo_image("tensorrtllm-runtime")
+    runtime_image = dynamo_image("tensorrtllm-runtime")
     aic_name = "trtllm"
     metrics_path = None  # trtllm-serve's /metrics is JSON iteration stats, not Prometheus
     profile_start_path = None

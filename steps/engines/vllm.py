@@ -46,7 +46,7 @@ _DECODE_ROLE = ("--disaggregation-mode", "decode")
 class VllmBackend(EngineBackend):
     name = "vllm"
     dynamo_module = "dynamo.vllm"
-    default_image = dynamo_image("vllm-runtime")
+    runtime_image = dynamo_image("vllm-runtime")
     profile_start_path = "/start_profile"
     profile_stop_path = "/stop_profile"
     dgd_workdir = "/workspace/examples/backends/vllm"
