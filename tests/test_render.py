@@ -18,6 +18,7 @@ from slaprof.steps.dag.apply import apply_manifests
 from slaprof.steps.dag.render import (
     POD_NAME_LIMIT,
     derive_name,
+    flag_names,
     merge_args,
     model_short_name,
     name_budget,
@@ -25,6 +26,8 @@ from slaprof.steps.dag.render import (
     run_step,
     to_yaml,
 )
+from slaprof.steps.engines import ServerOptions, get_backend
+from slaprof.steps.engines.base import batched_tokens
 from tests.plugins.kube import DGD_RESOURCE
 
 PREFILL_JSON = json.dumps(
@@ -200,6 +203,28 @@ def test_rendered_dgd_structure(backend, model, prefill, decode):
     name = dgd["metadata"]["name"]
     assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)
     assert all(len(name) + 2 * len(s) + 4 <= POD_NAME_LIMIT for s in services)
+
+
+@pytest.mark.parametrize("backend", ["vllm", "sglang", "trtllm"])
+@pytest.mark.parametrize("context", [6000, 40000])
+def test_prefill_workers_take_the_step_budget_the_bench_measured_with(backend, context):
+    # the bench ran every disaggregated candidate with whole prompts per step (up to 32,768 tokens);
+    # the deployed prefill workers must too, or long prompts are chunked where they were not measured
+    req = _request(backend)
+    sel = _selection(req, "tp2", "tp2").model_copy(update={"max_context": context})
+    docs = render_manifests(req, sel, PREFILL_JSON, DECODE_JSON)
+    engine = get_backend(backend)
+    budget = batched_tokens(context)
+    measured = engine.server_launch("m", Candidate.parse("tp2"), 8000, ServerOptions(max_batched_tokens=budget)).argv
+    budget_flags = flag_names(engine.step_tokens_args(budget))
+    assert budget == min(context, 32768) and budget_flags
+    prefill, decode = _args(_worker(docs, "prefill")), _args(_worker(docs, "decode"))
+    if backend == "trtllm":  # its workers take it in their engine config
+        assert _engine_config(docs, "prefill")["max_num_tokens"] == budget
+    else:
+        for flag in budget_flags:
+            assert _flag(prefill, flag) == _flag(measured, flag) == str(budget)
+            assert _flag(decode, flag) is None  # decode workers keep the engine's own budget
 
 
 def test_replicas_images_and_model_cache():

@@ -153,6 +153,16 @@ class EngineBackend(ABC):
         """Arguments of a Dynamo worker (`python3 -m <dynamo_module> ...`) in `role`; `max_context`:
         the context (tokens) the plan sized the engine for, 0 = leave the engine's default."""
 
+    def step_tokens_args(self, tokens: int) -> list[str]:
+        """Engine CLI flags for at most `tokens` prompt tokens per step ([] for an engine without them)."""
+        return []
+
+    def prefill_step_args(self, max_context: int) -> list[str]:
+        """A DGD prefill worker's step budget: the one the bench ran its engines with (`batched_tokens`),
+        so deployed prefill workers take whole prompts per step as measured (TRT-LLM's workers get it
+        in their engine config)."""
+        return self.step_tokens_args(batched_tokens(max_context)) if max_context else []
+
     def dgd_template(self, engine_image: str, frontend_image: str) -> dict[str, Any]:
         """The built-in disaggregated DGD (Frontend, prefill and decode workers, Planner) that render fills in."""
         text = resources.files("slaprof.steps").joinpath("templates", self.dgd_template_file).read_text()

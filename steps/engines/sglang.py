@@ -55,6 +55,9 @@ class SglangBackend(EngineBackend):
     def context_args(self, max_context: int) -> list[str]:
         return ["--context-length", str(max_context)] if max_context else []
 
+    def step_tokens_args(self, tokens: int) -> list[str]:
+        return ["--chunked-prefill-size", str(tokens), "--max-prefill-tokens", str(tokens)]
+
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
         args = [
             "--model-path",
@@ -63,6 +66,7 @@ class SglangBackend(EngineBackend):
             model,
             *self.parallel_args(cand),
             *self.context_args(max_context),
+            *(self.prefill_step_args(max_context) if role == "prefill" else []),
             "--trust-remote-code",
             "--skip-tokenizer-init",
         ]
@@ -100,12 +104,7 @@ class SglangBackend(EngineBackend):
         if not options.prefix_caching:
             argv.append("--disable-radix-cache")
         if options.max_batched_tokens:
-            argv += [
-                "--chunked-prefill-size",
-                str(options.max_batched_tokens),
-                "--max-prefill-tokens",
-                str(options.max_batched_tokens),
-            ]
+            argv += self.step_tokens_args(options.max_batched_tokens)
         argv += self.context_args(options.max_context or 0)
         if options.memory_utilization:
             argv += ["--mem-fraction-static", f"{options.memory_utilization:g}"]

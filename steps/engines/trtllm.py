@@ -54,6 +54,9 @@ class TrtllmBackend(EngineBackend):
             args += ["--ep_size", str(cand.size)]
         return args
 
+    def step_tokens_args(self, tokens: int) -> list[str]:
+        return ["--max_num_tokens", str(tokens)]  # a DGD worker takes it in its engine config instead
+
     def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:
         cfg: dict[str, Any] = {
             "tensor_parallel_size": cand.size,
@@ -111,7 +114,7 @@ class TrtllmBackend(EngineBackend):
             config_path,
         ]
         if options.max_batched_tokens:
-            argv += ["--max_num_tokens", str(options.max_batched_tokens)]
+            argv += self.step_tokens_args(options.max_batched_tokens)
         if options.max_context:
             argv += ["--max_seq_len", str(options.max_context)]
         return ServerLaunch(argv=argv, files={SERVER_CONFIG_FILE: yaml.safe_dump(cfg, sort_keys=False)})

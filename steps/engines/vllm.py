@@ -74,10 +74,13 @@ class VllmBackend(EngineBackend):
     def context_args(self, max_context: int) -> list[str]:
         return ["--max-model-len", str(max_context)] if max_context else []
 
+    def step_tokens_args(self, tokens: int) -> list[str]:
+        return ["--max-num-batched-tokens", str(tokens)]
+
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
         args = ["--model", model, *self.parallel_args(cand), *self.context_args(max_context)]
         if role == "prefill":
-            args.append("--is-prefill-worker")
+            args += [*self.prefill_step_args(max_context), "--is-prefill-worker"]
         return args
 
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
@@ -95,7 +98,7 @@ class VllmBackend(EngineBackend):
             "--enable-prefix-caching" if options.prefix_caching else "--no-enable-prefix-caching",
         ]
         if options.max_batched_tokens:
-            argv += ["--max-num-batched-tokens", str(options.max_batched_tokens)]
+            argv += self.step_tokens_args(options.max_batched_tokens)
         argv += self.context_args(options.max_context or 0)
         if options.memory_utilization:
             argv += ["--gpu-memory-utilization", f"{options.memory_utilization:g}"]
