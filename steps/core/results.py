@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.specs.models import EnginePrecision
 
 ProfileStatus = Literal["ok", "infeasible", "failed"]
 
@@ -254,6 +255,8 @@ class Selection(BaseModel):
     recommendation: list[str] = Field(default_factory=list)  # the printed "Suggested ..." lines
     # the engine context (tokens) the plan sized the engines for; the DGD's workers get it (0: unknown)
     max_context: int = 0
+    # the quantization / KV dtype overrides the engines ran with; the DGD's workers get them too
+    precision: EnginePrecision = Field(default_factory=EnginePrecision)
 
     def planner_targets(self) -> tuple[float, float]:
         """(TTFT, ITL) in ms the deployment's planner scales for: the request's targets, or the

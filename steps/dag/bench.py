@@ -704,6 +704,7 @@ class CandidateBench:
                 # an aggregated engine runs with its own chunked-prefill budget, as it would serve
                 max_batched_tokens=None if self.cand.is_agg else batched_tokens(self.plan.grid.max_context),
                 memory_utilization=self.opts.memory_utilization,
+                precision=self.plan.precision,
                 profile_dir=str(self.workdir / "traces") if self.opts.torch_profile else None,
             ),
             port=self.opts.port,
@@ -1209,7 +1210,15 @@ def _driving_model(request: ProfileRequest, candidate: Candidate) -> Any:
     """The performance model the simulated engine is started with (see `backend_for`)."""
     from slaprof.steps.measure.simengine import driving_estimator
 
-    return driving_estimator(request.model, request.hardware.gpu, request.backend, candidate.id)
+    engine = request.engine
+    return driving_estimator(
+        request.model,
+        request.hardware.gpu,
+        request.backend,
+        candidate.id,
+        quantization=engine.quantization,
+        kv_cache_dtype=engine.kv_cache_dtype,
+    )
 
 
 def measure_candidate(

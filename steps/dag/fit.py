@@ -519,6 +519,7 @@ def _job(request: ProfileRequest, plan: Plan, w: Workload) -> dict[str, Any]:
         "ttft_ms": request.sla.ttft_ms,
         "itl_ms": request.sla.itl_ms,
         "max_context": plan.grid.max_context,
+        "precision": plan.precision,
         "serving": request.serving,
         "gpu_budget": w.gpu_budget,
     }

@@ -19,9 +19,10 @@ from pydantic import BaseModel, Field
 from slaprof.steps.core.candidates import Candidate
 from slaprof.steps.core.errors import UserError
 from slaprof.steps.core.request import ProfileRequest
+from slaprof.steps.engines import get_backend
 from slaprof.steps.perf.memory import kv_capacity_tokens, weight_bytes_per_gpu
 from slaprof.steps.specs.gpus import GIB, get_gpu
-from slaprof.steps.specs.models import ModelInfo, apply_overrides, load_model_info
+from slaprof.steps.specs.models import EnginePrecision, ModelInfo, apply_overrides, engine_precision, load_model_info
 
 if TYPE_CHECKING:
     from slaprof.steps.core.store import ArtifactStore
@@ -52,7 +53,10 @@ class SweepGrid(BaseModel):
 
 
 class Plan(BaseModel):
-    model: ModelInfo
+    model: ModelInfo  # as the engines run it: the request's quantization and KV dtype applied
+    # what the engines must be told for that (the overrides the checkpoint does not declare); the bench's
+    # engines and the DGD's workers both get it
+    precision: EnginePrecision = Field(default_factory=EnginePrecision)
     gpu: str
     backend: str
     min_gpus: int
@@ -238,9 +242,11 @@ def make_plan(request: ProfileRequest, model: ModelInfo | None = None) -> Plan:
     Disaggregated candidates (`tp4`) are measured as prefill and decode engines; aggregated ones
     (`agg-tp4`, the same mappings) as one engine serving both phases. `request.serving` says which
     are planned; the GPU budget drops engines no deployment within it could use."""
-    model = apply_overrides(
-        model or load_model_info(request.model), request.engine.quantization, request.engine.kv_cache_dtype
-    )
+    declared = model or load_model_info(request.model)
+    engine = request.engine
+    precision = engine_precision(declared, engine.quantization, engine.kv_cache_dtype)
+    get_backend(request.backend).precision_args(precision)  # refused now, not dropped from the DGD later
+    model = apply_overrides(declared, engine.quantization, engine.kv_cache_dtype)
     problem = context_problem(request.sla.isl, request.sla.osl, model, request.engine.max_context_length)
     if problem:
         raise UserError(problem)
@@ -276,6 +282,7 @@ def make_plan(request: ProfileRequest, model: ModelInfo | None = None) -> Plan:
         raise UserError(f"no runnable candidate for {model.name} on {gpu.name}: {why}")
     return Plan(
         model=model,
+        precision=precision,
         gpu=gpu.name,
         backend=request.backend,
         min_gpus=lo,

@@ -41,6 +41,7 @@ from slaprof.steps.engines import EngineBackend, get_backend
 from slaprof.steps.engines.base import ROLES as WORKER_ROLES
 from slaprof.steps.engines.base import Role
 from slaprof.steps.fitting.planner_data import DecodePlannerData, PrefillPlannerData
+from slaprof.steps.specs.models import EnginePrecision
 
 DGD_API_VERSION = "nvidia.com/v1alpha1"
 DGD_KIND = "DynamoGraphDeployment"
@@ -221,6 +222,21 @@ def _worker_model(request: ProfileRequest) -> str:
     return request.model
 
 
+@dataclass(frozen=True)
+class WorkerSizing:
+    """What the plan assumed of every engine, which the DGD's workers must be told."""
+
+    max_context: int  # without it an engine takes the model's full context and may not fit the GPUs admitted
+    precision: EnginePrecision  # quantization / KV dtype overrides the estimates and measurements ran with
+
+
+def worker_sizing(request: ProfileRequest, selection: Selection) -> WorkerSizing:
+    return WorkerSizing(
+        max_context=selection.max_context or request.engine.max_context_length,
+        precision=selection.precision,
+    )
+
+
 def _set_worker(
     service: dict[str, Any],
     name: str,
@@ -230,7 +246,7 @@ def _set_worker(
     role: str,
     replicas: int | None,
     managed: set[str],
-    max_context: int,
+    sizing: WorkerSizing,
     release: DynamoRelease,
     default_image: str,
 ) -> None:
@@ -255,7 +271,10 @@ def _set_worker(
     ours = backend.release_worker_args(
         release.line,
         role,
-        backend.dgd_worker_args(_worker_model(request), cand, role, max_context),  # type: ignore[arg-type]
+        [
+            *backend.dgd_worker_args(_worker_model(request), cand, role, sizing.max_context),  # type: ignore[arg-type]
+            *backend.precision_args(sizing.precision),
+        ],
     )
     if _worker_model(request) != request.model:
         # clients ask for the model by its id, not by its folder on the PVC
@@ -434,7 +453,7 @@ def engine_config_docs(
     namespace: str,
     services: dict[str, Any],
     workers: Mapping[str, tuple[str, Candidate]],
-    max_context: int,
+    sizing: WorkerSizing,
 ) -> list[dict[str, Any]]:
     """For backends configured by a file (TensorRT-LLM): the ConfigMap `<name>-engine-config` with
     each worker's engine-args file (carrying the context the plan sized it for), mounted where the
@@ -443,7 +462,7 @@ def engine_config_docs(
     for role, (service, cand) in workers.items():
         path = backend.engine_config_path(role)  # type: ignore[arg-type]
         if path:
-            config = backend.engine_config(cand, role, max_context)  # type: ignore[arg-type]
+            config = backend.engine_config(cand, role, sizing.max_context, sizing.precision)  # type: ignore[arg-type]
             files[posixpath.basename(path)] = yaml.safe_dump(config, sort_keys=False)
             _mount_configmap(services[service], ENGINE_CONFIG_VOLUME, f"{name}-engine-config", posixpath.dirname(path))
     return [_configmap(f"{name}-engine-config", namespace, files)] if files else []
@@ -488,9 +507,7 @@ def render_manifests(
     configmap = planner_configmap_name(name)
 
     managed = managed_worker_flags(backend)
-    # the context the plan sized the KV cache and the candidates for: without it an engine takes the
-    # model's full context and may refuse to start on the GPUs the plan admitted
-    context = selection.max_context or request.engine.max_context_length
+    sizing = worker_sizing(request, selection)
     choices = {"prefill": selection.prefill.candidate, "decode": selection.decode.candidate}
     replicas = {r: getattr(selection.replicas, r) if selection.replicas else None for r in ROLES}
     for role in ROLES:
@@ -503,7 +520,7 @@ def render_manifests(
             role,
             replicas[role],
             managed,
-            context,
+            sizing,
             release,
             start.default_image,
         )
@@ -538,7 +555,7 @@ def render_manifests(
         )
     ]
     workers: dict[str, tuple[str, Candidate]] = {role: (names[role], choices[role]) for role in ROLES}
-    docs += engine_config_docs(backend, name, dep.namespace, services, workers, context)
+    docs += engine_config_docs(backend, name, dep.namespace, services, workers, sizing)
     docs.append(release_form(dgd, release))
     return docs
 

@@ -33,6 +33,7 @@ from slaprof.steps.dag.render import (
     managed_worker_flags,
     release_form,
     start_dgd,
+    worker_sizing,
 )
 
 AGG_WORKER = "worker"  # the aggregated worker's service name when slaprof makes it from its template
@@ -82,7 +83,7 @@ def render_agg_manifests(
     frontend = _find_service(services, "frontend")
     assert frontend is not None
     cand = group.candidate
-    context = selection.max_context or request.engine.max_context_length
+    sizing = worker_sizing(request, selection)
     _set_worker(
         services[worker],
         worker,
@@ -92,7 +93,7 @@ def render_agg_manifests(
         "agg",
         group.replicas,
         managed_worker_flags(backend),
-        context,
+        sizing,
         release,
         start.default_image,
     )
@@ -100,6 +101,6 @@ def render_agg_manifests(
     _mount_model_cache(dgd, [frontend, worker], request)
     name = dgd_name(request, list(services), base)
     finish_dgd(dgd, request, selection, name, release, {"slaprof/aggregated": f"{cand.label} x{group.replicas}"})
-    docs = engine_config_docs(backend, name, request.deployment.namespace, services, {"agg": (worker, cand)}, context)
+    docs = engine_config_docs(backend, name, request.deployment.namespace, services, {"agg": (worker, cand)}, sizing)
     docs.append(release_form(dgd, release))
     return docs

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 
 from slaprof.steps.core.candidates import Candidate
+from slaprof.steps.core.errors import UserError
+from slaprof.steps.specs.models import EnginePrecision
 
 # a disaggregated graph's prefill or decode worker, or an aggregated worker serving both phases
 Role = Literal["prefill", "decode", "agg"]
@@ -50,6 +52,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     prefix_caching: bool = True  # decode surface needs warm prefixes; prefill uses unseen prompts
     max_batched_tokens: int | None = None  # tokens per forward pass; large enough to avoid chunked prefill
+    precision: EnginePrecision | None = None  # the plan's quantization / KV dtype overrides
     max_context: int | None = None  # engine's max model length
     memory_utilization: float | None = None
     profile_dir: str | None = None  # torch-profiler output directory (when --torch-profile)
@@ -121,6 +124,10 @@ class EngineBackend(ABC):
     release_role_args: Mapping[str, Mapping[str, tuple[str, ...]]] = {}
     legacy_role_flags: tuple[str, ...] = ()
 
+    # Flags that make the engine apply an EnginePrecision override: {("weights" | "kv_cache", dtype): flags}.
+    # An override without an entry is refused when the request is planned, not dropped from the DGD.
+    precision_flags: Mapping[tuple[str, str], tuple[str, ...]] = {}
+
     # ---- what the performance model and the planner assume ---------------------
     memory_utilization: float = 0.90  # fraction of GPU memory the engine claims by default
     profile_batched_tokens: int = 8192  # tokens of the forward pass the engine profiles its memory with
@@ -152,6 +159,24 @@ class EngineBackend(ABC):
     def dgd_worker_args(self, model: str, cand: Candidate, role: Role, max_context: int = 0) -> list[str]:
         """Arguments of a Dynamo worker (`python3 -m <dynamo_module> ...`) in `role`; `max_context`:
         the context (tokens) the plan sized the engine for, 0 = leave the engine's default."""
+
+    def precision_args(self, precision: EnginePrecision | None) -> list[str]:
+        """The engine's flags for `precision`; a UserError for an override it cannot be told."""
+        args: list[str] = []
+        p = precision or EnginePrecision()
+        for what, value in (("weights", p.weights), ("kv_cache", p.kv_cache)):
+            if value is None:
+                continue
+            flags = self.precision_flags.get((what, value))
+            if flags is None:
+                label = "weights" if what == "weights" else "KV cache"
+                raise UserError(
+                    f"{self.name} cannot be told to run {value} {label} on this checkpoint (it declares otherwise): "
+                    "serve a checkpoint quantized that way, or leave --quantization / --kv-cache-dtype at auto "
+                    "(`slaprof estimate` answers what-if questions without a deployment)"
+                )
+            args += flags
+        return args
 
     def step_tokens_args(self, tokens: int) -> list[str]:
         """Engine CLI flags for at most `tokens` prompt tokens per step ([] for an engine without them)."""
@@ -191,7 +216,9 @@ class EngineBackend(ABC):
                 flags |= {a for a in args if a.startswith("--")}
         return flags
 
-    def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:
+    def engine_config(
+        self, cand: Candidate, role: Role, max_context: int = 0, precision: EnginePrecision | None = None
+    ) -> dict[str, Any]:
         """Engine-args file content for backends that take settings in a YAML (TRT-LLM); else {}."""
         return {}
 

@@ -55,6 +55,11 @@ class SglangBackend(EngineBackend):
     def context_args(self, max_context: int) -> list[str]:
         return ["--context-length", str(max_context)] if max_context else []
 
+    precision_flags = {
+        ("weights", "fp8"): ("--quantization", "fp8"),  # dynamic FP8 of a BF16 checkpoint
+        ("kv_cache", "fp8"): ("--kv-cache-dtype", "fp8_e4m3"),
+    }
+
     def step_tokens_args(self, tokens: int) -> list[str]:
         return ["--chunked-prefill-size", str(tokens), "--max-prefill-tokens", str(tokens)]
 
@@ -105,6 +110,7 @@ class SglangBackend(EngineBackend):
             argv.append("--disable-radix-cache")
         if options.max_batched_tokens:
             argv += self.step_tokens_args(options.max_batched_tokens)
+        argv += self.precision_args(options.precision)
         argv += self.context_args(options.max_context or 0)
         if options.memory_utilization:
             argv += ["--mem-fraction-static", f"{options.memory_utilization:g}"]

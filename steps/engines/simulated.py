@@ -23,6 +23,7 @@ from slaprof.steps.engines.base import (
     to_int,
 )
 from slaprof.steps.engines.registry import get_backend, register_backend
+from slaprof.steps.specs.models import EnginePrecision
 
 KV_METRIC = "simengine:max_total_num_tokens"
 _KV = re.compile(r"^[^\n]*?KV cache capacity:\s*(?P<n>[0-9][0-9,]*)\s*tokens", re.M)
@@ -84,8 +85,10 @@ class SimulatedBackend(EngineBackend):
     def dgd_template(self, engine_image: str, frontend_image: str) -> dict[str, Any]:
         return self.emulated.dgd_template(engine_image, frontend_image)
 
-    def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:
-        return self.emulated.engine_config(cand, role, max_context)
+    def engine_config(
+        self, cand: Candidate, role: Role, max_context: int = 0, precision: EnginePrecision | None = None
+    ) -> dict[str, Any]:
+        return self.emulated.engine_config(cand, role, max_context, precision)
 
     def engine_config_path(self, role: Role) -> str | None:
         return self.emulated.engine_config_path(role)
@@ -122,6 +125,11 @@ class SimulatedBackend(EngineBackend):
             argv.append("--no-prefix-caching")
         if options.max_batched_tokens:
             argv += ["--max-batched-tokens", str(options.max_batched_tokens)]
+        precision = options.precision or EnginePrecision()
+        if precision.weights:  # it times the model as the engine it stands in for would run it
+            argv += ["--quantization", precision.weights]
+        if precision.kv_cache:
+            argv += ["--kv-cache-dtype", precision.kv_cache]
         if options.max_context:
             argv += ["--max-context", str(options.max_context)]
         if s.max_kv_tokens:

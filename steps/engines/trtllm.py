@@ -26,6 +26,7 @@ from slaprof.steps.engines.base import (
     to_int,
 )
 from slaprof.steps.engines.registry import register_backend
+from slaprof.steps.specs.models import EnginePrecision
 
 # Where a DGD worker finds its engine-args file; the renderer mounts `engine_config` there.
 ENGINE_CONFIG_DIR = "/opt/slaprof/engine-config"
@@ -57,7 +58,12 @@ class TrtllmBackend(EngineBackend):
     def step_tokens_args(self, tokens: int) -> list[str]:
         return ["--max_num_tokens", str(tokens)]  # a DGD worker takes it in its engine config instead
 
-    def engine_config(self, cand: Candidate, role: Role, max_context: int = 0) -> dict[str, Any]:
+    # FP8 KV goes in the engine-args file (no flag); weights are served as the checkpoint has them
+    precision_flags = {("kv_cache", "fp8"): ()}
+
+    def engine_config(
+        self, cand: Candidate, role: Role, max_context: int = 0, precision: EnginePrecision | None = None
+    ) -> dict[str, Any]:
         cfg: dict[str, Any] = {
             "tensor_parallel_size": cand.size,
             "moe_expert_parallel_size": cand.moe_ep,
@@ -67,6 +73,8 @@ class TrtllmBackend(EngineBackend):
                 "free_gpu_memory_fraction": self.memory_utilization,
             },
         }
+        if precision and precision.kv_cache:
+            cfg["kv_cache_config"]["dtype"] = precision.kv_cache
         if max_context:
             cfg["max_seq_len"] = max_context
             cfg["max_num_tokens"] = batched_tokens(max_context)
@@ -97,7 +105,10 @@ class TrtllmBackend(EngineBackend):
         return args if role == "agg" else [*args, "--disaggregation-mode", role]
 
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
-        cfg = self.engine_config(cand, "agg")  # a standalone server is an aggregated engine
+        self.precision_args(options.precision)  # refuses what the engine cannot be told
+        cfg = self.engine_config(
+            cand, "agg", precision=options.precision
+        )  # a standalone server is an aggregated engine
         cfg["kv_cache_config"]["enable_block_reuse"] = options.prefix_caching
         if options.memory_utilization:
             cfg["kv_cache_config"]["free_gpu_memory_fraction"] = options.memory_utilization

@@ -74,6 +74,11 @@ class VllmBackend(EngineBackend):
     def context_args(self, max_context: int) -> list[str]:
         return ["--max-model-len", str(max_context)] if max_context else []
 
+    precision_flags = {
+        ("weights", "fp8"): ("--quantization", "fp8"),  # dynamic FP8 of a BF16 checkpoint
+        ("kv_cache", "fp8"): ("--kv-cache-dtype", "fp8"),
+    }
+
     def step_tokens_args(self, tokens: int) -> list[str]:
         return ["--max-num-batched-tokens", str(tokens)]
 
@@ -99,6 +104,7 @@ class VllmBackend(EngineBackend):
         ]
         if options.max_batched_tokens:
             argv += self.step_tokens_args(options.max_batched_tokens)
+        argv += self.precision_args(options.precision)
         argv += self.context_args(options.max_context or 0)
         if options.memory_utilization:
             argv += ["--gpu-memory-utilization", f"{options.memory_utilization:g}"]

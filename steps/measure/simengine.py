@@ -618,18 +618,30 @@ def _version() -> str:
 # ---------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------
-def driving_estimator(model: str, gpu: str, emulate: str, mapping: str, estimator: str = "builtin") -> Any:
-    """The performance model that times the engine's steps (the bench checks its points against it)."""
+def driving_estimator(
+    model: str,
+    gpu: str,
+    emulate: str,
+    mapping: str,
+    estimator: str = "builtin",
+    quantization: str = "auto",
+    kv_cache_dtype: str = "auto",
+) -> Any:
+    """The performance model that times the engine's steps (the bench checks its points against it),
+    for the model as the engine is told to run it (`--quantization`, `--kv-cache-dtype`)."""
     from slaprof.steps.core.candidates import Candidate
     from slaprof.steps.perf import get_estimator
     from slaprof.steps.specs.gpus import get_gpu
-    from slaprof.steps.specs.models import load_model_info
+    from slaprof.steps.specs.models import apply_overrides, load_model_info
 
-    return get_estimator(load_model_info(model), get_gpu(gpu), emulate, Candidate.parse(mapping), estimator)
+    info = apply_overrides(load_model_info(model), quantization, kv_cache_dtype)
+    return get_estimator(info, get_gpu(gpu), emulate, Candidate.parse(mapping), estimator)
 
 
 def build_engine(args: argparse.Namespace) -> tuple[Engine, int]:
-    est = driving_estimator(args.model, args.gpu, args.emulate, args.mapping, args.estimator)
+    est = driving_estimator(
+        args.model, args.gpu, args.emulate, args.mapping, args.estimator, args.quantization, args.kv_cache_dtype
+    )
     max_kv = args.max_kv_tokens or int(est.max_kv_tokens())
     engine = Engine(
         est,
@@ -658,6 +670,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batched-tokens", type=int, default=8192)
     p.add_argument("--max-context", type=int, default=0)
     p.add_argument("--max-kv-tokens", type=int, default=0, help="override the modelled KV capacity")
+    p.add_argument("--quantization", default="auto", choices=("auto", "bf16", "fp8", "fp4"), help="weights as served")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "bf16", "fp8"), help="KV cache as served")
     p.add_argument("--profile-dir", default=None, help="enables /start_profile and /stop_profile")
     return p.parse_args(argv)
 

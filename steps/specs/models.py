@@ -455,6 +455,27 @@ def load_model_info(model: str) -> ModelInfo:
     return _from_id(model)
 
 
+class EnginePrecision(BaseModel):
+    """What an engine must be told to run the model as the plan assumed: the request's quantization
+    and KV-cache dtype where they differ from what the checkpoint declares (None: as declared)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    weights: WeightDtype | None = None
+    kv_cache: Literal["bf16", "fp8"] | None = None
+
+    def describe(self) -> str:
+        parts = [f"{self.weights} weights"] if self.weights else []
+        return ", ".join(parts + ([f"{self.kv_cache} KV cache"] if self.kv_cache else [])) or "as declared"
+
+
+def engine_precision(declared: ModelInfo, quantization: str = "auto", kv_cache_dtype: str = "auto") -> EnginePrecision:
+    """The overrides of `declared` (the checkpoint's model) an engine has to apply."""
+    weights = quantization if quantization not in ("auto", declared.weight_dtype) else None
+    kv = kv_cache_dtype if kv_cache_dtype not in ("auto", declared.kv_dtype) else None
+    return EnginePrecision(weights=weights, kv_cache=kv)
+
+
 def apply_overrides(info: ModelInfo, quantization: str = "auto", kv_cache_dtype: str = "auto") -> ModelInfo:
     """The model as the engine will run it: request's quantization and KV dtype over the declared ones."""
     update: dict[str, Any] = {}
