@@ -11,7 +11,7 @@ import yaml
 from slaprof.steps.core.candidates import Candidate
 from slaprof.steps.core.errors import UserError
 from slaprof.steps.engines import get_backend
-from slaprof.steps.engines.base import ServerOptions
+from slaprof.steps.engines.base import ServerOptions, batched_tokens
 from tests.conftest import FIXTURES
 
 LOGS = FIXTURES / "engine_logs"
@@ -115,6 +115,28 @@ def test_trtllm_engine_config_carries_the_mapping():
     assert tep["kv_cache_config"]["enable_block_reuse"] is False and tep["disable_overlap_scheduler"] is True
     tp = trt.engine_config(Candidate.parse("tp2"), "decode")
     assert tp["moe_expert_parallel_size"] == 1 and tp["tensor_parallel_size"] == 2
+
+
+@pytest.mark.parametrize("context", [6000, 40000])
+def test_trtllm_workers_get_the_step_budget_their_bench_engine_ran_with(context, tmp_path):
+    trt, tp2, agg = get_backend("trtllm"), Candidate.parse("tp2"), Candidate.parse("agg-tp2")
+
+    def bench_engine(cand: Candidate) -> tuple[dict, list[str]]:
+        # as bench.py starts it: disaggregated candidates with whole prompts per step, aggregated ones not
+        budget = None if cand.is_agg else batched_tokens(context)
+        opts = ServerOptions(max_context=context, max_batched_tokens=budget, workdir=str(tmp_path))
+        launch = trt.server_launch("m", cand, 9003, opts)
+        return yaml.safe_load(next(iter(launch.files.values()))), launch.argv
+
+    cfg, argv = bench_engine(agg)
+    worker = trt.engine_config(agg, "agg", context)
+    assert "max_num_tokens" not in cfg and "max_num_tokens" not in worker and "--max_num_tokens" not in argv
+    assert cfg["max_seq_len"] == worker["max_seq_len"] == context
+    assert cfg.get("enable_chunked_prefill") == worker.get("enable_chunked_prefill") == (context > 8192 or None)
+    _, argv = bench_engine(tp2)
+    prefill = trt.engine_config(tp2, "prefill", context)
+    assert prefill["max_num_tokens"] == int(_flag(argv, "--max_num_tokens")) == min(context, 32768)
+    assert prefill.get("enable_chunked_prefill") == (context > 32768 or None)
 
 
 def test_server_commands(tmp_path):

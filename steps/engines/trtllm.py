@@ -37,6 +37,9 @@ _KV = re.compile(
 )
 _VERSION = re.compile(r"TensorRT-LLM version:\s*(\S+)")
 
+# TensorRT-LLM's own tokens per step (BuildConfig.max_num_tokens) when none is given
+DEFAULT_MAX_NUM_TOKENS = 8192
+
 
 @register_backend
 class TrtllmBackend(EngineBackend):
@@ -77,8 +80,12 @@ class TrtllmBackend(EngineBackend):
             cfg["kv_cache_config"]["dtype"] = precision.kv_cache
         if max_context:
             cfg["max_seq_len"] = max_context
-            cfg["max_num_tokens"] = batched_tokens(max_context)
-            if max_context > cfg["max_num_tokens"]:
+            # disaggregated engines were measured with whole prompts per step; aggregated ones with the
+            # engine's own budget, which the bench and the DGD leave alone
+            budget = DEFAULT_MAX_NUM_TOKENS if role == "agg" else batched_tokens(max_context)
+            if role != "agg":
+                cfg["max_num_tokens"] = budget
+            if max_context > budget:
                 cfg["enable_chunked_prefill"] = True  # prompts longer than one step are split, not refused
         if role != "agg":  # an aggregated worker keeps its KV cache: nothing to transfer
             cfg["cache_transceiver_config"] = {"backend": "DEFAULT"}
@@ -106,9 +113,8 @@ class TrtllmBackend(EngineBackend):
 
     def server_launch(self, model: str, cand: Candidate, port: int, options: ServerOptions) -> ServerLaunch:
         self.precision_args(options.precision)  # refuses what the engine cannot be told
-        cfg = self.engine_config(
-            cand, "agg", precision=options.precision
-        )  # a standalone server is an aggregated engine
+        # a standalone server is an aggregated engine; a disaggregated candidate's gets its step budget as a flag
+        cfg = self.engine_config(cand, "agg", options.max_context or 0, options.precision)
         cfg["kv_cache_config"]["enable_block_reuse"] = options.prefix_caching
         if options.memory_utilization:
             cfg["kv_cache_config"]["free_gpu_memory_fraction"] = options.memory_utilization
@@ -126,8 +132,6 @@ class TrtllmBackend(EngineBackend):
         ]
         if options.max_batched_tokens:
             argv += self.step_tokens_args(options.max_batched_tokens)
-        if options.max_context:
-            argv += ["--max_seq_len", str(options.max_context)]
         return ServerLaunch(argv=argv, files={SERVER_CONFIG_FILE: yaml.safe_dump(cfg, sort_keys=False)})
 
     def kv_tokens_from_log(self, log_text: str, attn_dp: int = 1) -> int | None:
