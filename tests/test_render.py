@@ -17,7 +17,9 @@ from slaprof.steps.core.store import Layout, LocalStore
 from slaprof.steps.dag.apply import apply_manifests
 from slaprof.steps.dag.render import (
     POD_NAME_LIMIT,
+    base_precision_warnings,
     derive_name,
+    describe,
     flag_names,
     merge_args,
     model_short_name,
@@ -28,6 +30,7 @@ from slaprof.steps.dag.render import (
 )
 from slaprof.steps.engines import ServerOptions, get_backend
 from slaprof.steps.engines.base import batched_tokens
+from slaprof.steps.specs.models import EnginePrecision
 from tests.plugins.kube import DGD_RESOURCE
 
 PREFILL_JSON = json.dumps(
@@ -365,6 +368,21 @@ def test_base_dgd_keeps_unrelated_fields():
         "--max-gpu-budget=16",
     ]  # ours replace theirs in place; the rest is kept
     assert _flag(pargs, "--prefill-engine-num-gpu") == "4" and _flag(pargs, "--decode-engine-num-gpu") == "16"
+
+
+def test_a_base_flag_the_engines_ran_without_is_named_in_the_header():
+    # BASE's prefill worker sets --kv-cache-dtype=fp8; the profile ran the checkpoint's BF16 KV cache
+    base = yaml.safe_load(BASE)
+    req = _request("vllm")
+    sel = _selection(req, "tp4", "tp16")
+    (warning,) = base_precision_warnings(req, sel, base)
+    assert "worker 'pw' sets --kv-cache-dtype" in warning and "ran as declared" in warning
+    assert warning in describe(req, sel, base)
+    # profiled with FP8 KV: the rendered flag replaces the base's, nothing to warn about
+    fp8 = sel.model_copy(update={"precision": EnginePrecision(kv_cache="fp8")})
+    assert base_precision_warnings(req, fp8, base) == []
+    pw = _worker(render_manifests(req, fp8, PREFILL_JSON, DECODE_JSON, base=base), "prefill")
+    assert _flag(_args(pw), "--kv-cache-dtype") == "fp8" and _args(pw).count("--kv-cache-dtype=fp8") == 0
 
 
 def test_base_needs_workers_and_a_dgd():

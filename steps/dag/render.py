@@ -612,7 +612,36 @@ def local_model_warning(request: ProfileRequest) -> str | None:
     )
 
 
-def describe(request: ProfileRequest, selection: Selection) -> str:
+def base_precision_warnings(request: ProfileRequest, selection: Selection, base: dict[str, Any] | None) -> list[str]:
+    """A base DGD's worker flag setting the weights' or the KV cache's dtype, which the profile's
+    engines did not run with (slaprof keeps a base's own flags, so its numbers may not hold)."""
+    if base is None:
+        return []
+    backend = get_backend(request.backend)
+    theirs = {flags[0] for flags in backend.precision_flags.values() if flags}
+    ours = flag_names(backend.precision_args(selection.precision))
+    out = []
+    for name, service in ((base.get("spec") or {}).get("services") or {}).items():
+        if (service or {}).get("componentType") != "worker":
+            continue
+        container = (service.get("extraPodSpec") or {}).get("mainContainer") or {}
+        clash = sorted((flag_names(_split_invocation(container, name)) & theirs) - ours)
+        if clash:
+            out.append(
+                f"warning: the base DGD's worker {name!r} sets {', '.join(clash)}, which the profile's engines ran "
+                f"without (they ran {selection.precision.describe()}); its numbers may not hold: profile with the "
+                "matching --quantization / --kv-cache-dtype, or drop the flag from the base"
+            )
+    return out
+
+
+def render_warnings(request: ProfileRequest, selection: Selection, base: dict[str, Any] | None = None) -> list[str]:
+    """What a user should know before applying the rendered DGD."""
+    local = local_model_warning(request)
+    return ([local] if local else []) + base_precision_warnings(request, selection, base)
+
+
+def describe(request: ProfileRequest, selection: Selection, base: dict[str, Any] | None = None) -> str:
     rep = selection.replicas
     chosen = selection.deployment
     ttft, itl = selection.planner_targets()
@@ -638,9 +667,7 @@ def describe(request: ProfileRequest, selection: Selection) -> str:
     note = selection.sla_note()
     if note:
         lines.append(f"note: {note}")
-    warning = local_model_warning(request)
-    if warning:
-        lines.append(warning)
+    lines += render_warnings(request, selection, base)
     return "\n".join(lines)
 
 
@@ -676,6 +703,6 @@ def run_step(store: ArtifactStore, base: dict[str, Any] | None = None, labels: d
     docs = render_selection(request, selection, planner_json, base=base)
     for doc in docs if labels else []:
         doc.setdefault("metadata", {}).setdefault("labels", {}).update(labels or {})
-    text = to_yaml(docs, header=describe(request, selection))
+    text = to_yaml(docs, header=describe(request, selection, base))
     store.put_bytes(Layout.DGD, text.encode(), "application/yaml")
     return text

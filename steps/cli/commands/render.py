@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from slaprof.steps.core.request import ProfileRequest, build_request, merge
     from slaprof.steps.core.results import Selection
     from slaprof.steps.core.store import Layout, MissingArtifact, open_store, read_model, write_file_atomic
-    from slaprof.steps.dag.render import describe, load_base, local_model_warning, render_selection, to_yaml
+    from slaprof.steps.dag.render import describe, load_base, render_selection, render_warnings, to_yaml
 
     store = open_store(args.selection, create=False)
 
@@ -84,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
     if overrides:
         request = build_request(merge(request.model_dump(), overrides))
     base = load_base(args.base) if args.base else None
-    text = to_yaml(render_selection(request, selection, planner_json, base=base), header=describe(request, selection))
+    text = to_yaml(
+        render_selection(request, selection, planner_json, base=base), header=describe(request, selection, base)
+    )
     if args.out == "-":
         sys.stdout.write(text)
         return 0
     write_file_atomic(Path(args.out), text.encode())  # a full disk keeps the previous file whole
     print(f"wrote {args.out}: {describe(request, selection).splitlines()[1]}")
-    warning = local_model_warning(request)
-    if warning:
+    for warning in render_warnings(request, selection, base):
         print(f"slaprof: {warning}", file=sys.stderr)
     return 0
