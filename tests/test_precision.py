@@ -75,6 +75,7 @@ def test_the_dgd_workers_run_what_the_plan_assumed(backend, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     selection = Selection.model_validate_json((out / "selection.json").read_text())
     assert selection.precision == FP8_KV
+    assert "<td>precision</td><td>fp8 KV cache</td>" in (out / "report.html").read_text()
     docs = [d for d in yaml.safe_load_all((out / "dgd.yaml").read_text()) if d]
     dgd = next(d for d in docs if d["kind"] == "DynamoGraphDeployment")
     workers = [c for c in dgd["spec"]["components"] if c["type"] not in ("frontend", "planner")]

@@ -107,6 +107,7 @@ def test_report_is_self_contained_and_complete(result, tmp_path: Path):
     for w in fit.selection.warnings:
         assert w.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in text
     assert request.model in text
+    assert "<td>precision</td><td>as declared</td>" in text  # no --quantization / --kv-cache-dtype override
     for name in PLOT_NAMES:
         assert (tmp_path / "plots" / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
 

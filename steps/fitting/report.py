@@ -331,6 +331,9 @@ def _request(ctx: ReportContext) -> str:
         ["ITL target", f"{sla.itl_ms:g} ms"],
         ["request rate", f"{sla.request_rate:g} req/s" if sla.request_rate else "not given"],
         ["granularity (prefill / decode)", f"{request.sweep.prefill_granularity} / {request.sweep.decode_granularity}"],
+        # what the engines ran and the DGD's workers are told, beyond the checkpoint's own declaration
+        ["precision", ctx.sel.precision.describe()],
+        ["engine context", f"{ctx.sel.max_context:,} tokens" if ctx.sel.max_context else "the model's"],
     ]
     if request.method == "offline":
         rows.append(["estimator", request.sweep.estimator])
