@@ -28,9 +28,9 @@ Role = Literal["prefill", "decode", "agg"]
 ROLES: tuple[str, ...] = ("prefill", "decode", "agg")
 
 DYNAMO_IMAGE_REPO = "nvcr.io/nvidia/ai-dynamo"
-# Tokens per engine step, for the bench's engines and the DGD's workers alike: a whole prompt of the
-# prefill grid in one step (no chunked prefill), as Dynamo's profiler configures its prefill engines,
-# up to this cap.
+# Tokens per engine step of the bench's disaggregated engines and the DGD's prefill workers alike: a
+# whole prompt of the prefill grid in one step (no chunked prefill), as Dynamo's profiler configures
+# its prefill engines, up to this cap. Aggregated engines keep their own budget.
 MAX_BATCHED_TOKENS = 32768
 
 
