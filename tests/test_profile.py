@@ -184,6 +184,9 @@ def test_offline_run_prints_both_modes_then_report(offline_run):
     assert f"{other.shape} on {other.gpus} GPUs" in lines[deployment_at + 1]
     assert lines[-1] == f"Report: {out / 'report.html'}"
     assert "plan:" in res.stderr and "bench tp" in res.stderr  # plain log lines, not a terminal
+    # the model is a folder here, which the DGD's pods cannot see: said on stderr, not only in the file
+    warning = "slaprof: warning: the model is the local folder"
+    assert warning in res.stderr and warning[9:] in (out / "dgd.yaml").read_text()
 
 
 def test_serving_disagg_prints_dynamo_lines_and_the_disaggregated_dgd(disagg_run):

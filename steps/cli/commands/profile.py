@@ -211,6 +211,10 @@ def run(args: argparse.Namespace) -> int:
         sla_note = selection.sla_note()
         if sla_note:
             print(f"slaprof: warning: {sla_note}", file=sys.stderr)
+        from slaprof.steps.dag.render import render_warnings
+
+        for warning in render_warnings(request, selection):  # also in the DGD file's header
+            print(f"slaprof: {warning}", file=sys.stderr)
     if result.drift:
         print(f"slaprof: drift: {result.drift}", file=sys.stderr)
     for line in selection.recommendation:
