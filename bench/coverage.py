@@ -19,7 +19,7 @@ rule (`new_system_stretch`) beside the baseline that stretches by the left-out f
 
     python bench/coverage.py
     python bench/coverage.py --calibration
-    python bench/coverage.py --simulate
+    python bench/coverage.py --simulate [--gpus 4]
 """
 
 from __future__ import annotations
@@ -154,9 +154,14 @@ def main() -> int:
     parser.add_argument(
         "--simulate", action="store_true", help="score the stretch rule on simulated GPUs instead of measured rows"
     )
+    parser.add_argument(
+        "--gpus", type=int, default=2, help="with --simulate: calibration GPUs the intervals are fitted on"
+    )
     args = parser.parse_args()
     if args.simulate:
-        simulate()
+        if args.gpus < 2:
+            parser.error("--gpus: at least 2 (one is left out to learn the stretch)")
+        simulate(args.gpus)
         return 0
     try:
         from slaprof.steps.perf.silicon import load_cases
