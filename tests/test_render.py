@@ -15,8 +15,11 @@ from slaprof.steps.core.request import build_request
 from slaprof.steps.core.results import DecodeChoice, PrefillChoice, Replicas, Selection
 from slaprof.steps.core.store import Layout, LocalStore
 from slaprof.steps.dag.apply import apply_manifests
+from slaprof.steps.dag.bench import engine_options
+from slaprof.steps.dag.plan import make_plan
 from slaprof.steps.dag.render import (
     POD_NAME_LIMIT,
+    WorkerSizing,
     base_precision_warnings,
     derive_name,
     describe,
@@ -25,12 +28,14 @@ from slaprof.steps.dag.render import (
     model_short_name,
     name_budget,
     render_manifests,
+    request_release,
     run_step,
     to_yaml,
+    worker_args,
 )
 from slaprof.steps.engines import ServerOptions, get_backend
 from slaprof.steps.engines.base import batched_tokens
-from slaprof.steps.specs.models import EnginePrecision
+from slaprof.steps.specs.models import EnginePrecision, load_model_info_from_dir
 from tests.plugins.kube import DGD_RESOURCE
 
 PREFILL_JSON = json.dumps(
@@ -228,6 +233,43 @@ def test_prefill_workers_take_the_step_budget_the_bench_measured_with(backend, c
         for flag in budget_flags:
             assert _flag(prefill, flag) == _flag(measured, flag) == str(budget)
             assert _flag(decode, flag) is None  # decode workers keep the engine's own budget
+
+
+@pytest.mark.parametrize("backend", ["vllm", "sglang"])
+@pytest.mark.parametrize("model,prefill,agg", [("Qwen3-32B", "tp2", "agg-tp4"), ("Qwen3-30B-A3B", "dep4", "agg-tep4")])
+def test_dgd_workers_are_told_what_the_bench_engines_ran_with(backend, model, prefill, agg, model_dir):
+    # every setting the plan fixes of an engine (mapping, context, step budget, precision) has the same
+    # value on the bench engine's command line (bench.engine_options) and on the DGD worker's
+    req = build_request(
+        {
+            "model": "Qwen/Qwen3-32B",
+            "backend": backend,
+            "sla": {"isl": 3000, "osl": 150, "ttft_ms": 300, "itl_ms": 25},
+            "engine": {"kv_cache_dtype": "fp8", "max_context_length": 20000},
+            "deployment": {"namespace": "serving"},
+        }
+    )
+    plan = make_plan(req, load_model_info_from_dir(model_dir(model)))
+    engine = get_backend(backend)
+    checked = set()
+    for cid, role in ((prefill, "prefill"), (agg, "agg")):
+        cand = Candidate.parse(cid)
+        options = engine_options(plan, cand)
+        bench = engine.server_launch(req.model, cand, 8000, options).argv
+        fixed = flag_names(
+            [
+                *engine.parallel_args(cand),
+                *engine.context_args(plan.grid.max_context),
+                *engine.precision_args(plan.precision),
+                *(engine.step_tokens_args(options.max_batched_tokens) if options.max_batched_tokens else []),
+            ]
+        )
+        sizing = WorkerSizing(max_context=plan.grid.max_context, precision=plan.precision)
+        args = worker_args(req, engine, cand, role, sizing, request_release(req))
+        for flag in fixed:
+            assert _flag(args, flag) == _flag(bench, flag) is not None, (cid, flag)
+        checked |= fixed
+    assert {"--kv-cache-dtype", "--max-model-len" if backend == "vllm" else "--context-length"} <= checked
 
 
 def test_replicas_images_and_model_cache():

@@ -85,7 +85,7 @@ if TYPE_CHECKING:
     from slaprof.steps.core.request import ProfileRequest
     from slaprof.steps.core.store import ArtifactStore
     from slaprof.steps.dag.plan import Plan
-    from slaprof.steps.engines import EngineBackend
+    from slaprof.steps.engines import EngineBackend, ServerOptions
     from slaprof.steps.engines.process import EngineProcess
     from slaprof.steps.measure.loadgen import LoadResult, LoadRun, LoadSpec, RequestRecord, TraceEntry
     from slaprof.steps.measure.simsession import SessionPlan
@@ -689,25 +689,14 @@ class CandidateBench:
 
     # ---- measuring ---------------------------------------------------------
     def run(self) -> None:
-        from slaprof.steps.engines import ServerOptions
         from slaprof.steps.engines.process import EngineProcess
 
         prompts = PromptBuilder(self.tokenizer, seed=self.opts.random_seed)
+        options = engine_options(self.plan, self.cand)
+        options.memory_utilization = self.opts.memory_utilization
+        options.profile_dir = str(self.workdir / "traces") if self.opts.torch_profile else None
         self.engine = EngineProcess(
-            self.backend,
-            self.request.model,
-            self.cand,
-            self.workdir / "engine",
-            options=ServerOptions(
-                prefix_caching=True,
-                max_context=self.plan.grid.max_context,
-                # an aggregated engine runs with its own chunked-prefill budget, as it would serve
-                max_batched_tokens=None if self.cand.is_agg else batched_tokens(self.plan.grid.max_context),
-                memory_utilization=self.opts.memory_utilization,
-                precision=self.plan.precision,
-                profile_dir=str(self.workdir / "traces") if self.opts.torch_profile else None,
-            ),
-            port=self.opts.port,
+            self.backend, self.request.model, self.cand, self.workdir / "engine", options=options, port=self.opts.port
         )
         try:
             if self.one_session:
@@ -1204,6 +1193,20 @@ class CandidateBench:
         stop_all(self.runs)
         if self.engine is not None:
             self.engine.stop()
+
+
+def engine_options(plan: Plan, cand: Candidate) -> ServerOptions:
+    """What the plan fixes of a candidate's engine: its context, its step budget (whole prompts per step
+    for a disaggregated candidate; an aggregated one runs with its own, as it would serve) and the
+    precision overrides. The DGD's workers are told the same (`steps/dag/render.py`)."""
+    from slaprof.steps.engines import ServerOptions
+
+    return ServerOptions(
+        prefix_caching=True,
+        max_context=plan.grid.max_context,
+        max_batched_tokens=None if cand.is_agg else batched_tokens(plan.grid.max_context),
+        precision=plan.precision,
+    )
 
 
 def _driving_model(request: ProfileRequest, candidate: Candidate) -> Any:

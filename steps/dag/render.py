@@ -237,6 +237,34 @@ def worker_sizing(request: ProfileRequest, selection: Selection) -> WorkerSizing
     )
 
 
+def worker_args(
+    request: ProfileRequest,
+    backend: EngineBackend,
+    cand: Candidate,
+    role: str,
+    sizing: WorkerSizing,
+    release: DynamoRelease,
+) -> list[str]:
+    """The flags slaprof sets on a DGD worker: the backend's for the mapping, context and role, the
+    precision overrides, in the release's form."""
+    ours = backend.release_worker_args(
+        release.line,
+        role,
+        [
+            *backend.dgd_worker_args(_worker_model(request), cand, role, sizing.max_context),  # type: ignore[arg-type]
+            *backend.precision_args(sizing.precision),
+        ],
+    )
+    if _worker_model(request) != request.model:
+        # clients ask for the model by its id, not by its folder on the PVC
+        ours = (
+            _replace_flag(ours, "--served-model-name", request.model)
+            if "--served-model-name" in flag_names(ours)
+            else [*ours, "--served-model-name", request.model]
+        )
+    return ours
+
+
 def _set_worker(
     service: dict[str, Any],
     name: str,
@@ -268,21 +296,7 @@ def _set_worker(
     if dep.engine_image:
         container["image"] = dep.engine_image
     container.setdefault("image", default_image)
-    ours = backend.release_worker_args(
-        release.line,
-        role,
-        [
-            *backend.dgd_worker_args(_worker_model(request), cand, role, sizing.max_context),  # type: ignore[arg-type]
-            *backend.precision_args(sizing.precision),
-        ],
-    )
-    if _worker_model(request) != request.model:
-        # clients ask for the model by its id, not by its folder on the PVC
-        ours = (
-            _replace_flag(ours, "--served-model-name", request.model)
-            if "--served-model-name" in flag_names(ours)
-            else [*ours, "--served-model-name", request.model]
-        )
+    ours = worker_args(request, backend, cand, role, sizing, release)
     base_flags = _split_invocation(container, name)
     container["command"] = ["python3", "-m", backend.dynamo_module]
     container["args"] = merge_args(base_flags, ours, managed)

@@ -178,6 +178,11 @@ class EngineBackend(ABC):
             args += flags
         return args
 
+    def context_args(self, max_context: int) -> list[str]:
+        """Engine CLI flags for a context of `max_context` tokens, 0 = the model's ([] for an engine
+        configured otherwise)."""
+        return []
+
     def step_tokens_args(self, tokens: int) -> list[str]:
         """Engine CLI flags for at most `tokens` prompt tokens per step ([] for an engine without them)."""
         return []
