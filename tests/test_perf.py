@@ -241,6 +241,27 @@ def test_sglang_chunk_budget_follows_gpu_memory_and_is_split_over_attention_dp()
     assert dep.prefill_work_s(8000) - wide.prefill_work_s(8000) >= 5.0e-3
 
 
+def test_disaggregated_engines_are_estimated_with_the_step_budget_they_run_with():
+    # the bench starts a disaggregated candidate's engine, and the DGD its prefill workers, with whole
+    # prompts per step (Plan.step_tokens); the offline estimate models that engine, not the default
+    req = build_request({"model": str(MODELS / "Qwen3-32B"), "backend": "vllm", "sla": {"isl": 3000, "osl": 300}})
+    plan = make_plan(req)
+    disagg, agg = Candidate.parse("tp2"), Candidate.parse("agg-tp2")
+    budget = plan.step_tokens(disagg)
+    default = estimator("Qwen3-32B", "tp2")
+    assert plan.step_tokens(agg) is None and budget is not None and budget > default.chunk_tokens
+    own = estimator("Qwen3-32B", "tp2", step_tokens=budget)
+    assert own.chunk_tokens == budget
+    busy = [p for p in offline_profile(req, plan, disagg).prefill_load if p.concurrency * 3000 > default.chunk_tokens]
+    assert busy
+    for p in busy:
+        assert p.ttft_ms == pytest.approx(own.prefill_ttft_ms(3000, p.concurrency))
+        assert p.ttft_ms < default.prefill_ttft_ms(3000, p.concurrency)
+    # an aggregated engine keeps its own budget, as it would serve
+    served = offline_profile(req, plan, agg).agg[-1]
+    assert served.ttft_ms == pytest.approx(default.agg(3000, 300, served.concurrency).ttft_ms)
+
+
 def test_simulated_backend_is_timed_like_vllm_and_unknown_estimator_is_refused():
     sim, vllm = estimator("Qwen3-0.6B", "tp1", backend="simulated"), estimator("Qwen3-0.6B", "tp1")
     assert sim.decode_itl_ms(8, 1000) == vllm.decode_itl_ms(8, 1000)

@@ -43,7 +43,9 @@ QUICK_SWEEP = {
     "sim_max_kv_tokens": 10_000,
     "max_decode_isls": 1,
     "max_concurrency_points": 2,
-    "prefill_load_per_rank": (4,),
+    # 3 prompts of 300 tokens fit one step of the 1,024-token budget the disaggregated engines get
+    # (Plan.step_tokens): the engine admits whole prompts, the model splits a step evenly into chunks
+    "prefill_load_per_rank": (3,),
 }
 
 
@@ -92,10 +94,10 @@ def test_simulate_agrees_with_offline(runs):
         assert _close(sim_lone.ttft_ms, off_lone.ttft_ms)
         # throughput is the inverse of time: a slow machine lowers it
         assert _close(off_lone.thpt_per_gpu, sim_lone.thpt_per_gpu)
-        # the prefill engine under load: 4 prompts in flight per rank, measured after the first wave
+        # the prefill engine under load: 3 prompts in flight per rank, measured after the first wave
         (load,) = sim.prefill_load
         off_load = {p.concurrency: p for p in off.prefill_load}[load.concurrency]
-        assert load.isl == isl and load.concurrency == 4 * Candidate.parse(cid).attn_dp
+        assert load.isl == isl and load.concurrency == 3 * Candidate.parse(cid).attn_dp
         assert _close(load.ttft_ms, off_load.ttft_ms) and load.ttft_ms > sim_lone.ttft_ms
     # the planner's prefill data at the ISLs both runs measured
     sim_pre = json.loads((base / "simulate" / "prefill_raw_data.json").read_text())

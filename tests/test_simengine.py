@@ -16,7 +16,7 @@ import pytest
 from slaprof.steps.core.candidates import Candidate
 from slaprof.steps.engines import ServerOptions, get_backend
 from slaprof.steps.engines.process import EngineProcess, group_alive
-from slaprof.steps.measure.simengine import Engine, SimRequest
+from slaprof.steps.measure.simengine import DEFAULT_ADMIT_TOKENS, Engine, SimRequest, build_engine, parse_args
 from slaprof.steps.perf import get_estimator
 from slaprof.steps.specs.gpus import get_gpu
 from slaprof.steps.specs.models import load_model_info
@@ -139,6 +139,16 @@ def test_timing_follows_the_performance_model_exactly(time_scale):
     gaps = [(b - a) * 1e3 / time_scale for a, b in zip(times, times[1:])]
     # after the prefill step each decode step holds the one request at its growing context
     assert gaps == pytest.approx([float(est.decode_itl_ms(1, isl + k)) for k in range(1, osl)], rel=1e-9)
+
+
+def test_the_step_budget_the_engine_is_given_is_the_one_it_is_timed_with():
+    # `--max-batched-tokens` (the bench's Plan.step_tokens) sets both what one step admits and how the
+    # performance model chunks it; without it the step admits the default and the backend's chunk times it
+    given = build_engine(parse_args(["--model", MODEL, "--max-batched-tokens", "32768"]))[0]
+    assert given.max_batched_tokens == 32768 and given.est.chunk_tokens == 32768
+    default = build_engine(parse_args(["--model", MODEL]))[0]
+    assert default.max_batched_tokens == DEFAULT_ADMIT_TOKENS
+    assert default.est.chunk_tokens == _estimator().chunk_tokens != 32768
 
 
 def test_kv_limit_makes_extra_requests_wait():

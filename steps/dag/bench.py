@@ -77,7 +77,6 @@ from slaprof.steps.core.results import (
     Provenance,
     utc_now,
 )
-from slaprof.steps.engines.base import batched_tokens
 
 # The engine, load-generator and asyncio modules are imported on the online/simulate path only:
 # an offline run (the default of `slaprof profile`) never needs them.
@@ -480,7 +479,7 @@ class CandidateBench:
         self.simulate = request.method == "simulate"
         self.osl = options.decode_osl or plan.grid.decode_osl
         # the model timing the simulated engine: it picks the time scale and checks every point
-        self.sim_model = _driving_model(request, candidate) if self.simulate else None
+        self.sim_model = _driving_model(request, plan, candidate) if self.simulate else None
         self.scale = (options.time_scale or self._auto_engine_scale()) if self.simulate else 1.0
         self.one_session = self.simulate if options.one_session is None else options.one_session
         self.backend = backend_for(request, options.model_copy(update={"time_scale": self.scale}))
@@ -1196,21 +1195,20 @@ class CandidateBench:
 
 
 def engine_options(plan: Plan, cand: Candidate) -> ServerOptions:
-    """What the plan fixes of a candidate's engine: its context, its step budget (whole prompts per step
-    for a disaggregated candidate; an aggregated one runs with its own, as it would serve) and the
-    precision overrides. The DGD's workers are told the same (`steps/dag/render.py`)."""
+    """What the plan fixes of a candidate's engine: its context, its step budget (`Plan.step_tokens`)
+    and the precision overrides. The DGD's workers are told the same (`steps/dag/render.py`)."""
     from slaprof.steps.engines import ServerOptions
 
     return ServerOptions(
         prefix_caching=True,
         max_context=plan.grid.max_context,
-        max_batched_tokens=None if cand.is_agg else batched_tokens(plan.grid.max_context),
+        max_batched_tokens=plan.step_tokens(cand),
         precision=plan.precision,
     )
 
 
-def _driving_model(request: ProfileRequest, candidate: Candidate) -> Any:
-    """The performance model the simulated engine is started with (see `backend_for`)."""
+def _driving_model(request: ProfileRequest, plan: Plan, candidate: Candidate) -> Any:
+    """The performance model the simulated engine is started with (see `backend_for`, `engine_options`)."""
     from slaprof.steps.measure.simengine import driving_estimator
 
     engine = request.engine
@@ -1221,6 +1219,7 @@ def _driving_model(request: ProfileRequest, candidate: Candidate) -> Any:
         candidate.id,
         quantization=engine.quantization,
         kv_cache_dtype=engine.kv_cache_dtype,
+        step_tokens=plan.step_tokens(candidate),
     )
 
 

@@ -20,6 +20,7 @@ from slaprof.steps.core.candidates import Candidate
 from slaprof.steps.core.errors import UserError
 from slaprof.steps.core.request import ProfileRequest
 from slaprof.steps.engines import get_backend
+from slaprof.steps.engines.base import batched_tokens
 from slaprof.steps.perf.memory import kv_capacity_tokens, weight_bytes_per_gpu
 from slaprof.steps.specs.gpus import GIB, get_gpu
 from slaprof.steps.specs.models import EnginePrecision, ModelInfo, apply_overrides, engine_precision, load_model_info
@@ -64,6 +65,13 @@ class Plan(BaseModel):
     candidates: list[PlannedCandidate]
     grid: SweepGrid
     request_key: str
+
+    def step_tokens(self, cand: Candidate) -> int | None:
+        """Tokens per engine step the plan fixes for `cand`: whole prompts of the grid for a
+        disaggregated candidate (`batched_tokens`), None for an aggregated one, which keeps its engine's
+        own budget as it would serve. The bench's engines, the offline estimate and the DGD's prefill
+        workers all use it."""
+        return None if cand.is_agg else batched_tokens(self.grid.max_context)
 
     def runnable(self) -> list[Candidate]:
         return [p.candidate for p in self.candidates if p.status == "runnable"]

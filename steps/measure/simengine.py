@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field, ValidationError
 log = logging.getLogger("simengine")
 BLOCK_TOKENS = 16  # prefix-cache granularity, as vLLM's default block size
 DEFAULT_MAX_TOKENS = 16
+DEFAULT_ADMIT_TOKENS = 8192  # new prompt tokens admitted per step when the engine is given no budget
 SIM_FIELD = "slaprof_sim"  # request body field holding a SimTag
 # a group whose requests have not all arrived this long after its first one enters without the rest
 # (a request AIPerf never sent must not stall the session)
@@ -225,7 +226,7 @@ class Engine:
         *,
         time_scale: float = 1.0,
         prefix_caching: bool = True,
-        max_batched_tokens: int = 8192,
+        max_batched_tokens: int = DEFAULT_ADMIT_TOKENS,
     ) -> None:
         self.est = estimator
         self.max_kv_tokens = max_kv_tokens
@@ -626,21 +627,30 @@ def driving_estimator(
     estimator: str = "builtin",
     quantization: str = "auto",
     kv_cache_dtype: str = "auto",
+    step_tokens: int | None = None,
 ) -> Any:
     """The performance model that times the engine's steps (the bench checks its points against it),
-    for the model as the engine is told to run it (`--quantization`, `--kv-cache-dtype`)."""
+    for the model as the engine is told to run it (`--quantization`, `--kv-cache-dtype`, and
+    `--max-batched-tokens` as its step budget when given)."""
     from slaprof.steps.core.candidates import Candidate
     from slaprof.steps.perf import get_estimator
     from slaprof.steps.specs.gpus import get_gpu
     from slaprof.steps.specs.models import apply_overrides, load_model_info
 
     info = apply_overrides(load_model_info(model), quantization, kv_cache_dtype)
-    return get_estimator(info, get_gpu(gpu), emulate, Candidate.parse(mapping), estimator)
+    return get_estimator(info, get_gpu(gpu), emulate, Candidate.parse(mapping), estimator, step_tokens)
 
 
 def build_engine(args: argparse.Namespace) -> tuple[Engine, int]:
     est = driving_estimator(
-        args.model, args.gpu, args.emulate, args.mapping, args.estimator, args.quantization, args.kv_cache_dtype
+        args.model,
+        args.gpu,
+        args.emulate,
+        args.mapping,
+        args.estimator,
+        args.quantization,
+        args.kv_cache_dtype,
+        args.max_batched_tokens,
     )
     max_kv = args.max_kv_tokens or int(est.max_kv_tokens())
     engine = Engine(
@@ -648,7 +658,7 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, int]:
         max_kv,
         time_scale=args.time_scale,
         prefix_caching=args.prefix_caching,
-        max_batched_tokens=args.max_batched_tokens,
+        max_batched_tokens=args.max_batched_tokens or DEFAULT_ADMIT_TOKENS,
     )
     return engine, max_kv
 
@@ -667,7 +677,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-scale", type=float, default=1.0, help="wall ms per modelled ms")
     p.add_argument("--startup-s", type=float, default=0.0, help="simulated start-up time before serving")
     p.add_argument("--no-prefix-caching", dest="prefix_caching", action="store_false")
-    p.add_argument("--max-batched-tokens", type=int, default=8192)
+    p.add_argument(
+        "--max-batched-tokens",
+        type=int,
+        default=None,
+        help=f"prompt tokens per step (default: {DEFAULT_ADMIT_TOKENS} admitted, the backend's own chunk timed)",
+    )
     p.add_argument("--max-context", type=int, default=0)
     p.add_argument("--max-kv-tokens", type=int, default=0, help="override the modelled KV capacity")
     p.add_argument("--quantization", default="auto", choices=("auto", "bf16", "fp8", "fp4"), help="weights as served")

@@ -39,15 +39,24 @@ class PerfEstimator(Protocol):
 
 
 def get_estimator(
-    model: ModelInfo, gpu: GpuSpec, backend: str, cand: Candidate, estimator: str = "builtin", **opts: Any
+    model: ModelInfo,
+    gpu: GpuSpec,
+    backend: str,
+    cand: Candidate,
+    estimator: str = "builtin",
+    step_tokens: int | None = None,
+    **opts: Any,
 ) -> PerfEstimator:
     """The estimator named `estimator` for this model on `cand.size` GPUs of `gpu` with `backend`.
 
+    step_tokens: the engine's tokens per step when the deployment sets it (`Plan.step_tokens`), None
+    for the backend's default; the built-in model chunks prefills by it (AI Configurator's static
+    estimates prefill a prompt in one step anyway).
     opts for `aic`: system (AI Configurator system name, default the GPU's), hf_id (the model id
     AI Configurator knows it by), backend_version.
     """
     if estimator == "builtin":
-        return BuiltinEstimator(model, gpu, backend, cand)
+        return BuiltinEstimator(model, gpu, backend, cand, step_tokens=step_tokens)
     if estimator == "aic":
         from slaprof.steps.perf.aic import AicEstimator
 

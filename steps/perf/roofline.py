@@ -163,8 +163,10 @@ class BuiltinEstimator:
         backend: str,
         cand: Candidate | Mapping,
         constants: BackendConstants | None = None,
+        step_tokens: int | None = None,
     ) -> None:
         self.model, self.gpu, self.backend, self.cand = model, gpu, backend, cand
+        self.step_tokens = step_tokens  # the engine's step budget when set (None: the backend's default)
         self.map = Mapping.of(cand)
         self.k = constants or constants_for(backend)
         self.s = _shapes(model, self.map)
@@ -180,7 +182,9 @@ class BuiltinEstimator:
     def _chunk_tokens(self) -> int:
         """Prefill tokens one attention-DP rank takes per step (the engine's chunked-prefill budget)."""
         k = self.k
-        chunk = k.prefill_chunk_tokens_160g if self.gpu.usable_memory_gib >= 160 else k.prefill_chunk_tokens
+        chunk = self.step_tokens or (
+            k.prefill_chunk_tokens_160g if self.gpu.usable_memory_gib >= 160 else k.prefill_chunk_tokens
+        )
         if k.chunk_shared_by_dp:
             chunk //= self.map.attn_dp
         return max(1, chunk)

@@ -39,25 +39,31 @@ if TYPE_CHECKING:
     from slaprof.steps.dag.plan import Plan
 
 
-def _aic_options(request: ProfileRequest) -> dict[str, str]:
-    sw = request.sweep
-    opts = {"system": sw.aic_system, "hf_id": sw.aic_hf_id, "backend_version": sw.aic_backend_version}
-    return {k: v for k, v in opts.items() if v}
-
-
 def estimator_for(request: ProfileRequest, plan: Plan, candidate: Candidate, anchored: bool = False) -> PerfEstimator:
     """The request's estimator. AI Configurator answers every point of a surface (one session per
     candidate, a few ms a point); with `anchored` it is asked only at anchor points, the built-in
-    model's shape filling the rest (`anchored.py`)."""
+    model's shape filling the rest (`anchored.py`). The built-in model runs the engine with the step
+    budget the bench and the DGD give it (`Plan.step_tokens`)."""
     gpu = get_gpu(plan.gpu)
+    step_tokens = plan.step_tokens(candidate)
     if request.sweep.estimator != "aic":
-        return get_estimator(plan.model, gpu, plan.backend, candidate, request.sweep.estimator)
-    exact = get_estimator(plan.model, gpu, plan.backend, candidate, "aic", **_aic_options(request))
+        return get_estimator(plan.model, gpu, plan.backend, candidate, request.sweep.estimator, step_tokens)
+    sw = request.sweep
+    exact = get_estimator(
+        plan.model,
+        gpu,
+        plan.backend,
+        candidate,
+        "aic",
+        system=sw.aic_system or None,
+        hf_id=sw.aic_hf_id or None,
+        backend_version=sw.aic_backend_version or None,
+    )
     if not anchored:
         return exact
     from slaprof.steps.perf.anchored import AnchoredEstimator
 
-    return AnchoredEstimator(exact, get_estimator(plan.model, gpu, plan.backend, candidate, "builtin"))
+    return AnchoredEstimator(exact, get_estimator(plan.model, gpu, plan.backend, candidate, "builtin", step_tokens))
 
 
 def _values(fn, *args) -> list[float]:
