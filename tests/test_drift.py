@@ -75,9 +75,9 @@ def test_threshold_and_changed_choice():
     assert moved.choice_changed and moved.exceeded and "tp2+tp4 -> tp2+tp8" in moved.summary()
 
 
-def _run(tmp_path, name: str, selection: Selection) -> LocalStore:
+def _run(tmp_path, name: str, selection: Selection, request: ProfileRequest | None = None) -> LocalStore:
     store = LocalStore(tmp_path / name)
-    write_model(store, Layout.REQUEST, ProfileRequest(model="Qwen/Qwen3-32B"))
+    write_model(store, Layout.REQUEST, request or ProfileRequest(model="Qwen/Qwen3-32B"))
     write_model(store, Layout.SELECTION, selection)
     return store
 
@@ -98,3 +98,36 @@ def test_run_step_records_history_and_fails_only_beyond_threshold(tmp_path):
     # the report is written and the new result becomes the reference even when the step fails
     assert read_model(third_store, DRIFT_KEY, DriftReport).exceeded
     assert read_model(history, "selection.json", Selection).decode.itl_ms == 9.5
+
+
+def test_a_changed_request_is_named_and_not_held_to_the_threshold(tmp_path):
+    # a user who asks another question (a tighter SLA, fewer GPUs) gets other numbers: the drift line
+    # says what changed and the step does not fail, while the same question drifting still does
+    history = LocalStore(tmp_path / "history")
+    asked = ProfileRequest(model="Qwen/Qwen3-32B")
+    run_step(_run(tmp_path, "run-1", _selection(), asked), history, "run-1", threshold_pct=5)
+    assert read_model(history, "request.json", ProfileRequest) == asked
+
+    tighter = asked.model_copy(deep=True)
+    tighter.sla.ttft_ms, tighter.hardware.total_gpus = 25.0, 4
+    tighter.deployment.namespace = "elsewhere"  # where the DGD goes changes no number
+    second = run_step(_run(tmp_path, "run-2", _selection(ttft=20.0), tighter), history, "run-2", threshold_pct=5)
+    assert second.changed_inputs == ["hardware.total_gpus: 0 -> 4", "sla.ttft_ms: 50.0 -> 25.0"]
+    assert second.max_abs_change_pct == 50.0 and not second.exceeded
+    assert "request changed: hardware.total_gpus: 0 -> 4, sla.ttft_ms: 50.0 -> 25.0" in second.summary()
+
+    moved = tighter.model_copy(deep=True)
+    moved.deployment.namespace = "serving"
+    with pytest.raises(StepFailed, match="exceeds 5%"):
+        run_step(_run(tmp_path, "run-3", _selection(ttft=30.0), moved), history, "run-3", threshold_pct=5)
+
+
+def test_a_history_without_a_readable_request_is_compared_by_its_selection(tmp_path):
+    history = LocalStore(tmp_path / "history")
+    write_model(history, "selection.json", _selection())
+    history.put_bytes("request.json", b'{"model": "Qwen/Qwen3-32B", "retired_setting": 1}')
+    store = _run(tmp_path, "run-2", _selection(ttft=44.0))
+    with pytest.raises(StepFailed, match=r"drift vs the previous run: .*prefill_ttft_ms \+10\.0%.*exceeds 5%"):
+        run_step(store, history, "run-2", threshold_pct=5)
+    assert not read_model(store, DRIFT_KEY, DriftReport).changed_inputs
+    assert read_model(history, "request.json", ProfileRequest).model == "Qwen/Qwen3-32B"  # replaced by one it reads

@@ -73,7 +73,10 @@ def test_local_and_argo_runs_write_the_same_files(s3_server, tmp_path, picked):
     assert local.drift is not None and "first result" in local.drift
     key = argo.outputs["plan"]["history-key"]
     assert (tmp_path / "history" / key / "selection.json").read_bytes() == store.get_bytes(Layout.SELECTION)
-    assert argo.keys(f"history/{key}/") == [f"history/{key}/run.json", f"history/{key}/selection.json"]
+    assert argo.keys(f"history/{key}/") == [
+        f"history/{key}/{name}" for name in ("request.json", "run.json", "selection.json")
+    ]
+    assert argo.get(f"history/{key}/request.json") == store.get_bytes(Layout.REQUEST)
 
 
 def test_a_rerun_reuses_the_profiles_and_discards_another_requests(tmp_path):

@@ -325,8 +325,7 @@ def test_profile_dag_task_by_task(argo):
     assert plan["engine-image"] in _images(next(d for d in dgd if d["kind"] == "DynamoGraphDeployment"))
     assert "first result" in argo.outputs["record"]["drift"]
     assert argo.keys(f"history/{plan['history-key']}/") == [
-        f"history/{plan['history-key']}/run.json",
-        f"history/{plan['history-key']}/selection.json",
+        f"history/{plan['history-key']}/{name}" for name in ("request.json", "run.json", "selection.json")
     ]
     status["render"] = "Succeeded"
     assert not argo.when("apply")  # auto-apply is false
