@@ -229,6 +229,19 @@ def test_unmet_sla_deploys_the_nearest_achievable_targets(tmp_path, capsys):
     assert note in (out / "dgd.yaml").read_text().split("apiVersion")[0]  # the DGD's header says so too
 
 
+def test_unmet_sla_of_an_aggregated_deployment_promises_no_planner(tmp_path, capsys):
+    # an aggregated DGD has no planner: the warnings name the nearest SLA as what the deployment reaches
+    out = tmp_path / "run"
+    assert main(_profile(out, "--ttft", "1", "--itl", "1", "--serving", "agg")) == 0
+    err = capsys.readouterr().err
+    selection = Selection.model_validate_json((out / "selection.json").read_text())
+    assert selection.deployment is not None and selection.deployment.mode == "agg" and selection.nearest_sla
+    assert "cannot be met; the aggregated deployment reaches the nearest achievable SLA" in err
+    header = (out / "dgd.yaml").read_text().split("apiVersion")[0]
+    assert "the aggregated deployment reaches the nearest achievable SLA" in header
+    assert "planner targets" not in err + header + (out / "report.html").read_text()
+
+
 # ---------------------------------------------------------------------------
 # the planner's ConfigMap is named after its DGD
 # ---------------------------------------------------------------------------

@@ -264,12 +264,22 @@ class Selection(BaseModel):
         nearest = self.nearest_sla or {}
         return nearest.get("ttft_ms", self.ttft_ms), nearest.get("itl_ms", self.itl_ms)
 
+    @property
+    def planner_deployed(self) -> bool:
+        """Whether the DGD runs Dynamo's SLA planner: only a disaggregated deployment's does."""
+        return self.deployment is None or self.deployment.mode != "agg"
+
+    def nearest_sla_use(self) -> str:
+        """What becomes of the nearest achievable SLA: the planner's targets, or (aggregated, no planner)
+        only what the deployment reaches."""
+        return "the DGD's planner targets" if self.planner_deployed else "the aggregated deployment reaches"
+
     def sla_note(self) -> str | None:
-        """One sentence when the planner gets other targets than the request's, else None."""
+        """One sentence when the request's SLA cannot be met, naming the nearest achievable one, else None."""
         if not self.nearest_sla:
             return None
         ttft, itl = self.planner_targets()
         return (
-            f"the requested SLA (TTFT {self.ttft_ms:g} ms, ITL {self.itl_ms:g} ms) cannot be met; the DGD's planner "
-            f"targets the nearest achievable SLA: TTFT {ttft:.2f} ms, ITL {itl:.2f} ms"
+            f"the requested SLA (TTFT {self.ttft_ms:g} ms, ITL {self.itl_ms:g} ms) cannot be met; "
+            f"{self.nearest_sla_use()} the nearest achievable SLA: TTFT {ttft:.2f} ms, ITL {itl:.2f} ms"
         )

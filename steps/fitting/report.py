@@ -273,7 +273,7 @@ def _recommendation(ctx: ReportContext) -> str:
         parts.append(
             f"<p class='warn'>The SLA cannot be met. Nearest achievable SLA: TTFT "
             f"{sel.nearest_sla.get('ttft_ms', 0):.2f} ms, ITL {sel.nearest_sla.get('itl_ms', 0):.2f} ms; "
-            "the DGD's planner targets it instead of the requested SLA.</p>"
+            f"{sel.nearest_sla_use()} it instead of the requested SLA.</p>"
         )
     parts.append(_band_paragraph(ctx))
     parts.append("</div>")
