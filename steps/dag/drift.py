@@ -148,6 +148,19 @@ def _numbers(selection: Selection) -> dict[str, float]:
     return out
 
 
+def _selection_changes(previous: Selection, current: Selection) -> list[str]:
+    """What a selection alone tells of a changed request: its workload and SLA."""
+    notes = []
+    if (previous.isl, previous.osl) != (current.isl, current.osl):
+        notes.append(f"workload changed: ISL/OSL {previous.isl}/{previous.osl} -> {current.isl}/{current.osl}")
+    if (previous.ttft_ms, previous.itl_ms) != (current.ttft_ms, current.itl_ms):
+        notes.append(
+            f"SLA changed: TTFT/ITL {previous.ttft_ms:g}/{previous.itl_ms:g} ms -> "
+            f"{current.ttft_ms:g}/{current.itl_ms:g} ms"
+        )
+    return notes
+
+
 def compare(
     previous: Selection | None,
     current: Selection,
@@ -175,13 +188,8 @@ def compare(
     report.choice_changed = report.previous_choice != report.current_choice
     if requests is not None:
         report.changed_inputs = changed_inputs(*requests)
-    elif (previous.isl, previous.osl) != (current.isl, current.osl):
-        report.notes.append(f"workload changed: ISL/OSL {previous.isl}/{previous.osl} -> {current.isl}/{current.osl}")
-    if requests is None and (previous.ttft_ms, previous.itl_ms) != (current.ttft_ms, current.itl_ms):
-        report.notes.append(
-            f"SLA changed: TTFT/ITL {previous.ttft_ms:g}/{previous.itl_ms:g} ms -> "
-            f"{current.ttft_ms:g}/{current.itl_ms:g} ms"
-        )
+    else:
+        report.notes += _selection_changes(previous, current)
     before, after = _numbers(previous), _numbers(current)
     for name in before.keys() & after.keys():
         if before[name] == 0:
